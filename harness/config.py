@@ -1,0 +1,49 @@
+"""The whole configuration of a run, as one pydantic model.
+
+The CLI fills it, the run folder saves it as config.yaml, and `harness compare --config`
+replays it. Secrets never enter it: an API key is named by its environment variable.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+DEFAULT_STRATEGIES = ["full-context", "rag-dense"]
+DEFAULT_LENGTHS = [1000, 2000, 4000]
+DEFAULT_DEPTHS = [0.0, 50.0, 100.0]
+
+
+class EndpointConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    url: str | None = Field(None, description="OpenAI-compatible base URL; None starts the embedded vLLM")
+    model: str | None = None
+    api: Literal["auto", "completions", "chat"] = "auto"
+    api_key_env: str | None = "OPENAI_API_KEY"
+    max_model_len: int | None = None
+    concurrency: int = Field(0, ge=0, description="requests in flight; 0 picks a default per endpoint")
+    timeout_s: float = 600.0
+    max_retries: int = 3
+    max_tokens: int = 160
+
+
+class RunConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    scenario: str = "bio-needle"
+    scenario_params: dict[str, Any] = Field(default_factory=dict)
+    strategies: list[str] = Field(default_factory=lambda: list(DEFAULT_STRATEGIES))
+    lengths: list[int] = Field(default_factory=lambda: list(DEFAULT_LENGTHS))
+    depths: list[float] = Field(default_factory=lambda: list(DEFAULT_DEPTHS))
+    needles: int = 2
+    shots: int = 2
+    seed: int = 0
+    endpoint: EndpointConfig = Field(default_factory=EndpointConfig)
+    includes: list[str] = Field(default_factory=list)
+    out: Path | None = None
+
+    def dump(self) -> dict[str, Any]:
+        return self.model_dump(mode="json")

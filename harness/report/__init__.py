@@ -1,0 +1,1 @@
+"""From records to what people read: summary tables, files, and (later) the HTML report and verdict."""

@@ -1,0 +1,1 @@
+"""Scorers read a record's answer and provenance and add their marks."""

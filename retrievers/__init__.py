@@ -1,0 +1,1 @@
+"""Strategies: what the model is shown for a sample (full context, retrieved chunks, agents)."""

@@ -1,0 +1,70 @@
+"""Split a sample's corpus into chunks and remember which documents each chunk came from.
+
+The corpus is ingested the way a RAG user would ingest a long file: the joined text is
+split by LangChain's recursive splitter, measured in the embedding model's own tokens
+(so no chunk is silently truncated by the embedder). Each chunk keeps its character
+span, which maps it back to document ids for needle recall and grounding.
+"""
+
+from __future__ import annotations
+
+import bisect
+from dataclasses import dataclass
+from functools import lru_cache
+
+from harness.samples import Sample
+
+SEPARATOR = "\n\n"
+
+
+@dataclass(frozen=True)
+class Chunk:
+    id: str
+    text: str
+    start: int  # character offset in the joined corpus
+    doc_ids: tuple[str, ...]
+
+
+def doc_spans(sample: Sample) -> list[tuple[int, int, str]]:
+    """(start, end, doc id) of every document in `sample.joined()`."""
+    spans, pos = [], 0
+    for d in sample.documents:
+        spans.append((pos, pos + len(d.text), d.id))
+        pos += len(d.text) + len(SEPARATOR)
+    return spans
+
+
+def docs_overlapping(spans: list[tuple[int, int, str]], start: int, end: int) -> tuple[str, ...]:
+    starts = [s for s, _, _ in spans]
+    i = max(0, bisect.bisect_right(starts, start) - 1)
+    out = []
+    while i < len(spans) and spans[i][0] < end:
+        if spans[i][1] > start:
+            out.append(spans[i][2])
+        i += 1
+    return tuple(out)
+
+
+@lru_cache(maxsize=8)
+def _splitter(tokenizer_path: str, chunk_size: int, chunk_overlap: int):
+    from langchain_text_splitters import RecursiveCharacterTextSplitter
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(tokenizer_path)
+    return RecursiveCharacterTextSplitter.from_huggingface_tokenizer(
+        tok, chunk_size=chunk_size, chunk_overlap=chunk_overlap, add_start_index=True
+    )
+
+
+def chunk_sample(sample: Sample, chunk_size: int, chunk_overlap: int, tokenizer_path: str) -> list[Chunk]:
+    text = sample.joined(SEPARATOR)
+    spans = doc_spans(sample)
+    docs = _splitter(tokenizer_path, chunk_size, chunk_overlap).create_documents([text])
+    chunks = []
+    for i, d in enumerate(docs):
+        start = int(d.metadata["start_index"])
+        if start < 0:  # the splitter could not locate it (should not happen); fall back to a search
+            start = text.find(d.page_content)
+        end = start + len(d.page_content)
+        chunks.append(Chunk(f"c{i}", d.page_content, start, docs_overlapping(spans, start, end)))
+    return chunks

@@ -1,0 +1,15 @@
+"""`full-context`: stuff the whole corpus into the prompt; the long-context arm."""
+
+from __future__ import annotations
+
+from harness.samples import Sample, Shown, ShownPiece
+from retrievers.base import Strategy
+from retrievers.chunking import SEPARATOR
+
+
+class FullContext(Strategy):
+    def show(self, sample: Sample) -> Shown:
+        return Shown(
+            context=sample.joined(SEPARATOR),
+            pieces=[ShownPiece(id=d.id, doc_ids=[d.id], text=d.text) for d in sample.documents],
+        )

