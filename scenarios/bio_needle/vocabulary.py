@@ -113,8 +113,9 @@ class Role:
     nouns: tuple[str, str]  # (male, female) noun phrase used in the opening: "footballer"
     sportsperson: bool
     politician: bool
-    career: tuple[str, ...]  # follow-on sentences; one or two are used
+    career: tuple[str, ...]  # [0] establishes the labels and is always used; the rest are optional
     min_age: int = 22  # the youngest age at which the career can have started
+    min_year: int = 0  # no career before this year (broadcasting, polling, ...)
 
 
 _SPORT = [
@@ -135,7 +136,7 @@ _SPORT = [
     Role("cyclist", ("road cyclist", "road cyclist"), True, False, (
         "{He} rode the Tour de France {n1} times and won a stage in {y1}.",
         "{He} turned professional in {y1} with the {club} team.",
-    ), 18),
+    ), 18, min_year=1903),
     Role("runner", ("long-distance runner", "long-distance runner"), True, False, (
         "{He} won the {city2} Marathon in {y1} in a time of 2:{mm}:{ss}.",
         "{He} ran the 10,000 metres at the {oly} Summer Olympics.",
@@ -151,11 +152,11 @@ _SPORT = [
     Role("basketball", ("basketball player", "basketball player"), True, False, (
         "{He} played {n1} seasons as a {bpos} for {club}.",
         "{He} was named the league's most valuable player in {y1}.",
-    ), 18),
+    ), 18, min_year=1946),
     Role("skier", ("alpine skier", "alpine skier"), True, False, (
         "{He} competed in the {ski} at the {woly} Winter Olympics.",
         "{He} won {n1} World Cup races between {y1} and {y2}.",
-    ), 17),
+    ), 17, min_year=1967),
     Role("fencer", ("fencer", "fencer"), True, False, (
         "{He} won the {weapon} title at the world championships in {y1}.",
         "{He} fenced at the {oly} Summer Olympics.",
@@ -236,7 +237,7 @@ _SPORT_TRAPS = [
     Role("commentator", ("sports broadcaster", "sports broadcaster"), False, False, (
         "{He} commentated on {sport} for {broadcaster} from {y1} to {y2}.",
         "{He} presented the Olympic coverage of {broadcaster} in {oly}.",
-    )),
+    ), min_year=1925),
     Role("team_doctor", ("physician", "physician"), False, False, (
         "{He} worked as the team doctor of {club} from {y1} to {y2}.",
         "{He} wrote widely on injuries among professional footballers.",
@@ -272,7 +273,7 @@ _POLITICS_TRAPS = [
     ), 25),
     Role("pollster", ("pollster", "pollster"), False, False, (
         "{He} founded a polling firm in {y1} that forecast several general elections.",
-    )),
+    ), min_year=1936),
 ]
 
 _PLAIN = [
@@ -401,3 +402,37 @@ SLOTS: dict[str, tuple[str, ...]] = {
                       "was a well-known cyclist", "was mayor of a small town",
                       "rowed at the Olympic Games", "ran for the senate"),
 }
+
+CLUB_SUFFIXES: tuple[str, ...] = ("Rovers", "United", "Athletic", "Wanderers", "Sporting", "City")
+
+EDUCATION: tuple[str, ...] = (
+    "{He} studied {subject} at the University of {city3}.",
+    "{He} studied in {city} and {city3}.",
+    "{He} was educated in {city} and later studied {subject} in {city3}.",
+    "{He} grew up in {city} and attended school there before studying {subject} in {country2}.",
+)
+FAMILY: tuple[str, ...] = (
+    "{His} father was a {parent} and {his} mother a {parent2}.",
+    "{His} {relative} {relative_role}.",
+    "{He} {has} {n1} children.",
+)
+# Asides: mostly places and other countries, none of which states a nationality.
+ASIDES: tuple[str, ...] = (
+    "{He} spent several years working in {country2}.",
+    "In {y_moved} {he} moved to {city3}.",
+    "{He} was awarded an honorary doctorate by the University of {city4} in {y_honour}.",
+    "{He} toured {country2} and {country3} several times.",
+    "{He} spoke several languages and translated books from {language}.",
+    "{He} wrote a memoir about {his} years in {country3}.",
+)
+LATER_ALIVE: tuple[str, ...] = (
+    "{He} lives in {city}.",
+    "{He} now lives in {city4} with {his} family.",
+    "{He} still gives lectures in {city4}.",
+)
+LATER_DEAD: tuple[str, ...] = (
+    "{He} spent {his} final years in {city}.",
+    "A street in {city2} is named after {him}.",
+    "{His} papers are held in an archive in {city4}.",
+)
+SLOTS["language"] = ("Japanese", "Russian", "Spanish", "Italian", "Swedish", "Greek", "Polish")

@@ -1,0 +1,1 @@
+"""Built-in scenarios (datasets with an answer schema and a field scorer)."""

@@ -1,0 +1,431 @@
+"""Synthetic biographies whose labels are exact by construction.
+
+Each person is drawn first (name, gender, nationality, dates, occupation) and the prose is
+then written from those facts, so the labels never depend on parsing text. Fake names keep
+a model from answering from memory; varied sentence shapes, date formats and two styles
+(normal prose and wiki_bio's lowercase tokenized text) keep it from answering by pattern.
+
+Labelling rules (what the text must say for a label to hold):
+  nationality  the demonym the text attributes to the person: "is/was a [former|retired]
+               <demonym> <occupation>", "the [former|retired] <demonym> <occupation> <name>", "is/was
+               <demonym> by nationality", "holds/held <demonym> citizenship". Birthplace,
+               places of work or study, clubs abroad, a foreign spouse or coach and tournament
+               names ("French Open") do NOT state it. With no statement the label is "unknown".
+  sportsperson the person competed as an athlete (see vocabulary.Role).
+  politician   the person held or stood for political office (see vocabulary.Role).
+  dates        exactly the parts the text gives, 0 for the rest; date_of_death is all zeros
+               for living people.
+
+Splits ("haystack", "needles", "shots") use separate random streams, so asking for more of
+one never changes another, and a split is prefix-stable: its first n people are the same
+whatever n is asked for later. Surnames are unique across all splits of a seed: each split
+only accepts surnames whose hash falls in its own third of the name space.
+"""
+
+from __future__ import annotations
+
+import calendar
+import random
+import re
+import string
+import zlib
+from dataclasses import dataclass
+from typing import Any
+
+from scenarios.bio_needle import vocabulary as V
+from scenarios.bio_needle.loader import BioDate, BioLabels, BioRecord
+
+SPLITS: tuple[str, ...] = ("haystack", "needles", "shots")
+# Word-count bounds per split: shots are short so a few of them fit in any prompt.
+WORD_RANGE: dict[str, tuple[int, int]] = {"haystack": (40, 150), "needles": (40, 150), "shots": (40, 80)}
+NOW = 2024  # the "present" of the corpus: living people are younger than 90 then
+P_UNKNOWN_NATIONALITY = 0.15
+P_ALIVE = 0.4
+P_WIKI_STYLE = 0.5
+
+_FORMATTER = string.Formatter()
+_WORD = re.compile(r"\w+")
+
+
+def count_words(text: str) -> int:
+    return len(_WORD.findall(text))
+
+
+@dataclass(frozen=True)
+class Person:
+    """A generated person: the facts, the role behind the booleans, and the finished record."""
+
+    name: str
+    surname: str
+    gender: str  # "m" or "f"
+    role: V.Role
+    style: str  # "prose" or "wiki"
+    record: BioRecord
+
+    @property
+    def labels(self) -> BioLabels:
+        return self.record.labels
+
+
+# ------------------------------------------------------------------------------ dates
+@dataclass(frozen=True)
+class _Date:
+    day: int
+    month: int
+    year: int
+    precision: str  # "full", "month" or "year"
+
+    def label(self) -> BioDate:
+        return BioDate(
+            day=self.day if self.precision == "full" else 0,
+            month=self.month if self.precision != "year" else 0,
+            year=self.year,
+        )
+
+    def bare(self, fmt: str) -> str:
+        """'3 June 1941', 'June 3, 1941', 'June 1941' or '1941'."""
+        month = V.MONTHS[self.month - 1]
+        if self.precision == "year":
+            return str(self.year)
+        if self.precision == "month":
+            return f"{month} {self.year}"
+        if fmt == "mdy":
+            return f"{month} {self.day}, {self.year}"
+        if fmt == "ord":
+            return f"the {_ordinal(self.day)} of {month} {self.year}"
+        return f"{self.day} {month} {self.year}"
+
+    def on(self, fmt: str) -> str:
+        """'on 3 June 1941' for a full date, 'in 1941' / 'in June 1941' otherwise."""
+        return ("on " if self.precision == "full" else "in ") + self.bare(fmt)
+
+    def born(self, fmt: str) -> str:
+        """wiki_bio's 'born 12 march 1950' or 'born in 1962'."""
+        return ("born " if self.precision == "full" else "born in ") + self.bare("mdy" if fmt == "mdy" else "dmy")
+
+
+def _ordinal(n: int) -> str:
+    suffix = "th" if 10 <= n % 100 <= 20 else {1: "st", 2: "nd", 3: "rd"}.get(n % 10, "th")
+    return f"{n}{suffix}"
+
+
+def _draw_date(rng: random.Random, year: int, p_full: float, p_month: float) -> _Date:
+    month = rng.randint(1, 12)
+    day = rng.randint(1, calendar.monthrange(year, month)[1])
+    r = rng.random()
+    precision = "full" if r < p_full else "month" if r < p_full + p_month else "year"
+    return _Date(day, month, year, precision)
+
+
+def _age_at_death(birth: _Date, death: _Date) -> int:
+    return death.year - birth.year - ((death.month, death.day) < (birth.month, birth.day))
+
+
+# ------------------------------------------------------------------------------ names
+def _clean_name(s: str) -> str:
+    s = re.sub(r"([aeiou])\1+", r"\1", s)
+    s = re.sub(r"(.)\1\1+", r"\1\1", s)
+    return s.capitalize()
+
+
+def _draw_given(rng: random.Random, gender: str) -> str:
+    n = rng.choice((1, 2, 2, 2))
+    return _clean_name("".join(rng.choice(V.SYLLABLES) for _ in range(n)) + rng.choice(V.GIVEN_ENDINGS[gender]))
+
+
+def _draw_surname(rng: random.Random) -> str:
+    n = rng.choice((1, 2, 2, 2, 3))
+    return _clean_name("".join(rng.choice(V.SYLLABLES) for _ in range(n)) + rng.choice(V.SURNAME_ENDINGS))
+
+
+def surname_split(surname: str) -> str:
+    """The only split allowed to use this surname (keeps splits disjoint without coordination)."""
+    return SPLITS[zlib.crc32(surname.lower().encode("utf-8")) % len(SPLITS)]
+
+
+# ------------------------------------------------------------------------------ text helpers
+_AN = re.compile(r"\b([Aa]) (?=[aeiouAEIOUÉé])(?!(?:[Uu]ni|[Uu]k|[Uu]s[aeiu]|[Ee]u|[Oo]ne))")
+
+
+def _fix_articles(text: str) -> str:
+    return _AN.sub(lambda m: m.group(1) + "n ", text)
+
+
+def wikify(text: str) -> str:
+    """Lowercase and tokenize like wiki_bio: '( march 12 , 1950 -- june 3 , 2001 ) was ...'."""
+    t = text.lower()
+    t = re.sub(r"\s*–\s*", " -- ", t)
+    t = re.sub(r"[();]", lambda m: f" {m.group(0)} ", t)
+    t = re.sub(r",(?!\d)", " , ", t)
+    t = re.sub(r"(\w{2,}|\d)\.(?=\s|$)", r"\1 .", t)
+    t = re.sub(r"(\w)'s\b", r"\1 's", t)
+    return re.sub(r"\s+", " ", t).strip()
+
+
+def _fill(template: str, slots: dict[str, Any]) -> str | None:
+    """Format a template, or None when a slot it needs has no value for this person."""
+    for _, field, _, _ in _FORMATTER.parse(template):
+        if field is not None and slots.get(field) is None:
+            return None
+    return template.format_map(slots)
+
+
+def _pick_weighted(rng: random.Random, items):
+    total = sum(w for _, w, _ in items)
+    r = rng.random() * total
+    for item in items:
+        r -= item[1]
+        if r < 0:
+            return item
+    return items[-1]
+
+
+# ------------------------------------------------------------------------------ the generator
+class BioGenerator:
+    """Deterministic biographies for one seed; each split is an independent, growing list."""
+
+    def __init__(self, seed: int = 0):
+        self.seed = seed
+        self._rngs = {s: random.Random(f"bio-needle/{seed}/{s}") for s in SPLITS}
+        self._people: dict[str, list[Person]] = {s: [] for s in SPLITS}
+        self._surnames: dict[str, set[str]] = {s: set() for s in SPLITS}
+
+    def people(self, split: str, n: int) -> list[Person]:
+        """The first `n` people of a split (generating more as needed)."""
+        if split not in SPLITS:
+            raise ValueError(f"unknown split {split!r}; known: {', '.join(SPLITS)}")
+        have = self._people[split]
+        while len(have) < n:
+            have.append(self._person(split))
+        return have[:n]
+
+    def records(self, split: str, n: int) -> list[BioRecord]:
+        return [p.record for p in self.people(split, n)]
+
+    # -- one person ---------------------------------------------------------------------
+    def _person(self, split: str) -> Person:
+        rng = self._rngs[split]
+        gender = rng.choice("mf")
+        while True:
+            surname = _draw_surname(rng)
+            key = surname.lower()
+            if (
+                surname_split(surname) == split
+                and key not in self._surnames[split]
+                and key not in V.BANNED_NAME_WORDS
+            ):
+                break
+        self._surnames[split].add(key)
+        while True:
+            given = _draw_given(rng, gender)
+            if given.lower() not in V.BANNED_NAME_WORDS:
+                break
+        if rng.random() < 0.1:
+            given = f"{given} {rng.choice('ABCDEFGHJKLMNPRSTVW')}."
+        name = f"{given} {surname}"
+        lo, hi = WORD_RANGE[split]
+        return _write_person(rng, name, surname, gender, lo, hi)
+
+
+def _write_person(rng: random.Random, name: str, surname: str, gender: str, lo: int, hi: int) -> Person:
+    """Draw the facts for a named person and write the biography from them."""
+    nationality = None if rng.random() < P_UNKNOWN_NATIONALITY else rng.choice(V.DEMONYMS)
+    alive = rng.random() < P_ALIVE
+    birth_year = rng.randint(1935, 2000) if alive else rng.randint(1880, 1980)
+    birth = _draw_date(rng, birth_year, 0.75, 0.07)
+    death = None
+    if not alive:
+        death = _draw_date(rng, rng.randint(birth_year + 40, min(birth_year + 98, NOW)), 0.70, 0.05)
+    end = death.year if death else NOW
+    style = "wiki" if rng.random() < P_WIKI_STYLE else "prose"
+    fmt = rng.choice(("dmy", "dmy", "mdy")) if style == "prose" else rng.choice(("dmy", "mdy"))
+    slots = _slots(rng, gender, nationality, alive, birth_year, end, surname)
+    role, key_sentence = _draw_role(rng, slots, birth_year, end)
+
+    # Known nationality: usually in the opening's description, otherwise its own sentence.
+    nat_in_desc = nationality is not None and rng.random() < 0.85
+    adj = ""
+    if alive and role.sportsperson and NOW - birth_year > 40 and rng.random() < 0.5:
+        adj = rng.choice(("former ", "retired "))
+    noun = role.nouns[0 if gender == "m" else 1]
+    desc = f"{adj}{nationality.capitalize() + ' ' if nat_in_desc else ''}{noun}"
+    opening, death_in_opening = _opening(rng, name, desc, birth, death, style, fmt, slots, nationality)
+
+    required = [opening]
+    He, be = slots["He"], slots["is"]
+    if nationality is not None and not nat_in_desc:
+        dem = nationality.capitalize()
+        required.append(rng.choice((f"{He} {'holds' if alive else 'held'} {dem} citizenship.",
+                                    f"{He} {be} {dem} by nationality.")))
+    required.append(key_sentence)
+    closing: list[str] = []
+    if death is not None and (not death_in_opening or rng.random() < 0.4):
+        options = [f"{He} died in {slots['city4']} {death.on(fmt)}.", f"{He} died {death.on(fmt)}."]
+        if birth.precision == "full" and death.precision == "full":
+            options.append(f"{He} died {death.on(fmt)} at the age of {_age_at_death(birth, death)}.")
+        closing.append(rng.choice(options))
+
+    body = _fit(rng, _optional(rng, role, slots, alive), sum(map(count_words, required + closing)), lo, hi)
+    text = _fix_articles(" ".join(required + body + closing))
+    if style == "wiki":
+        text = wikify(text)
+
+    labels = BioLabels(
+        nationality=nationality or "unknown",
+        date_of_birth=birth.label(),
+        date_of_death=death.label() if death else BioDate(day=0, month=0, year=0),
+        sportsperson=role.sportsperson,
+        politician=role.politician,
+    )
+    record = BioRecord(name=name, bio=text, labels=labels)
+    return Person(name=name, surname=surname, gender=gender, role=role, style=style, record=record)
+
+
+def _slots(rng: random.Random, gender: str, nationality: str | None, alive: bool,
+           birth_year: int, end: int, surname: str) -> dict[str, Any]:
+    """Every value a template may ask for, drawn once per person."""
+    own_cities = V.NATIONALITIES[nationality][1] if nationality else ()
+    others = [d for d in V.DEMONYMS if d != nationality]
+    foreign = rng.sample([V.NATIONALITIES[d][0] for d in others], 2)
+    cities = rng.sample(V.ALL_CITIES, 4)
+    # Offices and local fame are usually in the person's own country (when it has one).
+    city2 = rng.choice(own_cities) if own_cities and rng.random() < 0.8 else cities[1]
+    oly = [y for y in V.SUMMER_OLYMPICS if birth_year + 17 <= y <= min(birth_year + 36, end)]
+    woly = [y for y in V.WINTER_OLYMPICS if birth_year + 17 <= y <= min(birth_year + 36, end)]
+    pro = {"m": ("He", "he", "His", "his", "him"), "f": ("She", "she", "Her", "her", "her")}[gender]
+    slots: dict[str, Any] = {k: rng.choice(v) for k, v in V.SLOTS.items()}
+    slots["is"] = "is" if alive else "was"  # a keyword, so not in the update() below
+    parents = rng.sample(V.SLOTS["parent"], 2)
+    slots.update(
+        He=pro[0], he=pro[1], His=pro[2], his=pro[3], him=pro[4], Surname=surname,
+        has="has" if alive else "had",
+        city=cities[0], city2=city2, city3=cities[2], city4=cities[3],
+        country2=foreign[0], country3=foreign[1],
+        spouse_dem=rng.choice(others).capitalize(), coach_dem=rng.choice(others).capitalize(),
+        parent=parents[0], parent2=parents[1],
+        n1=rng.randint(2, 9), n2=rng.randint(12, 140),
+        mm=f"{rng.randint(5, 25):02d}", ss=f"{rng.randint(0, 59):02d}",
+        oly=rng.choice(oly) if oly else None, woly=rng.choice(woly) if woly else None,
+        y_award=rng.randint(min(birth_year + 30, end), end),
+        y_honour=rng.randint(min(birth_year + 35, end), end),
+        y_married=rng.randint(birth_year + 20, min(birth_year + 45, end)),
+        y_moved=rng.randint(birth_year + 18, min(birth_year + 60, end)),
+    )
+    return slots
+
+
+def _draw_role(rng: random.Random, slots: dict[str, Any], birth_year: int, end: int) -> tuple[V.Role, str]:
+    """An occupation whose defining sentence (career[0]) fits this person's years."""
+    while True:
+        _, _, roles = _pick_weighted(rng, V.ROLE_GROUPS)
+        role = rng.choice(roles)
+        athlete = role.sportsperson
+        start = max(birth_year + role.min_age, role.min_year)
+        latest = min(end - 2, birth_year + role.min_age + (12 if athlete else 30))
+        if start > latest:
+            continue
+        y1 = rng.randint(start, latest)
+        slots.update(y1=y1, y2=rng.randint(y1 + 1, min(end, y1 + (15 if athlete and not role.politician else 25))))
+        suffixes = {"rower": ("Rowing Club", "Boat Club"), "rower_minister": ("Rowing Club",),
+                    "cyclist": ("Cycling", "Velo")}.get(role.key, V.CLUB_SUFFIXES)
+        clubs = rng.sample(V.ALL_CITIES, 2)
+        slots.update(club=f"{clubs[0]} {rng.choice(suffixes)}", club2=f"{clubs[1]} {rng.choice(suffixes)}")
+        key_sentence = _fill(role.career[0], slots)
+        if key_sentence is not None:
+            return role, key_sentence
+
+
+_SHAPES = ("paren", "comma_born", "was_born_on", "desc_first", "born_first", "the_desc", "from", "is_then_born")
+
+
+def _opening(rng: random.Random, name: str, desc: str, birth: _Date, death: _Date | None, style: str,
+             fmt: str, slots: dict[str, Any], nationality: str | None) -> tuple[str, bool]:
+    """The first sentence(s): name, dates and description in one of several shapes.
+
+    Returns the text and whether it already gives the death date.
+    """
+    He, be, a_desc = slots["He"], slots["is"], f"a {desc}"
+    own_cities = V.NATIONALITIES[nationality][1] if nationality else ()
+    place = rng.choice(own_cities) if own_cities and rng.random() < 0.75 else rng.choice(V.ALL_CITIES)
+    if rng.random() < 0.3:
+        place = f"{place}, {_CITY_COUNTRY[place]}"
+    if death is None:
+        paren = f"(born {birth.bare(fmt)})"
+    elif birth.precision == "year" and death.precision == "year" and style == "prose":
+        paren = f"({birth.year}–{death.year})"
+    else:
+        paren = f"({birth.bare(fmt)} – {death.bare(fmt)})"
+
+    shape = rng.choice(_SHAPES)
+    if shape == "paren":
+        text = f"{name} {paren} {be} {a_desc}."
+    elif shape == "comma_born":
+        text = f"{name}, {birth.born(fmt)} in {place}, {be} {a_desc}."
+    elif shape == "was_born_on":
+        born_fmt = "ord" if style == "prose" and rng.random() < 0.3 else fmt
+        text = f"{name} was born {birth.on(born_fmt)} in {place}. {He} {be} {a_desc}."
+    elif shape == "desc_first":
+        text = f"{name} {be} {a_desc}, born {birth.on(fmt)} in {place}."
+    elif shape == "born_first":
+        text = f"Born {birth.on(fmt)} in {place}, {name} {be} {a_desc}."
+    elif shape == "the_desc":
+        verbs = (("lives and works in {city}", "has worked mainly in {city}") if death is None else
+                 ("spent most of {his} life in {city}", "worked mainly in {city}",
+                  "was active for many years in {city}"))
+        text = f"The {desc} {name} {paren} {rng.choice(verbs).format_map(slots)}."
+    elif shape == "from":
+        text = f"{name} {paren} {be} {a_desc} from {slots['city3']}."
+    else:
+        text = f"{name} {be} {a_desc}. {He} was born in {place} {birth.on(fmt)}."
+    return text, shape in ("paren", "the_desc", "from")
+
+
+def _optional(rng: random.Random, role: V.Role, slots: dict[str, Any], alive: bool) -> list[tuple[str, str]]:
+    """Candidate follow-on sentences as (section, text), in no particular order.
+
+    Family and other asides carry the distractors: a foreign spouse or coach, a parent who
+    was a mayor or footballer, study and work abroad. None of them uses a pronoun for
+    anyone but the subject.
+    """
+    fill = lambda t: _fill(t, slots)  # noqa: E731
+    out = [("career", fill(t)) for t in role.career[1:]]
+    out.append(("education", fill(rng.choice(V.EDUCATION))))
+    marriage = rng.choice(("{He} {is} married to a {spouse_dem} {spouse}.",
+                           "{He} married a {spouse} from {city3} in {y_married}."))
+    out += [("family", fill(t)) for t in [marriage] + rng.sample(V.FAMILY, 2)]
+    if role.sportsperson:
+        out.append(("extra", fill("{He} trained under a {coach_dem} coach in {city3}.")))
+    out += [("extra", fill(t)) for t in rng.sample(V.ASIDES, 3)]
+    out.append(("extra", fill("{He} received the {award} in {y_award}.")))
+    later = V.LATER_ALIVE if alive else V.LATER_DEAD
+    out += [("later", fill(t)) for t in rng.sample(later, 2)]
+    return [(section, s) for section, s in out if s]
+
+
+_SECTIONS = ("career", "education", "family", "extra", "later")
+
+
+def _fit(rng: random.Random, optional: list[tuple[str, str]], words: int, lo: int, hi: int) -> list[str]:
+    """Pick follow-on sentences until a random target length in [lo, hi] words is reached."""
+    order = list(range(len(optional)))
+    rng.shuffle(order)
+    target = rng.randint(lo, hi)
+    chosen: set[int] = set()
+    for i in order:
+        if words >= target:
+            break
+        w = count_words(optional[i][1])
+        if words + w <= hi:
+            chosen.add(i)
+            words += w
+    for i in order:  # a short draw: take anything that still fits
+        if words >= lo:
+            break
+        w = count_words(optional[i][1])
+        if i not in chosen and words + w <= hi:
+            chosen.add(i)
+            words += w
+    return [s for section in _SECTIONS for i, (p, s) in enumerate(optional) if i in chosen and p == section]
+
+
+_CITY_COUNTRY = {c: country for country, cities in V.NATIONALITIES.values() for c in cities}

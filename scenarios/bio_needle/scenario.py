@@ -1,0 +1,343 @@
+"""The bio-needle scenario: one person's biography hidden among others, five fields to fill.
+
+Grid construction, for each target length L (in the served model's tokens):
+  * The background is the longest prefix of the haystack pool whose documents, plus the
+    largest needle, fit in L. It is the same for every depth and needle of that length, so
+    depths and needles are compared on identical haystacks.
+  * Documents are joined with "\\n\\n"; each separator is counted as 1 token (the true count
+    depends on the tokenizer's merges at the seam, and is within a token or two per join).
+    context_tokens = sum of document tokens + one per separator.
+  * The needle goes at the document boundary whose token offset is nearest depth% of the
+    background, so depth 0 puts it first and depth 100 last.
+Token counts are a round-trip to the endpoint per text, so each distinct text is counted
+once, in as few batched calls as the pool's growth allows (usually two or three).
+"""
+
+from __future__ import annotations
+
+import bisect
+import copy
+import random
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from harness.errors import UsageError
+from harness.samples import Document, Sample
+from scenarios.base import Scenario, ScenarioParams, Shot, TokenCounter
+from scenarios.bio_needle.generator import BioGenerator
+from scenarios.bio_needle.loader import BioLabels, BioRecord, load_jsonl
+
+INSTRUCTIONS = """\
+Read the biographies below, then answer the question about the person it names, using only \
+what that person's biography says.
+Reply with a single JSON object with exactly these keys:
+"nationality": the person's nationality as one lowercase word, such as "french" or "kenyan"; \
+"unknown" if the biography does not state it (a birthplace is not a nationality).
+"date_of_birth": {"day": D, "month": M, "year": Y}, using 0 for any part that is not given.
+"date_of_death": the same form; all three 0 if the person is alive or the date is not given.
+"sportsperson": true if the person competed as an athlete, otherwise false.
+"politician": true if the person held or ran for political office, otherwise false."""
+
+_SEP_TOKENS = 1  # tokens assumed for each "\n\n" between documents
+_CHARS_PER_TOKEN_GUESS = 3.0  # sizes the first counting batch (low, to rarely overshoot); measured afterwards
+
+
+class BioNeedleParams(ScenarioParams):
+    """Real data instead of the synthetic pool: give both files, or neither."""
+
+    haystack_file: Path | None = None
+    needles_file: Path | None = None
+
+
+def question_for(name: str) -> str:
+    return f"What is known about {name}?"
+
+
+def inline_schema(schema: dict[str, Any]) -> dict[str, Any]:
+    """Resolve local $refs, drop titles and docstrings, close every object (additionalProperties: false).
+
+    Endpoints' structured-output backends differ in $ref support; an inlined schema works
+    with all of them.
+    """
+    defs = schema.get("$defs", {})
+
+    def walk(node: Any, in_properties: bool = False) -> Any:
+        if isinstance(node, list):
+            return [walk(x) for x in node]
+        if not isinstance(node, dict):
+            return node
+        if "$ref" in node:
+            return walk(copy.deepcopy(defs[node["$ref"].rsplit("/", 1)[-1]]))
+        out = {
+            k: walk(v, in_properties=(k == "properties" and not in_properties))
+            for k, v in node.items()
+            if k != "$defs" and (in_properties or k not in ("title", "description"))
+        }
+        if out.get("type") == "object" and not in_properties:
+            out["additionalProperties"] = False
+        return out
+
+    return walk(schema)
+
+
+class _CountingCache:
+    """Counts each distinct text once; remembers counts for as long as the counter is the same."""
+
+    def __init__(self, count_tokens: TokenCounter):
+        self.count_tokens = count_tokens
+        self.counts: dict[str, int] = {}
+
+    def ensure(self, texts: Sequence[str]) -> None:
+        todo = list(dict.fromkeys(t for t in texts if t not in self.counts))
+        if not todo:
+            return
+        got = list(self.count_tokens(todo))
+        if len(got) != len(todo):
+            raise RuntimeError(f"token counter returned {len(got)} counts for {len(todo)} texts")
+        self.counts.update(zip(todo, (int(n) for n in got)))
+
+    def __getitem__(self, text: str) -> int:
+        return self.counts[text]
+
+
+class _Pool:
+    """The background biographies in order, with stable document ids; possibly endless."""
+
+    def __init__(self, get: Callable[[int], list[tuple[str, BioRecord]]], size: int | None):
+        self._get = get
+        self.size = size  # None: synthetic, grows on demand
+
+    def take(self, n: int) -> list[tuple[str, BioRecord]]:
+        return self._get(n if self.size is None else min(n, self.size))
+
+
+class BioNeedle(Scenario):
+    name = "bio-needle"
+    Params = BioNeedleParams
+    fields = ["nationality", "date_of_birth", "date_of_death", "sportsperson", "politician"]
+
+    def __init__(self, params: ScenarioParams | None = None, seed: int = 0):
+        super().__init__(params, seed)
+        p = self.params
+        if (getattr(p, "haystack_file", None) is None) != (getattr(p, "needles_file", None) is None):
+            raise UsageError("bio-needle: give both haystack_file and needles_file, or neither")
+        self.generator = BioGenerator(seed)
+        self._files: tuple[list[BioRecord], list[BioRecord]] | None = None
+        self._cache: _CountingCache | None = None
+
+    # ------------------------------------------------------------------ task statement
+    @property
+    def instructions(self) -> str:
+        return INSTRUCTIONS
+
+    def answer_schema(self) -> dict[str, Any]:
+        return inline_schema(BioLabels.model_json_schema())
+
+    # ------------------------------------------------------------------ data
+    @property
+    def uses_files(self) -> bool:
+        return getattr(self.params, "haystack_file", None) is not None
+
+    def _load_files(self) -> tuple[list[BioRecord], list[BioRecord]]:
+        if self._files is None:
+            self._files = (load_jsonl(self.params.haystack_file), load_jsonl(self.params.needles_file))
+        return self._files
+
+    def _needles(self, n: int) -> list[BioRecord]:
+        if not self.uses_files:
+            return self.generator.records("needles", n)
+        needles = self._load_files()[1]
+        if n > len(needles):
+            raise UsageError(
+                f"{self.params.needles_file} holds {len(needles)} biographies; {n} needles requested"
+            )
+        return needles[:n]
+
+    def _pool(self) -> _Pool:
+        if not self.uses_files:
+            return _Pool(lambda n: [(f"h{i}", r) for i, r in enumerate(self.generator.records("haystack", n))], None)
+        haystack, needles = self._load_files()
+        # A needle person must be findable by name alone: drop haystack bios that share a name
+        # with any biography of the needles file (ids keep the file's numbering).
+        needle_names = {r.name.strip().lower() for r in needles}
+        kept = [(f"h{i}", r) for i, r in enumerate(haystack) if r.name.strip().lower() not in needle_names]
+        return _Pool(lambda n: kept[:n], len(kept))
+
+    def _counter(self, count_tokens: TokenCounter) -> _CountingCache:
+        if self._cache is None or self._cache.count_tokens is not count_tokens:
+            self._cache = _CountingCache(count_tokens)
+        return self._cache
+
+    # ------------------------------------------------------------------ the grid
+    def samples(
+        self, lengths: Sequence[int], depths: Sequence[float], needles: int, count_tokens: TokenCounter
+    ) -> list[Sample]:
+        lengths = list(dict.fromkeys(lengths))
+        depths = [float(d) for d in dict.fromkeys(depths)]
+        _check_grid(lengths, depths, needles)
+        needle_recs = self._needles(needles)
+        questions = [question_for(r.name) for r in needle_recs]
+        cache = self._counter(count_tokens)
+        pool = self._pool()
+
+        # First batch: needles, questions and a guess at the background; then top up.
+        guess = _take_until(pool, 0, max(lengths), lambda r: len(r.bio) / _CHARS_PER_TOKEN_GUESS + _SEP_TOKENS)
+        cache.ensure([r.bio for r in needle_recs] + questions + [r.bio for _, r in guess])
+        needle_tokens = [cache[r.bio] for r in needle_recs]
+        for L in lengths:
+            for i, r in enumerate(needle_recs):
+                need = needle_tokens[i] + cache[questions[i]]
+                if L < need:
+                    raise UsageError(
+                        f"bio-needle: length {L} is too small for needle n{i} "
+                        f"({need} tokens with its question)"
+                    )
+        biggest_needle = max(needle_tokens)
+        background = _count_background(pool, cache, guess, max(lengths) - biggest_needle)
+        # ends[k]: tokens before a needle placed after the first k background documents.
+        ends = [0]
+        for _, r in background:
+            ends.append(ends[-1] + cache[r.bio] + _SEP_TOKENS)
+        docs = [Document(id=doc_id, text=r.bio) for doc_id, r in background]
+        needle_docs = [Document(id=f"n{i}", text=r.bio) for i, r in enumerate(needle_recs)]
+
+        out: list[Sample] = []
+        for L in lengths:
+            n = bisect.bisect_right(ends, L - biggest_needle) - 1
+            if pool.size is not None and n == pool.size:
+                total = ends[-1] - _SEP_TOKENS * len(background)
+                raise UsageError(
+                    f"{self.params.haystack_file} holds {total} tokens ({pool.size} biographies), "
+                    f"too few to fill length {L} (about {L - biggest_needle} tokens of haystack needed)"
+                )
+            span = ends[n]
+            for d in depths:
+                k = _nearest(ends, n, d / 100 * span)
+                for i, rec in enumerate(needle_recs):
+                    out.append(Sample(
+                        id=f"bio-needle/L{L}/d{d:g}/n{i}",
+                        scenario=self.name,
+                        length=L,
+                        depth=d,
+                        needle_index=i,
+                        documents=docs[:k] + [needle_docs[i]] + docs[k:n],
+                        gold_ids=[f"n{i}"],
+                        subject=rec.name,
+                        question=questions[i],
+                        gold=rec.labels.model_dump(),
+                        context_tokens=span + needle_tokens[i],
+                        meta={
+                            "needle_position": k,
+                            "needle_token_offset": ends[k],
+                            "actual_depth": round(100 * ends[k] / span, 2) if span else 0.0,
+                            "needle_tokens": needle_tokens[i],
+                            "haystack_documents": n,
+                        },
+                    ))
+        return out
+
+    # ------------------------------------------------------------------ few-shot
+    def shots(self, n: int) -> list[Shot]:
+        """Each shot: 2-3 short synthetic bios from the "shots" split, a question about one."""
+        if n < 0:
+            raise UsageError(f"bio-needle: number of shots must be >= 0 (got {n})")
+        out: list[Shot] = []
+        pos = 0
+        for j in range(n):
+            rng = random.Random(f"bio-needle/{self.seed}/shot/{j}")
+            k = rng.choice((2, 3))
+            target = rng.randrange(k)
+            recs = self.generator.records("shots", pos + k)[pos:]
+            documents = [Document(id=f"s{pos + m}", text=r.bio) for m, r in enumerate(recs)]
+            pos += k
+            out.append(Shot(documents=documents, question=question_for(recs[target].name),
+                            answer=recs[target].labels.model_dump()))
+        return out
+
+    # ------------------------------------------------------------------ marking
+    def score(self, answer: dict[str, Any], gold: dict[str, Any]) -> dict[str, bool]:
+        out = {"nationality": _norm(answer.get("nationality")) == _norm(gold["nationality"])}
+        for f in ("date_of_birth", "date_of_death"):
+            got = _date(answer.get(f))
+            out[f] = got is not None and got == _date(gold[f])
+        for f in ("sportsperson", "politician"):
+            got = answer.get(f)
+            out[f] = isinstance(got, bool) and got == gold[f]
+        return out
+
+
+# ---------------------------------------------------------------------- helpers
+def _check_grid(lengths: list[int], depths: list[float], needles: int) -> None:
+    if not lengths:
+        raise UsageError("bio-needle: no context lengths given")
+    for L in lengths:
+        if isinstance(L, bool) or not isinstance(L, int) or L < 1:
+            raise UsageError(f"bio-needle: context length {L!r} is not a positive integer")
+    if not depths:
+        raise UsageError("bio-needle: no depths given")
+    for d in depths:
+        if not 0 <= d <= 100:
+            raise UsageError(f"bio-needle: depth {d:g} is outside 0-100 (percent)")
+    if isinstance(needles, bool) or not isinstance(needles, int) or needles < 1:
+        raise UsageError(f"bio-needle: needles per cell must be at least 1 (got {needles!r})")
+
+
+def _take_until(pool: _Pool, start: int, budget: float, cost: Callable[[BioRecord], float],
+                chunk: int = 64) -> list[tuple[str, BioRecord]]:
+    """Pool items from `start` on whose estimated cost first reaches `budget` (at least one)."""
+    taken: list[tuple[str, BioRecord]] = []
+    spent = 0.0
+    have = start
+    while True:
+        items = pool.take(have + chunk)[have:]
+        if not items:
+            return taken
+        for item in items:
+            taken.append(item)
+            spent += cost(item[1])
+            if spent >= budget:
+                return taken
+        have += len(items)
+
+
+def _count_background(pool: _Pool, cache: _CountingCache, counted: list[tuple[str, BioRecord]],
+                      budget: int) -> list[tuple[str, BioRecord]]:
+    """Count pool items until their tokens (with separators) pass `budget` or the pool ends."""
+    counted = list(counted)
+    while True:
+        used = sum(cache[r.bio] + _SEP_TOKENS for _, r in counted)
+        if used >= budget:  # the next document cannot fit any more
+            return counted
+        chars = sum(len(r.bio) for _, r in counted)
+        per_char = used / chars if chars else 1 / _CHARS_PER_TOKEN_GUESS
+        # Aim 5% past the remaining budget so one more batch is usually enough.
+        more = _take_until(pool, len(counted), (budget - used) * 1.05 + 1,
+                           lambda r: len(r.bio) * per_char + _SEP_TOKENS)
+        if not more:
+            return counted
+        cache.ensure([r.bio for _, r in more])
+        counted += more
+
+
+def _nearest(ends: list[int], n: int, target: float) -> int:
+    """The boundary k in 0..n whose offset ends[k] is nearest `target` (ties go earlier)."""
+    j = bisect.bisect_left(ends, target, 0, n + 1)
+    if j > n:
+        return n
+    if j > 0 and target - ends[j - 1] <= ends[j] - target:
+        return j - 1
+    return j
+
+
+def _norm(value: Any) -> str | None:
+    return " ".join(value.split()).lower() if isinstance(value, str) else None
+
+
+def _date(value: Any) -> tuple[int, int, int] | None:
+    if not isinstance(value, dict):
+        return None
+    parts = tuple(value.get(k) for k in ("day", "month", "year"))
+    if any(isinstance(p, bool) or not isinstance(p, int) for p in parts):
+        return None
+    return parts  # type: ignore[return-value]
