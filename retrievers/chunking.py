@@ -9,6 +9,7 @@ span, which maps it back to document ids for needle recall and grounding.
 from __future__ import annotations
 
 import bisect
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -45,15 +46,41 @@ def docs_overlapping(spans: list[tuple[int, int, str]], start: int, end: int) ->
     return tuple(out)
 
 
-@lru_cache(maxsize=8)
-def _splitter(tokenizer_path: str, chunk_size: int, chunk_overlap: int):
-    from langchain_text_splitters import RecursiveCharacterTextSplitter
+@lru_cache(maxsize=4)
+def hf_tokenizer(tokenizer_path: str):
+    """The embedding model's tokenizer, for measuring chunks (and counting retrieved tokens)."""
     from transformers import AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(tokenizer_path)
+    tok.model_max_length = 1 << 30  # only counting here: no "longer than the maximum" warnings
+    return tok
+
+
+def count_model_tokens(texts: Sequence[str], tokenizer_path: str) -> list[int]:
+    tok = hf_tokenizer(tokenizer_path)
+    return [len(tok.tokenize(t)) for t in texts]
+
+
+@lru_cache(maxsize=8)
+def _splitter(tokenizer_path: str, chunk_size: int, chunk_overlap: int):
+    from langchain_text_splitters import RecursiveCharacterTextSplitter
+
     return RecursiveCharacterTextSplitter.from_huggingface_tokenizer(
-        tok, chunk_size=chunk_size, chunk_overlap=chunk_overlap, add_start_index=True
+        hf_tokenizer(tokenizer_path), chunk_size=chunk_size, chunk_overlap=chunk_overlap, add_start_index=True
     )
+
+
+# LangChain's recursive splitter measured in the embedding model's tokens (rag-dense, rag-langchain, rag-bm25).
+langchain_splitter = _splitter
+
+
+def locate(text: str, piece: str, hint: int | None, after: int = 0) -> int:
+    """Where `piece` starts in `text`: the framework's own offset when it checks out, else the first
+    occurrence at or after `after` (chunks come in order), else anywhere; -1 if it is not a substring."""
+    if hint is not None and hint >= 0 and text.startswith(piece, hint):
+        return hint
+    at = text.find(piece, after)
+    return at if at >= 0 else text.find(piece)
 
 
 def chunk_sample(sample: Sample, chunk_size: int, chunk_overlap: int, tokenizer_path: str) -> list[Chunk]:

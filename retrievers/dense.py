@@ -11,14 +11,14 @@ import numpy as np
 
 from harness.samples import Sample
 from retrievers.chunking import Chunk, chunk_sample
-from retrievers.embeddings import EmbeddingCache
+from retrievers.embeddings import shared_cache
 from retrievers.rag import RagStrategy
 
 
 class DenseRAG(RagStrategy):
     def __init__(self, params, resources):
         super().__init__(params, resources)
-        self.embeddings = EmbeddingCache(resources.cache_dir / "embeddings")
+        self.embeddings = shared_cache(resources.cache_dir / "embeddings")
         self._chunks: dict[str, list[Chunk]] = {}
 
     def chunks(self, sample: Sample) -> list[Chunk]:

@@ -9,13 +9,13 @@ from __future__ import annotations
 
 from abc import abstractmethod
 from collections.abc import Sequence
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from harness.samples import Sample, Shown, ShownPiece
 from retrievers.base import Strategy, StrategyParams
-from retrievers.chunking import SEPARATOR, Chunk
+from retrievers.chunking import SEPARATOR, Chunk, count_model_tokens, doc_spans
 
 
 class RagParams(StrategyParams):
@@ -27,6 +27,12 @@ class RagParams(StrategyParams):
         description="score: best first; ends: best chunks at both ends of the prompt (Jin et al. 2024); "
         "document: in corpus order",
     )
+
+    @model_validator(mode="after")
+    def _overlap_below_size(self):
+        if self.chunk_overlap >= self.chunk_size:
+            raise ValueError(f"chunk_overlap ({self.chunk_overlap}) must be smaller than chunk_size ({self.chunk_size})")
+        return self
 
 
 def place(hits: Sequence[tuple[Chunk, float]], order: str) -> list[tuple[int, Chunk, float]]:
@@ -42,8 +48,39 @@ def place(hits: Sequence[tuple[Chunk, float]], order: str) -> list[tuple[int, Ch
     return ranked
 
 
+def needle_coverage(sample: Sample, hits: Sequence[tuple[Chunk, float]]) -> float | None:
+    """Fraction of the gold documents' characters that some retrieved chunk covers (None: no gold)."""
+    gold = {d: (a, b) for a, b, d in doc_spans(sample) if d in set(sample.gold_ids)}
+    total = sum(b - a for a, b in gold.values())
+    if not total:
+        return None
+    covered = 0
+    for a, b in gold.values():
+        spans = sorted((max(a, c.start), min(b, c.start + len(c.text))) for c, _ in hits)
+        end = a
+        for lo, hi in spans:
+            lo = max(lo, end)
+            if hi > lo:
+                covered += hi - lo
+                end = hi
+    return round(covered / total, 4)
+
+
 class RagStrategy(Strategy):
+    """Subclasses implement `retrieve`, and usually `prepare` (split every sample, embed the unique
+    chunks once). `stats` holds what the last `prepare` did, for the benchmark."""
+
     Params = RagParams
+
+    def __init__(self, params, resources):
+        super().__init__(params, resources)
+        self.stats: dict[str, Any] = {}
+
+    @property
+    def embedding_model_path(self) -> str:
+        from retrievers.embeddings import local_model_path
+
+        return str(local_model_path())
 
     @abstractmethod
     def retrieve(self, sample: Sample, query: str) -> list[tuple[Chunk, float]]:
@@ -51,6 +88,14 @@ class RagStrategy(Strategy):
 
     def query(self, sample: Sample) -> str:
         return sample.question
+
+    def count_tokens(self, texts: Sequence[str]) -> tuple[list[int], str]:
+        """Tokens of each text, in the served model's tokens when the run has an endpoint
+        (`Resources.count_tokens`), else in the embedding model's; and which of the two."""
+        counter = getattr(self.resources, "count_tokens", None)
+        if counter is not None:
+            return [int(n) for n in counter(list(texts))], "served model"
+        return count_model_tokens(texts, self.embedding_model_path), "embedding model"
 
     def show(self, sample: Sample) -> Shown:
         hits = self.retrieve(sample, self.query(sample))
@@ -61,6 +106,7 @@ class RagStrategy(Strategy):
         ]
         gold = set(sample.gold_ids)
         ranks = [r for r, (c, _) in enumerate(hits) if gold & set(c.doc_ids)]
+        counts, unit = self.count_tokens([c.text for c, _ in hits]) if hits else ([], "")
         return Shown(
             context=SEPARATOR.join(p.text for p in pieces),
             pieces=pieces,
@@ -68,5 +114,8 @@ class RagStrategy(Strategy):
                 "needle_retrieved": bool(ranks),
                 "needle_rank": min(ranks) if ranks else None,
                 "chunks": len(hits),
+                "needle_coverage": needle_coverage(sample, hits),
+                "tokens_retrieved": sum(counts),
+                "tokens_counted_in": unit,
             },
         )

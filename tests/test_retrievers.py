@@ -59,7 +59,8 @@ def test_needle_outside_top_k_is_reported_missed(resources):
     arm = DenseRAG(DenseRAG.Params(chunk_size=48, chunk_overlap=8, top_k=1), resources)
     s.question = "Which italian painter lived in town 1?"  # a query that points elsewhere
     shown = arm.show(s)
-    assert shown.retrieval == {"needle_retrieved": False, "needle_rank": None, "chunks": 1}
+    r = shown.retrieval
+    assert (r["needle_retrieved"], r["needle_rank"], r["chunks"]) == (False, None, 1)
     assert not shown.holds("n0")
 
 
@@ -85,9 +86,11 @@ def test_embedding_cache_embeds_each_unique_text_once(tmp_path):
 def test_two_depths_share_embeddings(resources):
     arm = DenseRAG(DenseRAG.Params(chunk_size=48, chunk_overlap=0), resources)
     s1, s2 = _sample(needle_at=3, sid="a"), _sample(needle_at=25, sid="b")
+    before = arm.embeddings.computed
     arm.prepare([s1, s2])
     texts = {c.text for s in (s1, s2) for c in arm.chunks(s)}
-    assert arm.embeddings.computed <= len(texts)  # never more than the unique chunks
+    requested = sum(len(arm.chunks(s)) for s in (s1, s2))
+    assert arm.embeddings.computed - before <= len(texts) < requested  # shared chunks embedded once
 
 
 def test_full_context_shows_every_document_in_order():

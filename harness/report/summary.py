@@ -2,6 +2,13 @@
 
 Computed from records alone (the latest record of each query), so the summary of a
 resumed or merged run is the same as that of an uninterrupted one.
+
+Retrieval diagnostics and error attribution: every RAG record carries
+`shown.retrieval.needle_retrieved` / `needle_rank` / `tokens_retrieved`. Each wrong field of an
+answered query is either a *retrieval miss* (the needle's document was not among the retrieved
+chunks) or a *reading error* (the model was shown it and still got the field wrong); for arms
+without retrieval (full context) `shown.needle_shown` decides. Queries whose request failed are
+counted in `failed` and attributed to neither, so wrong_fields = retrieval_misses + reading_errors.
 """
 
 from __future__ import annotations
@@ -34,8 +41,54 @@ def frame(records: Sequence[dict[str, Any]], fields: Sequence[str]) -> pd.DataFr
         }
         for f in fields:
             row[f] = float(r["marks"].get(f, False))
+        row.update(_attribution(r, fields))
         rows.append(row)
-    return pd.DataFrame(rows)
+    df = pd.DataFrame(rows)
+    for col in _NUMERIC:
+        if col in df:
+            df[col] = pd.to_numeric(df[col], errors="coerce")
+    return df
+
+
+_NUMERIC = ("needle_retrieved", "needle_rank", "tokens_retrieved", "prompt_tokens", "completion_tokens", "latency_s")
+
+
+def needle_seen(record: dict[str, Any]) -> bool | None:
+    """Whether the model was shown the needle: the retriever's verdict, else what was shown."""
+    shown = record.get("shown") or {}
+    retrieved = (shown.get("retrieval") or {}).get("needle_retrieved")
+    return retrieved if retrieved is not None else shown.get("needle_shown")
+
+
+def _attribution(r: dict[str, Any], fields: Sequence[str]) -> dict[str, Any]:
+    retrieval = (r.get("shown") or {}).get("retrieval") or {}
+    answered = not r.get("error")
+    wrong = [f for f in fields if not r["marks"].get(f, False)] if answered else []
+    missed = needle_seen(r) is False
+    out: dict[str, Any] = {
+        "needle_retrieved": retrieval.get("needle_retrieved"),
+        "needle_rank": retrieval.get("needle_rank"),
+        "tokens_retrieved": retrieval.get("tokens_retrieved"),
+        "wrong_fields": len(wrong),
+        "retrieval_misses": len(wrong) if missed else 0,
+        "reading_errors": 0 if missed else len(wrong),
+    }
+    for f in fields:
+        out[f"_miss_{f}"] = int(f in wrong and missed)
+        out[f"_read_{f}"] = int(f in wrong and not missed)
+    return out
+
+
+def attribution(df: pd.DataFrame, fields: Sequence[str], order: Sequence[str]) -> list[dict[str, Any]]:
+    """Per strategy and field: wrong answers split into retrieval misses and reading errors."""
+    out = []
+    for strategy in order:
+        part = df[df["strategy"] == strategy]
+        for f in fields:
+            miss, read = int(part[f"_miss_{f}"].sum()), int(part[f"_read_{f}"].sum())
+            out.append({"strategy": strategy, "field": f, "wrong": miss + read,
+                        "retrieval_misses": miss, "reading_errors": read})
+    return out
 
 
 def null_baseline(scenario, golds: Sequence[dict[str, Any]]) -> dict[str, float]:
@@ -53,7 +106,7 @@ def summarize(records: Sequence[dict[str, Any]], scenario) -> dict[str, Any]:
     fields = list(scenario.fields)
     df = frame(records, fields)
     if df.empty:
-        return {"fields": fields, "by_strategy_length": [], "by_strategy": [], "null_baseline": {}}
+        return {"fields": fields, "by_strategy_length": [], "by_strategy": [], "null_baseline": {}, "attribution": []}
     aggs = {
         "n": ("score", "size"),
         "accuracy": ("score", "mean"),
@@ -64,6 +117,12 @@ def summarize(records: Sequence[dict[str, Any]], scenario) -> dict[str, Any]:
         "completion_tokens": ("completion_tokens", "mean"),
         "latency_s": ("latency_s", "mean"),
         "needle_shown": ("needle_shown", "mean"),
+        "needle_recall": ("needle_retrieved", "mean"),  # NaN (null) for arms that do not retrieve
+        "needle_rank": ("needle_rank", "mean"),  # mean rank of the first needle chunk, when retrieved
+        "tokens_retrieved": ("tokens_retrieved", "mean"),
+        "wrong_fields": ("wrong_fields", "sum"),
+        "retrieval_misses": ("retrieval_misses", "sum"),
+        "reading_errors": ("reading_errors", "sum"),
     }
     order = list(dict.fromkeys(df["strategy"]))
     by_sl = df.groupby(["strategy", "length"], sort=False).agg(**aggs).reset_index()
@@ -78,6 +137,7 @@ def summarize(records: Sequence[dict[str, Any]], scenario) -> dict[str, Any]:
         "by_strategy_length": _records(by_sl),
         "by_strategy": _records(by_s),
         "null_baseline": null_baseline(scenario, list(golds.values())),
+        "attribution": attribution(df, fields, order),
     }
 
 

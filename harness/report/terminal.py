@@ -67,7 +67,36 @@ def fields_table(summary: dict[str, Any]) -> Table:
     return t
 
 
+def retrieval_table(summary: dict[str, Any]) -> Table:
+    """Needle recall, tokens retrieved, and each strategy's wrong fields split by cause."""
+    t = Table(title="retrieval and error attribution (wrong fields, all lengths)", title_justify="left")
+    t.add_column("strategy", style="bold")
+    t.add_column("needle recall %", justify="right")
+    t.add_column("first needle rank", justify="right")
+    t.add_column("tok retrieved/q", justify="right")
+    t.add_column("wrong fields", justify="right")
+    t.add_column("retrieval miss", justify="right")
+    t.add_column("reading error", justify="right")
+    t.add_column("miss share %", justify="right")
+    for s in summary["by_strategy"]:
+        wrong = s.get("wrong_fields")
+        miss = s.get("retrieval_misses")
+        t.add_row(
+            s["strategy"],
+            _pct(s.get("needle_recall")),
+            _num(s.get("needle_rank"), "{:.1f}"),
+            _num(s.get("tokens_retrieved")),
+            _num(wrong),
+            _num(miss),
+            _num(s.get("reading_errors")),
+            _pct(miss / wrong) if wrong else "-",
+        )
+    return t
+
+
 def print_summary(summary: dict[str, Any], console: Console | None = None) -> None:
     console = console or Console()
     console.print(comparison_table(summary))
     console.print(fields_table(summary))
+    if summary.get("by_strategy") and "wrong_fields" in summary["by_strategy"][0]:
+        console.print(retrieval_table(summary))
