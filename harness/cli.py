@@ -24,7 +24,8 @@ app = typer.Typer(
     no_args_is_help=True,
     help="Long context or RAG? Measure both on the same data: field accuracy, grounding, cost per query.",
 )
-console = Console()
+# Tables are meant to be pasted: give them room when stdout is a file or a pipe.
+console = Console(width=None if sys.stdout.isatty() else 160)
 err = Console(stderr=True)
 
 
@@ -262,6 +263,8 @@ def run_compare(config: RunConfig) -> Path:
         strategies = build_strategies(config, cache, endpoint.count_tokens)
         with console.status("building haystacks…"):
             samples = scen.samples(config.lengths, config.depths, config.needles, endpoint.count_tokens)
+        population = scen.reference_labels()
+        null_answer = scen.null_answer(population) if population else None
         store.write_config(
             {
                 "run_id": run_id,
@@ -275,6 +278,7 @@ def run_compare(config: RunConfig) -> Path:
                     "token_counter": endpoint.token_counter,
                 },
                 "strategies": [{"label": s.label, "name": s.name, "params": s.params.model_dump()} for s in strategies],
+                "null_answer": null_answer,
                 "versions": _versions(),
             }
         )
@@ -307,7 +311,7 @@ def run_compare(config: RunConfig) -> Path:
             progress.stop()
     if asked == 0:
         err.print("[dim]nothing left to ask: every query is in the run folder[/dim]")
-    summary = summarize(store.latest_records(), scen)
+    summary = summarize(store.latest_records(), scen, null_answer)
     write_summary(summary, out)
     print_summary(summary, console)
     console.print(f"run folder: {out}")
@@ -339,7 +343,7 @@ def serve(
     try:
         console.print(f"serving {server.model} at {server.base_url}  (Ctrl-C stops)")
         console.print(f"  harness compare --endpoint {server.base_url} --model {server.model} --api completions")
-        while server.alive():
+        while server.is_running():
             time.sleep(1)
         raise HarnessError("the vLLM server exited; see its log")
     finally:

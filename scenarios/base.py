@@ -65,8 +65,16 @@ class Scenario(ABC):
     def score(self, answer: dict[str, Any], gold: dict[str, Any]) -> dict[str, bool]:
         """Mark each field of a (schema-valid) answer against the gold answer."""
 
+    def reference_labels(self) -> list[dict[str, Any]]:
+        """Labels of the population the needles are drawn from (e.g. the haystack's documents).
+
+        The null baseline takes each field's most common value from here rather than from the
+        few needles being scored, which would make chance level look like 100% for one needle.
+        """
+        return []
+
     def null_answer(self, golds: Sequence[dict[str, Any]]) -> dict[str, Any]:
-        """The answer a know-nothing model would give: the most common gold value of each field."""
+        """The answer a know-nothing model would give: the most common value of each field in `golds`."""
         from collections import Counter
         import json
 

@@ -91,18 +91,22 @@ def attribution(df: pd.DataFrame, fields: Sequence[str], order: Sequence[str]) -
     return out
 
 
-def null_baseline(scenario, golds: Sequence[dict[str, Any]]) -> dict[str, float]:
-    """Score of always giving the most common gold label of each field: chance level."""
+def null_baseline(scenario, golds: Sequence[dict[str, Any]], null: dict[str, Any] | None = None) -> dict[str, float]:
+    """Score on these needles of always giving one answer: chance level.
+
+    `null` is the run's saved null answer (each field's most common value in the corpus);
+    without one it falls back to the most common value among the needles themselves.
+    """
     if not golds:
         return {}
-    null = scenario.null_answer(golds)
+    null = null if null is not None else scenario.null_answer(golds)
     marks = [mark(scenario, null, g)[0] for g in golds]
     out = {f: sum(m[f] for m in marks) / len(marks) for f in scenario.fields}
     out["accuracy"] = sum(out[f] for f in scenario.fields) / len(scenario.fields)
     return out
 
 
-def summarize(records: Sequence[dict[str, Any]], scenario) -> dict[str, Any]:
+def summarize(records: Sequence[dict[str, Any]], scenario, null_answer: dict[str, Any] | None = None) -> dict[str, Any]:
     fields = list(scenario.fields)
     df = frame(records, fields)
     if df.empty:
@@ -136,7 +140,8 @@ def summarize(records: Sequence[dict[str, Any]], scenario) -> dict[str, Any]:
         "fields": fields,
         "by_strategy_length": _records(by_sl),
         "by_strategy": _records(by_s),
-        "null_baseline": null_baseline(scenario, list(golds.values())),
+        "null_answer": null_answer,
+        "null_baseline": null_baseline(scenario, list(golds.values()), null_answer),
         "attribution": attribution(df, fields, order),
     }
 

@@ -164,6 +164,10 @@ class BioNeedle(Scenario):
         kept = [(f"h{i}", r) for i, r in enumerate(haystack) if r.name.strip().lower() not in needle_names]
         return _Pool(lambda n: kept[:n], len(kept))
 
+    def reference_labels(self, n: int = 1000) -> list[dict[str, Any]]:
+        """Labels of (up to) the first `n` haystack biographies: the population chance level is taken from."""
+        return [r.labels.model_dump() for _, r in self._pool().take(n)]
+
     def _counter(self, count_tokens: TokenCounter) -> _CountingCache:
         if self._cache is None or self._cache.count_tokens is not count_tokens:
             self._cache = _CountingCache(count_tokens)
