@@ -64,7 +64,9 @@ def test_context_lengths_are_counted_in_model_tokens(tiny_run, vllm_server):
         n = httpx.post(f"{root}/tokenize", json={"model": vllm_server.model, "prompt": s.joined(),
                                                  "add_special_tokens": False}).json()["count"]
         assert n <= s.length
-        assert n >= 0.8 * s.length  # the haystack fills the length, whole biographies only
+        # Whole biographies only: the gap is less than one biography that did not fit plus the
+        # difference between the cell's largest needle and this one (a biography is < 250 tokens).
+        assert s.length - n < 2 * 250
         assert abs(n - s.context_tokens) <= len(s.documents)  # separators are estimated
 
 
