@@ -13,7 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 DEFAULT_STRATEGIES = ["full-context", "rag-dense"]
 DEFAULT_LENGTHS = [1000, 2000, 4000]
-DEFAULT_DEPTHS = [0.0, 50.0, 100.0]
+DEFAULT_DEPTHS = [0.0, 25.0, 50.0, 75.0, 100.0]
 
 
 class EndpointConfig(BaseModel):
