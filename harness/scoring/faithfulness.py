@@ -1,0 +1,286 @@
+"""ragas Faithfulness through an OpenAI-compatible judge (opt-in: `--faithfulness ragas`).
+
+For each answered query ragas extracts statements from the model's response and asks the judge,
+statement by statement, whether the context supports it (NLI verdicts); the score is the
+supported fraction. The context is exactly what the model was shown: for full context the
+haystack split by document, for retrieval the shown chunks.
+
+How it runs:
+  * ragas's legacy `Faithfulness` with its `LangchainLLMWrapper` around langchain_openai's
+    `OpenAI` (the /v1/completions API: the embedded Gemma 3 270M is a base model without a chat
+    template) or `ChatOpenAI` (--judge-api chat), both with `base_url` = the judge endpoint.
+    The default judge is the run's own endpoint and model.
+  * its own concurrency limit (--judge-concurrency), a large judge max_tokens (default 1024);
+  * every outcome is kept in `faithfulness.jsonl` in the run folder, one line per query:
+      ok             a score in [0, 1]
+      nan            ragas returned NaN (no statements extracted)
+      parse_failure  the judge's output did not parse into ragas's schema, even after ragas's
+                     own fix-the-format retry
+      truncated      the judge stopped at max_tokens (ragas refuses unfinished output)
+      error          the request failed (HTTP error, timeout)
+      skipped        nothing to judge (failed request or empty response)
+    nothing is dropped silently: the summary shows every count beside the mean of the scored;
+  * offline: RAGAS_DO_NOT_TRACK=true (no telemetry), and tiktoken — which ragas and langchain
+    only use to count tokens — is given a local byte-level encoding for the duration, so its
+    encoding files are never downloaded. The run is resumable: queries already judged (same
+    response) are skipped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import contextvars
+import hashlib
+import json
+import logging
+import math
+import os
+import warnings
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from harness.samples import Sample
+
+RESULTS_FILE = "faithfulness.jsonl"
+_capture: contextvars.ContextVar[dict[str, Any]] = contextvars.ContextVar("harness_ragas_capture")
+STATUSES = ("ok", "nan", "parse_failure", "truncated", "error", "skipped")
+
+
+@dataclass
+class Judge:
+    url: str  # OpenAI-compatible base URL, with /v1
+    model: str
+    api: str = "completions"  # or "chat"
+    api_key_env: str | None = None
+    concurrency: int = 2
+    max_tokens: int = 1024
+    timeout_s: float = 600.0
+
+
+def _digest(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
+
+
+def judge_items(records: Iterable[dict[str, Any]], samples: Iterable[Sample]) -> list[dict[str, Any]]:
+    """What ragas gets for each record: question, response, and the shown context as a list."""
+    by_id = {s.id: s for s in samples}
+    items = []
+    for r in records:
+        sample = by_id.get(r["sample_id"])
+        raw = r.get("raw")
+        item = {"strategy": r["strategy"], "sample_id": r["sample_id"], "length": r["length"],
+                "digest": _digest(raw or "")}
+        if r.get("error") or not (raw or "").strip() or sample is None:
+            item["skip"] = "failed request" if r.get("error") else "empty response" if sample else "sample missing"
+        else:
+            docs = {d.id: d.text for d in sample.documents}
+            contexts = []
+            for p in (r.get("shown") or {}).get("pieces") or []:
+                if p.get("text") is not None:
+                    contexts.append(p["text"])
+                else:
+                    contexts.extend(docs[d] for d in p.get("doc_ids") or [] if d in docs)
+            item.update(question=sample.question, response=raw, contexts=contexts or [""])
+        items.append(item)
+    return items
+
+
+def read_results(run_dir: Path) -> dict[tuple[str, str], dict[str, Any]]:
+    path = Path(run_dir) / RESULTS_FILE
+    out: dict[tuple[str, str], dict[str, Any]] = {}
+    if not path.exists():
+        return out
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            continue  # a torn last line
+        out[(row["strategy"], row["sample_id"])] = row
+    return out
+
+
+# -- offline guards ------------------------------------------------------------------------------
+def _local_encoding():
+    """A byte-level tiktoken encoding built in memory: counts are rough, nothing is downloaded."""
+    import tiktoken
+
+    return tiktoken.Encoding(
+        name="harness-local-bytes",
+        pat_str=r"""'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+""",
+        mergeable_ranks={bytes([i]): i for i in range(256)},
+        special_tokens={"<|endoftext|>": 256},
+    )
+
+
+@contextlib.contextmanager
+def offline_tiktoken():
+    """Route tiktoken's encoding lookups to the local encoding for the duration."""
+    import tiktoken
+
+    enc = _local_encoding()
+    saved = tiktoken.get_encoding, tiktoken.encoding_for_model
+    tiktoken.get_encoding = lambda name, *a, **k: enc  # type: ignore[assignment]
+    tiktoken.encoding_for_model = lambda name, *a, **k: enc  # type: ignore[assignment]
+    try:
+        yield enc
+    finally:
+        tiktoken.get_encoding, tiktoken.encoding_for_model = saved
+
+
+def _import_ragas():
+    os.environ["RAGAS_DO_NOT_TRACK"] = "true"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        from ragas import _analytics
+
+        _analytics.do_not_track.cache_clear()
+        from ragas.dataset_schema import SingleTurnSample
+        from ragas.llms import LangchainLLMWrapper
+        from ragas.metrics._faithfulness import Faithfulness
+        from ragas.run_config import RunConfig
+    return SingleTurnSample, LangchainLLMWrapper, Faithfulness, RunConfig
+
+
+def _classify(e: BaseException) -> str:
+    names = {c.__name__ for c in type(e).__mro__}
+    if "LLMDidNotFinishException" in names:
+        return "truncated"
+    if names & {"RagasOutputParserException", "OutputParserException", "ValidationError", "JSONDecodeError"}:
+        return "parse_failure"
+    return "error"
+
+
+def make_metric(judge: Judge):
+    """ragas Faithfulness over the judge endpoint, recording its statements and verdicts."""
+    SingleTurnSample, LangchainLLMWrapper, Faithfulness, RunConfig = _import_ragas()
+    key = (os.environ.get(judge.api_key_env) if judge.api_key_env else None) or "EMPTY"
+    common = dict(model=judge.model, base_url=judge.url, api_key=key, temperature=0.0,
+                  max_tokens=judge.max_tokens, timeout=judge.timeout_s, max_retries=1)
+    if judge.api == "chat":
+        from langchain_openai import ChatOpenAI
+
+        llm = ChatOpenAI(**common)
+    else:
+        from langchain_openai import OpenAI
+
+        llm = OpenAI(**common)
+    run_config = RunConfig(timeout=int(judge.timeout_s), max_retries=2, max_wait=5)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        wrapper = LangchainLLMWrapper(llm, run_config=run_config)
+
+    class Recording(Faithfulness):
+        """Keeps what ragas extracted and decided (per task, through a context variable)."""
+
+        async def _create_statements(self, row, callbacks):
+            out = await super()._create_statements(row, callbacks)
+            _capture.get({})["statements"] = list(out.statements)
+            return out
+
+        async def _create_verdicts(self, row, statements, callbacks):
+            out = await super()._create_verdicts(row, statements, callbacks)
+            _capture.get({})["verdicts"] = [int(bool(s.verdict)) for s in out.statements]
+            return out
+
+    metric = Recording(llm=wrapper)
+    metric.init(run_config)
+    return metric, SingleTurnSample
+
+
+async def _judge_all(items, judge: Judge, on_result: Callable[[dict[str, Any]], None]) -> None:
+    metric, SingleTurnSample = make_metric(judge)
+    sem = asyncio.Semaphore(max(1, judge.concurrency))
+
+    async def one(item: dict[str, Any]) -> None:
+        async with sem:
+            row = {k: item[k] for k in ("strategy", "sample_id", "length", "digest")}
+            row.update(score=None, statements=None, verdicts=None, detail=None)
+            sample = SingleTurnSample(user_input=item["question"], response=item["response"],
+                                      retrieved_contexts=item["contexts"])
+            data: dict[str, Any] = {}
+            _capture.set(data)
+            try:
+                score = await metric.single_turn_ascore(sample, timeout=judge.timeout_s * 4)
+            except Exception as e:  # noqa: BLE001 — every failure is classified and kept
+                row["status"] = _classify(e)
+                row["detail"] = f"{type(e).__name__}: {str(e)[:300]}"
+            else:
+                if score is None or (isinstance(score, float) and math.isnan(score)):
+                    row["status"] = "nan"
+                else:
+                    row["status"], row["score"] = "ok", float(score)
+            row["statements"] = data.get("statements")
+            row["verdicts"] = data.get("verdicts")
+        on_result(row)
+
+    await asyncio.gather(*(one(i) for i in items))
+
+
+def run_ragas(run_dir: Path, records: Sequence[dict[str, Any]], samples: Sequence[Sample], judge: Judge,
+              on_result: Callable[[dict[str, Any]], None] = lambda row: None) -> dict[str, int]:
+    """Judge every record not judged yet (same response); append results to faithfulness.jsonl."""
+    run_dir = Path(run_dir)
+    done = read_results(run_dir)
+    items = judge_items(records, samples)
+    todo, counts = [], {s: 0 for s in STATUSES}
+    path = run_dir / RESULTS_FILE
+
+    def write(row: dict[str, Any]) -> None:
+        with open(path, "a", encoding="utf-8") as f:
+            f.write(json.dumps(row, ensure_ascii=False) + "\n")
+        counts[row["status"]] += 1
+        on_result(row)
+
+    for it in items:
+        prev = done.get((it["strategy"], it["sample_id"]))
+        if prev is not None and prev.get("digest") == it["digest"] and prev.get("status") not in ("error",):
+            continue
+        if "skip" in it:
+            write({k: it[k] for k in ("strategy", "sample_id", "length", "digest")}
+                  | {"status": "skipped", "score": None, "detail": it["skip"], "statements": None, "verdicts": None})
+        else:
+            todo.append(it)
+    if todo:
+        # ragas logs an ERROR line per unparsable judge output; they are counted here instead
+        log = logging.getLogger("ragas")
+        level = log.level
+        log.setLevel(logging.CRITICAL)
+        try:
+            with offline_tiktoken():
+                asyncio.run(_judge_all(todo, judge, write))
+        finally:
+            log.setLevel(level)
+    return counts
+
+
+def faithfulness_summary(records: Sequence[dict[str, Any]], results: dict[tuple[str, str], dict[str, Any]]) -> dict[str, Any]:
+    """Per (strategy, length) and per strategy: mean score of the scored, and every status counted."""
+    def empty():
+        return {"ragas_scores": [], **{f"ragas_{s}": 0 for s in STATUSES}, "ragas_missing": 0}
+
+    by_sl: dict[tuple[str, int], dict[str, Any]] = {}
+    by_s: dict[str, dict[str, Any]] = {}
+    for r in records:
+        row = results.get((r["strategy"], r["sample_id"]))
+        for acc in (by_sl.setdefault((r["strategy"], r["length"]), empty()), by_s.setdefault(r["strategy"], empty())):
+            if row is None or row.get("digest") != _digest(r.get("raw") or ""):
+                acc["ragas_missing"] += 1
+                continue
+            acc[f"ragas_{row['status']}"] += 1
+            if row["status"] == "ok":
+                acc["ragas_scores"].append(row["score"])
+
+    def done(acc):
+        scores = acc.pop("ragas_scores")
+        acc["ragas_faithfulness"] = sum(scores) / len(scores) if scores else None
+        acc["ragas_scored"] = len(scores)
+        return acc
+
+    return {
+        "available": bool(results),
+        "by_strategy_length": {k: done(v) for k, v in by_sl.items()},
+        "by_strategy": {k: done(v) for k, v in by_s.items()},
+    }
