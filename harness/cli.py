@@ -9,6 +9,7 @@ import contextlib
 import os
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
@@ -124,23 +125,73 @@ def open_endpoint(ec: EndpointConfig, log_path: Path | None):
     if ec.url:
         if not ec.model:
             raise UsageError("--endpoint needs --model NAME (the served model name)")
+        server_only = [flag for flag, v in (
+            ("--max-model-len", ec.max_model_len), ("--rope-scaling", ec.rope_scaling), ("--rope-factor", ec.rope_factor),
+            ("--original-max-len", ec.original_max_len), ("--revision", ec.revision),
+            ("--tensor-parallel-size", ec.tensor_parallel_size),
+            ("--gpu-memory-utilization", ec.gpu_memory_utilization), ("--dtype", ec.dtype)) if v is not None]
+        if server_only:
+            raise UsageError(f"{', '.join(server_only)} configure a server the harness starts, not --endpoint "
+                             f"{ec.url}: start that server with them (`harness serve {server_only[0]} ...`)")
         api = "chat" if ec.api == "auto" else ec.api
         endpoint = Endpoint(ec.url, ec.model, api, ec.api_key_env, ec.timeout_s, ec.max_retries)
-        yield endpoint, endpoint.describe()
+        info = endpoint.describe()
+        info["exclusive"] = False  # a server others may use: its /metrics count their requests too
+        yield endpoint, info
         return
-    from harness.endpoints.embedded import EMBEDDED_MODEL
-    from harness.endpoints.vllm_server import start_embedded
-
-    if ec.model and ec.model != EMBEDDED_MODEL:
-        raise UsageError(f"--model {ec.model} needs --endpoint URL; without one the embedded {EMBEDDED_MODEL} is served")
-    err.print(f"[dim]starting vLLM with the embedded {EMBEDDED_MODEL} (first start compiles: minutes)…[/dim]")
-    server = start_embedded(max_model_len=ec.max_model_len, log_path=log_path)
+    opts = server_options(ec)
+    what = "the embedded model" if opts.embedded else opts.model
+    err.print(f"[dim]starting vLLM with {what} (first start compiles: minutes)…[/dim]")
+    server = launch_server(opts, log_path)
     try:
-        api = "completions" if ec.api == "auto" else ec.api
+        api = ec.api if ec.api != "auto" else ("completions" if opts.embedded else _default_api(server.model_path))
         endpoint = Endpoint(server.base_url, server.model, api, None, ec.timeout_s, ec.max_retries)
-        yield endpoint, endpoint.describe()
+        info = endpoint.describe()
+        info["exclusive"] = True
+        plan = getattr(server, "plan", None)
+        info["launch"] = plan.describe() if plan is not None else None
+        if info["launch"]:
+            endpoint.settings = {k: info["launch"][k] for k in ("hf_overrides", "revision", "server_args")}
+        yield endpoint, info
     finally:
         server.stop()
+
+
+def launch_server(opts, log_path: Path | None):
+    """Start the server for `opts` (the embedded model goes through start_embedded); notes go to stderr."""
+    from harness.endpoints import vllm_server
+
+    def note(n: str) -> None:
+        err.print(f"[yellow]note:[/yellow] {n}", highlight=False)
+
+    if opts.embedded:
+        return vllm_server.start_embedded(log_path=log_path, options=opts, on_note=note)
+    return vllm_server.start_server(opts, log_path, on_note=note)
+
+
+def server_options(ec: EndpointConfig):
+    """The self-started server's options from the endpoint config (--model is a folder or HF id here)."""
+    from harness.endpoints.vllm_server import ServerOptions
+
+    return ServerOptions(
+        model=ec.model, revision=ec.revision, max_model_len=ec.max_model_len, rope_scaling=ec.rope_scaling,
+        rope_factor=ec.rope_factor, original_max_len=ec.original_max_len,
+        tensor_parallel_size=ec.tensor_parallel_size, gpu_memory_utilization=ec.gpu_memory_utilization,
+        dtype=ec.dtype,
+    )
+
+
+def _default_api(model_path: str) -> str:
+    """chat when the served model's tokenizer has a chat template (instruct models), else completions."""
+    import json as _json
+
+    folder = Path(model_path).expanduser()
+    if (folder / "chat_template.jinja").is_file() or (folder / "chat_template.json").is_file():
+        return "chat"
+    try:
+        return "chat" if _json.loads((folder / "tokenizer_config.json").read_text()).get("chat_template") else "completions"
+    except (OSError, ValueError, AttributeError):
+        return "completions"
 
 
 def default_cache_dir() -> Path:
@@ -165,16 +216,35 @@ def compare(
     needles_file: Optional[Path] = typer.Option(None, "--needles-file", help="bio-needle: JSONL needles"),
     scenario_param: list[str] = typer.Option(None, "--scenario-param", "-P", help="scenario option key=value"),
     endpoint: Optional[str] = typer.Option(None, "--endpoint", help="OpenAI-compatible URL; default: serve the embedded model"),
-    model: Optional[str] = typer.Option(None, "--model", help="served model name at --endpoint"),
+    model: Optional[str] = typer.Option(None, "--model", help="served model name at --endpoint; without --endpoint: a local folder or Hugging Face id to serve (default: the embedded gemma-3-270m)"),
     api: str = typer.Option(None, "--api", help="completions (base models) or chat; default: completions for the embedded model, chat otherwise"),
     api_key_env: str = typer.Option(None, "--api-key-env", help="environment variable holding the API key"),
-    max_model_len: Optional[int] = typer.Option(None, "--max-model-len", help="context window of the embedded server"),
+    max_model_len: Optional[int] = typer.Option(None, "--max-model-len", help="context window of the started server; past the model's native window this implies YaRN (factor ceil(N/native))"),
+    rope_scaling: Optional[str] = typer.Option(None, "--rope-scaling", help="RoPE scaling of the started server: yarn, linear, dynamic, or none (no implied YaRN)"),
+    rope_factor: Optional[float] = typer.Option(None, "--rope-factor", help="RoPE scaling factor (window = original x factor)"),
+    original_max_len: Optional[int] = typer.Option(None, "--original-max-len", help="the pre-training window the scaling starts from (default: the model's max_position_embeddings)"),
+    revision: Optional[str] = typer.Option(None, "--revision", help="Hugging Face revision of --model"),
+    tensor_parallel_size: Optional[int] = typer.Option(None, "--tensor-parallel-size", help="GPUs to shard the model over"),
+    gpu_memory_utilization: Optional[float] = typer.Option(None, "--gpu-memory-utilization", help="fraction of GPU memory vLLM may use (GPU build)"),
+    dtype: Optional[str] = typer.Option(None, "--dtype", help="weights/activations dtype: auto, bfloat16, float16, float32"),
     concurrency: int = typer.Option(None, "--concurrency", help="requests in flight (default 2 embedded, 8 otherwise)"),
+    timeout: Optional[float] = typer.Option(None, "--timeout", help="seconds per request attempt (default 600)"),
+    max_retries: Optional[int] = typer.Option(None, "--max-retries", help="retries of a request on 429/5xx/timeouts/connection errors (default 3)"),
+    no_cache: bool = typer.Option(False, "--no-cache", help="ask the model even when the response cache holds the answer"),
     max_tokens: int = typer.Option(None, "--max-tokens", help="answer token limit"),
     include: list[Path] = typer.Option(None, "--include", help="Python file that registers scenarios/strategies"),
     out: Optional[Path] = typer.Option(None, "--out", help="run folder (default results/<run-id>); an existing one is resumed"),
     resume: Optional[Path] = typer.Option(None, "--resume", help="finish an interrupted run folder"),
     config_file: Optional[Path] = typer.Option(None, "--config", help="replay a run's config.yaml (flags override it)"),
+    faithfulness: str = typer.Option("none", "--faithfulness", help="none, or ragas: ragas Faithfulness through a judge endpoint"),
+    judge_endpoint: Optional[str] = typer.Option(None, "--judge-endpoint", help="OpenAI-compatible judge URL (default: the run's own endpoint)"),
+    judge_model: Optional[str] = typer.Option(None, "--judge-model", help="judge model name (default: the run's model)"),
+    judge_api: Optional[str] = typer.Option(None, "--judge-api", help="completions or chat (default: the run's API; chat for another --judge-endpoint)"),
+    judge_api_key_env: Optional[str] = typer.Option(None, "--judge-api-key-env", help="environment variable holding the judge's API key"),
+    judge_concurrency: int = typer.Option(2, "--judge-concurrency", help="judge queries in flight"),
+    judge_max_tokens: int = typer.Option(1024, "--judge-max-tokens", help="judge answer token limit"),
+    prices: Optional[Path] = typer.Option(None, "--prices", help="YAML price table overriding the shipped one"),
+    tolerance: float = typer.Option(2.0, "--tolerance", help="verdict: accuracy points within which the cheapest strategy counts"),
 ):
     """Run every strategy over the same haystacks and print the comparison."""
     import yaml
@@ -185,6 +255,8 @@ def compare(
         if not source.is_file():
             raise UsageError(f"{source}: no such config file")
         base = yaml.safe_load(source.read_text()) or {}
+        if isinstance(base.get("config"), dict):  # a run folder's config.yaml: the run's settings are under `config`
+            base = dict(base["config"])
         if resume:
             base["out"] = str(resume)
     try:
@@ -209,7 +281,10 @@ def compare(
             k: v
             for k, v in dict(
                 url=endpoint, model=model, api=api, api_key_env=api_key_env, max_model_len=max_model_len,
-                concurrency=concurrency, max_tokens=max_tokens,
+                concurrency=concurrency, max_tokens=max_tokens, timeout_s=timeout, max_retries=max_retries,
+                rope_scaling=rope_scaling, rope_factor=rope_factor, original_max_len=original_max_len,
+                revision=revision, tensor_parallel_size=tensor_parallel_size,
+                gpu_memory_utilization=gpu_memory_utilization, dtype=dtype,
             ).items()
             if v is not None
         }
@@ -227,17 +302,132 @@ def compare(
         raise UsageError("--shots must be 0 or more")
     if config.endpoint.api not in ("auto", "completions", "chat"):
         raise UsageError("--api must be completions or chat")
-    run_compare(config)
+    if rope_scaling is not None and rope_scaling not in ("yarn", "linear", "dynamic", "none"):
+        raise UsageError("--rope-scaling must be yarn, linear, dynamic or none")
+    if config.endpoint.timeout_s <= 0 or config.endpoint.max_retries < 0:
+        raise UsageError("--timeout must be positive and --max-retries 0 or more")
+    report = ReportOptions(
+        prices=prices, tolerance=tolerance, faithfulness=faithfulness, judge_endpoint=judge_endpoint,
+        judge_model=judge_model, judge_api=judge_api, judge_api_key_env=judge_api_key_env,
+        judge_concurrency=judge_concurrency, judge_max_tokens=judge_max_tokens,
+    )
+    report.check()
+    run_compare(config, use_cache=not no_cache, report=report)
 
 
-def run_compare(config: RunConfig) -> Path:
+class Interrupted(HarnessError):
+    exit_code = 130
+
+
+def response_cache_path() -> Path:
+    """The response cache file: $HARNESS_RESPONSE_CACHE, else responses.sqlite in the harness cache."""
+    from harness.endpoints.cache import FILENAME
+
+    env = os.environ.get("HARNESS_RESPONSE_CACHE")
+    return Path(env) if env else default_cache_dir() / FILENAME
+
+
+@dataclass
+class ReportOptions:
+    """What the end of a compare (and `harness report`) adds to the records: prices, verdict, ragas."""
+
+    prices: Optional[Path] = None
+    tolerance: float = 2.0  # accuracy points
+    faithfulness: str = "none"
+    judge_endpoint: Optional[str] = None
+    judge_model: Optional[str] = None
+    judge_api: Optional[str] = None
+    judge_api_key_env: Optional[str] = None
+    judge_concurrency: int = 2
+    judge_max_tokens: int = 1024
+
+    def check(self) -> "ReportOptions":
+        from harness.scoring.cost import load_prices
+
+        if self.faithfulness not in ("none", "ragas"):
+            raise UsageError("--faithfulness must be none or ragas")
+        if self.judge_api not in (None, "completions", "chat"):
+            raise UsageError("--judge-api must be completions or chat")
+        if self.judge_endpoint and not self.judge_model:
+            raise UsageError("--judge-endpoint needs --judge-model NAME")
+        if self.judge_concurrency < 1 or self.judge_max_tokens < 16:
+            raise UsageError("--judge-concurrency must be at least 1 and --judge-max-tokens at least 16")
+        if not 0 <= self.tolerance <= 100:
+            raise UsageError("--tolerance is in accuracy points, 0-100")
+        load_prices(self.prices)  # a bad --prices file fails now, not after the run
+        return self
+
+    def judge(self, url: str | None, model: str | None, api: str | None, api_key_env: str | None):
+        """The judge: --judge-* if given, else the run's own endpoint (`url`, `model`, `api`)."""
+        from harness.scoring.faithfulness import Judge
+
+        if self.judge_endpoint:
+            url, model, api, api_key_env = self.judge_endpoint, self.judge_model, "chat", None
+        if not url or not model:
+            raise UsageError("--faithfulness ragas needs a judge: --judge-endpoint URL --judge-model NAME")
+        url = url.rstrip("/")
+        url = url if url.endswith("/v1") else url + "/v1"
+        return Judge(url=url, model=self.judge_model or model, api=self.judge_api or api or "completions",
+                     api_key_env=self.judge_api_key_env or api_key_env, concurrency=self.judge_concurrency,
+                     max_tokens=self.judge_max_tokens)
+
+
+def run_faithfulness(store, scen, judge) -> None:
+    """ragas Faithfulness for every record not judged yet, with a progress bar."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from harness.scoring.faithfulness import run_ragas
+
+    records = store.latest_records()
+    progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                        TimeElapsedColumn(), TextColumn("{task.fields[tally]}"), console=err, transient=False)
+    tally: dict[str, int] = {}
+    task = progress.add_task(f"ragas judge ({judge.model})", total=len(records), tally="")
+    err.print(f"[dim]ragas faithfulness: judge {judge.model} at {judge.url} ({judge.api}), "
+              f"{judge.concurrency} in flight, max_tokens {judge.max_tokens}[/dim]")
+
+    def on_result(row: dict[str, Any]) -> None:
+        tally[row["status"]] = tally.get(row["status"], 0) + 1
+        progress.update(task, advance=1, tally=" ".join(f"{k} {v}" for k, v in sorted(tally.items())))
+
+    progress.start()
+    try:
+        counts = run_ragas(store.path, records, store.read_samples(), judge, on_result)
+    except KeyboardInterrupt:
+        progress.stop()
+        raise Interrupted(
+            f"interrupted: {sum(tally.values())} judged queries saved in {store.path / 'faithfulness.jsonl'}; "
+            "run the same command (or `harness report RUN_DIR --faithfulness ragas`) to judge the rest"
+        ) from None
+    finally:
+        progress.stop()
+    if not sum(counts.values()):
+        err.print("[dim]ragas: every query was judged already[/dim]")
+
+
+def finish_report(store, scen, report: ReportOptions) -> dict[str, Any]:
+    """Summary files, the tables and the verdict, and report.html — all from the run folder."""
+    from harness.report.html import write_report
+    from harness.report.summary import summarize_run, write_summary
+    from harness.report.terminal import print_summary
+    from harness.scoring.cost import load_prices
+
+    summary, records, samples = summarize_run(store, scen, prices=load_prices(report.prices),
+                                              tolerance=report.tolerance / 100)
+    write_summary(summary, store.path)
+    print_summary(summary, console)
+    path = write_report(store.path, summary, records, samples, scen)
+    console.print(f"report: {path}")
+    return summary
+
+
+def run_compare(config: RunConfig, use_cache: bool = True, report: ReportOptions | None = None) -> Path:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from harness import runner
-    from harness.report.summary import summarize, write_summary
-    from harness.report.terminal import print_summary
     from harness.store import RunStore
 
+    report = (report or ReportOptions()).check()
     for path in config.includes:
         registry.include(path)
     scen = build_scenario(config)
@@ -273,9 +463,12 @@ def run_compare(config: RunConfig) -> Path:
                     "base_url": endpoint.base_url,
                     "model": endpoint.model,
                     "api": endpoint.api,
-                    "max_model_len": server.get("max_model_len"),
-                    "server_version": server.get("server_version"),
+                    "max_model_len": server.get("max_model_len"),  # read back from /v1/models
+                    "server_version": server.get("server_version"),  # read back from /version
+                    "model_root": server.get("root"),  # the weights the server loaded (/v1/models)
                     "token_counter": endpoint.token_counter,
+                    # a server the harness started: model path/revision, RoPE overrides, every argument
+                    "launch": server.get("launch"),
                 },
                 "strategies": [{"label": s.label, "name": s.name, "params": s.params.model_dump()} for s in strategies],
                 "null_answer": null_answer,
@@ -300,22 +493,55 @@ def run_compare(config: RunConfig) -> Path:
             scores.append(record["score"])
             progress.update(task, advance=1, acc=f"mean field acc {100 * sum(scores) / len(scores):.1f}%")
 
+        from harness.endpoints.cache import ResponseCache
+
+        cache = ResponseCache(response_cache_path()) if use_cache else None
+        from harness.endpoints.metrics import Recorder
+
+        recorder = Recorder(endpoint.root, exclusive=bool(server.get("exclusive")))
+        recorder.start()  # before and after the run, and at every strategy boundary
         try:
             asked = runner.run(
                 run_id=run_id, scenario=scen, strategies=strategies, samples=samples, endpoint=endpoint,
                 store=store, shots=scen.shots(config.shots), concurrency=concurrency,
-                max_tokens=ec.max_tokens, window=server.get("max_model_len"),
-                on_planned=planned, on_done=done,
+                max_tokens=ec.max_tokens, window=server.get("max_model_len"), cache=cache,
+                on_planned=planned, on_done=done, on_strategy=recorder.boundary,
             )
+        except KeyboardInterrupt:
+            progress.stop()
+            raise Interrupted(
+                f"interrupted: in-flight requests cancelled, {len(scores)} finished queries saved in {out}; "
+                f"`harness compare --resume {out}` finishes the rest"
+            ) from None
         finally:
             progress.stop()
+            if cache is not None:
+                cache.close()
+            save_server_metrics(store, recorder, run_id)
+        if report.faithfulness == "ragas":
+            run_faithfulness(store, scen, report.judge(endpoint.base_url, endpoint.model, endpoint.api, ec.api_key_env))
     if asked == 0:
         err.print("[dim]nothing left to ask: every query is in the run folder[/dim]")
-    summary = summarize(store.latest_records(), scen, null_answer)
-    write_summary(summary, out)
-    print_summary(summary, console)
+    finish_report(store, scen, report)
     console.print(f"run folder: {out}")
     return out
+
+
+def save_server_metrics(store, recorder, run_id: str) -> None:
+    """Append this segment's /metrics deltas (per strategy + whole run) to server_metrics.jsonl."""
+    import json as _json
+
+    try:
+        recorder.finish()
+        rows = recorder.rows(run_id, segment=time.strftime("%Y%m%d-%H%M%S"))
+        if not recorder.by_strategy:  # nothing was sent (all cached), or no /metrics: keep no empty rows
+            rows = []
+        if rows:
+            with open(store.path / "server_metrics.jsonl", "a") as fh:
+                for row in rows:
+                    fh.write(_json.dumps(row) + "\n")
+    except Exception as e:  # metrics are diagnostics: never lose a run over them
+        err.print(f"[dim]server metrics not recorded: {type(e).__name__}: {e}[/dim]")
 
 
 def _versions() -> dict[str, str]:
@@ -332,22 +558,139 @@ def _versions() -> dict[str, str]:
 
 @app.command()
 def serve(
-    max_model_len: Optional[int] = typer.Option(None, "--max-model-len", help="context window"),
+    model: Optional[str] = typer.Option(None, "--model", help="a local folder or Hugging Face id (default: the embedded gemma-3-270m)"),
+    max_model_len: Optional[int] = typer.Option(None, "--max-model-len", help="context window; past the model's native window this implies YaRN (factor ceil(N/native))"),
+    rope_scaling: Optional[str] = typer.Option(None, "--rope-scaling", help="yarn, linear, dynamic, or none (no implied YaRN)"),
+    rope_factor: Optional[float] = typer.Option(None, "--rope-factor", help="RoPE scaling factor (window = original x factor)"),
+    original_max_len: Optional[int] = typer.Option(None, "--original-max-len", help="the pre-training window the scaling starts from (default: the model's max_position_embeddings)"),
+    revision: Optional[str] = typer.Option(None, "--revision", help="Hugging Face revision of --model"),
+    tensor_parallel_size: Optional[int] = typer.Option(None, "--tensor-parallel-size", help="GPUs to shard the model over"),
+    gpu_memory_utilization: Optional[float] = typer.Option(None, "--gpu-memory-utilization", help="fraction of GPU memory vLLM may use (GPU build)"),
+    dtype: Optional[str] = typer.Option(None, "--dtype", help="auto, bfloat16, float16, float32"),
     log: Optional[Path] = typer.Option(None, "--log", help="server log file"),
 ):
-    """Serve the embedded model on 127.0.0.1 until Ctrl-C; use its URL with `compare --endpoint`."""
-    from harness.endpoints.vllm_server import start_embedded
-
-    err.print("[dim]starting vLLM with the embedded model (first start compiles: minutes)…[/dim]")
-    server = start_embedded(max_model_len=max_model_len, log_path=log)
+    """Serve a model (default: the embedded one) on 127.0.0.1 until Ctrl-C; use its URL with `compare --endpoint`."""
+    if rope_scaling is not None and rope_scaling not in ("yarn", "linear", "dynamic", "none"):
+        raise UsageError("--rope-scaling must be yarn, linear, dynamic or none")
+    ec = EndpointConfig(
+        model=model, max_model_len=max_model_len, rope_scaling=rope_scaling, rope_factor=rope_factor,
+        original_max_len=original_max_len, revision=revision, tensor_parallel_size=tensor_parallel_size,
+        gpu_memory_utilization=gpu_memory_utilization, dtype=dtype,
+    )
+    opts = server_options(ec)
+    err.print(f"[dim]starting vLLM with {'the embedded model' if opts.embedded else opts.model} "
+              "(first start compiles: minutes)…[/dim]")
+    server = launch_server(opts, log)
     try:
+        api = "completions" if opts.embedded else _default_api(server.model_path)
         console.print(f"serving {server.model} at {server.base_url}  (Ctrl-C stops)")
-        console.print(f"  harness compare --endpoint {server.base_url} --model {server.model} --api completions")
+        console.print(f"  window: {window_line(server_window(server), _launch(server))}",
+                      highlight=False)
+        console.print(f"  harness compare --endpoint {server.base_url} --model {server.model} --api {api}")
         while server.is_running():
             time.sleep(1)
         raise HarnessError("the vLLM server exited; see its log")
     finally:
         server.stop()
+
+
+def _launch(server) -> dict[str, Any] | None:
+    plan = getattr(server, "plan", None)
+    return plan.describe() if plan is not None else None
+
+
+def server_window(server) -> int | None:
+    """The served window, read back from the server's /v1/models."""
+    import httpx
+
+    try:
+        data = httpx.get(server.base_url + "/models", timeout=10).json().get("data") or []
+        return next((m.get("max_model_len") for m in data if m.get("id") == server.model), None)
+    except (httpx.HTTPError, ValueError, AttributeError):
+        return None
+
+
+def window_line(window: int | None, launch: dict[str, Any] | None) -> str:
+    """'65,536 tokens (YaRN x2 over the native 32,768)' -- what the summary and `serve` print."""
+    from harness.report.terminal import window_text
+
+    return window_text(window, launch)
+
+
+def open_run(run_dir: Path):
+    """(store, scenario, saved config) of an existing run folder."""
+    from harness.store import RunStore
+
+    store = RunStore(run_dir)
+    saved = store.read_config() if run_dir.is_dir() else None
+    if not saved:
+        raise UsageError(f"{run_dir}: not a run folder (no config.yaml)")
+    if not store.records_path.exists():
+        raise UsageError(f"{run_dir}: no records.jsonl yet")
+    try:
+        config = RunConfig(**(saved.get("config") or {}))
+    except Exception as e:
+        raise UsageError(f"{run_dir}/config.yaml: not a harness config ({str(e).splitlines()[0]})") from None
+    for path in config.includes:
+        registry.include(path)
+    return store, build_scenario(config), saved
+
+
+@app.command()
+def report(
+    run_dir: Path = typer.Argument(..., help="a run folder written by `harness compare`"),
+    prices: Optional[Path] = typer.Option(None, "--prices", help="YAML price table overriding the shipped one"),
+    tolerance: float = typer.Option(2.0, "--tolerance", help="verdict: accuracy points within which the cheapest strategy counts"),
+    faithfulness: str = typer.Option("none", "--faithfulness", help="ragas: judge the records not judged yet first"),
+    judge_endpoint: Optional[str] = typer.Option(None, "--judge-endpoint", help="OpenAI-compatible judge URL (default: the run's endpoint)"),
+    judge_model: Optional[str] = typer.Option(None, "--judge-model", help="judge model name (default: the run's model)"),
+    judge_api: Optional[str] = typer.Option(None, "--judge-api", help="completions or chat"),
+    judge_api_key_env: Optional[str] = typer.Option(None, "--judge-api-key-env", help="environment variable holding the judge's API key"),
+    judge_concurrency: int = typer.Option(2, "--judge-concurrency", help="judge queries in flight"),
+    judge_max_tokens: int = typer.Option(1024, "--judge-max-tokens", help="judge answer token limit"),
+):
+    """Recompute the summary, the verdict and report.html of a run folder (no model calls unless --faithfulness ragas)."""
+    opts = ReportOptions(
+        prices=prices, tolerance=tolerance, faithfulness=faithfulness, judge_endpoint=judge_endpoint,
+        judge_model=judge_model, judge_api=judge_api, judge_api_key_env=judge_api_key_env,
+        judge_concurrency=judge_concurrency, judge_max_tokens=judge_max_tokens,
+    ).check()
+    store, scen, saved = open_run(run_dir)
+    if opts.faithfulness == "ragas":
+        ep = saved.get("endpoint") or {}
+        run_cfg = (saved.get("config") or {}).get("endpoint") or {}
+        if opts.judge_endpoint or run_cfg.get("url"):
+            run_faithfulness(store, scen, opts.judge(run_cfg.get("url"), ep.get("model"), ep.get("api"),
+                                                     run_cfg.get("api_key_env")))
+        else:  # the run used the embedded model: serve it again for the judge
+            with open_endpoint(EndpointConfig(), None) as (endpoint, _):
+                run_faithfulness(store, scen, opts.judge(endpoint.base_url, endpoint.model, endpoint.api, None))
+    finish_report(store, scen, opts)
+
+
+@app.command()
+def recommend(
+    run_dir: Path = typer.Argument(..., help="a run folder written by `harness compare`"),
+    min_accuracy: float = typer.Option(..., "--min-accuracy", help="target mean field accuracy, 0-1 (or a percentage)"),
+    max_cost_per_1k: Optional[float] = typer.Option(None, "--max-cost-per-1k", help="budget: $ per 1,000 queries"),
+    prices: Optional[Path] = typer.Option(None, "--prices", help="YAML price table overriding the shipped one"),
+):
+    """Per context length: the cheapest strategy that meets the accuracy target (and budget), or that none does."""
+    from harness.report.summary import summarize_run
+    from harness.report.verdict import recommend as pick, recommend_lines
+    from harness.scoring.cost import load_prices
+
+    target = min_accuracy / 100 if min_accuracy > 1 else min_accuracy
+    if not 0 <= target <= 1:
+        raise UsageError("--min-accuracy must be between 0 and 1 (or 0-100 as a percentage)")
+    if max_cost_per_1k is not None and max_cost_per_1k < 0:
+        raise UsageError("--max-cost-per-1k must not be negative")
+    store, scen, _ = open_run(run_dir)
+    summary, _, _ = summarize_run(store, scen, prices=load_prices(prices))
+    for line in recommend_lines(pick(summary, target, max_cost_per_1k), target, max_cost_per_1k):
+        console.print(line, highlight=False, soft_wrap=True)
+    for note in (summary.get("cost") or {}).get("notes") or []:
+        console.print(f"[dim]note: {note}[/dim]", highlight=False)
 
 
 def _describe_params(params_model) -> str:

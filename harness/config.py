@@ -24,6 +24,15 @@ class EndpointConfig(BaseModel):
     api: Literal["auto", "completions", "chat"] = "auto"
     api_key_env: str | None = "OPENAI_API_KEY"
     max_model_len: int | None = None
+    # A server the harness starts (no url): context extension and GPU settings; see
+    # harness/endpoints/rope.py and vllm_server.ServerOptions.
+    rope_scaling: Literal["yarn", "linear", "dynamic", "none"] | None = None
+    rope_factor: float | None = None
+    original_max_len: int | None = None
+    revision: str | None = None
+    tensor_parallel_size: int | None = None
+    gpu_memory_utilization: float | None = None
+    dtype: str | None = None
     concurrency: int = Field(0, ge=0, description="requests in flight; 0 picks a default per endpoint")
     timeout_s: float = 600.0
     max_retries: int = 3

@@ -1,13 +1,15 @@
 """A run folder: its configuration, the samples it asked about, and one record per query.
 
-`records.jsonl` is append-only; each record is one complete line written with a single
-`write` and fsynced, so a kill at any moment leaves at most a torn *last* line, which
+`records.jsonl` is append-only; each record is one complete line, written (alone or with a
+batch of others) with a single `write` and fsynced, so a kill at any moment leaves at most a torn *last* line, which
 loading skips and a resumed run redoes. Everything a summary or report needs is in the
 folder, so reports regenerate and interrupted runs resume from it alone.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
 import threading
@@ -17,6 +19,7 @@ from typing import Any
 
 import yaml
 
+from harness.errors import UsageError
 from harness.samples import Document, Sample
 
 
@@ -68,15 +71,39 @@ class RunStore:
 
     # -- records ------------------------------------------------------------------------------
     def append(self, record: dict[str, Any]) -> None:
-        line = (json.dumps(record, ensure_ascii=False, default=str) + "\n").encode("utf-8")
+        self.append_many([record])
+
+    def append_many(self, records: Iterable[dict[str, Any]]) -> None:
+        """Append complete lines with one `write` and one `fsync` (a batch is one group commit)."""
+        data = b"".join(_line(r) for r in records)
+        if not data:
+            return
         with self._lock:
             fd = os.open(self.records_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
             try:
                 _repair_tail(fd, self.records_path)
-                os.write(fd, line)
+                view = memoryview(data)
+                while view:  # a regular file takes it in one go; a short write is finished, never torn
+                    view = view[os.write(fd, view):]
                 os.fsync(fd)
             finally:
                 os.close(fd)
+
+    @contextlib.contextmanager
+    def lock(self):
+        """Hold the run folder for one process: a second harness writing it would duplicate queries.
+
+        An fcntl lock, released by the kernel when the holder dies (kill -9 included)."""
+        self.create()
+        fd = os.open(self.path / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise UsageError(f"{self.path} is in use by another harness process") from None
+            yield self
+        finally:
+            os.close(fd)
 
     def records(self) -> list[dict[str, Any]]:
         """All complete records; a torn last line (from a kill mid-write) is skipped."""
@@ -105,18 +132,28 @@ def _repair_tail(fd: int, path: Path) -> None:
             os.write(fd, b"\n")
 
 
+def _line(record: dict[str, Any]) -> bytes:
+    text = json.dumps(record, ensure_ascii=False, default=str)
+    try:
+        return (text + "\n").encode("utf-8")
+    except UnicodeEncodeError:  # lone surrogates (e.g. a model's "\\ud800"): escape, still exact
+        return (json.dumps(record, ensure_ascii=True, default=str) + "\n").encode("ascii")
+
+
 def _read_jsonl(path: Path):
     if not path.exists():
         return
-    with open(path, encoding="utf-8") as f:
+    with open(path, "rb") as f:
         for line in f:
             line = line.strip()
             if not line:
                 continue
             try:
-                yield json.loads(line)
-            except json.JSONDecodeError:
-                continue  # a torn line left by a kill; the query is redone on resume
+                row = json.loads(line)
+            except ValueError:  # JSON or UTF-8 error: a torn line left by a kill; redone on resume
+                continue
+            if isinstance(row, dict):
+                yield row
 
 
 def _atomic_write(path: Path, text: str) -> None:

@@ -33,6 +33,25 @@ class Shot(BaseModel):
     answer: dict[str, Any]
 
 
+class Grounding(ABC):
+    """Scenario-specific value matching for judge-free grounding (`harness.scoring.grounding`).
+
+    The generic scorer splits what the model was shown into per-document segments and asks,
+    for each predicted field value, which segments support it. A scenario says what
+    "supported" means for its fields (surface forms of dates, demonyms, ...) and which values
+    are not claims at all (abstentions such as "unknown"), which can be neither grounded nor
+    hallucinated.
+    """
+
+    def is_claim(self, field: str, value: Any) -> bool:
+        """False for an abstention (e.g. "unknown", a date of zeros): nothing to ground."""
+        return value is not None
+
+    @abstractmethod
+    def supports(self, field: str, value: Any, text: str) -> bool:
+        """Whether `text` (one document's shown text, or part of it) states `value` for `field`."""
+
+
 class Scenario(ABC):
     name: ClassVar[str] = ""
     Params: ClassVar[type[ScenarioParams]] = ScenarioParams
@@ -72,6 +91,27 @@ class Scenario(ABC):
         few needles being scored, which would make chance level look like 100% for one needle.
         """
         return []
+
+    def grounding(self) -> Grounding | None:
+        """Judge-free grounding rules, or None when the scenario has none.
+
+        Default: a `grounding` module beside the scenario's module (scenarios/<name>/grounding.py)
+        that defines `make_grounding(scenario) -> Grounding`. Override to supply one directly.
+        """
+        import importlib
+
+        package = type(self).__module__.rpartition(".")[0]
+        if not package:
+            return None
+        name = package + ".grounding"
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as e:
+            if e.name in (name, package):
+                return None
+            raise
+        factory = getattr(module, "make_grounding", None)
+        return factory(self) if factory is not None else None
 
     def null_answer(self, golds: Sequence[dict[str, Any]]) -> dict[str, Any]:
         """The answer a know-nothing model would give: the most common value of each field in `golds`."""

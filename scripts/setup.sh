@@ -15,6 +15,24 @@ if [ -z "$flavour" ]; then
   if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then flavour=gpu; else flavour=cpu; fi
 fi
 
+# Headless Chromium for the report's browser test (tests/test_report_html.py): Debian's chromium and
+# chromium-driver, installed when missing and we are root. Never fatal: without them that test
+# skips (and fails only in CI, where CI=true).
+ensure_chromium() {
+  if command -v chromium >/dev/null 2>&1 && command -v chromedriver >/dev/null 2>&1; then return 0; fi
+  if [ "$(id -u)" != 0 ] || ! command -v apt-get >/dev/null 2>&1; then
+    echo "note: chromium/chromedriver not found; the report's browser test will skip (as root: apt-get install -y chromium chromium-driver)" >&2
+    return 0
+  fi
+  echo "installing chromium and chromium-driver (apt) for the report's browser test"
+  if ! { DEBIAN_FRONTEND=noninteractive apt-get update -qq >/dev/null &&
+         DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null; }; then
+    echo "warning: could not install chromium; the report's browser test will skip" >&2
+  fi
+  return 0
+}
+ensure_chromium
+
 stamp="$VENV/.harness-setup"
 want="$flavour $(cat pyproject.toml scripts/setup.sh | sha256sum | cut -c1-16)"
 if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then

