@@ -8,7 +8,7 @@ an interrupted run resumes where it stopped.
 
 Throughput: `concurrency` workers share one job iterator over one `Session` (kept-alive
 connections); records are written by a writer thread in group commits (one write + fsync per
-batch, never on the event loop); the answer schema's validator is built once. Against a
+batch, never on the event loop); parse_answer builds the schema validator once. Against a
 zero-latency server the whole loop runs at several hundred queries a second on two cores
 (bench/overhead.py). With a response cache, queries whose exact request was answered before
 are recorded from it without a model call (and without counting their prompt again).
@@ -29,7 +29,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import jsonschema
 
 from harness.endpoints.cache import ResponseCache, request_key
 from harness.endpoints.client import Completion, Endpoint, RequestFailed, Session
@@ -118,7 +117,7 @@ def make_record(
     elif completion.problem:
         answer, reason = None, completion.problem
     else:
-        answer, reason = _parse(completion.text, schema if schema is not None else scenario.answer_schema())
+        answer, reason = parse_answer(completion.text, schema if schema is not None else scenario.answer_schema())
     marks, score = mark(scenario, answer, s.gold)
     if attempts is None:
         attempts = 0 if from_cache or completion is None else completion.attempts
@@ -166,34 +165,9 @@ def make_record(
     }
 
 
-_VALIDATORS: dict[str, Any] = {}
 # A record keeps at most this much of a response's text (a broken server can send megabytes);
 # `raw_chars` then says how long it was. Parsing and scoring always see the whole text.
 MAX_RAW = 1_000_000
-
-
-def _parse(text: str, schema: dict[str, Any]) -> tuple[dict[str, Any] | None, str | None]:
-    """`parse_answer`, with the schema's validator built once per run instead of once per answer.
-
-    A valid answer takes the fast path (same steps: strip, JSON, object, schema-valid); anything else
-    goes to `parse_answer` itself, so results and reasons are exactly the scorer's.
-    """
-    key = json.dumps(schema, sort_keys=True, default=str)
-    validator = _VALIDATORS.get(key)
-    if validator is None:
-        try:
-            cls = jsonschema.validators.validator_for(schema)
-            cls.check_schema(schema)
-            validator = _VALIDATORS[key] = cls(schema)
-        except Exception:
-            return parse_answer(text, schema)
-    try:
-        value = json.loads(text.strip()) if isinstance(text, str) and text.strip() else None
-        if isinstance(value, dict) and validator.is_valid(value):
-            return value, None
-    except Exception:  # RecursionError, ValueError, ...: the scorer gives the reason
-        pass
-    return parse_answer(text, schema)
 
 
 async def _count_prompts(session: Session, jobs: Sequence[Job], concurrency: int) -> None:
