@@ -92,23 +92,37 @@ def test_money_format():
 
 
 # -- the verdict ------------------------------------------------------------------------------------------
-def summary(*rows):
-    return {"by_strategy_length": [dict(zip(("strategy", "length", "accuracy", "cost_per_1k"), r), n=10) for r in rows]}
+def summary(*rows, needles: int = 0):
+    """rows: (strategy, length, accuracy, cost_per_1k). With `needles`, per-needle accuracies too (every
+    needle at the strategy's accuracy), so the verdict's paired tests see that many constant differences."""
+    s = {"by_strategy_length": [dict(zip(("strategy", "length", "accuracy", "cost_per_1k"), r), n=10) for r in rows]}
+    if needles:
+        s["per_needle"] = {}
+        for strategy, length, acc, _ in rows:
+            s["per_needle"].setdefault(strategy, {})[str(length)] = {str(i): acc for i in range(needles)}
+    return s
 
 
 def test_verdict_best_and_cheapest_within_tolerance():
-    s = summary(("full-context", 1000, 0.90, 10.0), ("rag-dense", 1000, 0.89, 2.0), ("rag-bm25", 1000, 0.85, 1.0),
-                ("full-context", 4000, 0.70, 40.0), ("rag-dense", 4000, 0.80, 2.5), ("rag-bm25", 4000, 0.795, 2.0))
+    rows = (("full-context", 1000, 0.90, 10.0), ("rag-dense", 1000, 0.89, 2.0), ("rag-bm25", 1000, 0.85, 1.0),
+            ("full-context", 4000, 0.70, 40.0), ("rag-dense", 4000, 0.80, 2.5), ("rag-bm25", 4000, 0.795, 2.0))
+    s = summary(*rows, needles=8)  # 8 needles: the sign-flip tests can reach alpha 0.05
     v = {x["length"]: x for x in verdict(s)}
     assert v[1000]["best"] == "full-context" and v[1000]["cheapest_within_tolerance"] == "rag-dense"
-    assert v[1000]["cost_ratio"] == pytest.approx(5.0)
+    assert {c["strategy"]: c["status"] for c in v[1000]["comparisons"]} == {"rag-dense": "equivalent", "rag-bm25": "worse"}
+    assert v[1000]["cost_ratio"] == pytest.approx(5.0) and v[1000]["settled"] and v[1000]["candidate"] is None
     assert v[4000]["best"] == "rag-dense" and v[4000]["cheapest_within_tolerance"] == "rag-bm25"
     assert v[4000]["cost_ratio"] == pytest.approx(1.25)
     lines = verdict_lines(verdict(s))
     assert lines[0].startswith("1,000 tokens: most accurate full-context (90.0%")
     assert "cheapest within 2 pts: rag-dense (89.0%" in lines[0] and "5.0x cheaper" in lines[0]
-    # a wider tolerance lets the cheapest in
-    assert verdict(s, tolerance=0.05)[0]["cheapest_within_tolerance"] == "rag-bm25"
+    # a wider tolerance lets the cheapest in (equivalence needs the difference strictly inside it: 5 pts is not)
+    assert verdict(s, tolerance=0.05)[0]["cheapest_within_tolerance"] == "rag-dense"
+    assert verdict(s, tolerance=0.06)[0]["cheapest_within_tolerance"] == "rag-bm25"
+    # without per-needle data nothing is shown equivalent: rag-dense is within 2 pts on average, a candidate only
+    u = verdict(summary(*rows))[0]
+    assert u["cheapest_within_tolerance"] == "full-context" and u["candidate"] == "rag-dense" and not u["settled"]
+    assert "rag-dense is cheaper and within 2 pts on average, but not shown equivalent yet" in verdict_lines([u])[0]
     # ties on accuracy go to the cheaper
     t = summary(("full-context", 1000, 0.9, 10.0), ("rag-dense", 1000, 0.9, 2.0))
     assert verdict(t)[0]["best"] == "rag-dense" and "also the cheapest" in verdict_lines(verdict(t))[0]

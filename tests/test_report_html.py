@@ -52,12 +52,12 @@ def _chunks(sample, size=240):
     return out
 
 
-def make_run(tmp_path: Path, model: str = "gemma-3-270m", payload: bool = True) -> Path:
+def make_run(tmp_path: Path, model: str = "gemma-3-270m", payload: bool = True, needles: int = 1) -> Path:
     scen = BioNeedle(seed=0)
-    samples = scen.samples(LENGTHS, DEPTHS, 1, _count)
+    samples = scen.samples(LENGTHS, DEPTHS, needles, _count)
     run = tmp_path / "run"
     store = RunStore(run).create()
-    config = RunConfig(strategies=STRATEGIES, lengths=LENGTHS, depths=DEPTHS, needles=1, shots=0)
+    config = RunConfig(strategies=STRATEGIES, lengths=LENGTHS, depths=DEPTHS, needles=needles, shots=0)
     store.write_config({
         "run_id": "test-run", "config": config.dump(),
         "endpoint": {"base_url": "http://127.0.0.1:9/v1", "model": model, "api": "completions"},
@@ -67,8 +67,9 @@ def make_run(tmp_path: Path, model: str = "gemma-3-270m", payload: bool = True) 
     lines = []
     for k, s in enumerate(samples):
         needle = next(d for d in s.documents if d.id in s.gold_ids)
-        other = next(d for d in s.documents if d.id not in s.gold_ids)
-        other_labels = next(r.labels for i, r in enumerate(scen.generator.records("haystack", 400)) if f"h{i}" == other.id)
+        other = next((d for d in s.documents if d.id not in s.gold_ids), None)  # None: the needle fills the length
+        other_nat = "martian" if other is None else next(
+            r.labels for i, r in enumerate(scen.generator.records("haystack", 400)) if f"h{i}" == other.id).nationality
         for strategy in STRATEGIES:
             fc = strategy == "full-context"
             if fc:
@@ -88,7 +89,7 @@ def make_run(tmp_path: Path, model: str = "gemma-3-270m", payload: bool = True) 
             answer = json.loads(json.dumps(s.gold))
             raw_override = None
             if s.depth == 50.0:
-                answer["nationality"] = other_labels.nationality if other_labels.nationality != "unknown" else "martian"
+                answer["nationality"] = other_nat if other_nat != "unknown" else "martian"
                 answer["date_of_birth"] = {"day": 1, "month": 1, "year": 1111}
             if s.depth == 100.0 and fc:
                 answer["sportsperson"] = not answer["sportsperson"]
@@ -167,6 +168,38 @@ def test_report_sections_hold_the_numbers(tmp_path):
     assert "distractor" in html and "hallucination" in html and "misread" in html
     for v in summary["verdict"]:
         assert v["best"] in html
+
+
+def test_report_command_prints_and_draws_intervals(tmp_path):
+    """Three needles: every accuracy in the tables carries its interval, the chart its error bars,
+    the heatmap cells their interval and needles, the verdict its tests."""
+    import re
+
+    run = make_run(tmp_path, needles=3)
+    p = _report(run)
+    assert p.returncode == 0, p.stderr[-2000:]
+    out = p.stdout
+    tables = [line for line in out.splitlines() if line[:1] in "┏┃┡│└"]
+    assert tables and max(len(line) for line in tables) <= 160  # piped: tables pasteable at 160 columns
+    assert "field accuracy (%) with 95% intervals over needles" in out
+    assert "per-field accuracy (%) with 95% intervals over needles" in out
+    assert "verdict (mean field accuracy [95% interval over needles]; paired sign-flip tests, alpha 0.05; " \
+           "cheapest within 2 points of the best when the data shows it)" in out
+    summary = json.loads((run / "summary.json").read_text())
+    from harness.report.verdict import interval
+
+    for r in summary["by_strategy"]:
+        assert r["n_needles"] == 3
+        assert f"{100 * r['accuracy']:.1f} {interval(r['accuracy_lo'], r['accuracy_hi'])}" in out
+    html = (run / "report.html").read_text()
+    assert html.count('<g class="errbar"') == len(summary["by_strategy_length"])
+    for y_lo, y_hi in re.findall(r'<line class="err" x1="[\d.]+" x2="[\d.]+" y1="([\d.]+)" y2="([\d.]+)"/>', html):
+        assert float(y_lo) >= float(y_hi)  # lo drawn below hi
+    cells = re.findall(r'<rect class="cell"[^>]*><title>([^<]*)</title>', html)
+    assert len(cells) == len(summary["by_cell"]) and all("95% interval [" in t and "3 needles" in t for t in cells)
+    assert html.count('<table class="comparisons"') == len(LENGTHS)
+    assert html.count('<tr class="cmp st-') == len(LENGTHS) * (len(STRATEGIES) - 1)
+    assert "p = " in html and "TOST" in html
 
 
 # -- in Chromium ----------------------------------------------------------------------------------------
@@ -288,6 +321,23 @@ def test_report_in_chromium(browser, tmp_path):
     shot = full_page_screenshot(browser, artifacts_dir() / "report_html_synthetic.png")
     print(f"\nreport screenshot: {shot}")
     assert shot.stat().st_size > 10_000
+
+
+def test_intervals_render_in_chromium(browser, tmp_path):
+    """Error bars drawn (visible height), comparisons listed, and still no console or CSP errors."""
+    run = make_run(tmp_path, needles=3)
+    assert _report(run).returncode == 0
+    logs = open_report(browser, run / "report.html")
+    assert [m for m in logs if m.get("level") in ("SEVERE", "ERROR")] == []
+    js = browser.execute_script
+    caps = js("return Array.from(document.querySelectorAll('#acc-vs-length g.errbar line.cap')).map("
+              "l => l.getBoundingClientRect().width)")
+    assert len(caps) == 2 * len(STRATEGIES) * len(LENGTHS) and all(w > 4 for w in caps)  # drawn, two caps a bar
+    assert js("return document.querySelectorAll('table.comparisons tr.cmp').length") == len(LENGTHS) * (len(STRATEGIES) - 1)
+    text = js("return document.getElementById('verdict').innerText")
+    assert "TOST" in text and "p = " in text and "settled" in text
+    shot = full_page_screenshot(browser, artifacts_dir() / "report_html_intervals.png")
+    print(f"\nreport screenshot: {shot}")
 
 
 @pytest.mark.server

@@ -4,6 +4,10 @@
 from the run folder alone (through `summarize_run`), and holds no timestamps, so regenerating
 it gives the same file.
 
+Uncertainty: every accuracy carries its 95% interval over needles from the summary (error bars on the
+accuracy-vs-length chart, the heatmap cells' hover from `by_cell`, the tables), and the verdict lists
+each paired comparison with the most accurate strategy: status, difference with its interval, p.
+
 Safety: the page is rendered by Jinja2 with autoescaping on, so every piece of model output
 (raw responses, answers) and of corpus text appears as text — a response holding <script> or
 <img onerror=...> shows as those characters. The charts are SVG drawn here from numbers, with
@@ -23,6 +27,7 @@ from typing import Any
 
 from markupsafe import Markup, escape
 
+from harness.report.verdict import comparison_line, interval
 from harness.scoring.cost import fmt_money
 from harness.scoring.grounding import shown_segments
 
@@ -49,6 +54,20 @@ def _money(x: Any) -> str:
     return fmt_money(x) if _real(x) else "-"
 
 
+def _pts(x: Any) -> str:
+    """A signed difference of accuracies in points: '+6.7'."""
+    return f"{100 * x:+.1f}" if _real(x) else "-"
+
+
+def _pval(x: Any) -> str:
+    return f"{x:.2g}" if _real(x) else "-"
+
+
+# A comparison's status, said of the other strategy against the most accurate one.
+STATUS = {"worse": "worse", "better": "better", "equivalent": "no detectable difference (within tolerance)",
+          "undecided": "too few needles to tell"}
+
+
 def _color(v: float | None) -> str:
     """Red (0) - yellow (0.5) - green (1)."""
     if v is None:
@@ -67,8 +86,9 @@ def _e(text: Any) -> str:
 
 
 # -- charts (SVG strings built from numbers; every label escaped) -----------------------------------
-def heatmap_svg(strategy: str, cells: dict[tuple[int, float], tuple[float, int]], lengths: Sequence[int],
+def heatmap_svg(strategy: str, cells: dict[tuple[int, float], dict[str, Any]], lengths: Sequence[int],
                 depths: Sequence[float]) -> Markup:
+    """`cells`: (length, depth) -> {accuracy, n, and when known n_needles, accuracy_lo, accuracy_hi}."""
     cw, ch, left, top = 78, 30, 86, 34
     w, h = left + cw * len(lengths) + 10, top + ch * len(depths) + 28
     out = [f'<svg class="heatmap" role="img" width="{w}" height="{h}" viewBox="0 0 {w} {h}" '
@@ -80,11 +100,12 @@ def heatmap_svg(strategy: str, cells: dict[tuple[int, float], tuple[float, int]]
         y = top + ch * i
         out.append(f'<text x="{left - 8}" y="{y + ch / 2 + 4}" text-anchor="end" class="ax">depth {d:g}%</text>')
         for j, L in enumerate(lengths):
-            acc, n = cells.get((L, d), (None, 0))
+            c = cells.get((L, d)) or {}
+            acc = c.get("accuracy") if _real(c.get("accuracy")) else None
             x = left + cw * j
             fill = _color(acc)
             out.append(f'<rect class="cell" x="{x}" y="{y}" width="{cw - 2}" height="{ch - 2}" fill="{fill}">'
-                       f'<title>{_e(strategy)} | {L:,} tokens | depth {d:g}% | accuracy {_pct(acc)} | n={n}</title></rect>')
+                       f'<title>{_e(strategy)} | {L:,} tokens | depth {d:g}% | {_e(_cell_text(c))}</title></rect>')
             if acc is not None:
                 dark = acc < 0.2 or acc > 0.85
                 out.append(f'<text x="{x + cw / 2 - 1}" y="{y + ch / 2 + 4}" text-anchor="middle" '
@@ -95,12 +116,44 @@ def heatmap_svg(strategy: str, cells: dict[tuple[int, float], tuple[float, int]]
     return Markup("".join(out))
 
 
+def _cell_text(c: dict[str, Any]) -> str:
+    """'accuracy 40.0%, 95% interval [20.0–60.0] | n=6 queries, 3 needles' for a heatmap cell's hover."""
+    ci = interval(c.get("accuracy_lo"), c.get("accuracy_hi"))
+    out = f"accuracy {_pct(c.get('accuracy'))}" + (f", 95% interval {ci}" if ci else "")
+    out += f" | n={c.get('n') or 0} queries"
+    nn = c.get("n_needles")
+    if _real(nn):
+        out += f", {nn:.0f} needle{'' if nn == 1 else 's'}" + ("" if ci or not c.get("n") else " (no interval)")
+    return out
+
+
+def heatmap_cells(summary: dict[str, Any], records: Sequence[dict[str, Any]]) -> dict[str, dict[tuple[int, float], dict]]:
+    """strategy -> (length, depth) -> cell, from the summary's `by_cell` (with intervals); from the
+    records (mean and n only) for a summary written before `by_cell` existed."""
+    out: dict[str, dict[tuple[int, float], dict[str, Any]]] = {}
+    if summary.get("by_cell"):
+        for c in summary["by_cell"]:
+            out.setdefault(c["strategy"], {})[(int(c["length"]), float(c["depth"]))] = c
+        return out
+    scores: dict[tuple[str, int, float], list[float]] = {}
+    for r in records:
+        scores.setdefault((r["strategy"], int(r["length"]), float(r["depth"])), []).append(float(r["score"]))
+    for (s, L, d), v in scores.items():
+        out.setdefault(s, {})[(L, d)] = {"accuracy": sum(v) / len(v), "n": len(v)}
+    return out
+
+
 def line_chart_svg(series: dict[str, dict[int, float]], lengths: Sequence[int], colors: dict[str, str],
-                   baseline: float | None) -> Markup:
+                   baseline: float | None,
+                   intervals: dict[str, dict[int, tuple[float | None, float | None]]] | None = None) -> Markup:
+    """Accuracy per length, one line per strategy; `intervals` (strategy -> length -> (lo, hi)) adds an
+    error bar with caps to each point. Strategies sit a few pixels apart at a length so bars do not
+    hide each other."""
     w, h, ml, mr, mt, mb = 640, 320, 56, 20, 16, 48
     pw, ph = w - ml - mr, h - mt - mb
     xs = {L: ml + (pw * (i + 0.5) / len(lengths)) for i, L in enumerate(lengths)}
     y = lambda v: mt + ph * (1 - v)  # noqa: E731
+    step = min(6.0, pw / max(1, len(lengths)) / (len(series) + 1))
     out = [f'<svg class="chart" id="acc-vs-length" role="img" width="{w}" height="{h}" viewBox="0 0 {w} {h}" '
            'xmlns="http://www.w3.org/2000/svg"><title>accuracy vs context length</title>']
     for k in range(0, 101, 20):
@@ -113,17 +166,28 @@ def line_chart_svg(series: dict[str, dict[int, float]], lengths: Sequence[int], 
     if baseline is not None:
         out.append(f'<line x1="{ml}" x2="{w - mr}" y1="{y(baseline)}" y2="{y(baseline)}" class="baseline">'
                    f'<title>null baseline {_pct(baseline)}</title></line>')
-    for name, pts in series.items():
+    for k, (name, pts) in enumerate(series.items()):
         c = colors[name]
-        coords = [(xs[L], y(v)) for L, v in sorted(pts.items()) if v is not None and L in xs]
-        if len(coords) > 1:
+        dx = step * (k - (len(series) - 1) / 2)
+        shown = [(L, v) for L, v in sorted(pts.items()) if _real(v) and L in xs]
+        if len(shown) > 1:
             out.append(f'<polyline fill="none" stroke="{c}" stroke-width="2.5" points="'
-                       + " ".join(f"{a:.1f},{b:.1f}" for a, b in coords) + '"/>')
-        for (L, v) in sorted(pts.items()):
-            if v is None or L not in xs:
-                continue
-            out.append(f'<circle cx="{xs[L]:.1f}" cy="{y(v):.1f}" r="4.5" fill="{c}">'
-                       f'<title>{_e(name)} | {L:,} tokens | {_pct(v)}</title></circle>')
+                       + " ".join(f"{xs[L] + dx:.1f},{y(v):.1f}" for L, v in shown) + '"/>')
+        ivs = (intervals or {}).get(name) or {}
+        bars, dots = [], []
+        for L, v in shown:
+            lo, hi = ivs.get(L, (None, None))
+            ci = interval(lo, hi)
+            x = xs[L] + dx
+            if ci:  # lo is the lower value: the larger y, drawn below hi
+                bars.append(f'<g class="errbar" stroke="{c}" stroke-width="1.5">'
+                            f'<title>{_e(name)} | {L:,} tokens | {_pct(v)}, 95% interval {_e(ci)}</title>'
+                            f'<line class="err" x1="{x:.1f}" x2="{x:.1f}" y1="{y(lo):.1f}" y2="{y(hi):.1f}"/>'
+                            f'<line class="cap" x1="{x - 4:.1f}" x2="{x + 4:.1f}" y1="{y(lo):.1f}" y2="{y(lo):.1f}"/>'
+                            f'<line class="cap" x1="{x - 4:.1f}" x2="{x + 4:.1f}" y1="{y(hi):.1f}" y2="{y(hi):.1f}"/></g>')
+            dots.append(f'<circle cx="{x:.1f}" cy="{y(v):.1f}" r="4.5" fill="{c}">'
+                        f'<title>{_e(name)} | {L:,} tokens | {_pct(v)}{" " + _e(ci) if ci else ""}</title></circle>')
+        out += bars + dots  # points over their bars
     out.append("</svg>")
     return Markup("".join(out))
 
@@ -276,7 +340,8 @@ def _env():
 
     env = Environment(loader=PackageLoader("harness.report", "templates"), autoescape=True,
                       trim_blocks=True, lstrip_blocks=True)
-    env.filters.update(pct=_pct, num=_num, money=_money)
+    env.filters.update(pct=_pct, num=_num, money=_money, pts=_pts, pval=_pval)
+    env.globals.update(interval=interval, comparison_line=comparison_line, STATUS=STATUS)
     return env
 
 
@@ -335,17 +400,13 @@ def render_report(summary: dict[str, Any], records: Sequence[dict[str, Any]], sa
     lengths = sorted({r["length"] for r in records})
     depths = sorted({float(r["depth"]) for r in records})
 
-    cells: dict[str, dict[tuple[int, float], list[float]]] = {}
-    for r in records:
-        cells.setdefault(r["strategy"], {}).setdefault((r["length"], float(r["depth"])), []).append(float(r["score"]))
-    heatmaps = [
-        {"strategy": s, "svg": heatmap_svg(s, {k: (sum(v) / len(v), len(v)) for k, v in cells.get(s, {}).items()},
-                                           lengths, depths)}
-        for s in strategies
-    ]
+    cells = heatmap_cells(summary, records)
+    heatmaps = [{"strategy": s, "svg": heatmap_svg(s, cells.get(s, {}), lengths, depths)} for s in strategies]
     series = {s: {r["length"]: r.get("accuracy") for r in sl if r["strategy"] == s} for s in strategies}
+    bars95 = {s: {r["length"]: (r.get("accuracy_lo"), r.get("accuracy_hi")) for r in sl if r["strategy"] == s}
+              for s in strategies}
     null = (summary.get("null_baseline") or {}).get("accuracy")
-    line = line_chart_svg(series, lengths, colors, null)
+    line = line_chart_svg(series, lengths, colors, null, bars95)
     scatters = [scatter_svg("all lengths", [(s["strategy"], s.get("cost_per_1k"), s.get("accuracy"))
                                             for s in summary.get("by_strategy") or []], colors)]
     for L in lengths:
@@ -364,6 +425,7 @@ def render_report(summary: dict[str, Any], records: Sequence[dict[str, Any]], sa
         summary=summary, run=run, fields=fields, strategies=strategies, colors=colors, lengths=lengths,
         depths=depths, heatmaps=heatmaps, line=line, scatters=scatters, bars=bars, gcolors=gcolors,
         rows=rows, script=Markup(script), csp=csp, by_sl=sl, tolerance=summary.get("tolerance") or 0.0,
+        alpha=summary.get("alpha"),
         verdict=summary.get("verdict") or [], notes=(summary.get("cost") or {}).get("notes") or [],
         price=(summary.get("cost") or {}).get("price"), gfields=(summary.get("grounding") or {}).get("by_strategy_field") or [],
         attribution=summary.get("attribution") or [], faithfulness=(summary.get("faithfulness") or {}).get("available"),

@@ -3,6 +3,11 @@
 Computed from records alone (the latest record of each query), so the summary of a
 resumed or merged run is the same as that of an uninterrupted one.
 
+Every accuracy (mean and per field; per strategy x length, per strategy, and per strategy x
+length x depth cell in `by_cell`) carries `_lo`/`_hi`: a 95% interval that resamples needles
+(report/stats.py), and `n_needles`. `per_needle` keeps each needle's accuracy per strategy and
+length: the paired tests of the verdict read it.
+
 Retrieval diagnostics and error attribution: every RAG record carries
 `shown.retrieval.needle_retrieved` / `needle_rank` / `tokens_retrieved`. Each wrong field of an
 answered query is either a *retrieval miss* (the needle's document was not among the retrieved
@@ -31,6 +36,7 @@ def frame(records: Sequence[dict[str, Any]], fields: Sequence[str]) -> pd.DataFr
             "length": r["length"],
             "depth": r["depth"],
             "sample_id": r["sample_id"],
+            "needle": r.get("needle_index", r["sample_id"]),  # the unit intervals resample
             "score": r["score"],
             "valid": bool(r["valid"]),
             "failed": bool(r.get("error")),
@@ -91,6 +97,34 @@ def attribution(df: pd.DataFrame, fields: Sequence[str], order: Sequence[str]) -
     return out
 
 
+def with_intervals(table: pd.DataFrame, df: pd.DataFrame, keys: Sequence[str], cols: Sequence[str]) -> pd.DataFrame:
+    """`table` (one row per group of `keys`) plus n_needles and a 95% interval for each column's mean.
+
+    A needle's value is the mean of its records in the group (its depths, and lengths when those
+    are pooled); the interval resamples needles (report/stats.py).
+    """
+    from harness.report.stats import bootstrap_ci
+
+    per_needle = df.groupby([*keys, "needle"], sort=False)[list(cols)].mean()
+    rows = []
+    for key, part in per_needle.groupby(level=list(range(len(keys))), sort=False):
+        lo, hi = bootstrap_ci(part.to_numpy())
+        row = dict(zip(keys, key if isinstance(key, tuple) else (key,)))
+        row["n_needles"] = len(part)
+        for c, a, b in zip(cols, lo, hi):
+            row[f"{c}_lo"], row[f"{c}_hi"] = a, b
+        rows.append(row)
+    return table.merge(pd.DataFrame(rows), on=list(keys), how="left")
+
+
+def per_needle(df: pd.DataFrame) -> dict[str, dict[str, dict[str, float]]]:
+    """strategy -> length -> needle -> mean accuracy over its depths: what paired tests compare."""
+    out: dict[str, dict[str, dict[str, float]]] = {}
+    for (s, length, needle), v in df.groupby(["strategy", "length", "needle"], sort=False)["score"].mean().items():
+        out.setdefault(s, {}).setdefault(str(length), {})[str(needle)] = float(v)
+    return out
+
+
 def null_baseline(scenario, golds: Sequence[dict[str, Any]], null: dict[str, Any] | None = None) -> dict[str, float]:
     """Score on these needles of always giving one answer: chance level.
 
@@ -110,7 +144,8 @@ def summarize(records: Sequence[dict[str, Any]], scenario, null_answer: dict[str
     fields = list(scenario.fields)
     df = frame(records, fields)
     if df.empty:
-        return {"fields": fields, "by_strategy_length": [], "by_strategy": [], "null_baseline": {}, "attribution": []}
+        return {"fields": fields, "by_strategy_length": [], "by_strategy": [], "by_cell": [], "per_needle": {},
+                "null_baseline": {}, "attribution": []}
     aggs = {
         "n": ("score", "size"),
         "accuracy": ("score", "mean"),
@@ -131,15 +166,25 @@ def summarize(records: Sequence[dict[str, Any]], scenario, null_answer: dict[str
     order = list(dict.fromkeys(df["strategy"]))
     by_sl = df.groupby(["strategy", "length"], sort=False).agg(**aggs).reset_index()
     by_s = df.groupby("strategy", sort=False).agg(**aggs).reset_index()
-    for t in (by_sl, by_s):
+    by_cell = df.groupby(["strategy", "length", "depth"], sort=False).agg(
+        n=("score", "size"), accuracy=("score", "mean")).reset_index()
+    scored = ["accuracy", *fields]
+    df["accuracy"] = df["score"]
+    by_sl = with_intervals(by_sl, df, ["strategy", "length"], scored)
+    by_s = with_intervals(by_s, df, ["strategy"], scored)
+    by_cell = with_intervals(by_cell, df, ["strategy", "length", "depth"], ["accuracy"])
+    for t in (by_sl, by_s, by_cell):
         t["_o"] = t["strategy"].map(order.index)
     by_sl = by_sl.sort_values(["_o", "length"]).drop(columns="_o")
     by_s = by_s.sort_values("_o").drop(columns="_o")
+    by_cell = by_cell.sort_values(["_o", "length", "depth"]).drop(columns="_o")
     golds = {r["sample_id"]: r["gold"] for r in records}
     return {
         "fields": fields,
         "by_strategy_length": _records(by_sl),
         "by_strategy": _records(by_s),
+        "by_cell": _records(by_cell),  # strategy x length x depth: the heatmap
+        "per_needle": per_needle(df),
         "null_answer": null_answer,
         "null_baseline": null_baseline(scenario, list(golds.values()), null_answer),
         "attribution": attribution(df, fields, order),
@@ -156,17 +201,19 @@ def write_summary(summary: dict[str, Any], run_dir: Path) -> None:
     pd.DataFrame(rows).to_csv(run_dir / "summary.csv", index=False, float_format="%.4f")
 
 
-def summarize_run(store, scenario, *, prices: dict[str, Any] | None = None, tolerance: float | None = None):
+def summarize_run(store, scenario, *, prices: dict[str, Any] | None = None, tolerance: float | None = None,
+                  alpha: float | None = None):
     """The whole summary of a run folder: accuracy, grounding, money, ragas faithfulness, verdict.
 
     Recomputed from the folder alone (records.jsonl, samples.jsonl + corpus.jsonl, config.yaml,
     faithfulness.jsonl when ragas ran), so `harness report RUN_DIR` reproduces what `compare`
     printed. Returns (summary, latest records with their in-memory `grounding`, samples).
     """
-    from harness.report.verdict import DEFAULT_TOLERANCE, verdict
+    from harness.report.verdict import DEFAULT_ALPHA, DEFAULT_TOLERANCE, verdict
     from harness.scoring import cost, faithfulness, grounding
 
     tolerance = DEFAULT_TOLERANCE if tolerance is None else tolerance
+    alpha = DEFAULT_ALPHA if alpha is None else alpha
     saved = store.read_config() or {}
     records = store.latest_records()
     samples = store.read_samples() if (store.path / "samples.jsonl").exists() else []
@@ -201,5 +248,6 @@ def summarize_run(store, scenario, *, prices: dict[str, Any] | None = None, tole
     summary["run"] = {"run_id": saved.get("run_id"), "endpoint": saved.get("endpoint"),
                       "config": saved.get("config")}
     summary["tolerance"] = tolerance
-    summary["verdict"] = verdict(summary, tolerance)
+    summary["alpha"] = alpha
+    summary["verdict"] = verdict(summary, tolerance, alpha)
     return summary, records, samples

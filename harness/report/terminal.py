@@ -1,97 +1,144 @@
-"""The comparison table printed at the end of a run (rich): users paste it into their notes."""
+"""The comparison tables printed at the end of a run (rich): users paste them into their notes.
+
+Every accuracy is shown with its 95% interval over needles (report/summary.py, report/stats.py):
+`26.7 [6.7–46.7]`, or the plain value when there is no interval (fewer than two needles). The
+tables stay within the console's width (160 when piped): when the comparison table would not,
+its per-query columns (valid JSON, tokens, latency) move to a small table of their own.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
+
+ACCURACY_TITLE = "field accuracy (%) with 95% intervals over needles"
+FIELDS_TITLE = "per-field accuracy (%) with 95% intervals over needles, all lengths"
+USAGE_TITLE = "per query (all lengths)"
+PIPED_WIDTH = 160  # rich's width when stdout is not a terminal
+
+
+def _real(x: Any) -> bool:
+    return x is not None and not (isinstance(x, float) and x != x)
 
 
 def _pct(x: float | None) -> str:
-    return "-" if x is None else f"{100 * x:.1f}"
+    return f"{100 * x:.1f}" if _real(x) else "-"
 
 
 def _num(x: float | None, fmt: str = "{:.0f}") -> str:
-    return "-" if x is None else fmt.format(x)
+    return fmt.format(x) if _real(x) else "-"
 
 
-def comparison_table(summary: dict[str, Any], title: str = "field accuracy (%)") -> Table:
-    rows = summary["by_strategy_length"]
-    lengths = sorted({r["length"] for r in rows})
+def _acc(row: dict[str, Any] | None, key: str = "accuracy") -> str:
+    """'26.7 [6.7–46.7]': a mean accuracy and its 95% interval over needles; the value alone without one."""
+    from harness.report.verdict import interval  # here: verdict imports scipy, window_text's users need none
+
+    if row is None or not _real(row.get(key)):
+        return "-"
+    ci = interval(row.get(f"{key}_lo"), row.get(f"{key}_hi"))
+    return f"{_pct(row[key])} {ci}" if ci else _pct(row[key])
+
+
+@dataclass(frozen=True)
+class Col:
+    """One right-aligned column: its header and how a summary row becomes its cell."""
+
+    header: str
+    cell: Callable[[dict[str, Any]], str]
+    style: str | None = None
+
+
+def _table(title: str, rows: Sequence[dict[str, Any]], cols: Sequence[Col], *, length: bool = False) -> Table:
+    """A bold strategy column (and a length column when `length`), then `cols`, one line per row."""
     t = Table(title=title, title_justify="left")
     t.add_column("strategy", style="bold")
-    for L in lengths:
-        t.add_column(f"{L:,} tok", justify="right")
-    t.add_column("all", justify="right", style="bold")
-    t.add_column("valid JSON", justify="right")
-    t.add_column("needle shown", justify="right")
-    t.add_column("prompt tok/q", justify="right")
-    t.add_column("compl. tok/q", justify="right")
-    t.add_column("latency s", justify="right")
-    cell = {(r["strategy"], r["length"]): r for r in rows}
-    for s in summary["by_strategy"]:
-        name = s["strategy"]
-        t.add_row(
-            name,
-            *[_pct(cell[(name, L)]["accuracy"]) if (name, L) in cell else "-" for L in lengths],
-            _pct(s["accuracy"]),
-            _pct(s["valid_rate"]),
-            _pct(s["needle_shown"]),
-            _num(s["prompt_tokens"]),
-            _num(s["completion_tokens"]),
-            _num(s["latency_s"], "{:.2f}"),
-        )
+    lead: list[Col] = [Col("length", lambda r: f"{r['length']:,}")] if length else []
+    for c in (*lead, *cols):
+        t.add_column(c.header, justify="right", style=c.style)
+    for r in rows:
+        t.add_row(r["strategy"], *[c.cell(r) for c in (*lead, *cols)])
+    return t
+
+
+def _dim(text: str) -> str:
+    return f"[dim]{text}[/dim]" if text else ""
+
+
+def _lengths(summary: dict[str, Any]) -> list[int]:
+    return sorted({r["length"] for r in summary["by_strategy_length"]})
+
+
+def _cells(summary: dict[str, Any]) -> dict[tuple[str, int], dict[str, Any]]:
+    return {(r["strategy"], r["length"]): r for r in summary["by_strategy_length"]}
+
+
+USAGE_COLS = (
+    Col("valid JSON", lambda s: _pct(s.get("valid_rate"))),
+    Col("needle shown", lambda s: _pct(s.get("needle_shown"))),
+    Col("prompt tok/q", lambda s: _num(s.get("prompt_tokens"))),
+    Col("compl. tok/q", lambda s: _num(s.get("completion_tokens"))),
+    Col("latency s", lambda s: _num(s.get("latency_s"), "{:.2f}")),
+)
+
+
+def comparison_table(summary: dict[str, Any], title: str = ACCURACY_TITLE, extras: bool = True) -> Table:
+    """Accuracy [95% interval] per length and over all lengths, needles per strategy; with `extras`
+    also the per-query columns (USAGE_COLS)."""
+    lengths, cell = _lengths(summary), _cells(summary)
+    cols = [Col(f"{L:,} tok", lambda s, L=L: _acc(cell.get((s["strategy"], L)))) for L in lengths]
+    cols += [Col("all", _acc, "bold"), Col("needles", lambda s: _num(s.get("n_needles")))]
+    if extras:
+        cols += USAGE_COLS
+    t = _table(title, summary["by_strategy"], cols)
     null = summary.get("null_baseline") or {}
     if null:
-        t.add_row(
-            "[dim]null baseline[/dim]",
-            *["[dim]" + _pct(null["accuracy"]) + "[/dim]"] * len(lengths),
-            "[dim]" + _pct(null["accuracy"]) + "[/dim]",
-            "", "", "", "", "",
-        )
+        acc = _dim(_pct(null.get("accuracy")))
+        t.add_row(_dim("null baseline"), *[acc] * (len(lengths) + 1), *[""] * (len(cols) - len(lengths) - 1))
     return t
+
+
+def usage_table(summary: dict[str, Any]) -> Table:
+    """The comparison table's per-query columns, when they do not fit beside the intervals."""
+    return _table(USAGE_TITLE, summary["by_strategy"], USAGE_COLS)
+
+
+def comparison_tables(summary: dict[str, Any], width: int = PIPED_WIDTH) -> list[Table]:
+    """The comparison table, split in two (accuracy; per-query columns) when wider than `width`."""
+    whole = comparison_table(summary)
+    if Console(width=10_000).measure(whole).maximum <= width:
+        return [whole]
+    return [comparison_table(summary, extras=False), usage_table(summary)]
 
 
 def fields_table(summary: dict[str, Any]) -> Table:
     fields = summary["fields"]
-    t = Table(title="per-field accuracy (%), all lengths", title_justify="left")
-    t.add_column("strategy", style="bold")
-    for f in fields:
-        t.add_column(f, justify="right")
-    for s in summary["by_strategy"]:
-        t.add_row(s["strategy"], *[_pct(s[f]) for f in fields])
+    t = _table(FIELDS_TITLE, summary["by_strategy"], [Col(f, lambda s, f=f: _acc(s, f)) for f in fields])
     null = summary.get("null_baseline") or {}
     if null:
-        t.add_row("[dim]null baseline[/dim]", *["[dim]" + _pct(null[f]) + "[/dim]" for f in fields])
+        t.add_row(_dim("null baseline"), *[_dim(_pct(null.get(f))) for f in fields])
     return t
 
 
 def retrieval_table(summary: dict[str, Any]) -> Table:
     """Needle recall, tokens retrieved, and each strategy's wrong fields split by cause."""
-    t = Table(title="retrieval and error attribution (wrong fields, all lengths)", title_justify="left")
-    t.add_column("strategy", style="bold")
-    t.add_column("needle recall %", justify="right")
-    t.add_column("first needle rank", justify="right")
-    t.add_column("tok retrieved/q", justify="right")
-    t.add_column("wrong fields", justify="right")
-    t.add_column("retrieval miss", justify="right")
-    t.add_column("reading error", justify="right")
-    t.add_column("miss share %", justify="right")
-    for s in summary["by_strategy"]:
-        wrong = s.get("wrong_fields")
-        miss = s.get("retrieval_misses")
-        t.add_row(
-            s["strategy"],
-            _pct(s.get("needle_recall")),
-            _num(s.get("needle_rank"), "{:.1f}"),
-            _num(s.get("tokens_retrieved")),
-            _num(wrong),
-            _num(miss),
-            _num(s.get("reading_errors")),
-            _pct(miss / wrong) if wrong else "-",
-        )
-    return t
+    def share(s: dict[str, Any]) -> str:
+        wrong, miss = s.get("wrong_fields"), s.get("retrieval_misses")
+        return _pct(miss / wrong) if wrong and _real(miss) else "-"
+
+    return _table("retrieval and error attribution (wrong fields, all lengths)", summary["by_strategy"], [
+        Col("needle recall %", lambda s: _pct(s.get("needle_recall"))),
+        Col("first needle rank", lambda s: _num(s.get("needle_rank"), "{:.1f}")),
+        Col("tok retrieved/q", lambda s: _num(s.get("tokens_retrieved"))),
+        Col("wrong fields", lambda s: _num(s.get("wrong_fields"))),
+        Col("retrieval miss", lambda s: _num(s.get("retrieval_misses"))),
+        Col("reading error", lambda s: _num(s.get("reading_errors"))),
+        Col("miss share %", share),
+    ])
 
 
 def _money(x: float | None) -> str:
@@ -102,65 +149,46 @@ def _money(x: float | None) -> str:
 
 def cost_table(summary: dict[str, Any]) -> Table:
     """$ per 1k queries per length, $ per correct field, cached tokens, and full context's cost ratio."""
-    rows = summary["by_strategy_length"]
-    lengths = sorted({r["length"] for r in rows})
-    cell = {(r["strategy"], r["length"]): r for r in rows}
+    cell = _cells(summary)
     price = (summary.get("cost") or {}).get("price") or {}
     title = "money" + (f" ({price['describe']})" if price.get("describe") else "")
-    t = Table(title=title, title_justify="left")
-    t.add_column("strategy", style="bold")
-    for L in lengths:
-        t.add_column(f"$/1k q {L:,}", justify="right")
-    t.add_column("$/1k q all", justify="right", style="bold")
-    t.add_column("$/correct field", justify="right")
-    t.add_column("cached tok/q", justify="right")
-    t.add_column("full ctx ÷ this", justify="right")
-    for s in summary["by_strategy"]:
-        name = s["strategy"]
-        ratio = s.get("cost_ratio_full_context")
-        t.add_row(
-            name,
-            *[_money(cell[(name, L)].get("cost_per_1k")) if (name, L) in cell else "-" for L in lengths],
-            _money(s.get("cost_per_1k")),
-            _money(s.get("cost_per_correct_field")),
-            _num(s.get("cached_tokens")),
-            "-" if ratio is None else f"{ratio:.2f}x",
-        )
-    return t
+
+    def per_length(L: int) -> Col:
+        return Col(f"$/1k q {L:,}", lambda s: _money(cell[(s["strategy"], L)].get("cost_per_1k"))
+                   if (s["strategy"], L) in cell else "-")
+
+    def ratio(s: dict[str, Any]) -> str:
+        r = s.get("cost_ratio_full_context")
+        return f"{r:.2f}x" if _real(r) else "-"
+
+    return _table(title, summary["by_strategy"], [
+        *[per_length(L) for L in _lengths(summary)],
+        Col("$/1k q all", lambda s: _money(s.get("cost_per_1k")), "bold"),
+        Col("$/correct field", lambda s: _money(s.get("cost_per_correct_field"))),
+        Col("cached tok/q", lambda s: _num(s.get("cached_tokens"))),
+        Col("full ctx ÷ this", ratio),
+    ])
 
 
 def grounding_table(summary: dict[str, Any]) -> Table:
     """Judge-free grounding per strategy and length: rates per field of a valid answer."""
-    t = Table(title="grounding (judge-free): % of answered fields; wrong fields by where the value came from",
-              title_justify="left")
-    t.add_column("strategy", style="bold")
-    t.add_column("length", justify="right")
-    t.add_column("grounded claims %", justify="right")
-    t.add_column("misread (needle) %", justify="right")
-    t.add_column("distractor %", justify="right")
-    t.add_column("hallucination %", justify="right")
-    t.add_column("omitted %", justify="right")
-    t.add_column("invalid answers", justify="right")
-    for r in summary["by_strategy_length"]:
-        t.add_row(r["strategy"], f"{r['length']:,}", _pct(r.get("grounded_rate")), _pct(r.get("misread_rate")),
-                  _pct(r.get("distractor_rate")), _pct(r.get("hallucination_rate")), _pct(r.get("omitted_rate")),
-                  _num(r.get("invalid_answers")))
-    return t
+    rates = [("grounded claims %", "grounded_rate"), ("misread (needle) %", "misread_rate"),
+             ("distractor %", "distractor_rate"), ("hallucination %", "hallucination_rate"),
+             ("omitted %", "omitted_rate")]
+    return _table("grounding (judge-free): % of answered fields; wrong fields by where the value came from",
+                  summary["by_strategy_length"],
+                  [*[Col(h, lambda r, k=k: _pct(r.get(k))) for h, k in rates],
+                   Col("invalid answers", lambda r: _num(r.get("invalid_answers")))], length=True)
 
 
 def faithfulness_table(summary: dict[str, Any]) -> Table:
     """ragas Faithfulness: the mean of the scored queries, and every query that was not scored."""
-    t = Table(title="ragas faithfulness (judge): mean of scored queries; failures counted", title_justify="left")
-    t.add_column("strategy", style="bold")
-    t.add_column("length", justify="right")
-    for c in ("faithfulness", "scored", "NaN", "parse fail", "truncated", "errors", "skipped", "not judged"):
-        t.add_column(c, justify="right")
-    for r in summary["by_strategy_length"]:
-        f = r.get("ragas_faithfulness")
-        t.add_row(r["strategy"], f"{r['length']:,}", "-" if f is None else f"{f:.3f}",
-                  *[_num(r.get(k)) for k in ("ragas_scored", "ragas_nan", "ragas_parse_failure", "ragas_truncated",
-                                            "ragas_error", "ragas_skipped", "ragas_missing")])
-    return t
+    counts = [("scored", "ragas_scored"), ("NaN", "ragas_nan"), ("parse fail", "ragas_parse_failure"),
+              ("truncated", "ragas_truncated"), ("errors", "ragas_error"), ("skipped", "ragas_skipped"),
+              ("not judged", "ragas_missing")]
+    return _table("ragas faithfulness (judge): mean of scored queries; failures counted", summary["by_strategy_length"],
+                  [Col("faithfulness", lambda r: _num(r.get("ragas_faithfulness"), "{:.3f}")),
+                   *[Col(h, lambda r, k=k: _num(r.get(k))) for h, k in counts]], length=True)
 
 
 def window_text(window: int | None, launch: dict[str, Any] | None) -> str:
@@ -190,25 +218,27 @@ def server_table(summary: dict[str, Any]) -> Table:
         title += f", vLLM {srv['server_version']}"
     if m.get("available") and m.get("exclusive") is False:
         title += " (shared server: /metrics include other clients' requests)"
-    t = Table(title=title, title_justify="left")
-    t.add_column("strategy", style="bold")
-    t.add_column("prefix-cache hit %", justify="right")
-    t.add_column("prefill s", justify="right")
-    t.add_column("prefill s/q", justify="right")
-    t.add_column("TTFT s/q", justify="right")
-    t.add_column("prefill tok/s", justify="right")
-    t.add_column("prompt tok (server)", justify="right")
-    for s in summary["by_strategy"]:
-        t.add_row(
-            s["strategy"],
-            _pct(s.get("prefix_cache_hit_rate")),
-            _num(s.get("prefill_s"), "{:.1f}"),
-            _num(s.get("prefill_s_per_query"), "{:.2f}"),
-            _num(s.get("ttft_s"), "{:.2f}"),
-            _num(s.get("prefill_tok_per_s")),
-            _num(s.get("server_prompt_tokens")),
-        )
-    return t
+    return _table(title, summary["by_strategy"], [
+        Col("prefix-cache hit %", lambda s: _pct(s.get("prefix_cache_hit_rate"))),
+        Col("prefill s", lambda s: _num(s.get("prefill_s"), "{:.1f}")),
+        Col("prefill s/q", lambda s: _num(s.get("prefill_s_per_query"), "{:.2f}")),
+        Col("TTFT s/q", lambda s: _num(s.get("ttft_s"), "{:.2f}")),
+        Col("prefill tok/s", lambda s: _num(s.get("prefill_tok_per_s"))),
+        Col("prompt tok (server)", lambda s: _num(s.get("server_prompt_tokens"))),
+    ])
+
+
+def verdict_header(summary: dict[str, Any]) -> str:
+    """What the verdict's numbers are, the test and its alpha, and the tolerance."""
+    from harness.report.verdict import DEFAULT_ALPHA, DEFAULT_TOLERANCE
+
+    rows = summary.get("verdict") or [{}]
+    alpha = summary.get("alpha", rows[0].get("alpha"))
+    tol = summary.get("tolerance", rows[0].get("tolerance"))
+    alpha = DEFAULT_ALPHA if alpha is None else float(alpha)
+    tol = DEFAULT_TOLERANCE if tol is None else float(tol)
+    return (f"(mean field accuracy [95% interval over needles]; paired sign-flip tests, alpha {alpha:g}; "
+            f"cheapest within {100 * tol:g} points of the best when the data shows it)")
 
 
 def print_verdict(summary: dict[str, Any], console: Console) -> None:
@@ -217,17 +247,18 @@ def print_verdict(summary: dict[str, Any], console: Console) -> None:
     rows = summary.get("verdict") or []
     if not rows:
         return
-    tol = 100 * float(summary.get("tolerance") or 0)
-    console.print(f"[bold]verdict[/bold] (mean field accuracy; cheapest within {tol:g} points of the best)")
+    # Text, not markup: strategy names and "[6.7–46.7]" are printed as they are; one line each, unwrapped.
+    console.print(Text.assemble(("verdict", "bold"), " ", verdict_header(summary)), soft_wrap=True)
     for line in verdict_lines(rows):
-        console.print(f"  {line}", highlight=False)
+        console.print(Text(f"  {line}"), soft_wrap=True)
     for note in (summary.get("cost") or {}).get("notes") or []:
-        console.print(f"  [dim]note: {note}[/dim]", highlight=False)
+        console.print(Text(f"  note: {note}", style="dim"), soft_wrap=True)
 
 
 def print_summary(summary: dict[str, Any], console: Console | None = None) -> None:
     console = console or Console()
-    console.print(comparison_table(summary))
+    for t in comparison_tables(summary, console.width):
+        console.print(t)
     console.print(fields_table(summary))
     if summary.get("by_strategy") and "wrong_fields" in summary["by_strategy"][0]:
         console.print(retrieval_table(summary))

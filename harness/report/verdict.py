@@ -1,14 +1,20 @@
-"""The decision: per context length, which strategy to use.
+"""The decision: per context length, which strategy to use, and how sure the data is of it.
 
 verdict (end of `harness compare`, top of the report), per length:
-  * the most accurate strategy (mean field accuracy; ties go to the cheaper one);
-  * the cheapest strategy whose accuracy is within `tolerance` (default 2 percentage points) of
-    it, and the cost ratio most-accurate / cheapest ("5.1x cheaper"). Without prices the cheapest
-    is not known and the verdict says so.
+  * the most accurate strategy (mean field accuracy; ties go to the cheaper one), with its 95%
+    interval over needles;
+  * every other strategy compared with it on the same needles (report/stats.py `paired`): worse
+    (p < alpha), no detectable difference (equivalent within `tolerance`, shown by the data), or
+    too few needles to tell, with about how many more would settle it;
+  * the cheapest strategy among the best and those shown equivalent to it: "cheapest within
+    tolerance" only when the data supports it. A strategy that is within tolerance on the point
+    estimate but not shown equivalent is named as a candidate, not as the answer.
+  * `settled`: no comparison left undecided (what `--until-decided` waits for).
 recommend (`harness recommend RUN_DIR --min-accuracy 0.9 [--max-cost-per-1k X]`), per length:
   the cheapest strategy whose accuracy meets the target (and whose $ per 1k queries is within
-  the budget), or a line saying that none does and what came closest.
-Both read `summary["by_strategy_length"]` rows (strategy, length, n, accuracy, cost_per_1k).
+  the budget), whether the interval supports it, and cheaper strategies the data cannot rule out.
+Both read `summary["by_strategy_length"]` rows (strategy, length, n, accuracy, its interval,
+cost_per_1k) and `summary["per_needle"]` (each needle's accuracy, for the paired tests).
 """
 
 from __future__ import annotations
@@ -16,9 +22,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from harness.report.stats import one_sided_meets, paired
 from harness.scoring.cost import fmt_money
 
 DEFAULT_TOLERANCE = 0.02
+DEFAULT_ALPHA = 0.05
 
 
 def _by_length(rows: Sequence[dict[str, Any]]) -> dict[int, list[dict[str, Any]]]:
@@ -39,14 +47,34 @@ def _cheapest(rows: Sequence[dict[str, Any]]) -> dict[str, Any] | None:
     return min(priced, key=lambda r: (_cost(r), -r["accuracy"])) if priced else None
 
 
-def verdict(summary: dict[str, Any], tolerance: float = DEFAULT_TOLERANCE) -> list[dict[str, Any]]:
+def _needles(summary: dict[str, Any], strategy: str, length: int) -> dict[str, float]:
+    return ((summary.get("per_needle") or {}).get(strategy) or {}).get(str(length)) or {}
+
+
+def compare_pair(summary: dict[str, Any], best: dict[str, Any], other: dict[str, Any], length: int,
+                 alpha: float, tolerance: float) -> dict[str, Any]:
+    """`best` against `other` at `length` on the needles both were asked."""
+    a, b = _needles(summary, best["strategy"], length), _needles(summary, other["strategy"], length)
+    common = [k for k in a if k in b]
+    p = paired([a[k] for k in common], [b[k] for k in common], alpha=alpha, tolerance=tolerance)
+    status = {"better": "worse", "worse": "better"}.get(p.status, p.status)  # said of `other`
+    return {"strategy": other["strategy"], "accuracy": other["accuracy"], "accuracy_lo": other.get("accuracy_lo"),
+            "accuracy_hi": other.get("accuracy_hi"), "cost_per_1k": _cost(other), **p.as_dict(), "status": status}
+
+
+def verdict(summary: dict[str, Any], tolerance: float = DEFAULT_TOLERANCE,
+            alpha: float = DEFAULT_ALPHA) -> list[dict[str, Any]]:
     out = []
     for length, rows in _by_length(summary.get("by_strategy_length") or []).items():
         top = max(r["accuracy"] for r in rows)
         tied = [r for r in rows if r["accuracy"] == top]
         best = _cheapest(tied) or tied[0]
-        near = [r for r in rows if r["accuracy"] >= top - tolerance - 1e-12]
-        cheap = _cheapest(near)
+        comps = [compare_pair(summary, best, r, length, alpha, tolerance) for r in rows if r is not best]
+        equivalent = {c["strategy"] for c in comps if c["status"] == "equivalent"}
+        undecided = [c["strategy"] for c in comps if c["status"] == "undecided"]
+        cheap = _cheapest([best] + [r for r in rows if r["strategy"] in equivalent])
+        # On the point estimates alone (what the verdict said before it had tests): a candidate.
+        near = _cheapest([r for r in rows if r["accuracy"] >= top - tolerance - 1e-12])
         ratio = None
         if cheap is not None and _cost(best) and _cost(cheap):
             ratio = _cost(best) / _cost(cheap)
@@ -54,33 +82,79 @@ def verdict(summary: dict[str, Any], tolerance: float = DEFAULT_TOLERANCE) -> li
             "length": length,
             "best": best["strategy"],
             "best_accuracy": best["accuracy"],
+            "best_accuracy_lo": best.get("accuracy_lo"),
+            "best_accuracy_hi": best.get("accuracy_hi"),
             "best_cost_per_1k": _cost(best),
+            "comparisons": comps,
+            "settled": not undecided,
+            "undecided": undecided,
             "cheapest_within_tolerance": None if cheap is None else cheap["strategy"],
             "cheapest_accuracy": None if cheap is None else cheap["accuracy"],
             "cheapest_cost_per_1k": None if cheap is None else _cost(cheap),
             "cost_ratio": ratio,
+            "candidate": None if near is None or cheap is None or near["strategy"] == cheap["strategy"]
+            else near["strategy"],
+            "choice": (cheap or best)["strategy"],
             "tolerance": tolerance,
+            "alpha": alpha,
             "n": best.get("n"),
+            "n_needles": best.get("n_needles"),
         })
     return out
 
 
+def _pts(x: float | None, signed: bool = False) -> str:
+    if x is None:
+        return "-"
+    return f"{100 * x:+.1f}" if signed else f"{100 * x:.1f}"
+
+
+def interval(lo: float | None, hi: float | None) -> str:
+    """'[20.0–32.5]' in percent, or '' when there is no interval (fewer than two needles)."""
+    return "" if lo is None or hi is None or lo != lo or hi != hi else f"[{_pts(lo)}–{_pts(hi)}]"
+
+
+def comparison_line(v: dict[str, Any], c: dict[str, Any]) -> str:
+    """One comparison of the verdict: the best against another strategy at one length."""
+    where = f"at {v['length']:,} tokens"
+    if c["status"] == "worse":
+        return f"{v['best']} better than {c['strategy']} {where} by {_pts(c['diff'])} pts (p = {c['p']:.2g})"
+    if c["status"] == "better":  # only with a tie on the point estimate
+        return f"{c['strategy']} better than {v['best']} {where} by {_pts(-c['diff'])} pts (p = {c['p']:.2g})"
+    ci = interval(c["diff_lo"], c["diff_hi"])
+    if c["status"] == "equivalent":
+        return (f"{v['best']} vs {c['strategy']}: no detectable difference {where} ({_pts(c['diff'], True)} pts"
+                f"{', 95% CI ' + ci if ci else ''}; within ±{100 * v['tolerance']:g} pts, p = {c['p_equivalent']:.2g})")
+    more = c.get("more_needles")
+    return (f"{v['best']} vs {c['strategy']}: too few samples to tell {where} ({_pts(c['diff'], True)} pts, "
+            f"p = {c['p']:.2g}, {c['needles']} needles)" + (f" — about {more} more needles would be needed" if more else ""))
+
+
 def verdict_lines(rows: Sequence[dict[str, Any]]) -> list[str]:
-    """One plain-text line per length."""
+    """Per length: a head line, then one indented line per comparison."""
     lines = []
     for v in rows:
-        head = (f"{v['length']:,} tokens: most accurate {v['best']} ({100 * v['best_accuracy']:.1f}%, "
-                f"{fmt_money(v['best_cost_per_1k'])}/1k queries)")
+        ci = interval(v.get("best_accuracy_lo"), v.get("best_accuracy_hi"))
+        nn = v.get("n_needles")
+        head = (f"{v['length']:,} tokens: most accurate {v['best']} ({_pts(v['best_accuracy'])}%"
+                f"{' ' + ci if ci else ''}, {fmt_money(v['best_cost_per_1k'])}/1k queries"
+                f"{f', {nn} needles' if nn else ''})")
         tol = f"{100 * v['tolerance']:g} pts"
-        if v["cheapest_within_tolerance"] is None:
+        cheap = v["cheapest_within_tolerance"]
+        if cheap is None:
             tail = f"; cheapest within {tol}: unknown (no price; pass --prices)"
-        elif v["cheapest_within_tolerance"] == v["best"]:
+        elif cheap == v["best"]:
             tail = f"; it is also the cheapest within {tol}"
         else:
             ratio = f", {v['cost_ratio']:.1f}x cheaper" if v["cost_ratio"] else ""
-            tail = (f"; cheapest within {tol}: {v['cheapest_within_tolerance']} "
-                    f"({100 * v['cheapest_accuracy']:.1f}%, {fmt_money(v['cheapest_cost_per_1k'])}/1k{ratio})")
+            tail = (f"; cheapest within {tol}: {cheap} "
+                    f"({_pts(v['cheapest_accuracy'])}%, {fmt_money(v['cheapest_cost_per_1k'])}/1k{ratio})")
+        if v.get("candidate"):
+            tail += f"; {v['candidate']} is cheaper and within {tol} on average, but not shown equivalent yet"
+        if not v.get("settled", True):
+            tail += f" — not settled: {', '.join(v['undecided'])} undecided"
         lines.append(head + tail)
+        lines += [f"  {comparison_line(v, c)}" for c in v.get("comparisons") or []]
     return lines
 
 
@@ -93,16 +167,43 @@ def recommend(summary: dict[str, Any], min_accuracy: float, max_cost_per_1k: flo
             ok = [r for r in ok if _cost(r) is not None and _cost(r) <= max_cost_per_1k]
         choice = _cheapest(ok) or (max(ok, key=lambda r: r["accuracy"]) if ok else None)
         closest = max(rows, key=lambda r: (r["accuracy"], -(_cost(r) or 0)))
+        support = None
+        maybe: list[str] = []
+        if choice is not None:
+            support = one_sided_meets(list(_needles(summary, choice["strategy"], length).values()), min_accuracy)
+            # Cheaper strategies below the target on average whose interval still reaches it.
+            maybe = [r["strategy"] for r in rows if r not in ok and _cost(r) is not None and _cost(choice) is not None
+                     and _cost(r) < _cost(choice) and (r.get("accuracy_hi") or 0) >= min_accuracy
+                     and (max_cost_per_1k is None or _cost(r) <= max_cost_per_1k)]
         out.append({
             "length": length,
             "strategy": None if choice is None else choice["strategy"],
             "accuracy": None if choice is None else choice["accuracy"],
+            "accuracy_lo": None if choice is None else choice.get("accuracy_lo"),
+            "accuracy_hi": None if choice is None else choice.get("accuracy_hi"),
             "cost_per_1k": None if choice is None else _cost(choice),
+            "supported": None if support is None else support["sure"],
+            "more_needles": None if support is None else support["more_needles"],
+            "cannot_rule_out": maybe,
             "closest": closest["strategy"],
             "closest_accuracy": closest["accuracy"],
             "closest_cost_per_1k": _cost(closest),
             "unpriced": unpriced,
         })
+    return out
+
+
+def _support(r: dict[str, Any], min_accuracy: float) -> str:
+    """Whether the interval backs the choice, and which cheaper ones it cannot rule out."""
+    ci = interval(r.get("accuracy_lo"), r.get("accuracy_hi"))
+    out = ""
+    if r.get("supported"):
+        out = f"; the 95% interval {ci} is above the target"
+    elif r.get("supported") is False:
+        out = (f"; on average only: the 95% interval {ci or '(one needle)'} reaches below the target"
+               + (f" — about {r['more_needles']} more needles would tell" if r.get("more_needles") else ""))
+    if r.get("cannot_rule_out"):
+        out += f"; cheaper {', '.join(r['cannot_rule_out'])} cannot be ruled out (interval reaches the target)"
     return out
 
 
@@ -113,10 +214,11 @@ def recommend_lines(rows: Sequence[dict[str, Any]], min_accuracy: float, max_cos
     for r in rows:
         if r["strategy"] is not None and r["cost_per_1k"] is None:
             lines.append(f"{r['length']:,} tokens: {r['strategy']} ({100 * r['accuracy']:.1f}%) meets {target}; "
-                         "no price to find the cheapest (pass --prices)")
+                         "no price to find the cheapest (pass --prices)" + _support(r, min_accuracy))
         elif r["strategy"] is not None:
             lines.append(f"{r['length']:,} tokens: {r['strategy']} ({100 * r['accuracy']:.1f}%, "
-                         f"{fmt_money(r['cost_per_1k'])}/1k queries) is the cheapest that meets {target}")
+                         f"{fmt_money(r['cost_per_1k'])}/1k queries) is the cheapest that meets {target}"
+                         + _support(r, min_accuracy))
         else:
             extra = " (some strategies have no price; pass --prices)" if r["unpriced"] else ""
             lines.append(f"{r['length']:,} tokens: none meets {target}; closest is {r['closest']} "

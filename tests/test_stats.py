@@ -1,0 +1,153 @@
+"""Intervals over needles, paired tests, and the verdict they decide (no server)."""
+
+import numpy as np
+import pytest
+
+from harness.config import AdaptiveConfig
+from harness.report import stats
+from harness.report.verdict import recommend, recommend_lines, verdict, verdict_lines
+
+
+# -- intervals -------------------------------------------------------------------------------------------
+def test_interval_holds_the_mean_and_narrows_with_needles():
+    rng = np.random.default_rng(0)
+    few, many = rng.random(8), rng.random(200)
+    lo, hi = stats.bootstrap_ci(few)
+    assert lo < few.mean() < hi
+    lo2, hi2 = stats.bootstrap_ci(many)
+    assert lo2 < many.mean() < hi2 and (hi2 - lo2) < (hi - lo) / 2
+
+
+def test_interval_edge_cases():
+    assert stats.bootstrap_ci([0.4]) == (None, None)  # one needle: no interval
+    lo, hi = stats.bootstrap_ci([0.2, 0.2, 0.2])
+    assert lo == pytest.approx(0.2) and hi == pytest.approx(0.2)
+    lo, hi = stats.bootstrap_ci(np.array([[0.2, 1.0, 0.0], [0.4, 1.0, 1.0], [0.6, 1.0, 0.0]]))
+    assert list(lo[1:2]) == [1.0] and list(hi[1:2]) == [1.0]  # a constant column
+    assert lo[0] <= 0.4 <= hi[0] and lo[2] <= 1 / 3 <= hi[2]
+
+
+def test_interval_coverage_is_near_nominal():
+    """Per-needle accuracies of a 30% reader, 30 needles: the 95% interval holds 30% most of the time."""
+    rng = np.random.default_rng(1)
+    hits = 0
+    for _ in range(200):
+        x = rng.binomial(5, 0.3, size=30) / 5  # five fields per needle
+        lo, hi = stats.bootstrap_ci(x)
+        hits += lo <= 0.3 <= hi
+    assert hits >= 0.9 * 200
+
+
+# -- paired tests ----------------------------------------------------------------------------------------
+def test_sign_flip_is_exact_and_cannot_overclaim_with_few_needles():
+    assert stats.sign_flip_p(np.ones(2)) == pytest.approx(0.5)  # two needles can never be significant
+    assert stats.sign_flip_p(np.ones(8)) == pytest.approx(2 / 256)
+    assert stats.sign_flip_p(np.zeros(5)) == 1.0
+    assert stats.min_needles(0.05) == 6 and stats.min_needles(0.05, two_sided=False) == 5
+
+
+def test_type_one_error_is_controlled():
+    """Two strategies with the same accuracy: 'better' at alpha 0.05 in about 5% of runs, not more."""
+    rng = np.random.default_rng(2)
+    wrong = 0
+    for _ in range(300):
+        a, b = rng.binomial(5, 0.5, size=12) / 5, rng.binomial(5, 0.5, size=12) / 5
+        wrong += stats.paired(a, b, tolerance=0.0).status in ("better", "worse")
+    assert wrong <= 0.08 * 300
+
+
+def test_paired_statuses():
+    rng = np.random.default_rng(3)
+    base = rng.random(12)
+    assert stats.paired(base + 0.3, base).status == "better"
+    assert stats.paired(base, base + 0.3).status == "worse"
+    same = stats.paired(base + rng.normal(0, 0.002, 12), base, tolerance=0.02)
+    assert same.status == "equivalent" and same.p_equivalent < 0.05
+    few = stats.paired(base[:3] + 0.3, base[:3])
+    assert few.status == "undecided" and few.p >= 0.25 and few.more_needles >= 3
+    # the sample-size estimate grows as the difference shrinks, and is "too many" for none at all
+    noisy = rng.normal(0, 0.2, 10)
+    assert stats.more_needles(0.03 + noisy, 0.05, 0.0) > stats.more_needles(0.1 + noisy, 0.05, 0.0) > 0
+    assert stats.more_needles(noisy - noisy.mean(), 0.05, 0.0) is None
+
+
+# -- the verdict on per-needle data ----------------------------------------------------------------------
+def make_summary(data: dict[str, dict[int, list[float]]], costs: dict[str, float | None]) -> dict:
+    rows, per = [], {}
+    for s, by_len in data.items():
+        for L, xs in by_len.items():
+            lo, hi = stats.bootstrap_ci(xs)
+            rows.append({"strategy": s, "length": L, "n": 5 * len(xs), "n_needles": len(xs), "accuracy": float(np.mean(xs)),
+                         "accuracy_lo": lo, "accuracy_hi": hi, "cost_per_1k": costs.get(s)})
+            per.setdefault(s, {})[str(L)] = {str(i): float(x) for i, x in enumerate(xs)}
+    return {"by_strategy_length": rows, "per_needle": per}
+
+
+def test_verdict_names_a_winner_only_when_the_test_says_so():
+    rng = np.random.default_rng(4)
+    base = rng.uniform(0.3, 0.7, 12)
+    s = make_summary({"full-context": {1000: list(base + 0.25), 4000: list(base[:3] + 0.25)},
+                      "rag-dense": {1000: list(base), 4000: list(base[:3])}},
+                     {"full-context": 10.0, "rag-dense": 2.0})
+    v = {x["length"]: x for x in verdict(s)}
+    assert v[1000]["settled"] and v[1000]["comparisons"][0]["status"] == "worse"
+    assert v[1000]["comparisons"][0]["p"] < 0.01
+    assert v[1000]["cheapest_within_tolerance"] == "full-context" and v[1000]["choice"] == "full-context"
+    assert not v[4000]["settled"] and v[4000]["undecided"] == ["rag-dense"]
+    lines = verdict_lines(verdict(s))
+    assert any("full-context better than rag-dense at 1,000 tokens by 25.0 pts (p = " in l for l in lines)
+    assert any("too few samples to tell at 4,000 tokens" in l and "more needles would be needed" in l for l in lines)
+    assert any(l.startswith("4,000 tokens:") and "not settled: rag-dense undecided" in l for l in lines)
+
+
+def test_cheapest_within_tolerance_needs_equivalence_shown():
+    rng = np.random.default_rng(5)
+    base = rng.uniform(0.3, 0.7, 16)
+    jitter = rng.normal(0, 0.003, 16)
+    s = make_summary({"full-context": {1000: list(base + 0.004)}, "rag-dense": {1000: list(base + jitter)}},
+                     {"full-context": 10.0, "rag-dense": 2.0})
+    v = verdict(s)[0]
+    assert v["comparisons"][0]["status"] == "equivalent" and v["settled"]
+    assert v["cheapest_within_tolerance"] == "rag-dense" and v["cost_ratio"] == pytest.approx(5.0)
+    assert "no detectable difference" in "\n".join(verdict_lines([v]))
+    # the same averages on three needles: rag-dense is a candidate, not the answer
+    s3 = make_summary({"full-context": {1000: list(base[:3] + 0.004)}, "rag-dense": {1000: list(base[:3] + jitter[:3])}},
+                      {"full-context": 10.0, "rag-dense": 2.0})
+    v3 = verdict(s3)[0]
+    assert v3["cheapest_within_tolerance"] == "full-context" and v3["candidate"] == "rag-dense"
+    assert "not shown equivalent yet" in verdict_lines([v3])[0]
+
+
+def test_recommend_says_whether_the_interval_supports_the_target():
+    rng = np.random.default_rng(6)
+    s = make_summary({"full-context": {1000: list(rng.uniform(0.93, 1.0, 20))},
+                      "rag-dense": {1000: list(np.clip(rng.normal(0.9, 0.1, 5), 0, 1))}},
+                     {"full-context": 10.0, "rag-dense": 2.0})
+    rows = recommend(s, 0.9)
+    line = recommend_lines(rows, 0.9, None)[0]
+    if rows[0]["strategy"] == "rag-dense":  # cheaper and on average over the target, but on 5 needles
+        assert rows[0]["supported"] is False and "reaches below the target" in line
+    else:
+        assert rows[0]["strategy"] == "full-context" and rows[0]["supported"] is True
+        assert "rag-dense cannot be ruled out" in line
+    sure = recommend(s, 0.8)
+    assert sure[0]["strategy"] == "rag-dense" or sure[0]["supported"]
+
+
+# -- the adaptive schedule -------------------------------------------------------------------------------
+def test_adaptive_schedule_doubles_and_first_round_can_decide():
+    a = AdaptiveConfig(max_needles=32, alpha=0.05)
+    first = a.first_round()
+    plan = a.schedule(first)
+    assert plan[-1] == 32 and all(y == min(2 * x, 32) for x, y in zip(plan, plan[1:]))
+    assert 2 / 2**first < a.alpha / len(plan)  # round one can already settle a clear difference
+    assert 2 / 2 ** (first - 1) >= a.alpha / len(a.schedule(first - 1))  # and it is the fewest that can
+    assert AdaptiveConfig(max_needles=4).schedule(3) == [3, 4]
+
+
+def test_one_needle_and_none_do_not_crash():
+    assert stats.sign_flip_p(np.array([0.2])) == 1.0
+    assert stats.sign_flip_p(np.array([0.2]), "greater") == 0.5 and stats.sign_flip_p(np.array([0.2]), "less") == 1.0
+    assert stats.bootstrap_ci([]) == (None, None)
+    p = stats.paired([0.8], [0.2])
+    assert p.status == "undecided" and p.more_needles >= 5
