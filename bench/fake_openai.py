@@ -68,8 +68,9 @@ class HTTPServer:
 
 class Server(HTTPServer):
     def __init__(self, model: str = MODEL, answer: str | None = None, latency: float = 0.0,
-                 exit_after: int | None = None, echo_auth: bool = False):
+                 exit_after: int | None = None, echo_auth: bool = False, max_model_len: int = 32768):
         self.model = model
+        self.max_model_len = max_model_len
         self.answer = answer if answer is not None else json.dumps(ANSWER, separators=(",", ":"))
         self.latency = latency
         self.exit_after = exit_after
@@ -89,7 +90,7 @@ class Server(HTTPServer):
             "usage": {"prompt_tokens": 100, "completion_tokens": 30, "total_tokens": 130},
         }).encode()
         self._models = json.dumps({"object": "list", "data": [
-            {"id": model, "object": "model", "root": f"fake/{model}", "max_model_len": 32768}]}).encode()
+            {"id": model, "object": "model", "root": f"fake/{model}", "max_model_len": max_model_len}]}).encode()
 
     async def route(self, method: bytes, path: bytes, headers: dict, body: bytes) -> tuple[int, bytes]:
         if path in (b"/v1/completions", b"/v1/chat/completions"):
@@ -111,7 +112,7 @@ class Server(HTTPServer):
                 text = req.get("prompt") or json.dumps(req.get("messages", ""))
             except ValueError:
                 return 400, b'{"error": "bad json"}'
-            return 200, b'{"count": %d, "max_model_len": 32768}' % max(1, len(text) // 4)
+            return 200, json.dumps({"count": max(1, len(text) // 4), "max_model_len": self.max_model_len}).encode()
         if path == b"/v1/models":
             return 200, self._models
         if path == b"/version":

@@ -170,21 +170,12 @@ class SimServer(fake_openai.Server):
     """fake_openai's server with the reader's answers on the generation routes."""
 
     def __init__(self, reader: Reader, model: str = fake_openai.MODEL, max_model_len: int = 131072):
-        super().__init__(model=model)
+        super().__init__(model=model, max_model_len=max_model_len)
         self.reader = reader
-        self.max_model_len = max_model_len
         self._models = json.dumps({"object": "list", "data": [
             {"id": model, "object": "model", "root": f"sim/{model}", "max_model_len": max_model_len}]}).encode()
 
     async def route(self, method: bytes, path: bytes, headers: dict, body: bytes) -> tuple[int, bytes]:
-        if path == b"/tokenize":
-            self.tokenize += 1
-            try:
-                req = json.loads(body)
-                text = req.get("prompt") or json.dumps(req.get("messages", ""))
-            except ValueError:
-                return 400, b'{"error": "bad json"}'
-            return 200, json.dumps({"count": max(1, len(text) // 4), "max_model_len": self.max_model_len}).encode()
         if path not in (b"/v1/completions", b"/v1/chat/completions"):
             return await super().route(method, path, headers, body)
         self.generations += 1
