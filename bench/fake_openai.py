@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import sys
@@ -141,6 +142,17 @@ def start_subprocess(*args: str, script: str = __file__):
         p.kill()
         raise RuntimeError(f"stand-in server did not start: {line!r}")
     return p, line.split()[1]
+
+
+@contextlib.contextmanager
+def running(*args: str, script: str = __file__):
+    """`start_subprocess` as a context manager (a test fixture's body): yields the base URL."""
+    proc, url = start_subprocess(*args, script=script)
+    try:
+        yield url
+    finally:
+        proc.kill()
+        proc.wait()
 
 
 def main() -> None:

@@ -205,6 +205,11 @@ def start_subprocess(*args: str):
     return fake_openai.start_subprocess(*args, script=__file__)
 
 
+def running(*args: str):
+    """The simulated reader for the length of a `with` block: yields its base URL."""
+    return fake_openai.running(*args, script=__file__)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--port", type=int, default=0)

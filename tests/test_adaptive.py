@@ -34,10 +34,8 @@ def records(out: Path) -> list[dict]:
 @pytest.fixture(scope="module")
 def reader_url():
     # Full context loses 20 points per 1k tokens: hopeless at 4k, close to retrieval at 1k.
-    proc, url = sim_reader.start_subprocess("--base", "1", "--decay", "0.2", "--middle", "0", "--max-needles", "16")
-    yield url
-    proc.kill()
-    proc.wait()
+    with sim_reader.running("--base", "1", "--decay", "0.2", "--middle", "0", "--max-needles", "16") as url:
+        yield url
 
 
 def adaptive_args(url: str, out: Path) -> list[str]:

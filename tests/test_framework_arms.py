@@ -23,6 +23,7 @@ from harness.samples import Document, Sample
 from retrievers.base import Resources, build_params, parse_spec
 from retrievers.chunking import SEPARATOR
 from retrievers.embeddings import EmbeddingCache, langchain_embeddings, llamaindex_embedding, shared_cache
+from toy_scenario import TwoFieldScenario
 
 ARMS = ["rag-llamaindex", "rag-langchain", "rag-bm25", "rag-hybrid"]
 TOPICS = ["a french chef", "an italian painter", "a kenyan runner", "a dutch architect", "a chilean poet"]
@@ -208,16 +209,6 @@ def test_frameworks_are_imported_only_when_their_arm_runs():
     assert out.strip() == "[]"
 
 
-class _Scenario:
-    fields = ["a", "b"]
-
-    def score(self, answer, gold):
-        return {f: answer[f] == gold[f] for f in self.fields}
-
-    def null_answer(self, golds):
-        return {"a": 0, "b": 0}
-
-
 def _record(strategy, sid, marks, retrieved=None, error=None):
     retrieval = {} if retrieved is None else {"needle_retrieved": retrieved, "needle_rank": 0 if retrieved else None,
                                               "tokens_retrieved": 100}
@@ -235,7 +226,7 @@ def test_summary_splits_wrong_fields_into_misses_and_reading_errors():
         _record("rag-x", "s2", {"a": True, "b": False}, retrieved=True),
         _record("rag-x", "s3", {"a": False, "b": False}, retrieved=False, error="timeout"),
     ]
-    summary = summarize(records, _Scenario())
+    summary = summarize(records, TwoFieldScenario())
     by = {r["strategy"]: r for r in summary["by_strategy"]}
     assert (by["full-context"]["wrong_fields"], by["full-context"]["retrieval_misses"],
             by["full-context"]["reading_errors"]) == (3, 0, 3)
@@ -256,7 +247,7 @@ def test_terminal_prints_the_attribution_table():
     records = [_record("rag-x", "s1", {"a": False, "b": False}, retrieved=False),
                _record("full-context", "s1", {"a": True, "b": False})]
     console = Console(record=True, width=200)
-    print_summary(summarize(records, _Scenario()), console)
+    print_summary(summarize(records, TwoFieldScenario()), console)
     text = console.export_text()
     assert "retrieval miss" in text and "reading error" in text and "needle recall" in text
     rows = [[c.strip() for c in line.strip("│┃ ").split("│")] for line in text.splitlines()]

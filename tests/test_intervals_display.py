@@ -19,21 +19,12 @@ from harness.report.summary import summarize
 from harness.report.terminal import (
     comparison_table, comparison_tables, fields_table, print_summary, print_verdict, verdict_header)
 from harness.report.verdict import comparison_line, interval, verdict, verdict_lines
+from toy_scenario import TwoFieldScenario
 
 NEEDLES = 8
 LENGTHS = [1000, 4000]
 DEPTHS = [0.0, 100.0]
 FC, RAG = "full-context", "rag-x"
-
-
-class _Scenario:
-    fields = ["a", "b"]
-
-    def score(self, answer, gold):
-        return {f: answer[f] == gold[f] for f in self.fields}
-
-    def null_answer(self, golds):
-        return {"a": 0, "b": 0}
 
 
 def _marks(strategy: str, length: int, needle: int) -> dict[str, bool]:
@@ -63,7 +54,7 @@ def make_records(strategies=(FC, RAG), lengths=LENGTHS, depths=DEPTHS, needles=N
 
 def make_summary(records=None, costs=None) -> dict:
     records = make_records() if records is None else records
-    s = summarize(records, _Scenario())
+    s = summarize(records, TwoFieldScenario())
     costs = costs or {FC: 10.0, RAG: 1.0}
     for r in s["by_strategy_length"]:
         r["cost_per_1k"] = costs.get(r["strategy"])
@@ -130,7 +121,7 @@ def test_fields_table_shows_each_field_with_its_interval(summary):
 
 
 def test_a_plain_value_where_there_is_no_interval():
-    s = summarize(make_records(needles=1), _Scenario())  # one needle: no interval
+    s = summarize(make_records(needles=1), TwoFieldScenario())  # one needle: no interval
     text = _text(comparison_table(s), fields_table(s))
     assert "–" not in text  # no interval anywhere
     fc = next(r for r in s["by_strategy"] if r["strategy"] == FC)
@@ -180,7 +171,7 @@ def test_verdict_header_follows_alpha_and_tolerance(summary):
 # -- report.html -----------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def html(summary):
-    return render_report(summary, make_records(), [], _Scenario())
+    return render_report(summary, make_records(), [], TwoFieldScenario())
 
 
 def test_line_chart_error_bar_coordinates():
@@ -228,7 +219,7 @@ def test_heatmap_titles_give_interval_and_needles(summary, html):
 
 def test_heatmap_falls_back_to_records_without_by_cell(summary):
     old = {k: v for k, v in summary.items() if k != "by_cell"}
-    page = render_report(old, make_records(), [], _Scenario())
+    page = render_report(old, make_records(), [], TwoFieldScenario())
     titles = re.findall(r'<rect class="cell"[^>]*><title>([^<]*)</title>', page)
     assert len(titles) == 2 * len(LENGTHS) * len(DEPTHS)
     assert all("interval" not in t and f"n={NEEDLES} queries" in t for t in titles)
@@ -272,7 +263,7 @@ def test_verdict_section_lists_each_comparison_with_status_interval_and_p(summar
 
 def test_unsettled_verdict_says_so_in_the_page():
     s = make_summary(make_records(needles=3))  # 3 needles: p >= 0.25, nothing can be shown
-    page = render_report(s, make_records(needles=3), [], _Scenario())
+    page = render_report(s, make_records(needles=3), [], TwoFieldScenario())
     section = page[page.index('<section id="verdict"'):page.index('<section id="heatmaps"')]
     assert all(not v["settled"] for v in s["verdict"])
     assert f"not settled: {RAG} undecided" in section or f"not settled: {FC} undecided" in section
@@ -283,6 +274,6 @@ def test_strategy_names_stay_text_in_the_new_parts():
     evil = '<img src=x onerror="alert(1)">'
     records = [dict(r, strategy=evil if r["strategy"] == RAG else r["strategy"]) for r in make_records()]
     s = make_summary(records, costs={FC: 10.0, evil: 1.0})
-    page = render_report(s, records, [], _Scenario())
+    page = render_report(s, records, [], TwoFieldScenario())
     assert evil not in page and "&lt;img src=x onerror=" in page
     assert "<img" not in page

@@ -133,10 +133,8 @@ def test_p_correct_formula():
 
 @pytest.fixture(scope="module")
 def reader_url():
-    proc, url = sim_reader.start_subprocess("--base", "1", "--decay", "0.1", "--middle", "0", "--max-needles", "8")
-    yield url
-    proc.kill()
-    proc.wait()
+    with sim_reader.running("--base", "1", "--decay", "0.1", "--middle", "0", "--max-needles", "8") as url:
+        yield url
 
 
 def test_http_routes_answer_and_count(scen, reader_url):
