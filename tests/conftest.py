@@ -15,9 +15,19 @@ embedded model served as gemma-3-270m, or set HARNESS_TEST_VLLM_MODEL) instead o
 from __future__ import annotations
 
 import os
+import signal
 from dataclasses import dataclass
 
 import pytest
+
+def pytest_configure(config):
+    """Ctrl-C tests send SIGINT to the harness. A shell starts a background job (`cmd &`, as a CI
+    script may) with SIGINT ignored, every child inherits that, and Python then never raises
+    KeyboardInterrupt. A handler is reset to the default on exec, so installing one here gives the
+    harness processes the tests start the SIGINT a terminal would."""
+    if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
 
 # Big enough for the long-context tests, small enough to start fast.
 TEST_MAX_MODEL_LEN = 8192
