@@ -20,6 +20,7 @@ from dataclasses import dataclass
 
 import pytest
 
+
 def pytest_configure(config):
     """Ctrl-C tests send SIGINT to the harness. A shell starts a background job (`cmd &`, as a CI
     script may) with SIGINT ignored, every child inherits that, and Python then never raises

@@ -93,10 +93,8 @@ def _stats(url):
 
 @pytest.fixture
 def standin():
-    proc, url = fake_openai.start_subprocess()
-    yield url
-    proc.kill()
-    proc.wait()
+    with fake_openai.running() as url:
+        yield url
 
 
 def _env(cache):
