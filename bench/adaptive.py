@@ -67,16 +67,16 @@ def read_run(path: Path) -> dict[str, Any]:
         raise BenchError(f"{path}: no summary.json (the run did not finish)")
     store = RunStore(path)
     per: dict[int, dict[str, Any]] = {}
-    for r in store.records():  # every attempt: a failed request that was retried still cost its prompt
+    for r in store.rows():  # every attempt: a failed request that was retried still cost its prompt
         row = per.setdefault(int(r["length"]), {"queries": 0, "failed": 0, "tokens": 0, "needles": 0})
         prompt = r.get("prompt_tokens") or 0
         completion = 0 if r.get("error") else (r.get("completion_tokens") or 0)
         row["tokens"] += int(prompt) + int(completion)
     for r in store.latest_records():  # queries: one per (strategy, sample)
-        row = per[int(r["length"])]
+        row = per[int(r.length)]
         row["queries"] += 1
-        row["failed"] += bool(r.get("error"))
-        row["needles"] = max(row["needles"], int(r["needle_index"]) + 1)
+        row["failed"] += bool(r.error)
+        row["needles"] = max(row["needles"], int(r.needle_index) + 1)
     summary = json.loads((path / "summary.json").read_text())
     verdict = {int(v["length"]): v for v in summary.get("verdict") or []}
     return {"path": str(path), "lengths": dict(sorted(per.items())), "verdict": verdict,
@@ -180,7 +180,7 @@ def check_strategies(specs_text: str) -> list[str]:
     from harness import registry
     from harness.cli import split_strategies
     from harness.errors import HarnessError
-    from retrievers.base import build_params, parse_spec
+    from harness.strategy import build_params, parse_spec
 
     try:
         specs = split_strategies([specs_text])

@@ -61,7 +61,7 @@ def main() -> None:
     from sentence_transformers import SentenceTransformer
 
     from harness import registry
-    from retrievers.base import Resources
+    from harness.strategy import Resources
     from retrievers.chunking import count_model_tokens
     from retrievers.embeddings import (
         EmbeddingCache, langchain_embeddings, llamaindex_embedding, load_sentence_transformer, shared_cache,

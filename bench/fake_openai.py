@@ -25,13 +25,8 @@ import os
 import sys
 
 MODEL = "gemma-3-270m"
-ANSWER = {
-    "nationality": "unknown",
-    "date_of_birth": {"day": 0, "month": 0, "year": 0},
-    "date_of_death": {"day": 0, "month": 0, "year": 0},
-    "sportsperson": False,
-    "politician": False,
-}
+# A valid bio-needle answer in its default (compact) answer form.
+ANSWER = {"nationality": "unknown", "born": "", "died": "", "sportsperson": False, "politician": False}
 
 
 class HTTPServer:

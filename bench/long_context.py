@@ -32,7 +32,8 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
 def main() -> None:
-    from harness.cli import parse_depths, parse_lengths, run_compare, split_strategies
+    from harness.api import compare as run_compare
+    from harness.cli import parse_depths, parse_lengths, split_strategies
     from harness.config import EndpointConfig, RunConfig
     from harness.report.terminal import window_text
 

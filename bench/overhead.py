@@ -36,7 +36,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
 def _grid(endpoint, lengths, depths, needles, shots, strategies=("full-context",)):
-    from harness.cli import build_scenario, build_strategies, default_cache_dir
+    from harness.api import build_scenario, build_strategies, cache_dir as default_cache_dir
     from harness.config import RunConfig
 
     config = RunConfig(strategies=list(strategies), lengths=lengths, depths=depths, needles=needles, shots=shots)
@@ -58,7 +58,7 @@ def run_harness(endpoint, scen, strats, samples, shots, concurrency, max_tokens,
                    store=store, shots=shots, concurrency=concurrency, max_tokens=max_tokens, window=None,
                    cache=cache)
         dt = time.perf_counter() - t0
-        n = len(store.records())
+        n = len(store.rows())
     return dt, n
 
 
@@ -178,7 +178,7 @@ def part2(args) -> None:
 
 
 def part3(args) -> None:
-    from harness.cli import run_compare
+    from harness.api import compare as run_compare
     from harness.config import EndpointConfig, RunConfig
     from harness.endpoints import client as client_mod
     from harness.store import RunStore
@@ -212,7 +212,7 @@ def part3(args) -> None:
                     sys.stdout = stdout
             times.append(time.perf_counter() - t0)
             calls.append(sent["n"] - before)
-            recs = RunStore(config.out).records()
+            recs = RunStore(config.out).rows()
             cached.append(f"{sum(r['from_cache'] for r in recs)}/{len(recs)}")
         del os.environ["HARNESS_RESPONSE_CACHE"]
     client_mod.Session.send = orig

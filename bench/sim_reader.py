@@ -101,7 +101,7 @@ class Reader:
                  middle: float = 0.15):
         from harness import registry
 
-        scen = registry.get("scenario", "bio-needle")(seed=seed)
+        scen = self.scenario = registry.get("scenario", "bio-needle")(seed=seed)
         # The needle split is prefix-stable: these are the needles of any run with this seed and
         # at most max_needles needles per cell.
         records = scen.generator.records("needles", max_needles)
@@ -187,7 +187,11 @@ class SimServer(fake_openai.Server):
         prompt = req.get("messages") if chat else req.get("prompt")
         if not isinstance(prompt, (str, list)):
             return 400, b'{"error": {"message": "no prompt"}}'
-        text = json.dumps(self.reader.answer(prompt), separators=(",", ":"))
+        answer = self.reader.answer(prompt)
+        schema = ((req.get("response_format") or {}).get("json_schema") or {}).get("schema") or {}
+        if "born" in (schema.get("properties") or {}):  # bio-needle's compact answer form
+            answer = self.reader.scenario.encode_answer(answer)
+        text = json.dumps(answer, separators=(",", ":"))
         flat = prompt if isinstance(prompt, str) else json.dumps(prompt)
         usage = {"prompt_tokens": max(1, len(flat) // 4), "completion_tokens": max(1, len(text) // 4)}
         usage["total_tokens"] = usage["prompt_tokens"] + usage["completion_tokens"]

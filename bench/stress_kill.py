@@ -53,7 +53,7 @@ def check(out: Path, want: dict) -> tuple[int, str | None]:
     dupes = [k for k, n in answered.items() if n > 1]
     if dupes:
         return torn, f"duplicated: {dupes[:3]}"
-    latest = {(r["strategy"], r["sample_id"]): r for r in RunStore(out).latest_records()}
+    latest = {r.key: r.to_json() for r in RunStore(out).latest_records()}
     if set(latest) != set(want):
         return torn, f"keys differ: missing {len(set(want) - set(latest))}, extra {len(set(latest) - set(want))}"
     for k, r in want.items():
@@ -106,7 +106,7 @@ def main() -> None:
         t_ref = time.monotonic() - t0
         if p.returncode != 0:
             sys.exit(f"reference run failed: {p.stderr[-500:]}")
-        want = {(r["strategy"], r["sample_id"]): r for r in RunStore(work / "ref").records()}
+        want = {(r["strategy"], r["sample_id"]): r for r in RunStore(work / "ref").rows()}
         with sqlite3.connect(ref_cache) as db:
             keys = [k for (k,) in db.execute("SELECT key FROM responses")]
         print(f"reference: {len(want)} queries in {t_ref:.1f} s; {a.trials} trials", flush=True)
@@ -140,7 +140,7 @@ def main() -> None:
             finished = proc_h.poll() is not None
             proc_h.kill()
             proc_h.wait()
-            kept = len(RunStore(out).records()) if (out / "records.jsonl").exists() else 0
+            kept = len(RunStore(out).rows()) if (out / "records.jsonl").exists() else 0
             p = subprocess.run(cmd(out), env=trial_env, capture_output=True, text=True, cwd=ROOT)
             if p.returncode != 0:
                 problem, torn = f"rerun failed: {p.stderr.strip().splitlines()[-1:]}", 0
@@ -148,7 +148,7 @@ def main() -> None:
                 # compare with the trial's own answers, replayed: the model may answer differently per batch
                 replay = work / f"replay{trial}"
                 subprocess.run(cmd(replay), env=trial_env, capture_output=True, text=True, cwd=ROOT)
-                trial_want = {(r["strategy"], r["sample_id"]): r for r in RunStore(replay).records()}
+                trial_want = {(r["strategy"], r["sample_id"]): r for r in RunStore(replay).rows()}
                 torn, problem = check(out, trial_want)
             else:
                 torn, problem = check(out, want)

@@ -20,6 +20,7 @@ from typing import Any
 import yaml
 
 from harness.errors import UsageError
+from harness.record import Record
 from harness.samples import Document, Sample
 
 
@@ -70,10 +71,10 @@ class RunStore:
         return out
 
     # -- records ------------------------------------------------------------------------------
-    def append(self, record: dict[str, Any]) -> None:
+    def append(self, record: Record | dict[str, Any]) -> None:
         self.append_many([record])
 
-    def append_many(self, records: Iterable[dict[str, Any]]) -> None:
+    def append_many(self, records: Iterable[Record | dict[str, Any]]) -> None:
         """Append complete lines with one `write` and one `fsync` (a batch is one group commit)."""
         data = b"".join(_line(r) for r in records)
         if not data:
@@ -105,20 +106,30 @@ class RunStore:
         finally:
             os.close(fd)
 
-    def records(self) -> list[dict[str, Any]]:
-        """All complete records; a torn last line (from a kill mid-write) is skipped."""
+    def rows(self) -> list[dict[str, Any]]:
+        """Every complete line of records.jsonl as written; a torn last line (from a kill mid-write) is skipped."""
         return list(_read_jsonl(self.records_path))
 
-    def latest_records(self) -> list[dict[str, Any]]:
+    def records(self) -> list[Record]:
+        """All complete records, typed (lines written before records had calls load as one call)."""
+        out = []
+        for row in self.rows():
+            try:
+                out.append(Record.model_validate(row))
+            except ValueError:  # not a record (hand-edited, or a foreign line): redone on resume
+                continue
+        return out
+
+    def latest_records(self) -> list[Record]:
         """The last record of each (strategy, sample): a resumed retry supersedes a failed attempt."""
-        latest: dict[tuple[str, str], dict[str, Any]] = {}
+        latest: dict[tuple[str, str], Record] = {}
         for r in self.records():
-            latest[(r["strategy"], r["sample_id"])] = r
+            latest[r.key] = r
         return list(latest.values())
 
     def done_keys(self) -> set[tuple[str, str]]:
         """(strategy label, sample id) of every query answered; failed requests are asked again."""
-        return {(r["strategy"], r["sample_id"]) for r in self.latest_records() if not r.get("error")}
+        return {r.key for r in self.latest_records() if not r.error}
 
 
 def _repair_tail(fd: int, path: Path) -> None:
@@ -132,7 +143,9 @@ def _repair_tail(fd: int, path: Path) -> None:
             os.write(fd, b"\n")
 
 
-def _line(record: dict[str, Any]) -> bytes:
+def _line(record: Record | dict[str, Any]) -> bytes:
+    if isinstance(record, Record):
+        record = record.to_json()
     text = json.dumps(record, ensure_ascii=False, default=str)
     try:
         return (text + "\n").encode("utf-8")

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from harness.samples import Sample, Shown, ShownPiece
-from retrievers.base import Strategy
+from harness.strategy import OneShot
 from retrievers.chunking import SEPARATOR
 
 
-class FullContext(Strategy):
+class FullContext(OneShot):
     def show(self, sample: Sample) -> Shown:
         return Shown(
             context=sample.joined(SEPARATOR),

@@ -14,7 +14,7 @@ from typing import Any, Literal
 from pydantic import Field, model_validator
 
 from harness.samples import Sample, Shown, ShownPiece
-from retrievers.base import Strategy, StrategyParams
+from harness.strategy import OneShot, StrategyParams
 from retrievers.chunking import SEPARATOR, Chunk, count_model_tokens, doc_spans
 
 
@@ -66,7 +66,7 @@ def needle_coverage(sample: Sample, hits: Sequence[tuple[Chunk, float]]) -> floa
     return round(covered / total, 4)
 
 
-class RagStrategy(Strategy):
+class RagStrategy(OneShot):
     """Subclasses implement `retrieve`, and usually `prepare` (split every sample, embed the unique
     chunks once). `stats` holds what the last `prepare` did, for the benchmark."""
 

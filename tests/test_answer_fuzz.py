@@ -17,7 +17,8 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 
 from harness.endpoints.client import Endpoint, parse_completion
 from harness.prompting import build_prompt
-from harness.runner import Job, make_record
+from harness.query import Asker, Query
+from harness.runner import make_record
 from harness.store import RunStore
 
 GOOD = {
@@ -31,19 +32,19 @@ GOOD = {
 
 @pytest.fixture(scope="module")
 def job_and_scenario(tmp_path_factory):
-    from harness.cli import build_scenario, build_strategies
+    from harness.api import build_scenario, build_strategies
     from harness.config import RunConfig
 
     def count(texts):
         return [max(1, len(t) // 4) for t in texts]
 
-    config = RunConfig(strategies=["full-context"], lengths=[300], depths=[50.0], needles=1, shots=0)
+    # The nested answer form: its schema has the most to get wrong (typed date parts, nested objects).
+    config = RunConfig(strategies=["full-context"], lengths=[300], depths=[50.0], needles=1, shots=0,
+                       scenario_params={"answer_form": "nested"})
     scen = build_scenario(config)
     (strategy,) = build_strategies(config, tmp_path_factory.mktemp("cache"), count)
     (sample,) = scen.samples(config.lengths, config.depths, config.needles, count)
-    shown = strategy.show(sample)
-    job = Job(strategy, sample, shown, build_prompt(scen.instructions, [], shown.context, sample.question))
-    return job, scen
+    return (strategy, sample), scen
 
 
 def _send(body: bytes, api: str = "completions"):
@@ -65,17 +66,34 @@ def _envelope(text, api="completions") -> bytes:
                        "usage": {"prompt_tokens": 5, "completion_tokens": 7}}).encode()
 
 
-def _record_round_trip(tmp_path, job, scen, completion):
-    record = make_record("r", job, scen, completion, None)
-    assert record["valid"] == (record["answer"] is not None)
-    if not record["valid"]:
-        assert isinstance(record["invalid_reason"], str) and record["invalid_reason"]
-        assert len(record["invalid_reason"]) < 1000
-        assert record["score"] == 0.0
+def _answer(job, scen, body: bytes):
+    """The whole path of one query: the strategy asks through Query.generate (the server is an
+    httpx.MockTransport answering `body`), the runner turns the outcome into a record."""
+    strategy, sample = job
+    ep = Endpoint("http://model.test/v1", "m", "completions", None, timeout_s=10, max_retries=0)
+    ep._tokenize_ok = False  # the mock has no /tokenize
+
+    async def go():
+        async with ep.session(1, transport=httpx.MockTransport(lambda request: httpx.Response(200, content=body))) as s:
+            query = Query(Asker(ep, s, max_tokens=10, window=None, concurrency=1), sample, scen, [], strategy.label)
+            return make_record("r", strategy, sample, query, await strategy.solve(sample, query))
+
+    return asyncio.run(go())
+
+
+def _record_round_trip(tmp_path, job, scen, body: bytes):
+    record = _answer(job, scen, body)
+    assert record.valid == (record.answer is not None)
+    assert len(record.calls) == 1
+    if not record.valid:
+        assert isinstance(record.invalid_reason, str) and record.invalid_reason
+        assert len(record.invalid_reason) < 1000
+        assert record.score == 0.0
     store = RunStore(tmp_path).create()
     store.append(record)
     (back,) = store.records()
-    assert back["raw"] == record["raw"] and back["answer"] == record["answer"]
+    assert back.raw == record.raw and back.answer == record.answer
+    assert back.calls == record.calls
     store.records_path.unlink()
     return record
 
@@ -109,12 +127,11 @@ def _answers():
 def test_hand_picked_outputs_are_recorded_never_raised(case, job_and_scenario, tmp_path):
     job, scen = job_and_scenario
     text, why = _answers()[case]
-    completion = _send(_envelope(text))
-    record = _record_round_trip(tmp_path, job, scen, completion)
+    record = _record_round_trip(tmp_path, job, scen, _envelope(text))
     if why is None:
-        assert record["valid"], record["invalid_reason"]
+        assert record.valid, record.invalid_reason
     else:
-        assert not record["valid"] and why in record["invalid_reason"], record["invalid_reason"]
+        assert not record.valid and why in record.invalid_reason, record.invalid_reason
 
 
 @pytest.mark.parametrize("body,why", [
@@ -131,9 +148,8 @@ def test_hand_picked_outputs_are_recorded_never_raised(case, job_and_scenario, t
 ])
 def test_broken_response_bodies_are_invalid_with_a_reason(body, why, job_and_scenario, tmp_path):
     job, scen = job_and_scenario
-    completion = _send(body)
-    record = _record_round_trip(tmp_path, job, scen, completion)
-    assert not record["valid"] and why in record["invalid_reason"], record["invalid_reason"]
+    record = _record_round_trip(tmp_path, job, scen, body)
+    assert not record.valid and why in record.invalid_reason, record.invalid_reason
 
 
 def test_chat_null_content_is_an_empty_answer():
@@ -163,7 +179,7 @@ model_text = st.one_of(
 @given(model_text)
 def test_generated_model_outputs(job_and_scenario, tmp_path, text):
     job, scen = job_and_scenario
-    _record_round_trip(tmp_path, job, scen, _send(_envelope(text)))
+    _record_round_trip(tmp_path, job, scen, _envelope(text))
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -175,7 +191,7 @@ def test_generated_model_outputs(job_and_scenario, tmp_path, text):
 ))
 def test_generated_response_bodies(job_and_scenario, tmp_path, body):
     job, scen = job_and_scenario
-    _record_round_trip(tmp_path, job, scen, _send(body))
+    _record_round_trip(tmp_path, job, scen, body)
 
 
 @given(st.binary(max_size=200), st.booleans())

@@ -10,6 +10,7 @@ import pytest
 
 from harness.errors import UsageError
 from scenarios.bio_needle import BioNeedle
+from scenarios.bio_needle.scenario import BioNeedleParams
 from scenarios.bio_needle.generator import BioGenerator
 from scenarios.bio_needle.loader import load_jsonl
 
@@ -210,8 +211,8 @@ GOLD = {
 }
 
 
-def test_answer_schema_is_self_contained():
-    sc = BioNeedle()
+def test_nested_answer_schema_is_self_contained():
+    sc = BioNeedle(BioNeedleParams(answer_form="nested"))
     schema = sc.answer_schema()
     text = json.dumps(schema)
     assert "$ref" not in text and "$defs" not in text
@@ -227,13 +228,55 @@ def test_answer_schema_is_self_contained():
         assert date["properties"]["year"] == {"type": "integer", "minimum": 0, "maximum": 2100}
     for f in ("sportsperson", "politician"):
         assert schema["properties"][f] == {"type": "boolean"}
+    assert sc.encode_answer(GOLD) == GOLD and sc.decode_answer(GOLD) == GOLD
 
 
-def test_instructions_name_every_field():
-    text = BioNeedle().instructions
-    for f in BioNeedle.fields:
-        assert f in text
-    assert "unknown" in text and "0" in text
+def test_compact_answer_form_is_the_default_and_round_trips():
+    sc = BioNeedle()
+    schema = sc.answer_schema()
+    assert list(schema["properties"]) == schema["required"] == ["nationality", "born", "died", "sportsperson", "politician"]
+    assert schema["additionalProperties"] is False
+    written = sc.encode_answer(GOLD)
+    assert written == {"nationality": "french", "born": "1950-03-12", "died": "", "sportsperson": True,
+                       "politician": False}
+    assert sc.decode_answer(written) == GOLD
+    from harness.scoring.answers import parse_answer
+    assert parse_answer(json.dumps(written), schema) == (written, None)
+    for bad in ("12.3.1950", "1950-3-12", "19500", "unknown"):
+        assert parse_answer(json.dumps({**written, "born": bad}), schema)[0] is None
+    # every label the generator makes survives the trip, partial dates included
+    for r in sc.generator.records("needles", 300):
+        gold = r.labels.model_dump()
+        assert sc.decode_answer(sc.encode_answer(gold)) == gold
+        assert parse_answer(json.dumps(sc.encode_answer(gold)), schema)[0] is not None
+
+
+@pytest.mark.parametrize("date,text", [
+    ({"day": 28, "month": 1, "year": 1951}, "1951-01-28"), ({"day": 0, "month": 1, "year": 1951}, "1951-01"),
+    ({"day": 0, "month": 0, "year": 1951}, "1951"), ({"day": 0, "month": 0, "year": 0}, ""),
+    ({"day": 0, "month": 3, "year": 0}, "0000-03"), ({"day": 5, "month": 0, "year": 1900}, "1900-00-05"),
+])
+def test_compact_dates(date, text):
+    from scenarios.bio_needle.scenario import decode_date, encode_date
+    assert encode_date(date) == text and decode_date(text) == date
+
+
+def test_compact_answers_are_scored_after_decoding():
+    from harness.scoring.answers import mark, read_answer
+    sc = BioNeedle()
+    raw = json.dumps({**sc.encode_answer(GOLD), "born": "1950-03"})
+    answer, reason = read_answer(raw, sc)
+    assert reason is None and answer["date_of_birth"] == {"day": 0, "month": 3, "year": 1950}
+    marks, score = mark(sc, answer, GOLD)
+    assert marks == {**{f: True for f in sc.fields}, "date_of_birth": False} and score == 0.8
+
+
+@pytest.mark.parametrize("form", ["compact", "nested"])
+def test_instructions_name_every_key_of_the_answer_form(form):
+    sc = BioNeedle(BioNeedleParams(answer_form=form))
+    for key in sc.answer_schema()["properties"]:
+        assert f'"{key}"' in sc.instructions
+    assert "unknown" in sc.instructions
 
 
 def test_correct_answer_scores_all_true():

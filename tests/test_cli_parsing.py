@@ -7,7 +7,7 @@ import pytest
 
 from harness.cli import parse_depths, parse_lengths, split_strategies
 from harness.errors import UsageError
-from retrievers.base import parse_spec
+from harness.strategy import parse_spec
 
 
 def test_lengths_accept_k_suffix_sorted_unique():

@@ -7,7 +7,7 @@ import sys
 import httpx
 import pytest
 
-from harness.cli import run_compare
+from harness.api import compare as run_compare
 from harness.config import EndpointConfig, RunConfig
 from harness.store import RunStore
 
@@ -34,7 +34,7 @@ def tiny_run(vllm_server, tmp_path_factory):
 
 def test_every_query_has_one_complete_record(tiny_run):
     _, out = tiny_run
-    records = RunStore(out).records()
+    records = RunStore(out).rows()
     assert len(records) == 2 * 2 * 2  # strategies x lengths x depths x needles
     assert len({(r["strategy"], r["sample_id"]) for r in records}) == len(records)
     for r in records:
@@ -52,7 +52,7 @@ def test_every_query_has_one_complete_record(tiny_run):
 
 def test_prompt_tokens_match_the_servers_tokenizer(tiny_run, vllm_server):
     _, out = tiny_run
-    for r in RunStore(out).records():
+    for r in RunStore(out).rows():
         assert r["prompt_tokens"] == r["prompt_tokens_counted"]
 
 
@@ -72,7 +72,7 @@ def test_context_lengths_are_counted_in_model_tokens(tiny_run, vllm_server):
 
 def test_strategies_show_what_they_should(tiny_run):
     _, out = tiny_run
-    for r in RunStore(out).records():
+    for r in RunStore(out).rows():
         if r["strategy"] == "full-context":
             assert r["shown"]["needle_shown"] is True
             assert r["prompt_tokens"] > r["context_tokens"]
@@ -108,7 +108,7 @@ def test_resume_finishes_only_missing_queries(tiny_run, tmp_path):
         (partial / name).write_text((out / name).read_text())
     (partial / "records.jsonl").write_text("\n".join(lines[:3]) + "\n" + lines[3][:40])  # torn 4th line
     run_compare(config.model_copy(update={"out": partial}))
-    resumed = RunStore(partial).records()
+    resumed = RunStore(partial).rows()
     assert len(resumed) == len(lines)
     assert {(r["strategy"], r["sample_id"]) for r in resumed} == {
         (json.loads(l)["strategy"], json.loads(l)["sample_id"]) for l in lines}
@@ -127,7 +127,7 @@ def test_cli_prints_the_comparison_table(vllm_server, tmp_path):
     )
     assert p.returncode == 0, p.stderr[-2000:]
     assert "full-context" in p.stdout and "rag-dense" in p.stdout and "null baseline" in p.stdout
-    assert len(RunStore(tmp_path / "cli").records()) == 2
+    assert len(RunStore(tmp_path / "cli").rows()) == 2
 
 
 def test_length_smaller_than_the_needle_is_refused(vllm_server, tmp_path):

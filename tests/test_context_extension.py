@@ -14,7 +14,7 @@ import httpx
 import pytest
 import yaml
 
-from harness.cli import run_compare
+from harness.api import compare as run_compare
 from harness.config import EndpointConfig, RunConfig
 from harness.errors import UsageError
 

@@ -178,3 +178,27 @@ def test_report_with_unknown_model_notes_it(tmp_path):
     assert "cheaper" in p.stdout or "also the cheapest" in p.stdout
     p = harness("report", str(run), "--prices", str(tmp_path / "missing.yaml"))
     assert p.returncode != 0 and len(p.stderr.strip().splitlines()) == 1
+
+
+def test_a_cpu_run_is_charged_cpu_time_at_a_cpu_price_never_a_gpu_price():
+    from harness.scoring.cost import run_hardware
+
+    table = {"m": {"gpu_hour": 0.8, "cpu_hour": 0.05, "cpu_note": "2-vCPU VM"}, "gpu-only": {"gpu_hour": 0.8}}
+    records = [rec("full-context", latency=36.0), rec("rag-dense", latency=3.6)]
+    cpu = cost_summary(records, "m", table, hardware=run_hardware({"endpoint": {"launch": {"flavour": "cpu"}}}))
+    assert cpu["by_strategy"]["full-context"]["cost_per_query"] == pytest.approx(0.05 * 36 / 3600)
+    assert cpu["price"]["basis"] == "cpu_hour" and "self-hosted on CPU, $0.05/hour (2-vCPU VM)" in cpu["price"]["describe"]
+    gpu = cost_summary(records, "m", table, hardware="gpu")
+    assert gpu["by_strategy"]["full-context"]["cost_per_query"] == pytest.approx(0.8 * 36 / 3600)
+    assert "on GPU" in gpu["price"]["describe"]
+    # an entry with only a GPU price gives no $ for a CPU run, and says why
+    none = cost_summary(records, "gpu-only", table, hardware="cpu")
+    assert none["by_strategy"]["full-context"]["cost_per_query"] is None
+    assert "no cpu_hour price" in none["notes"][0]
+    # a server behind --endpoint: the entry's own basis (gpu_hour), as before
+    assert run_hardware({"endpoint": {"launch": None}}) is None
+    assert cost_summary(records, "gpu-only", table)["price"]["basis"] == "gpu_hour"
+
+
+def test_the_shipped_embedded_price_has_a_cpu_rate():
+    assert find_price("gemma-3-270m", load_prices()).on("cpu").rate == pytest.approx(0.05)

@@ -121,7 +121,7 @@ def offline(monkeypatch, tmp_path):
 def _rewrite_raw(run: Path, marker_for) -> list[dict]:
     """Give each record a response carrying a marker the scripted judge reacts to."""
     store = RunStore(run)
-    records = store.records()
+    records = store.rows()
     for i, r in enumerate(records):
         marker = marker_for(i, r)
         if marker is not None:
@@ -201,14 +201,14 @@ def test_judge_sees_what_the_model_was_shown(tmp_path):
     store = RunStore(run)
     samples = {s.id: s for s in store.read_samples()}
     for item, r in zip(F.judge_items(store.latest_records(), samples.values()), store.latest_records()):
-        if r.get("error"):
+        if r.error:
             assert "skip" in item
             continue
-        if r["strategy"] == "full-context":  # the haystack, split by document
-            assert item["contexts"] == [d.text for d in samples[r["sample_id"]].documents]
+        if r.strategy == "full-context":  # the haystack, split by document
+            assert item["contexts"] == [d.text for d in samples[r.sample_id].documents]
         else:
-            assert item["contexts"] == [p["text"] for p in r["shown"]["pieces"]]
-        assert item["question"] == samples[r["sample_id"]].question
+            assert item["contexts"] == [p["text"] for p in r.shown.pieces]
+        assert item["question"] == samples[r.sample_id].question
 
 
 def test_offline_tiktoken_gives_a_local_encoding(offline):
@@ -240,7 +240,7 @@ def test_real_judge_counts_every_query(vllm_server, tmp_path, offline):
     """The embedded base model as judge over /v1/completions: it may well fail ragas's format; that is counted."""
     run = make_run(tmp_path)
     store = RunStore(run)
-    records = [r for r in store.latest_records() if not r.get("error")][:2]
+    records = [r for r in store.latest_records() if not r.error][:2]
     judge = F.Judge(url=vllm_server.base_url, model=vllm_server.model, api="completions", concurrency=2, max_tokens=96)
     counts = F.run_ragas(run, records, store.read_samples(), judge)
     assert sum(counts.values()) == len(records)

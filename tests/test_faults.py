@@ -155,7 +155,7 @@ def test_retry_after_is_waited_for(monkeypatch):
 
 # -- the runner: final failures are recorded, the run goes on, resume redoes them -------------------
 def _bio(tmp_path, count):
-    from harness.cli import build_scenario, build_strategies
+    from harness.api import build_scenario, build_strategies
     from harness.config import RunConfig
 
     config = RunConfig(strategies=["full-context"], lengths=[300], depths=[0.0, 50.0, 100.0], needles=2, shots=0)
@@ -199,8 +199,8 @@ def test_failed_queries_are_recorded_and_redone_on_resume(tmp_path, monkeypatch)
     store = RunStore(tmp_path / "run").create()
     kw = dict(run_id="r", scenario=scen, strategies=strategies, samples=samples, endpoint=ep, store=store,
               shots=[], concurrency=3, max_tokens=50, window=None)
-    assert runner.run(**kw) == 6
-    recs = store.records()
+    assert runner.run(**kw).planned == 6
+    recs = store.rows()
     assert len(recs) == 6
     failed = [r for r in recs if r["error"]]
     assert {r["sample_id"] for r in failed} == doomed_ids and len(failed) == len(doomed_ids) < 6
@@ -208,9 +208,9 @@ def test_failed_queries_are_recorded_and_redone_on_resume(tmp_path, monkeypatch)
     ok = [r for r in recs if not r["error"]]
     assert all(r["valid"] for r in ok) and {r["attempts"] for r in ok} <= {1, 2} and any(r["attempts"] == 2 for r in ok)
     broken["on"] = False
-    assert runner.run(**kw) == len(doomed_ids)  # only the failed queries are asked again
+    assert runner.run(**kw).planned == len(doomed_ids)  # only the failed queries are asked again
     latest = store.latest_records()
-    assert len(latest) == 6 and not any(r["error"] for r in latest)
+    assert len(latest) == 6 and not any(r.error for r in latest)
 
 
 # -- the store under kills --------------------------------------------------------------------------------
@@ -235,8 +235,8 @@ def test_a_torn_multibyte_line_mid_file_is_skipped_not_fatal(tmp_path):
         f.write(line[: line.index("ë".encode()) + 1])  # half of the two-byte ë
     store.append_many([{"strategy": "a", "sample_id": "s2", "raw": "Zoë"},
                        {"strategy": "a", "sample_id": "s3", "raw": "\ud800 lone surrogate"}])
-    assert [r["sample_id"] for r in store.records()] == ["s1", "s2", "s3"]
-    assert store.records()[2]["raw"] == "\ud800 lone surrogate"
+    assert [r["sample_id"] for r in store.rows()] == ["s1", "s2", "s3"]
+    assert store.rows()[2]["raw"] == "\ud800 lone surrogate"
 
 
 # -- subprocess helpers -------------------------------------------------------------------------------
@@ -301,7 +301,7 @@ def _check_file_integrity(out: Path, expected_keys: set) -> dict:
     answered = collections.Counter((r["strategy"], r["sample_id"]) for r in parsed if not r.get("error"))
     dupes = {k: n for k, n in answered.items() if n > 1}
     assert not dupes, f"duplicated records: {dupes}"
-    latest = {(r["strategy"], r["sample_id"]): r for r in RunStore(out).latest_records()}
+    latest = {r.key: r.to_json() for r in RunStore(out).latest_records()}
     assert set(latest) == expected_keys
     assert not any(r["error"] for r in latest.values())
     return latest
@@ -327,7 +327,7 @@ def test_kill9_at_random_points_loses_and_duplicates_nothing_standin(tmp_path):
         ref = _run(_compare(url, tmp_path / "ref", *grid), _env())
         t_ref = time.monotonic() - t0
         assert ref.returncode == 0, ref.stderr[-2000:]
-        want = {(r["strategy"], r["sample_id"]): r for r in RunStore(tmp_path / "ref").records()}
+        want = {(r["strategy"], r["sample_id"]): r for r in RunStore(tmp_path / "ref").rows()}
         assert len(want) == 105
         rng = random.Random(1)
         for trial in range(10):
@@ -355,7 +355,7 @@ def _forget(path: Path, keys: list[str]) -> None:
 def _request_keys(config, url: str, model: str, cache_dir: Path) -> dict:
     """(strategy, sample id) -> the response-cache key of its request, computed as the runner does."""
     from harness import runner
-    from harness.cli import build_scenario, build_strategies
+    from harness.api import build_scenario, build_strategies
     from harness.endpoints.cache import request_key
     from harness.endpoints.client import Endpoint
 
@@ -378,7 +378,7 @@ def test_kill9_at_random_points_real_server(vllm_server, tmp_path, monkeypatch):
     flight and records are being written. After the rerun, the records equal an uninterrupted run over
     the same model answers (a replay of the trial's cache), and equal the reference wherever the answer
     came from it: nothing lost, nothing duplicated, nothing torn."""
-    from harness.cli import run_compare
+    from harness.api import compare as run_compare
     from harness.config import EndpointConfig, RunConfig
 
     # full-context only: a retrieval arm adds seconds of imports to every process start, not coverage
@@ -390,7 +390,7 @@ def test_kill9_at_random_points_real_server(vllm_server, tmp_path, monkeypatch):
     ref = _run(_compare(url, tmp_path / "ref", *grid), _env(ref_cache))
     t_ref = time.monotonic() - t0
     assert ref.returncode == 0, ref.stderr[-2000:]
-    want = {(r["strategy"], r["sample_id"]): r for r in RunStore(tmp_path / "ref").records()}
+    want = {(r["strategy"], r["sample_id"]): r for r in RunStore(tmp_path / "ref").rows()}
     assert len(want) == 12
     all_keys = _cache_keys(ref_cache)
     assert len(all_keys) == 12  # 12 different prompts
@@ -416,7 +416,7 @@ def test_kill9_at_random_points_real_server(vllm_server, tmp_path, monkeypatch):
         monkeypatch.setenv("HARNESS_RESPONSE_CACHE", str(cache))
         replay_out = tmp_path / f"replay{trial}"
         run_compare(config(replay_out))
-        replay = {(r["strategy"], r["sample_id"]): r for r in RunStore(replay_out).records()}
+        replay = {(r["strategy"], r["sample_id"]): r for r in RunStore(replay_out).rows()}
         assert all(r["from_cache"] for r in replay.values())  # zero model calls
         _assert_same(got, replay)
         assert _cache_keys(cache) == all_keys, how  # the model was asked for the forgotten ones
@@ -433,7 +433,7 @@ def _start_proxy(target: str, *args: str):
 def test_fault_proxy_20_percent_errors_same_scores_as_a_clean_run(vllm_server, tmp_path, monkeypatch):
     """20% of requests (generation, /tokenize, /models) get 429, 500 or a timeout. One request at a time,
     so the server sees the same requests in the same batches as the clean run, and answers the same."""
-    from harness.cli import run_compare
+    from harness.api import compare as run_compare
     from harness.config import EndpointConfig, RunConfig
 
     def config(url: str, out: str) -> RunConfig:
@@ -456,8 +456,8 @@ def test_fault_proxy_20_percent_errors_same_scores_as_a_clean_run(vllm_server, t
         proxy.kill()
         proxy.wait()
     assert faults["429"] >= 1 and faults["500"] >= 1 and faults["timeout"] >= 1, faults
-    clean = {(r["strategy"], r["sample_id"]): r for r in RunStore(tmp_path / "clean").records()}
-    faulty = RunStore(tmp_path / "faulty").records()
+    clean = {(r["strategy"], r["sample_id"]): r for r in RunStore(tmp_path / "clean").rows()}
+    faulty = RunStore(tmp_path / "faulty").rows()
     assert len(faulty) == len(clean) == 6  # one record each: no failed attempt was recorded
     got = {(r["strategy"], r["sample_id"]): r for r in faulty}
     assert not any(r["error"] for r in faulty)
@@ -474,8 +474,9 @@ def test_fault_proxy_20_percent_errors_same_scores_as_a_clean_run(vllm_server, t
 
 # -- the model server dies mid-run -----------------------------------------------------------------------
 def test_model_server_dying_mid_run_one_line_records_kept_resume_finishes(tmp_path):
+    # --no-cache: at 300 tokens some depths give the same prompt, which the cache would answer in-run
     grid = ["--lengths", "300", "--depths", "0,25,50,75,100", "--needles", "2", "-s", "full-context",
-            "--shots", "0", "--concurrency", "2"]
+            "--shots", "0", "--concurrency", "2", "--no-cache"]
     env = _env(tmp_path / "cache.sqlite")
     proc, url = fake_openai.start_subprocess("--exit-after", "5")
     try:
@@ -486,7 +487,7 @@ def test_model_server_dying_mid_run_one_line_records_kept_resume_finishes(tmp_pa
     assert p.returncode == 3, p.stderr[-2000:]
     err = [line for line in p.stderr.strip().splitlines() if not line.startswith("queries ")]  # progress bar
     assert len(err) == 1 and "lost the endpoint" in err[0] and "Traceback" not in p.stderr, p.stderr
-    kept = RunStore(tmp_path / "run").records()
+    kept = RunStore(tmp_path / "run").rows()
     assert 3 <= len(kept) <= 5 and not any(r["error"] for r in kept)
     proc, url2 = fake_openai.start_subprocess()
     try:
@@ -496,7 +497,7 @@ def test_model_server_dying_mid_run_one_line_records_kept_resume_finishes(tmp_pa
         proc.kill()
         proc.wait()
     assert p.returncode == 0, p.stderr[-2000:]
-    recs = RunStore(tmp_path / "run").records()
+    recs = RunStore(tmp_path / "run").rows()
     assert len(recs) == 10 == len({(r["strategy"], r["sample_id"]) for r in recs})
     assert [r["sample_id"] for r in recs[: len(kept)]] == [r["sample_id"] for r in kept]
 
@@ -528,11 +529,11 @@ def test_ctrl_c_cancels_in_flight_requests_keeps_records_and_resumes(tmp_path):
         assert time.monotonic() - t0 < 3  # in-flight requests cancelled, not waited for (44 x 0.5 s / 4 left)
         assert p.returncode == 130, stderr
         assert "Traceback" not in stderr and f"--resume {out}" in stderr.strip().splitlines()[-1]
-        kept = RunStore(out).records()
+        kept = RunStore(out).rows()
         assert 4 <= len(kept) < 44
         again = _run([sys.executable, "-m", "harness.cli", "compare", "--resume", str(out), "--no-cache"], _env())
         assert again.returncode == 0, again.stderr[-2000:]
-        recs = RunStore(out).records()
+        recs = RunStore(out).rows()
         assert len(recs) == 44 == len({r["sample_id"] for r in recs})
     finally:
         proc.kill()
@@ -604,7 +605,7 @@ def test_ctrl_c_stops_the_server_the_harness_started(tmp_path):
     assert "--resume" in stderr.strip().splitlines()[-1]
     again = _run(cmd, _env(), timeout=120)
     assert again.returncode == 0, again.stderr[-2000:]
-    assert len(RunStore(out).latest_records()) == 12 == len(RunStore(out).records())
+    assert len(RunStore(out).latest_records()) == 12 == len(RunStore(out).rows())
 
 
 @pytest.mark.server
@@ -621,10 +622,10 @@ def test_ctrl_c_against_the_real_server_then_resume(vllm_server, tmp_path):
         p.kill()
         p.wait()
     assert p.returncode == 130 and "Traceback" not in stderr, stderr
-    kept = RunStore(out).records()
+    kept = RunStore(out).rows()
     assert 1 <= len(kept) < 6
     again = _run([sys.executable, "-m", "harness.cli", "compare", "--resume", str(out), "--no-cache"], _env())
     assert again.returncode == 0, again.stderr[-2000:]
-    recs = RunStore(out).records()
+    recs = RunStore(out).rows()
     assert len(recs) == 6 == len({r["sample_id"] for r in recs})
     assert recs[: len(kept)] == kept

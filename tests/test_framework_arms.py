@@ -20,7 +20,7 @@ from harness.errors import UsageError
 from harness.report.summary import summarize
 from harness.report.terminal import print_summary
 from harness.samples import Document, Sample
-from retrievers.base import Resources, build_params, parse_spec
+from harness.strategy import Resources, build_params, parse_spec
 from retrievers.chunking import SEPARATOR
 from retrievers.embeddings import EmbeddingCache, langchain_embeddings, llamaindex_embedding, shared_cache
 from toy_scenario import TwoFieldScenario
@@ -209,9 +209,11 @@ def test_frameworks_are_imported_only_when_their_arm_runs():
     assert out.strip() == "[]"
 
 
-def _record(strategy, sid, marks, retrieved=None, error=None):
+def _record(strategy, sid, marks, retrieved=None, error=None, coverage=None):
     retrieval = {} if retrieved is None else {"needle_retrieved": retrieved, "needle_rank": 0 if retrieved else None,
                                               "tokens_retrieved": 100}
+    if coverage is not None:
+        retrieval["needle_coverage"] = coverage
     return {"strategy": strategy, "length": 1000, "depth": 0.0, "sample_id": sid,
             "score": sum(marks.values()) / 2, "valid": error is None, "error": error,
             "prompt_tokens": 10, "completion_tokens": 5, "latency_s": 0.1, "gold": {"a": 1, "b": 1},
@@ -236,7 +238,7 @@ def test_summary_splits_wrong_fields_into_misses_and_reading_errors():
     assert by["rag-x"]["tokens_retrieved"] == 100
     per_field = {(a["strategy"], a["field"]): a for a in summary["attribution"]}
     assert per_field[("rag-x", "a")] == {"strategy": "rag-x", "field": "a", "wrong": 1,
-                                         "retrieval_misses": 1, "reading_errors": 0}
+                                         "retrieval_misses": 1, "partial_misses": 0, "reading_errors": 0}
     assert per_field[("rag-x", "b")]["retrieval_misses"] == 1 and per_field[("rag-x", "b")]["reading_errors"] == 1
     json.dumps(summary)  # serialisable as is
 
@@ -251,9 +253,24 @@ def test_terminal_prints_the_attribution_table():
     text = console.export_text()
     assert "retrieval miss" in text and "reading error" in text and "needle recall" in text
     rows = [[c.strip() for c in line.strip("│┃ ").split("│")] for line in text.splitlines()]
-    # strategy, recall %, first rank, tok retrieved/q, wrong, retrieval miss, reading error, miss share %
-    assert ["rag-x", "0.0", "-", "100", "2", "2", "0", "100.0"] in rows
-    assert ["full-context", "-", "-", "-", "1", "0", "1", "0.0"] in rows
+    # strategy, recall %, partly shown %, first rank, tok retrieved/q, wrong, retrieval miss, partial miss,
+    # reading error, miss share %
+    assert ["rag-x", "0.0", "0.0", "-", "100", "2", "2", "0", "0", "100.0"] in rows
+    assert ["full-context", "-", "0.0", "-", "-", "1", "0", "0", "1", "0.0"] in rows
+
+
+def test_a_needle_only_partly_retrieved_is_a_partial_miss_not_a_reading_error():
+    """A chunk holding the needle's last words overlaps it (needle_retrieved), but the fields it
+    states may not be in it: with coverage below 1 a wrong field is a partial miss."""
+    records = [
+        _record("rag-x", "s1", {"a": False, "b": True}, retrieved=True, coverage=0.12),
+        _record("rag-x", "s2", {"a": False, "b": False}, retrieved=True, coverage=1.0),
+        _record("rag-x", "s3", {"a": False, "b": True}, retrieved=False, coverage=0.0),
+    ]
+    by = summarize(records, TwoFieldScenario())["by_strategy"][0]
+    assert (by["wrong_fields"], by["retrieval_misses"], by["partial_misses"], by["reading_errors"]) == (4, 1, 1, 2)
+    assert by["needle_recall"] == pytest.approx(2 / 3)  # overlap, as before
+    assert by["needle_partial"] == pytest.approx(1 / 3) and by["needle_coverage"] == pytest.approx((0.12 + 1) / 3)
 
 
 # -- end to end on the real vLLM server ------------------------------------------------------------
@@ -274,7 +291,7 @@ def _off_target_arm():
 
 @pytest.mark.server
 def test_compare_records_recall_and_attribution(vllm_server, tmp_path, monkeypatch):
-    from harness.cli import run_compare
+    from harness.api import compare as run_compare
     from harness.config import EndpointConfig, RunConfig
     from harness.store import RunStore
 
@@ -291,7 +308,7 @@ def test_compare_records_recall_and_attribution(vllm_server, tmp_path, monkeypat
         out=tmp_path,
     )
     run_compare(config)
-    records = RunStore(tmp_path).latest_records()
+    records = [r.to_json() for r in RunStore(tmp_path).latest_records()]
     assert len(records) == len(strategies) * 2
     for r in records:
         ret = r["shown"]["retrieval"]

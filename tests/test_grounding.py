@@ -5,8 +5,9 @@ from __future__ import annotations
 import pytest
 
 from harness.samples import Document, Sample
+from harness.record import Record
 from harness.scoring.grounding import annotate, ground_record, grounding_summary, shown_segments
-from scenarios.base import Grounding, Scenario
+from harness.scenario import Grounding, Scenario
 from scenarios.bio_needle import BioNeedle
 from scenarios.bio_needle.generator import BioGenerator, wikify
 from scenarios.bio_needle.grounding import BioGrounding
@@ -126,8 +127,8 @@ def record(answer, pieces=None, valid=True, error=None):
     marks = BioNeedle().score(answer, s.gold) if valid else {f: False for f in FIELDS}
     if pieces is None:
         pieces = [{"id": x.id, "doc_ids": [x.id]} for x in s.documents]
-    return {"strategy": "full-context", "sample_id": "s", "length": 100, "answer": answer if valid else None,
-            "valid": valid, "error": error, "marks": marks, "shown": {"pieces": pieces}}
+    return Record(strategy="full-context", sample_id="s", length=100, answer=answer if valid else None,
+                  valid=valid, error=error, marks=marks, shown={"pieces": pieces})
 
 
 def classes(rec):
@@ -173,8 +174,8 @@ def test_retrieved_chunks_are_cut_at_document_boundaries():
     # "kenyan" is not in the shown part of h0 (only "Mombasa United."), but Mombasa is a Kenyan city
     assert classes(rec)["nationality"] == "distractor"
     # a full date of the needle that was not shown (the chunk stops before it) is a hallucination
-    rec["answer"]["date_of_birth"] = d(0, 0, 1999)
-    rec["marks"] = BioNeedle().score(rec["answer"], s.gold)
+    rec.answer["date_of_birth"] = d(0, 0, 1999)
+    rec.marks = BioNeedle().score(rec.answer, s.gold)
     assert classes(rec)["date_of_birth"] == "hallucination"  # 1999 is in the needle, but not in what was shown
 
 
@@ -185,7 +186,7 @@ def test_summary_rates():
         {"nationality": "french", "date_of_birth": d(0, 0, 1975), "date_of_death": d(0, 0, 0),
          "sportsperson": False, "politician": False},
     ]
-    recs = [record(a) | {"sample_id": "s"} for a in answers] + [record(None, valid=False)]
+    recs = [record(a) for a in answers] + [record(None, valid=False)]
     annotate(recs, [sample()], BioNeedle())
     out = grounding_summary(recs, FIELDS)["by_strategy"]["full-context"]
     assert out["answered_fields"] == 10 and out["invalid_answers"] == 1
@@ -206,4 +207,22 @@ def test_summarize_run_carries_grounding(tmp_path):
         assert 0 <= row["grounded_rate"] <= 1
         wrong = sum(row[c] for c in ("misread", "distractor", "hallucination", "omitted"))
         assert wrong == row["wrong_answered_fields"]
-    assert all(r["grounding"] is not None for r in records)
+    assert all(r.grounding is not None for r in records)
+
+
+def test_a_rule_that_raises_is_a_rule_error_not_a_hallucination():
+    class Broken(Grounding):
+        def supports(self, field, value, text):
+            if field == "nationality":
+                raise ValueError("bad regex")
+            return G.supports(field, value, text)
+
+    answer = {"nationality": "kenyan", "date_of_birth": d(12, 3, 1950), "date_of_death": d(0, 0, 0),
+              "sportsperson": False, "politician": False}
+    g = ground_record(record(answer), sample(), Broken(), FIELDS)
+    assert g["fields"]["nationality"]["class"] == "error" and "bad regex" in g["fields"]["nationality"]["error"]
+    assert g["fields"]["date_of_birth"]["class"] == "correct"
+    rec = record(answer)
+    rec.grounding = g
+    out = grounding_summary([rec], FIELDS)["by_strategy"]["full-context"]
+    assert out["grounding_errors"] == 1 and out["hallucination"] == 0 and out["distractor"] == 0

@@ -165,7 +165,7 @@ def test_recorder_splits_at_boundaries(stand_in):
 
 def test_a_run_records_per_strategy_metrics_with_concurrency(stand_in, tmp_path, monkeypatch):
     """Strategies go one after another (the boundary is exact) while requests overlap within one."""
-    from harness.cli import run_compare
+    from harness.api import compare as run_compare
     from harness.config import EndpointConfig, RunConfig
     from harness.report.terminal import server_table
     from rich.console import Console

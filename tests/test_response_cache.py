@@ -113,7 +113,7 @@ def test_identical_compare_makes_zero_model_calls_and_no_cache_turns_it_off(stan
     assert p.returncode == 0, p.stderr
     second = _stats(standin)
     assert second["generations"] == first["generations"]  # zero model calls
-    a, b = RunStore(tmp_path / "a").records(), RunStore(tmp_path / "b").records()
+    a, b = RunStore(tmp_path / "a").rows(), RunStore(tmp_path / "b").rows()
     assert all(r["from_cache"] and r["attempts"] == 0 for r in b) and not any(r["from_cache"] for r in a)
     key = lambda r: (r["strategy"], r["sample_id"])  # noqa: E731
     for ra, rb in zip(sorted(a, key=key), sorted(b, key=key)):
@@ -123,7 +123,7 @@ def test_identical_compare_makes_zero_model_calls_and_no_cache_turns_it_off(stan
                        cwd=ROOT)
     assert p.returncode == 0, p.stderr
     assert _stats(standin)["generations"] == first["generations"] + 9
-    assert not any(r["from_cache"] for r in RunStore(tmp_path / "c").records())
+    assert not any(r["from_cache"] for r in RunStore(tmp_path / "c").rows())
 
 
 def test_failures_are_not_cached(tmp_path):
@@ -133,7 +133,7 @@ def test_failures_are_not_cached(tmp_path):
         p = subprocess.run(_compare(url, tmp_path / "a", "--max-retries", "0", "--concurrency", "1"), env=env,
                            capture_output=True, text=True, cwd=ROOT)
         assert p.returncode == 0, p.stderr
-        recs = RunStore(tmp_path / "a").records()
+        recs = RunStore(tmp_path / "a").rows()
         failed = [r for r in recs if r["error"]]
         assert len(failed) == 1 and "HTTP 500" in failed[0]["error"]
         with sqlite3.connect(tmp_path / "responses.sqlite") as db:
@@ -144,7 +144,7 @@ def test_failures_are_not_cached(tmp_path):
         p = subprocess.run(_compare(url, tmp_path / "a"), env=env, capture_output=True, text=True, cwd=ROOT)
         assert p.returncode == 0, p.stderr
         assert _stats(url)["generations"] == before + 2  # request 10 is a 500 again, its retry succeeds
-        assert not any(r["error"] for r in RunStore(tmp_path / "a").latest_records())
+        assert not any(r.error for r in RunStore(tmp_path / "a").latest_records())
     finally:
         proc.kill()
         proc.wait()
@@ -153,7 +153,7 @@ def test_failures_are_not_cached(tmp_path):
 # -- the real server -------------------------------------------------------------------------------
 @pytest.mark.server
 def test_identical_compare_on_the_real_server_is_free_and_much_faster(vllm_server, tmp_path, monkeypatch):
-    from harness.cli import run_compare
+    from harness.api import compare as run_compare
     from harness.config import EndpointConfig, RunConfig
     from harness.endpoints import client as client_mod
 
@@ -178,7 +178,7 @@ def test_identical_compare_on_the_real_server_is_free_and_much_faster(vllm_serve
         if out == "first":
             n_first = len(sent)
     assert n_first > 0 and len(sent) == n_first  # the identical rerun: zero model calls
-    first, second = RunStore(tmp_path / "first").records(), RunStore(tmp_path / "second").records()
+    first, second = RunStore(tmp_path / "first").rows(), RunStore(tmp_path / "second").rows()
     assert len(second) == len(first) == 8 and all(r["from_cache"] for r in second)
     assert sorted(r["score"] for r in first) == sorted(r["score"] for r in second)
     assert times[1] * 5 < times[0], times  # the bench shows the full ratio (>= 20x); here, loosely

@@ -3,7 +3,7 @@
 import pytest
 
 from harness.samples import Document, Sample
-from retrievers.base import Resources
+from harness.strategy import Resources
 from retrievers.chunking import chunk_sample
 from retrievers.dense import DenseRAG
 from retrievers.embeddings import EmbeddingCache, local_model_path

@@ -327,7 +327,7 @@ def test_a_hub_model_may_download_unless_the_user_is_offline(monkeypatch):
 def test_too_long_length_is_refused_naming_the_window_and_the_fix():
     from harness.runner import check_window
 
-    job = SimpleNamespace(prompt_tokens_counted=40210, sample=SimpleNamespace(length=40000))
+    job = SimpleNamespace(counts=[40210], sample=SimpleNamespace(length=40000))
     with pytest.raises(UsageError) as e:
         check_window([job], 32768, 160)
     msg = str(e.value)
@@ -336,7 +336,7 @@ def test_too_long_length_is_refused_naming_the_window_and_the_fix():
 
 
 def test_server_flags_with_an_external_endpoint_are_refused():
-    from harness.cli import open_endpoint
+    from harness.api import open_endpoint
 
     ec = EndpointConfig(url="http://127.0.0.1:9/v1", model="m", rope_factor=2.0)
     with pytest.raises(UsageError, match="--rope-factor"):

@@ -31,7 +31,7 @@ def _grep(folder: Path, needle: str) -> list[str]:
 
 def _compare(url: str, out: Path, *args: str) -> list[str]:
     return [sys.executable, "-m", "harness.cli", "compare", "--endpoint", url, "--model", "gemma-3-270m",
-            "--api", "completions", "--lengths", "300", "--depths", "0,50,100", "--needles", "2",
+            "--api", "completions", "--lengths", "800", "--depths", "0,50,100", "--needles", "2",
             "-s", "full-context", "--shots", "0", "--out", str(out), *args]
 
 
@@ -54,7 +54,7 @@ def test_planted_key_is_sent_but_never_written(tmp_path):
     finally:
         proc.kill()
         proc.wait()
-    errors = [r["error"] for r in RunStore(out).records() if r["error"]]
+    errors = [r["error"] for r in RunStore(out).rows() if r["error"]]
     assert errors and all("Bearer ***" in e for e in errors)  # the key reached the server, and was scrubbed
     assert _grep(out, PLANTED) == []
     assert _grep(tmp_path / "cache", PLANTED) == []
@@ -103,6 +103,6 @@ def test_planted_key_against_the_real_server(vllm_server, tmp_path):
            "-s", "full-context,rag-dense", "--shots", "0", "--out", str(out)]
     p = subprocess.run(cmd, env=env, capture_output=True, text=True, cwd=ROOT, timeout=600)
     assert p.returncode == 0, p.stderr
-    assert len(RunStore(out).records()) == 2
+    assert len(RunStore(out).rows()) == 2
     assert _grep(out, PLANTED) == [] and _grep(tmp_path / "cache", PLANTED) == []
     assert PLANTED not in p.stdout + p.stderr

@@ -22,7 +22,7 @@ import pytest
 from harness import registry
 from harness.prompting import build_prompt
 from harness.samples import Document
-from scenarios.base import Shot
+from harness.scenario import Shot
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "bench"))
@@ -144,12 +144,15 @@ def test_http_routes_answer_and_count(scen, reader_url):
     assert r.status_code == 200
     body = r.json()
     ans = json.loads(body["choices"][0]["text"])
-    assert scen.score(ans, s.gold) == {f: True for f in scen.fields}  # ~0.35k tokens: p = 0.97, all fields right
+    # the route answers what the reader decides for this prompt (each field right with p ~ 0.97 here)
+    same = sim_reader.Reader(seed=0, max_needles=8, base=1, decay=0.1, middle=0)
+    assert ans == same.answer(p.text)
+    assert sum(scen.score(ans, s.gold).values()) >= 3
     assert body["usage"]["prompt_tokens"] == len(p.text) // 4
     assert body["usage"]["completion_tokens"] == len(body["choices"][0]["text"]) // 4
     chat = httpx.post(reader_url + "/chat/completions", json={"model": "gemma-3-270m", "messages": p.messages},
                       timeout=30).json()
-    assert json.loads(chat["choices"][0]["message"]["content"]) == ans
+    assert json.loads(chat["choices"][0]["message"]["content"]) == same.answer(p.messages)
     root = reader_url.removesuffix("/v1")
     assert httpx.post(root + "/tokenize", json={"prompt": "x" * 400}).json()["count"] == 100
     assert httpx.get(reader_url + "/models").json()["data"][0]["id"] == "gemma-3-270m"

@@ -55,6 +55,8 @@ class Completion(BaseModel):
     # Set when the response itself was broken (not valid UTF-8, not the API's JSON shape):
     # the query is recorded as invalid with this reason.
     problem: str | None = None
+    # Chat tool calls, as {"id", "name", "arguments"} (arguments: the JSON text the model wrote).
+    tool_calls: list[dict[str, Any]] | None = None
 
 
 class RequestFailed(Exception):
@@ -227,13 +229,22 @@ class Endpoint:
         }
 
     # -- requests -----------------------------------------------------------------------
-    def request(self, prompt: Prompt, schema: dict[str, Any] | None, max_tokens: int) -> tuple[str, dict[str, Any]]:
-        """(path, JSON body) of one generation request at temperature 0; the cache keys on exactly this."""
+    def request(self, prompt: Prompt, schema: dict[str, Any] | None, max_tokens: int, *,
+                tools: list[dict[str, Any]] | None = None, tool_choice: Any = None) -> tuple[str, dict[str, Any]]:
+        """(path, JSON body) of one generation request at temperature 0; the cache keys on exactly this.
+
+        `tools` (OpenAI function tools) need the chat API."""
         body: dict[str, Any] = {"model": self.model, "temperature": 0, "max_tokens": max_tokens}
         if self.api == "chat":
             path = "/chat/completions"
             body["messages"] = prompt.messages
+            if tools:
+                body["tools"] = tools
+                if tool_choice is not None:
+                    body["tool_choice"] = tool_choice
         else:
+            if tools:
+                raise ValueError("tool calls need the chat API")
             path = "/completions"
             body["prompt"] = prompt.text
         if schema is not None:
@@ -255,7 +266,7 @@ class Endpoint:
         """
         todo = [t for t in dict.fromkeys(texts) if t not in self._token_cache]
         if todo:
-            counts = asyncio.run(self._tokenize_many(todo)) if self._tokenize_ok is not False else None
+            counts = _run_sync(self._tokenize_many(todo)) if self._tokenize_ok is not False else None
             if counts is None:
                 counts = [max(1, round(len(t) / 4)) for t in todo]
             self._token_cache.update(zip(todo, counts))
@@ -434,6 +445,19 @@ class Session:
         return _count(r)
 
 
+def _run_sync(coro):
+    """Run a coroutine to completion from synchronous code, also when this thread runs an event loop
+    (then in a helper thread with its own loop: the caller blocks, as a synchronous call does)."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(coro)
+    import concurrent.futures
+
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, coro).result()
+
+
 _SSL: list = []
 
 
@@ -453,6 +477,18 @@ def _count(r: httpx.Response) -> int | None:
 
 def _body_text(r: httpx.Response) -> str:
     return r.content[: 4 * MAX_REASON].decode("utf-8", "replace").replace("\n", " ").strip()
+
+
+def _tool_calls(raw: list[Any]) -> list[dict[str, Any]]:
+    """OpenAI tool calls as {"id", "name", "arguments"} (arguments stay the text the model wrote)."""
+    out = []
+    for tc in raw:
+        fn = tc.get("function") if isinstance(tc, dict) else None
+        if isinstance(fn, dict) and isinstance(fn.get("name"), str):
+            args = fn.get("arguments")
+            out.append({"id": str(tc.get("id") or ""), "name": fn["name"],
+                        "arguments": args if isinstance(args, str) else json.dumps(args)})
+    return out
 
 
 def _int_or_none(v: Any) -> int | None:
@@ -475,7 +511,7 @@ def parse_completion(
     except (ValueError, RecursionError) as e:
         return Completion(text=redact(text), latency_s=latency_s, attempts=attempts,
                           problem=problem or f"response body is not JSON: {str(e)[:MAX_REASON]}")
-    out_text, finish, usage = None, None, None
+    out_text, finish, usage, tool_calls = None, None, None, None
     if isinstance(data, dict):
         choices = data.get("choices")
         usage = data.get("usage") if isinstance(data.get("usage"), dict) else None
@@ -486,6 +522,8 @@ def parse_completion(
                 out_text = msg.get("content") if isinstance(msg, dict) else None
                 if out_text is None and isinstance(msg, dict) and "content" in msg:
                     out_text = ""  # a null content is an empty answer, not a broken response
+                if isinstance(msg, dict) and isinstance(msg.get("tool_calls"), list):
+                    tool_calls = _tool_calls(msg["tool_calls"])
             else:
                 out_text = c.get("text")
             finish = c.get("finish_reason") if isinstance(c.get("finish_reason"), str) else None
@@ -498,6 +536,7 @@ def parse_completion(
         cached = _int_or_none(usage["prompt_tokens_details"].get("cached_tokens"))
     return Completion(
         text=redact(out_text),
+        tool_calls=tool_calls,
         prompt_tokens=_int_or_none(usage.get("prompt_tokens")) if usage else None,
         completion_tokens=_int_or_none(usage.get("completion_tokens")) if usage else None,
         cached_tokens=cached,

@@ -287,17 +287,18 @@ def read_rows(run_dir) -> list[dict[str, Any]]:
     return out
 
 
-def _usage_hit_rate(records: list[dict[str, Any]]) -> tuple[float | None, int]:
-    """sum(cached_tokens) / sum(prompt_tokens) over the records whose response said both."""
+def _usage_hit_rate(records: list) -> tuple[float | None, int]:
+    """sum(cached_tokens) / sum(prompt_tokens) over the calls whose response said both."""
     cached = prompt = n = 0
     for r in records:
-        c, p = r.get("cached_tokens"), r.get("prompt_tokens")
-        if isinstance(c, (int, float)) and isinstance(p, (int, float)) and p > 0:
-            cached, prompt, n = cached + c, prompt + p, n + 1
+        for call in r.calls:
+            c, p = call.cached_tokens, call.prompt_tokens
+            if isinstance(c, (int, float)) and isinstance(p, (int, float)) and p > 0:
+                cached, prompt, n = cached + c, prompt + p, n + 1
     return (cached / prompt if prompt else None), n
 
 
-def server_summary(run_dir, records: list[dict[str, Any]], saved: dict[str, Any] | None) -> dict[str, Any]:
+def server_summary(run_dir, records: list, saved: dict[str, Any] | None) -> dict[str, Any]:
     """Per strategy: prefix-cache hit rate, prefill seconds, TTFT, tokens; and the window served.
 
     Prefill/TTFT/token counts come from the /metrics deltas the run recorded (summed over resumed
@@ -308,9 +309,9 @@ def server_summary(run_dir, records: list[dict[str, Any]], saved: dict[str, Any]
     rows = read_rows(run_dir)
     totals = sum_rows(rows)
     exclusive = all(r.get("exclusive") for r in rows) if rows else None
-    by_label: dict[str, list[dict[str, Any]]] = {}
-    for r in records:
-        by_label.setdefault(r.get("strategy"), []).append(r)
+    by_label: dict[str, list] = {}
+    for r in records:  # harness.record.Record
+        by_label.setdefault(r.strategy, []).append(r)
     per: dict[str, dict[str, Any]] = {}
     for label in list(by_label) + [k for k in totals if k is not None and k not in by_label]:
         snap = totals.get(label)

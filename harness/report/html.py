@@ -27,6 +27,7 @@ from typing import Any
 
 from markupsafe import Markup, escape
 
+from harness.record import Record, as_records
 from harness.report.verdict import comparison_line, interval
 from harness.scoring.cost import fmt_money
 from harness.scoring.grounding import shown_segments
@@ -127,7 +128,7 @@ def _cell_text(c: dict[str, Any]) -> str:
     return out
 
 
-def heatmap_cells(summary: dict[str, Any], records: Sequence[dict[str, Any]]) -> dict[str, dict[tuple[int, float], dict]]:
+def heatmap_cells(summary: dict[str, Any], records: Sequence[Record]) -> dict[str, dict[tuple[int, float], dict]]:
     """strategy -> (length, depth) -> cell, from the summary's `by_cell` (with intervals); from the
     records (mean and n only) for a summary written before `by_cell` existed."""
     out: dict[str, dict[tuple[int, float], dict[str, Any]]] = {}
@@ -137,7 +138,7 @@ def heatmap_cells(summary: dict[str, Any], records: Sequence[dict[str, Any]]) ->
         return out
     scores: dict[tuple[str, int, float], list[float]] = {}
     for r in records:
-        scores.setdefault((r["strategy"], int(r["length"]), float(r["depth"])), []).append(float(r["score"]))
+        scores.setdefault((r.strategy, int(r.length), float(r.depth)), []).append(float(r.score))
     for (s, L, d), v in scores.items():
         out.setdefault(s, {})[(L, d)] = {"accuracy": sum(v) / len(v), "n": len(v)}
     return out
@@ -277,7 +278,7 @@ def stacked_bar_svg(rows: Sequence[dict[str, Any]], classes: Sequence[str], colo
 
 
 # -- the per-query table ----------------------------------------------------------------------------
-def needle_context(record: dict[str, Any], sample) -> dict[str, Any]:
+def needle_context(record: Record, sample) -> dict[str, Any]:
     """The shown text around the needle: before / needle / after, plus a note."""
     if sample is None:
         return {"note": "sample not in the run folder", "parts": []}
@@ -287,7 +288,7 @@ def needle_context(record: dict[str, Any], sample) -> dict[str, Any]:
     if not idx:
         top = segs[0].text[: 2 * CONTEXT_CHARS] if segs else ""
         return {"note": "needle not shown; the first shown text:", "parts": [("", False), (top, False)]}
-    pieces = (record.get("shown") or {}).get("pieces") or []
+    pieces = record.shown.pieces
     whole_docs = all(p.get("text") is None for p in pieces)
     i0, i1 = idx[0], idx[-1]
     before = segs[i0 - 1].text[-CONTEXT_CHARS:] if i0 > 0 else ""
@@ -307,28 +308,33 @@ def _fmt_value(v: Any) -> str:
     return "-" if v is None else str(v)
 
 
-def query_rows(records: Sequence[dict[str, Any]], samples: Sequence, fields: Sequence[str],
+def _field(value: Any, f: str) -> Any:
+    """Field `f` of an answer or gold: the value itself when it is not an object of fields."""
+    return value.get(f) if isinstance(value, dict) else value
+
+
+def query_rows(records: Sequence[Record], samples: Sequence, fields: Sequence[str],
                faith: dict[tuple[str, str], dict[str, Any]]) -> list[dict[str, Any]]:
     by_id = {s.id: s for s in samples}
     rows = []
-    for r in sorted(records, key=lambda r: (r["strategy"], r["length"], r["depth"], r.get("needle_index", 0))):
-        g = r.get("grounding") or {}
+    for r in sorted(records, key=lambda r: (r.strategy, r.length, r.depth, r.needle_index)):
+        g = r.grounding or {}
         gf = g.get("fields") or {}
-        answer = r.get("answer") if isinstance(r.get("answer"), dict) else {}
+        answered = r.valid and r.answer is not None
         marks = []
         for f in fields:
-            ok = bool((r.get("marks") or {}).get(f))
+            ok = r.marks.get(f, 0.0) >= 1
             cls = (gf.get(f) or {}).get("class") or ("invalid" if g.get("status") == "invalid" else "")
             marks.append({
                 "field": f, "ok": ok, "cls": cls,
-                "title": f"{f}: answered {_fmt_value(answer.get(f)) if answer else '(no valid answer)'}; "
-                         f"gold {_fmt_value((r.get('gold') or {}).get(f))}" + (f"; {cls}" if cls and not ok else ""),
+                "title": f"{f}: answered {_fmt_value(_field(r.answer, f)) if answered else '(no valid answer)'}; "
+                         f"gold {_fmt_value(_field(r.gold, f))}" + (f"; {cls}" if cls and not ok else ""),
             })
-        fr = faith.get((r["strategy"], r["sample_id"]))
+        fr = faith.get((r.strategy, r.sample_id))
         rows.append({
-            "r": r, "marks": marks, "context": needle_context(r, by_id.get(r["sample_id"])),
-            "gold": "; ".join(f"{f}={_fmt_value((r.get('gold') or {}).get(f))}" for f in fields),
-            "status": "failed" if r.get("error") else ("valid" if r.get("valid") else "invalid"),
+            "r": r, "marks": marks, "context": needle_context(r, by_id.get(r.sample_id)),
+            "gold": "; ".join(f"{f}={_fmt_value(_field(r.gold, f))}" for f in fields),
+            "status": "failed" if r.error else ("valid" if r.valid else "invalid"),
             "faith": None if fr is None else (f"{fr['score']:.2f}" if fr.get("status") == "ok" else fr.get("status")),
         })
     return rows
@@ -397,8 +403,9 @@ def render_report(summary: dict[str, Any], records: Sequence[dict[str, Any]], sa
     sl = summary.get("by_strategy_length") or []
     strategies = [s["strategy"] for s in summary.get("by_strategy") or []]
     colors = {s: PALETTE[i % len(PALETTE)] for i, s in enumerate(strategies)}
-    lengths = sorted({r["length"] for r in records})
-    depths = sorted({float(r["depth"]) for r in records})
+    records = as_records(records)
+    lengths = sorted({r.length for r in records})
+    depths = sorted({float(r.depth) for r in records})
 
     cells = heatmap_cells(summary, records)
     heatmaps = [{"strategy": s, "svg": heatmap_svg(s, cells.get(s, {}), lengths, depths)} for s in strategies]

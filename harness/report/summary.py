@@ -9,11 +9,16 @@ length x depth cell in `by_cell`) carries `_lo`/`_hi`: a 95% interval that resam
 length: the paired tests of the verdict read it.
 
 Retrieval diagnostics and error attribution: every RAG record carries
-`shown.retrieval.needle_retrieved` / `needle_rank` / `tokens_retrieved`. Each wrong field of an
-answered query is either a *retrieval miss* (the needle's document was not among the retrieved
-chunks) or a *reading error* (the model was shown it and still got the field wrong); for arms
-without retrieval (full context) `shown.needle_shown` decides. Queries whose request failed are
-counted in `failed` and attributed to neither, so wrong_fields = retrieval_misses + reading_errors.
+`shown.retrieval.needle_retrieved` / `needle_rank` / `needle_coverage` / `tokens_retrieved`. Each
+wrong field of an answered query is one of
+  * a *retrieval miss*: none of the needle's text was shown;
+  * a *partial miss*: only part of it was (a chunk holding the needle's last words is not the
+    needle: `needle_coverage` below 1), so the field may simply not have been shown;
+  * a *reading error*: all of it was shown and the model still got the field wrong.
+Coverage comes from the strategy (the fraction of the gold documents' characters it showed); arms
+without it (full context) count as fully shown when `shown.needle_shown`. Queries whose request
+failed are counted in `failed` and attributed to none, so
+wrong_fields = retrieval_misses + partial_misses + reading_errors.
 """
 
 from __future__ import annotations
@@ -25,28 +30,34 @@ from typing import Any
 
 import pandas as pd
 
+from harness.record import Record, as_records
 from harness.scoring.answers import mark
 
 
-def frame(records: Sequence[dict[str, Any]], fields: Sequence[str]) -> pd.DataFrame:
+def frame(records: Sequence[Record], fields: Sequence[str]) -> pd.DataFrame:
     rows = []
     for r in records:
         row = {
-            "strategy": r["strategy"],
-            "length": r["length"],
-            "depth": r["depth"],
-            "sample_id": r["sample_id"],
-            "needle": r.get("needle_index", r["sample_id"]),  # the unit intervals resample
-            "score": r["score"],
-            "valid": bool(r["valid"]),
-            "failed": bool(r.get("error")),
-            "prompt_tokens": r.get("prompt_tokens"),
-            "completion_tokens": r.get("completion_tokens"),
-            "latency_s": r.get("latency_s"),
-            "needle_shown": r.get("shown", {}).get("needle_shown"),
+            "strategy": r.strategy,
+            "length": r.length,
+            "depth": r.depth,
+            "sample_id": r.sample_id,
+            "needle": r.needle_index,  # the unit intervals resample
+            "score": r.score,
+            "valid": bool(r.valid),
+            "failed": bool(r.error),
+            "scoring_error": bool(r.scoring_error),
+            "prompt_tokens": r.prompt_tokens,
+            "completion_tokens": r.completion_tokens,
+            "latency_s": r.latency_s,
+            "calls": r.n_calls,
+            "steps": len(r.steps),
+            "limited": bool(r.limit),
+            "routed_long": (r.route == "full-context") if r.route is not None else None,
+            "needle_shown": r.shown.needle_shown,
         }
         for f in fields:
-            row[f] = float(r["marks"].get(f, False))
+            row[f] = float(r.marks.get(f, 0.0))
         row.update(_attribution(r, fields))
         rows.append(row)
     df = pd.DataFrame(rows)
@@ -56,44 +67,60 @@ def frame(records: Sequence[dict[str, Any]], fields: Sequence[str]) -> pd.DataFr
     return df
 
 
-_NUMERIC = ("needle_retrieved", "needle_rank", "tokens_retrieved", "prompt_tokens", "completion_tokens", "latency_s")
+_NUMERIC = ("needle_retrieved", "needle_rank", "needle_coverage", "needle_partial", "tokens_retrieved", "prompt_tokens", "completion_tokens", "latency_s",
+            "routed_long")
 
 
-def needle_seen(record: dict[str, Any]) -> bool | None:
+def needle_seen(record: Record) -> bool | None:
     """Whether the model was shown the needle: the retriever's verdict, else what was shown."""
-    shown = record.get("shown") or {}
-    retrieved = (shown.get("retrieval") or {}).get("needle_retrieved")
-    return retrieved if retrieved is not None else shown.get("needle_shown")
+    retrieved = record.shown.retrieval.get("needle_retrieved")
+    return retrieved if retrieved is not None else record.shown.needle_shown
 
 
-def _attribution(r: dict[str, Any], fields: Sequence[str]) -> dict[str, Any]:
-    retrieval = (r.get("shown") or {}).get("retrieval") or {}
-    answered = not r.get("error")
-    wrong = [f for f in fields if not r["marks"].get(f, False)] if answered else []
-    missed = needle_seen(r) is False
+FULL = 0.999  # coverage at or above this counts as the whole needle shown
+
+
+def needle_coverage(record: Record) -> float | None:
+    """Fraction of the needle's text the model was shown: the strategy's figure, else all or nothing."""
+    cov = record.shown.retrieval.get("needle_coverage")
+    if cov is not None:
+        return float(cov)
+    seen = needle_seen(record)
+    return None if seen is None else float(bool(seen))
+
+
+def _attribution(r: Record, fields: Sequence[str]) -> dict[str, Any]:
+    retrieval = r.shown.retrieval
+    answered = not r.error
+    wrong = [f for f in fields if r.marks.get(f, 0.0) < 1] if answered else []
+    cov = needle_coverage(r)
+    where = "read" if cov is None or cov >= FULL else ("miss" if cov <= 0 else "part")
     out: dict[str, Any] = {
         "needle_retrieved": retrieval.get("needle_retrieved"),
         "needle_rank": retrieval.get("needle_rank"),
+        "needle_coverage": cov,
+        "needle_partial": None if cov is None else float(0 < cov < FULL),
         "tokens_retrieved": retrieval.get("tokens_retrieved"),
         "wrong_fields": len(wrong),
-        "retrieval_misses": len(wrong) if missed else 0,
-        "reading_errors": 0 if missed else len(wrong),
+        "retrieval_misses": len(wrong) if where == "miss" else 0,
+        "partial_misses": len(wrong) if where == "part" else 0,
+        "reading_errors": len(wrong) if where == "read" else 0,
     }
     for f in fields:
-        out[f"_miss_{f}"] = int(f in wrong and missed)
-        out[f"_read_{f}"] = int(f in wrong and not missed)
+        for w in ("miss", "part", "read"):
+            out[f"_{w}_{f}"] = int(f in wrong and where == w)
     return out
 
 
 def attribution(df: pd.DataFrame, fields: Sequence[str], order: Sequence[str]) -> list[dict[str, Any]]:
-    """Per strategy and field: wrong answers split into retrieval misses and reading errors."""
+    """Per strategy and field: wrong answers split into retrieval misses, partial misses and reading errors."""
     out = []
     for strategy in order:
         part = df[df["strategy"] == strategy]
         for f in fields:
-            miss, read = int(part[f"_miss_{f}"].sum()), int(part[f"_read_{f}"].sum())
-            out.append({"strategy": strategy, "field": f, "wrong": miss + read,
-                        "retrieval_misses": miss, "reading_errors": read})
+            miss, partial, read = (int(part[f"_{w}_{f}"].sum()) for w in ("miss", "part", "read"))
+            out.append({"strategy": strategy, "field": f, "wrong": miss + partial + read,
+                        "retrieval_misses": miss, "partial_misses": partial, "reading_errors": read})
     return out
 
 
@@ -140,7 +167,8 @@ def null_baseline(scenario, golds: Sequence[dict[str, Any]], null: dict[str, Any
     return out
 
 
-def summarize(records: Sequence[dict[str, Any]], scenario, null_answer: dict[str, Any] | None = None) -> dict[str, Any]:
+def summarize(records: Sequence[Record | dict[str, Any]], scenario, null_answer: dict[str, Any] | None = None) -> dict[str, Any]:
+    records = as_records(records)
     fields = list(scenario.fields)
     df = frame(records, fields)
     if df.empty:
@@ -152,15 +180,23 @@ def summarize(records: Sequence[dict[str, Any]], scenario, null_answer: dict[str
         **{f: (f, "mean") for f in fields},
         "valid_rate": ("valid", "mean"),
         "failed": ("failed", "sum"),
+        "scoring_errors": ("scoring_error", "sum"),
+        "calls": ("calls", "mean"),
+        "steps": ("steps", "mean"),
+        "limited": ("limited", "sum"),
+        "routed_long": ("routed_long", "mean"),  # self-route: share answered by the long-context route
         "prompt_tokens": ("prompt_tokens", "mean"),
         "completion_tokens": ("completion_tokens", "mean"),
         "latency_s": ("latency_s", "mean"),
         "needle_shown": ("needle_shown", "mean"),
         "needle_recall": ("needle_retrieved", "mean"),  # NaN (null) for arms that do not retrieve
+        "needle_coverage": ("needle_coverage", "mean"),
+        "needle_partial": ("needle_partial", "mean"),  # share of queries shown only part of the needle
         "needle_rank": ("needle_rank", "mean"),  # mean rank of the first needle chunk, when retrieved
         "tokens_retrieved": ("tokens_retrieved", "mean"),
         "wrong_fields": ("wrong_fields", "sum"),
         "retrieval_misses": ("retrieval_misses", "sum"),
+        "partial_misses": ("partial_misses", "sum"),
         "reading_errors": ("reading_errors", "sum"),
     }
     order = list(dict.fromkeys(df["strategy"]))
@@ -178,7 +214,7 @@ def summarize(records: Sequence[dict[str, Any]], scenario, null_answer: dict[str
     by_sl = by_sl.sort_values(["_o", "length"]).drop(columns="_o")
     by_s = by_s.sort_values("_o").drop(columns="_o")
     by_cell = by_cell.sort_values(["_o", "length", "depth"]).drop(columns="_o")
-    golds = {r["sample_id"]: r["gold"] for r in records}
+    golds = {r.sample_id: r.gold for r in records}
     return {
         "fields": fields,
         "by_strategy_length": _records(by_sl),
@@ -222,10 +258,10 @@ def summarize_run(store, scenario, *, prices: dict[str, Any] | None = None, tole
     g = grounding.grounding_summary(records, scenario.fields)
     model = (saved.get("endpoint") or {}).get("model") or ((saved.get("config") or {}).get("endpoint") or {}).get("model")
     table = prices if prices is not None else cost.load_prices()
-    c = cost.cost_summary(records, model, table)
-    price = cost.find_price(model, table)
+    c = cost.cost_summary(records, model, table, cost.run_hardware(saved))
+    price = c.pop("price_obj")
     for r in records:
-        r["cost"] = cost.query_cost(r, price)  # in memory, for the report's per-query table
+        r.cost = cost.query_cost(r, price)  # in memory, for the report's per-query table
     f = faithfulness.faithfulness_summary(records, faithfulness.read_results(store.path))
     for part, key in (("by_strategy_length", lambda r: (r["strategy"], r["length"])),
                       ("by_strategy", lambda r: r["strategy"])):

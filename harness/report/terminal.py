@@ -132,10 +132,12 @@ def retrieval_table(summary: dict[str, Any]) -> Table:
 
     return _table("retrieval and error attribution (wrong fields, all lengths)", summary["by_strategy"], [
         Col("needle recall %", lambda s: _pct(s.get("needle_recall"))),
+        Col("needle partly shown %", lambda s: _pct(s.get("needle_partial"))),
         Col("first needle rank", lambda s: _num(s.get("needle_rank"), "{:.1f}")),
         Col("tok retrieved/q", lambda s: _num(s.get("tokens_retrieved"))),
         Col("wrong fields", lambda s: _num(s.get("wrong_fields"))),
         Col("retrieval miss", lambda s: _num(s.get("retrieval_misses"))),
+        Col("partial miss", lambda s: _num(s.get("partial_misses"))),
         Col("reading error", lambda s: _num(s.get("reading_errors"))),
         Col("miss share %", share),
     ])
@@ -178,7 +180,8 @@ def grounding_table(summary: dict[str, Any]) -> Table:
     return _table("grounding (judge-free): % of answered fields; wrong fields by where the value came from",
                   summary["by_strategy_length"],
                   [*[Col(h, lambda r, k=k: _pct(r.get(k))) for h, k in rates],
-                   Col("invalid answers", lambda r: _num(r.get("invalid_answers")))], length=True)
+                   Col("invalid answers", lambda r: _num(r.get("invalid_answers"))),
+                   Col("rule errors", lambda r: _num(r.get("grounding_errors")))], length=True)
 
 
 def faithfulness_table(summary: dict[str, Any]) -> Table:

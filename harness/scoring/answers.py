@@ -38,6 +38,49 @@ def parse_answer(raw: str, schema: dict[str, Any]) -> tuple[dict[str, Any] | Non
     return value, None
 
 
+# -- the answer as the model writes it ("wire" form) ------------------------------------------------
+# Structured-output APIs want a JSON object at the top. A scenario whose answer is not an object of
+# fields (a string, a number, a list) declares that schema; the core wraps it as {"answer": ...} on
+# the way out (request schema, shots, fine-tuning targets) and unwraps it on the way in.
+WRAP_KEY = "answer"
+
+
+def is_wrapped(schema: dict[str, Any]) -> bool:
+    return schema.get("type") != "object"
+
+
+def wire_schema(scenario) -> dict[str, Any]:
+    """The schema the model answers in: the scenario's, wrapped in an object when it is not one."""
+    schema = scenario.answer_schema()
+    if not is_wrapped(schema):
+        return schema
+    return {"type": "object", "properties": {WRAP_KEY: schema}, "required": [WRAP_KEY], "additionalProperties": False}
+
+
+def wire_answer(scenario, gold: Any) -> Any:
+    """A gold answer as the model should write it: the scenario's encoding, wrapped like wire_schema."""
+    encode = getattr(scenario, "encode_answer", None)
+    value = encode(gold) if encode is not None else gold
+    return {WRAP_KEY: value} if is_wrapped(scenario.answer_schema()) else value
+
+
+def read_answer(raw: str, scenario, schema: dict[str, Any] | None = None) -> tuple[Any, str | None]:
+    """The scored form of a model's answer, or (None, reason): parse against the wire schema, unwrap,
+    then the scenario's decoding."""
+    answer, reason = parse_answer(raw, schema if schema is not None else wire_schema(scenario))
+    if answer is None:
+        return None, reason
+    if is_wrapped(scenario.answer_schema()):
+        answer = answer.get(WRAP_KEY)
+    decode = getattr(scenario, "decode_answer", None)
+    if decode is None:
+        return answer, None
+    try:
+        return decode(answer), None
+    except Exception as e:  # a schema-valid answer the scenario cannot decode: its bug, kept as the reason
+        return None, f"decoding the answer failed: {type(e).__name__}: {str(e)[:MAX_REASON]}"
+
+
 _VALIDATORS: dict[str, Any] = {}
 
 
@@ -52,13 +95,34 @@ def _validator(schema: dict[str, Any]):
     return validator
 
 
-def mark(scenario, answer: dict[str, Any] | None, gold: dict[str, Any]) -> tuple[dict[str, bool], float]:
-    """Per-field marks and their mean; an invalid answer gets every field wrong."""
+def mark(scenario, answer: Any, gold: Any) -> tuple[dict[str, float], float]:
+    """Per-field marks (1/0, or a fraction for set-valued fields) and their mean; an invalid answer
+    gets every field wrong. A scorer that raises marks every field wrong too: use `mark_checked`
+    to keep the reason."""
+    marks, score, _ = mark_checked(scenario, answer, gold)
+    return marks, score
+
+
+def mark_checked(scenario, answer: Any, gold: Any) -> tuple[dict[str, float], float, str | None]:
+    """`mark`, plus the scorer's exception as a one-line reason (a scorer bug must not sink a
+    paid-for query, nor pass for a wrong answer: the record says the scoring failed)."""
+    error = None
     if answer is None:
-        marks = {f: False for f in scenario.fields}
+        marks = {f: 0.0 for f in scenario.fields}
     else:
         try:
-            marks = {f: bool(v) for f, v in scenario.score(answer, gold).items()}
-        except Exception:  # a scorer bug must not sink a paid-for query
-            marks = {f: False for f in scenario.fields}
-    return marks, (sum(marks.values()) / len(marks) if marks else 0.0)
+            marks = {f: _mark_value(v) for f, v in scenario.score(answer, gold).items()}
+        except Exception as e:
+            marks = {f: 0.0 for f in scenario.fields}
+            error = f"{type(e).__name__}: {str(e)[:MAX_REASON]}"
+    return marks, (sum(marks.values()) / len(marks) if marks else 0.0), error
+
+
+def _mark_value(v: Any) -> float:
+    """True/False -> 1.0/0.0; a number (set precision, recall, F1) is kept, clipped to [0, 1]."""
+    if isinstance(v, bool) or v is None:
+        return float(bool(v))
+    try:
+        return min(1.0, max(0.0, float(v)))
+    except (TypeError, ValueError):
+        return float(bool(v))

@@ -3,16 +3,21 @@
 Prices come from the table shipped in the package (harness/prices.yaml), overridden or extended
 by `--prices FILE` (same format; its entries replace the shipped ones of the same name).
 
-Cost of one query:
+Cost of one query is the sum over its model calls (an agent or self-route makes several):
   API model (input/output prices):
       (prompt_tokens - cached_tokens) x input + cached_tokens x cached_input + completion_tokens x output,
       all per 1M tokens; cached_tokens is what the server reported as served from its prompt cache
       (vLLM's prompt_tokens_details.cached_tokens; absent: 0), cached_input defaults to input.
-  Self-hosted model (gpu_hour):
-      gpu_hour x busy seconds / 3600. The busy time of a query is its measured latency: exact for
-      one request at a time, an upper bound when requests overlap (the server batches them), and
-      on a CPU-only machine a stand-in for what the same work would occupy a GPU. Cached prefixes
-      make requests faster, so they are already priced in.
+  Self-hosted model, charged by the hour of the machine that served it, for the busy time of each
+  call (its measured latency: exact for one request at a time, an upper bound when requests
+  overlap, since the server batches them; cached prefixes make calls faster, so they are priced in):
+      gpu_hour  when the server ran on a GPU (the run's launch says so, or the price entry's
+                `hardware: gpu` for a server behind --endpoint);
+      cpu_hour  when it ran on a CPU: the price of the CPU machine, not of a GPU it did not have.
+                Latency measured on a CPU is not a GPU's latency, so a GPU price times CPU seconds
+                would be meaningless; an entry with only gpu_hour gives no $ for a CPU run, and
+                says so.
+  The report names the basis next to every figure ("self-hosted on CPU: $0.05/hour x busy time").
 Failed requests (no usage) are left out of the means; invalid answers cost what they cost.
 
 Summary columns per (strategy, length) and per strategy:
@@ -35,6 +40,7 @@ from typing import Any
 import yaml
 
 from harness.errors import UsageError
+from harness.record import Call, Record
 
 FULL_CONTEXT = "full-context"
 
@@ -46,15 +52,41 @@ class Price:
     output: float | None = None
     cached_input: float | None = None
     gpu_hour: float | None = None
+    cpu_hour: float | None = None
+    hardware: str | None = None  # where a self-hosted model runs: "gpu" or "cpu" (decided per run, see `on`)
     note: str = ""
+    cpu_note: str = ""
 
     @property
     def basis(self) -> str:
-        return "gpu_hour" if self.gpu_hour is not None else "tokens"
+        if self.input is not None and self.hardware is None:
+            return "tokens"
+        if self.hardware == "cpu":
+            return "cpu_hour"
+        return "gpu_hour" if self.gpu_hour is not None or self.input is None else "tokens"
+
+    @property
+    def rate(self) -> float | None:
+        """$ per hour of the machine, for a self-hosted basis."""
+        return {"cpu_hour": self.cpu_hour, "gpu_hour": self.gpu_hour}.get(self.basis)
+
+    def on(self, hardware: str | None) -> "Price":
+        """This price for a run served on `hardware` ("cpu" or "gpu"; None: unknown, keep the entry's)."""
+        import dataclasses
+
+        if hardware is None or (self.gpu_hour is None and self.cpu_hour is None):
+            return self
+        return dataclasses.replace(self, hardware=hardware)
 
     def describe(self) -> str:
+        if self.basis == "cpu_hour":
+            if self.cpu_hour is None:
+                return (f"{self.model}: self-hosted on CPU, no cpu_hour price (a GPU price x CPU time would be "
+                        "meaningless); pass --prices with cpu_hour")
+            what = f" ({self.cpu_note})" if self.cpu_note else ""
+            return f"{self.model}: self-hosted on CPU, ${self.cpu_hour:g}/hour{what} x server-busy time (latency)"
         if self.basis == "gpu_hour":
-            return f"{self.model}: self-hosted, ${self.gpu_hour:g}/GPU-hour x server-busy time (latency)"
+            return f"{self.model}: self-hosted on GPU, ${self.gpu_hour:g}/GPU-hour x server-busy time (latency)"
         cached = f", cached input ${self.cached_input:g}" if self.cached_input is not None else ""
         return f"{self.model}: ${self.input:g} in / ${self.output:g} out per 1M tokens{cached}"
 
@@ -67,12 +99,16 @@ def _check_table(table: Any, source: str) -> dict[str, dict[str, Any]]:
     for name, entry in models.items():
         if not isinstance(entry, dict):
             raise UsageError(f"{source}: model {name!r}: expected a mapping of prices")
-        for k in ("input", "output", "cached_input", "gpu_hour"):
+        for k in ("input", "output", "cached_input", "gpu_hour", "cpu_hour"):
             v = entry.get(k)
             if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0):
                 raise UsageError(f"{source}: model {name!r}: {k} must be a non-negative number")
-        if entry.get("gpu_hour") is None and (entry.get("input") is None or entry.get("output") is None):
-            raise UsageError(f"{source}: model {name!r}: give input and output ($ per 1M tokens), or gpu_hour")
+        if entry.get("hardware") not in (None, "cpu", "gpu"):
+            raise UsageError(f"{source}: model {name!r}: hardware must be cpu or gpu")
+        hosted = entry.get("gpu_hour") is not None or entry.get("cpu_hour") is not None
+        if not hosted and (entry.get("input") is None or entry.get("output") is None):
+            raise UsageError(f"{source}: model {name!r}: give input and output ($ per 1M tokens), "
+                             "or gpu_hour / cpu_hour")
         out[str(name)] = entry
     return out
 
@@ -109,30 +145,49 @@ def find_price(model: str | None, table: dict[str, dict[str, Any]]) -> Price | N
     e = table[key]
     num = lambda k: None if e.get(k) is None else float(e[k])  # noqa: E731
     return Price(model=key, input=num("input"), output=num("output"), cached_input=num("cached_input"),
-                 gpu_hour=num("gpu_hour"), note=str(e.get("note") or ""))
+                 gpu_hour=num("gpu_hour"), cpu_hour=num("cpu_hour"), hardware=e.get("hardware"),
+                 note=str(e.get("note") or ""), cpu_note=str(e.get("cpu_note") or ""))
 
 
-def query_cost(record: dict[str, Any], price: Price | None) -> float | None:
-    """$ for one query, or None (no price, failed request, no usage)."""
-    if price is None or record.get("error"):
+def run_hardware(saved: dict[str, Any] | None) -> str | None:
+    """Where the run's self-started server ran ("cpu" or "gpu"), from config.yaml; None for --endpoint."""
+    launch = ((saved or {}).get("endpoint") or {}).get("launch") or {}
+    flavour = launch.get("flavour")
+    return flavour if flavour in ("cpu", "gpu") else None
+
+
+def call_cost(call: Call, price: Price) -> float | None:
+    """$ for one call, or None (failed, or no usage/latency to charge)."""
+    if call.error:
         return None
-    if price.basis == "gpu_hour":
-        busy = record.get("latency_s")
-        return None if busy is None else price.gpu_hour * float(busy) / 3600.0
-    p, c = record.get("prompt_tokens"), record.get("completion_tokens")
+    if price.basis in ("gpu_hour", "cpu_hour"):
+        if price.rate is None or call.latency_s is None:
+            return None
+        return price.rate * float(call.latency_s) / 3600.0
+    p, c = call.prompt_tokens, call.completion_tokens
     if p is None or c is None:
         return None
-    cached = min(int(record.get("cached_tokens") or 0), int(p))
+    cached = min(int(call.cached_tokens or 0), int(p))
     cached_rate = price.cached_input if price.cached_input is not None else price.input
     return ((int(p) - cached) * price.input + cached * cached_rate + int(c) * price.output) / 1e6
 
 
-def _group(records: Sequence[dict[str, Any]], price: Price | None) -> dict[str, Any]:
+def query_cost(record: Record | dict[str, Any], price: Price | None) -> float | None:
+    """$ for one query: the sum over its calls; None (no price, failed request, a call without usage)."""
+    if isinstance(record, dict):
+        record = Record.model_validate(record)
+    if price is None or record.error or not record.calls:
+        return None
+    costs = [call_cost(c, price) for c in record.calls]
+    return None if any(c is None for c in costs) else sum(costs)
+
+
+def _group(records: Sequence[Record], price: Price | None) -> dict[str, Any]:
     costs = [(query_cost(r, price), r) for r in records]
     paid = [(c, r) for c, r in costs if c is not None]
     total = sum(c for c, _ in paid)
-    correct = sum(sum(bool(v) for v in (r.get("marks") or {}).values()) for _, r in paid)
-    cached = [r.get("cached_tokens") for r in records if not r.get("error")]
+    correct = sum(sum(float(v) for v in r.marks.values()) for _, r in paid)
+    cached = [r.cached_tokens for r in records if not r.error]
     mean = total / len(paid) if paid else None
     return {
         "cost_per_query": mean,
@@ -143,22 +198,28 @@ def _group(records: Sequence[dict[str, Any]], price: Price | None) -> dict[str, 
     }
 
 
-def cost_summary(records: Sequence[dict[str, Any]], model: str | None, prices: dict[str, dict[str, Any]]) -> dict[str, Any]:
-    """Cost columns per (strategy, length) and per strategy, and notes for the report."""
+def cost_summary(records: Sequence[Record | dict[str, Any]], model: str | None, prices: dict[str, dict[str, Any]],
+                 hardware: str | None = None) -> dict[str, Any]:
+    """Cost columns per (strategy, length) and per strategy, and notes for the report.
+
+    `hardware`: where the run's server ran ("cpu"/"gpu", from its launch), which picks a self-hosted
+    model's hourly price."""
+    records = [r if isinstance(r, Record) else Record.model_validate(r) for r in records]
     price = find_price(model, prices)
+    price = price.on(hardware) if price is not None else None
     notes = []
     if price is None:
         notes.append(f"no price for {model or 'the served model'}; pass --prices FILE with an entry for it")
-    elif price.basis == "gpu_hour":
-        notes.append("self-hosted: $ = GPU-hour price x per-query latency (an upper bound when requests overlap)")
+    elif price.basis in ("gpu_hour", "cpu_hour"):
+        notes.append(price.describe() + "; an upper bound when requests overlap")
     by_sl: dict[tuple[str, int], list] = {}
     by_s: dict[str, list] = {}
     fc_label = None
     for r in records:
-        by_sl.setdefault((r["strategy"], r["length"]), []).append(r)
-        by_s.setdefault(r["strategy"], []).append(r)
-        if fc_label is None and r.get("strategy_name", r["strategy"].split(":")[0]) == FULL_CONTEXT:
-            fc_label = r["strategy"]
+        by_sl.setdefault((r.strategy, r.length), []).append(r)
+        by_s.setdefault(r.strategy, []).append(r)
+        if fc_label is None and (r.strategy_name or r.strategy.split(":")[0]) == FULL_CONTEXT:
+            fc_label = r.strategy
     sl = {k: _group(v, price) for k, v in by_sl.items()}
     s = {k: _group(v, price) for k, v in by_s.items()}
 
@@ -174,6 +235,7 @@ def cost_summary(records: Sequence[dict[str, Any]], model: str | None, prices: d
     return {
         "model": model,
         "price": None if price is None else {**price.__dict__, "basis": price.basis, "describe": price.describe()},
+        "price_obj": price,
         "full_context": fc_label,
         "notes": notes,
         "by_strategy_length": sl,

@@ -42,6 +42,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from harness.record import Record
 from harness.samples import Sample
 
 RESULTS_FILE = "faithfulness.jsonl"
@@ -64,21 +65,21 @@ def _digest(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
 
 
-def judge_items(records: Iterable[dict[str, Any]], samples: Iterable[Sample]) -> list[dict[str, Any]]:
+def judge_items(records: Iterable[Record], samples: Iterable[Sample]) -> list[dict[str, Any]]:
     """What ragas gets for each record: question, response, and the shown context as a list."""
     by_id = {s.id: s for s in samples}
     items = []
     for r in records:
-        sample = by_id.get(r["sample_id"])
-        raw = r.get("raw")
-        item = {"strategy": r["strategy"], "sample_id": r["sample_id"], "length": r["length"],
+        sample = by_id.get(r.sample_id)
+        raw = r.raw
+        item = {"strategy": r.strategy, "sample_id": r.sample_id, "length": r.length,
                 "digest": _digest(raw or "")}
-        if r.get("error") or not (raw or "").strip() or sample is None:
-            item["skip"] = "failed request" if r.get("error") else "empty response" if sample else "sample missing"
+        if r.error or not (raw or "").strip() or sample is None:
+            item["skip"] = "failed request" if r.error else "empty response" if sample else "sample missing"
         else:
             docs = {d.id: d.text for d in sample.documents}
             contexts = []
-            for p in (r.get("shown") or {}).get("pieces") or []:
+            for p in r.shown.pieces:
                 if p.get("text") is not None:
                     contexts.append(p["text"])
                 else:
@@ -219,7 +220,7 @@ async def _judge_all(items, judge: Judge, on_result: Callable[[dict[str, Any]], 
     await asyncio.gather(*(one(i) for i in items))
 
 
-def run_ragas(run_dir: Path, records: Sequence[dict[str, Any]], samples: Sequence[Sample], judge: Judge,
+def run_ragas(run_dir: Path, records: Sequence[Record], samples: Sequence[Sample], judge: Judge,
               on_result: Callable[[dict[str, Any]], None] = lambda row: None) -> dict[str, int]:
     """Judge every record not judged yet (same response); append results to faithfulness.jsonl."""
     run_dir = Path(run_dir)
@@ -256,7 +257,7 @@ def run_ragas(run_dir: Path, records: Sequence[dict[str, Any]], samples: Sequenc
     return counts
 
 
-def faithfulness_summary(records: Sequence[dict[str, Any]], results: dict[tuple[str, str], dict[str, Any]]) -> dict[str, Any]:
+def faithfulness_summary(records: Sequence[Record], results: dict[tuple[str, str], dict[str, Any]]) -> dict[str, Any]:
     """Per (strategy, length) and per strategy: mean score of the scored, and every status counted."""
     def empty():
         return {"ragas_scores": [], **{f"ragas_{s}": 0 for s in STATUSES}, "ragas_missing": 0}
@@ -264,9 +265,9 @@ def faithfulness_summary(records: Sequence[dict[str, Any]], results: dict[tuple[
     by_sl: dict[tuple[str, int], dict[str, Any]] = {}
     by_s: dict[str, dict[str, Any]] = {}
     for r in records:
-        row = results.get((r["strategy"], r["sample_id"]))
-        for acc in (by_sl.setdefault((r["strategy"], r["length"]), empty()), by_s.setdefault(r["strategy"], empty())):
-            if row is None or row.get("digest") != _digest(r.get("raw") or ""):
+        row = results.get((r.strategy, r.sample_id))
+        for acc in (by_sl.setdefault((r.strategy, r.length), empty()), by_s.setdefault(r.strategy, empty())):
+            if row is None or row.get("digest") != _digest(r.raw or ""):
                 acc["ragas_missing"] += 1
                 continue
             acc[f"ragas_{row['status']}"] += 1

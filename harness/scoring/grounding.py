@@ -29,6 +29,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from harness.record import Record
 from harness.samples import Sample
 
 CLASSES = ("misread", "distractor", "hallucination", "omitted")
@@ -50,11 +51,11 @@ def _spans(sample: Sample, sep: str = SEPARATOR) -> list[tuple[int, int, str]]:
     return spans
 
 
-def shown_segments(record: dict[str, Any], sample: Sample) -> list[Segment]:
+def shown_segments(record: Record, sample: Sample) -> list[Segment]:
     """The text the model saw, cut into per-document segments (see the module docstring)."""
     gold = set(sample.gold_ids)
     docs = {d.id: d.text for d in sample.documents}
-    pieces = (record.get("shown") or {}).get("pieces") or []
+    pieces = record.shown.pieces
     out: list[Segment] = []
     joined: str | None = None
     spans: list[tuple[int, int, str]] = []
@@ -90,18 +91,25 @@ def _locate(joined: str, spans: list[tuple[int, int, str]], text: str, ids: Sequ
     return pos if pos >= 0 else joined.find(text)
 
 
-def ground_record(record: dict[str, Any], sample: Sample | None, grounding, fields: Sequence[str]) -> dict[str, Any] | None:
-    """Per-field grounding of one record; None for failed requests or when it cannot be computed."""
-    if grounding is None or sample is None or record.get("error"):
+def ground_record(record: Record, sample: Sample | None, grounding, fields: Sequence[str]) -> dict[str, Any] | None:
+    """Per-field grounding of one record; None for failed requests or when it cannot be computed.
+
+    A matcher that raises is counted as an error for that field (class "error"), never as a
+    hallucination: a bug in the rules is not the model's fault."""
+    if grounding is None or sample is None or record.error:
         return None
-    if not record.get("valid") or not isinstance(record.get("answer"), dict):
+    if not record.valid or not isinstance(record.answer, dict):
         return {"status": "invalid", "fields": {}}
     segments = shown_segments(record, sample)
-    answer, marks = record["answer"], record.get("marks") or {}
+    answer, marks = record.answer, record.marks
     out: dict[str, Any] = {}
     for f in fields:
         value = answer.get(f)
-        claim = bool(grounding.is_claim(f, value))
+        failure = None
+        try:
+            claim = bool(grounding.is_claim(f, value))
+        except Exception as e:
+            claim, failure = False, f"{type(e).__name__}: {e}"
         in_needle = in_other = False
         where: list[str] = []
         if claim:
@@ -110,15 +118,20 @@ def ground_record(record: dict[str, Any], sample: Sample | None, grounding, fiel
                     continue
                 try:
                     ok = grounding.supports(f, value, seg.text)
-                except Exception:  # a matcher bug must not sink the report
-                    ok = False
+                except Exception as e:  # a matcher bug must not sink the report, nor blame the model
+                    failure = f"{type(e).__name__}: {e}"
+                    break
                 if ok:
                     where.append(seg.doc_id)
                     if seg.needle:
                         in_needle = True
                     else:
                         in_other = True
-        correct = bool(marks.get(f))
+        correct = marks.get(f, 0.0) >= 1
+        if failure is not None:
+            out[f] = {"claim": claim, "supported": None, "in_needle": False, "in_other": False, "docs": [],
+                      "class": "correct" if correct else "error", "error": failure[:300]}
+            continue
         if correct:
             cls = "correct"
         elif not claim:
@@ -134,18 +147,18 @@ def ground_record(record: dict[str, Any], sample: Sample | None, grounding, fiel
     return {"status": "ok", "fields": out}
 
 
-def annotate(records: Iterable[dict[str, Any]], samples: Iterable[Sample], scenario) -> bool:
-    """Add `record["grounding"]` (in memory) to every record; False when the scenario has no rules."""
+def annotate(records: Iterable[Record], samples: Iterable[Sample], scenario) -> bool:
+    """Set `record.grounding` (in memory) on every record; False when the scenario has no rules."""
     grounding = scenario.grounding() if hasattr(scenario, "grounding") else None
     by_id = {s.id: s for s in samples}
     fields = list(scenario.fields)
     for r in records:
-        r["grounding"] = ground_record(r, by_id.get(r["sample_id"]), grounding, fields) if grounding else None
+        r.grounding = ground_record(r, by_id.get(r.sample_id), grounding, fields) if grounding else None
     return grounding is not None
 
 
 def _empty() -> dict[str, Any]:
-    return {"claims": 0, "supported_claims": 0, "answered_fields": 0, "invalid_answers": 0,
+    return {"claims": 0, "supported_claims": 0, "answered_fields": 0, "invalid_answers": 0, "grounding_errors": 0,
             **{c: 0 for c in CLASSES}}
 
 
@@ -157,6 +170,9 @@ def _add(acc: dict[str, Any], g: dict[str, Any] | None) -> None:
         return
     for info in g["fields"].values():
         acc["answered_fields"] += 1
+        if info["class"] == "error":  # the rules failed on this field: counted apart, in no class
+            acc["grounding_errors"] += 1
+            continue
         if info["claim"]:
             acc["claims"] += 1
             acc["supported_claims"] += int(bool(info["supported"]))
@@ -176,19 +192,23 @@ def _rates(acc: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def grounding_summary(records: Sequence[dict[str, Any]], fields: Sequence[str]) -> dict[str, Any]:
+def grounding_summary(records: Sequence[Record], fields: Sequence[str]) -> dict[str, Any]:
     """Grounding counts and rates per (strategy, length), per strategy, and per (strategy, field)."""
     by_sl: dict[tuple[str, int], dict[str, Any]] = {}
     by_s: dict[str, dict[str, Any]] = {}
     by_sf: dict[tuple[str, str], dict[str, int]] = {}
     for r in records:
-        g = r.get("grounding")
+        g = r.grounding
         if g is None:
             continue
-        _add(by_sl.setdefault((r["strategy"], r["length"]), _empty()), g)
-        _add(by_s.setdefault(r["strategy"], _empty()), g)
+        _add(by_sl.setdefault((r.strategy, r.length), _empty()), g)
+        _add(by_s.setdefault(r.strategy, _empty()), g)
         for f, info in g["fields"].items():
-            acc = by_sf.setdefault((r["strategy"], f), {"claims": 0, "supported_claims": 0, **{c: 0 for c in CLASSES}})
+            acc = by_sf.setdefault((r.strategy, f), {"claims": 0, "supported_claims": 0, "grounding_errors": 0,
+                                                      **{c: 0 for c in CLASSES}})
+            if info["class"] == "error":
+                acc["grounding_errors"] += 1
+                continue
             if info["claim"]:
                 acc["claims"] += 1
                 acc["supported_claims"] += int(bool(info["supported"]))

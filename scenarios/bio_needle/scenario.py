@@ -20,34 +20,58 @@ import copy
 import random
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
+
+from pydantic import Field
 
 from harness.errors import UsageError
 from harness.samples import Document, Sample
-from scenarios.base import Scenario, ScenarioParams, Shot, TokenCounter
+from harness.scenario import Scenario, ScenarioParams, Shot, TokenCounter
 from scenarios.bio_needle.generator import BioGenerator
 from scenarios.bio_needle.loader import BioLabels, BioRecord, load_jsonl
 
-INSTRUCTIONS = """\
+_TASK = """\
 Read the biographies below, then answer the question about the person it names, using only \
 what that person's biography says.
 Reply with a single JSON object with exactly these keys:
 "nationality": the person's nationality as one lowercase word, such as "french" or "kenyan"; \
 "unknown" if the biography does not state it (a birthplace is not a nationality).
-"date_of_birth": {"day": D, "month": M, "year": Y}, using 0 for any part that is not given.
-"date_of_death": the same form; all three 0 if the person is alive or the date is not given.
+"""
+_BOOLEANS = """\
 "sportsperson": true if the person competed as an athlete, otherwise false.
 "politician": true if the person held or ran for political office, otherwise false."""
+
+# The answer form of milestone 1: dates as {"day", "month", "year"} objects (57 tokens for a typical
+# answer in Gemma's tokenizer). Kept as answer_form=nested; its prompt is byte-identical to before.
+INSTRUCTIONS_NESTED = _TASK + """\
+"date_of_birth": {"day": D, "month": M, "year": Y}, using 0 for any part that is not given.
+"date_of_death": the same form; all three 0 if the person is alive or the date is not given.
+""" + _BOOLEANS
+
+# The default, compact form: ISO dates with only the parts the text gives, "" for none, and short
+# keys (35-43 tokens). Decoding dominates a short answer's latency on a CPU; the scored form is the same.
+INSTRUCTIONS_COMPACT = _TASK + """\
+"born": the date of birth as "YYYY-MM-DD", or "YYYY-MM" or "YYYY" when only those parts are given; \
+"" if it is not given.
+"died": the date of death in the same form; "" if the person is alive or the date is not given.
+""" + _BOOLEANS
+INSTRUCTIONS = INSTRUCTIONS_COMPACT
+
+# "", "1951", "1951-01" or "1951-01-28"; zeros stand for unknown parts before a known one ("0000-03").
+DATE_PATTERN = r"^([0-9]{4}(-[0-9]{2}(-[0-9]{2})?)?)?$"
+COMPACT_KEYS = {"date_of_birth": "born", "date_of_death": "died"}
 
 _SEP_TOKENS = 1  # tokens assumed for each "\n\n" between documents
 _CHARS_PER_TOKEN_GUESS = 3.0  # sizes the first counting batch (low, to rarely overshoot); measured afterwards
 
 
 class BioNeedleParams(ScenarioParams):
-    """Real data instead of the synthetic pool: give both files, or neither."""
+    """Real data instead of the synthetic pool (give both files, or neither), and the answer form."""
 
     haystack_file: Path | None = None
     needles_file: Path | None = None
+    answer_form: Literal["compact", "nested"] = Field(
+        "compact", description='compact: dates as "YYYY-MM-DD" strings under born/died; nested: {day, month, year}')
 
 
 def question_for(name: str) -> str:
@@ -128,11 +152,35 @@ class BioNeedle(Scenario):
 
     # ------------------------------------------------------------------ task statement
     @property
+    def compact(self) -> bool:
+        return getattr(self.params, "answer_form", "compact") == "compact"
+
+    @property
     def instructions(self) -> str:
-        return INSTRUCTIONS
+        return INSTRUCTIONS_COMPACT if self.compact else INSTRUCTIONS_NESTED
 
     def answer_schema(self) -> dict[str, Any]:
-        return inline_schema(BioLabels.model_json_schema())
+        nested = inline_schema(BioLabels.model_json_schema())
+        if not self.compact:
+            return nested
+        props = {COMPACT_KEYS.get(k, k): ({"type": "string", "pattern": DATE_PATTERN} if k in COMPACT_KEYS else v)
+                 for k, v in nested["properties"].items()}
+        return {"type": "object", "properties": props, "required": list(props), "additionalProperties": False}
+
+    def encode_answer(self, answer: dict[str, Any]) -> dict[str, Any]:
+        if not self.compact:
+            return answer
+        return {COMPACT_KEYS.get(k, k): (encode_date(v) if k in COMPACT_KEYS else v) for k, v in answer.items()}
+
+    def decode_answer(self, written: dict[str, Any]) -> dict[str, Any]:
+        if not self.compact:
+            return written
+        back = {v: k for k, v in COMPACT_KEYS.items()}
+        return {back.get(k, k): (decode_date(v) if k in back else v) for k, v in written.items()}
+
+    def check(self) -> None:
+        if self.uses_files:
+            self._load_files()
 
     # ------------------------------------------------------------------ data
     @property
@@ -332,6 +380,23 @@ def _nearest(ends: list[int], n: int, target: float) -> int:
     if j > 0 and target - ends[j - 1] <= ends[j] - target:
         return j - 1
     return j
+
+
+def encode_date(date: dict[str, int]) -> str:
+    """{"day": 28, "month": 1, "year": 1951} -> "1951-01-28"; parts after the last known one are left out."""
+    d, m, y = (int(date.get(k) or 0) for k in ("day", "month", "year"))
+    if d:
+        return f"{y:04d}-{m:02d}-{d:02d}"
+    if m:
+        return f"{y:04d}-{m:02d}"
+    return f"{y:04d}" if y else ""
+
+
+def decode_date(text: str) -> dict[str, int]:
+    """The inverse of encode_date for a string matching DATE_PATTERN ("" -> all zeros)."""
+    parts = [int(p) for p in text.split("-")] if text else []
+    parts += [0] * (3 - len(parts))
+    return {"day": parts[2], "month": parts[1], "year": parts[0]}
 
 
 def _norm(value: Any) -> str | None:

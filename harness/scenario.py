@@ -1,0 +1,143 @@
+"""The Scenario interface: a dataset of grid-cell samples plus the answer schema and field scorer.
+
+A scenario knows nothing about strategies or endpoints. It builds samples for a grid
+(context lengths x needle depths x needles per cell), says what the answer looks like
+(a JSON schema the endpoint enforces), and marks an answer field by field.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Sequence
+from typing import Any, ClassVar
+
+from pydantic import BaseModel, ConfigDict
+
+from harness.samples import Document, Sample
+
+# Counts tokens of many texts at once, in the served model's own tokens.
+TokenCounter = Callable[[Sequence[str]], list[int]]
+
+
+class ScenarioParams(BaseModel):
+    """Scenario-specific options (`--scenario-param key=value`); subclasses add fields."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class Shot(BaseModel):
+    """A worked example for few-shot prompting, drawn from a split disjoint from test samples."""
+
+    documents: list[Document]
+    question: str
+    answer: dict[str, Any]
+
+
+class Grounding(ABC):
+    """Scenario-specific value matching for judge-free grounding (`harness.scoring.grounding`).
+
+    The generic scorer splits what the model was shown into per-document segments and asks,
+    for each predicted field value, which segments support it. A scenario says what
+    "supported" means for its fields (surface forms of dates, demonyms, ...) and which values
+    are not claims at all (abstentions such as "unknown"), which can be neither grounded nor
+    hallucinated.
+    """
+
+    def is_claim(self, field: str, value: Any) -> bool:
+        """False for an abstention (e.g. "unknown", a date of zeros): nothing to ground."""
+        return value is not None
+
+    @abstractmethod
+    def supports(self, field: str, value: Any, text: str) -> bool:
+        """Whether `text` (one document's shown text, or part of it) states `value` for `field`."""
+
+
+class Scenario(ABC):
+    name: ClassVar[str] = ""
+    Params: ClassVar[type[ScenarioParams]] = ScenarioParams
+    fields: ClassVar[list[str]] = []  # answer fields, in the order they are reported
+
+    def __init__(self, params: ScenarioParams | None = None, seed: int = 0):
+        self.params = params if params is not None else self.Params()
+        self.seed = seed
+
+    def check(self) -> None:
+        """Validate the scenario's inputs (data files, parameters) before any server starts.
+
+        Raise harness.errors.UsageError with a one-line reason; the default checks nothing."""
+
+    @property
+    @abstractmethod
+    def instructions(self) -> str:
+        """The task statement put before the context."""
+
+    @abstractmethod
+    def answer_schema(self) -> dict[str, Any]:
+        """A self-contained JSON schema (no $ref) for structured output: the form the model writes.
+
+        It may be more compact than the scored form (fewer tokens to decode): `decode_answer` turns
+        a schema-valid answer into the form `score` and `fields` speak of, `encode_answer` does the
+        reverse for shots and fine-tuning targets.
+        """
+
+    def encode_answer(self, answer: dict[str, Any]) -> Any:
+        """A gold answer (scored form) as the model should write it. Default: unchanged."""
+        return answer
+
+    def decode_answer(self, written: Any) -> dict[str, Any]:
+        """A schema-valid answer as the model wrote it, in the scored form. Default: unchanged."""
+        return written
+
+    @abstractmethod
+    def samples(
+        self, lengths: Sequence[int], depths: Sequence[float], needles: int, count_tokens: TokenCounter
+    ) -> list[Sample]:
+        """Build every sample of the grid. Raise harness.errors.UsageError for an impossible grid."""
+
+    @abstractmethod
+    def shots(self, n: int) -> list[Shot]:
+        """`n` few-shot examples, disjoint from every test sample."""
+
+    @abstractmethod
+    def score(self, answer: dict[str, Any], gold: dict[str, Any]) -> dict[str, bool]:
+        """Mark each field of a (schema-valid) answer against the gold answer."""
+
+    def reference_labels(self) -> list[dict[str, Any]]:
+        """Labels of the population the needles are drawn from (e.g. the haystack's documents).
+
+        The null baseline takes each field's most common value from here rather than from the
+        few needles being scored, which would make chance level look like 100% for one needle.
+        """
+        return []
+
+    def grounding(self) -> Grounding | None:
+        """Judge-free grounding rules, or None when the scenario has none.
+
+        Default: a `grounding` module beside the scenario's module (scenarios/<name>/grounding.py)
+        that defines `make_grounding(scenario) -> Grounding`. Override to supply one directly.
+        """
+        import importlib
+
+        package = type(self).__module__.rpartition(".")[0]
+        if not package:
+            return None
+        name = package + ".grounding"
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as e:
+            if e.name in (name, package):
+                return None
+            raise
+        factory = getattr(module, "make_grounding", None)
+        return factory(self) if factory is not None else None
+
+    def null_answer(self, golds: Sequence[dict[str, Any]]) -> dict[str, Any]:
+        """The answer a know-nothing model would give: the most common value of each field in `golds`."""
+        from collections import Counter
+        import json
+
+        out: dict[str, Any] = {}
+        for f in self.fields:
+            counts = Counter(json.dumps(g[f], sort_keys=True) for g in golds)
+            out[f] = json.loads(counts.most_common(1)[0][0]) if counts else None
+        return out
