@@ -459,7 +459,7 @@ def _compare(config: RunConfig, scen, store, run_id: str, saved: dict | None, us
                 if s.cache_error:
                     err.print(f"[yellow]warning:[/yellow] the response cache could not be written ({s.cache_error}); "
                               f"{s.cache_dropped} answers were not cached (the run's records are complete)",
-                              highlight=False)
+                              highlight=False, soft_wrap=True)
         if report.faithfulness == "ragas":
             run_faithfulness(store, scen, report.judge(endpoint.base_url, endpoint.model, endpoint.api, ec.api_key_env))
     if asked == 0:

@@ -28,6 +28,7 @@ from typing import Any
 from markupsafe import Markup, escape
 
 from harness.record import Record, as_records
+from harness.report.terminal import failure_notes
 from harness.report.verdict import comparison_line, interval
 from harness.scoring.cost import fmt_money
 from harness.scoring.grounding import shown_segments
@@ -433,7 +434,7 @@ def render_report(summary: dict[str, Any], records: Sequence[dict[str, Any]], sa
         depths=depths, heatmaps=heatmaps, line=line, scatters=scatters, bars=bars, gcolors=gcolors,
         rows=rows, script=Markup(script), csp=csp, by_sl=sl, tolerance=summary.get("tolerance") or 0.0,
         alpha=summary.get("alpha"),
-        verdict=summary.get("verdict") or [], notes=(summary.get("cost") or {}).get("notes") or [],
+        verdict=summary.get("verdict") or [], notes=[*((summary.get("cost") or {}).get("notes") or []), *failure_notes(summary)],
         price=(summary.get("cost") or {}).get("price"), gfields=(summary.get("grounding") or {}).get("by_strategy_field") or [],
         attribution=summary.get("attribution") or [], faithfulness=(summary.get("faithfulness") or {}).get("available"),
     )

@@ -273,4 +273,21 @@ def print_summary(summary: dict[str, Any], console: Console | None = None) -> No
         console.print(grounding_table(summary))
     if (summary.get("faithfulness") or {}).get("available") and summary.get("by_strategy_length"):
         console.print(faithfulness_table(summary))
+    for line in failure_notes(summary):
+        console.print(f"[yellow]note:[/yellow] {line}", highlight=False)
     print_verdict(summary, console)
+
+
+def failure_notes(summary: dict[str, Any]) -> list[str]:
+    """What went wrong that is not the model's answer: counted and named, never folded into accuracy."""
+    out = []
+    for s in summary.get("by_strategy") or []:
+        n = int(s.get("scoring_errors") or 0)
+        if n:
+            out.append(f"{s['strategy']}: the scorer raised on {n} quer{'y' if n == 1 else 'ies'}; their fields are "
+                       "marked wrong and each record's scoring_error says why")
+        g = int(s.get("grounding_errors") or 0)
+        if g:
+            out.append(f"{s['strategy']}: the grounding rules raised on {g} field(s); counted as rule errors, "
+                       "not as hallucinations")
+    return out
