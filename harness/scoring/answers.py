@@ -64,6 +64,42 @@ def wire_answer(scenario, gold: Any) -> Any:
     return {WRAP_KEY: value} if is_wrapped(scenario.answer_schema()) else value
 
 
+# -- "answer, or say the text cannot answer it" (self-route, Li et al. 2024) ----------------------------
+# The form is part of the core so that a reader can be fine-tuned on it (harness finetune) and any
+# strategy can ask it: {"answerable": true, "answer": <the wire answer>} or {"answerable": false,
+# "answer": null}. An object at the top, so hosted structured-output APIs accept it too.
+ANSWERABLE_NOTE = (
+    "If the text below does not contain what is needed to answer the question, reply "
+    '{"answerable": false, "answer": null}; otherwise reply {"answerable": true, "answer": ANSWER}, '
+    "with ANSWER the JSON object described above."
+)
+
+
+def answerable_schema(scenario) -> dict[str, Any]:
+    return {"type": "object", "properties": {"answerable": {"type": "boolean"},
+                                             "answer": {"anyOf": [wire_schema(scenario), {"type": "null"}]}},
+            "required": ["answerable", "answer"], "additionalProperties": False}
+
+
+def answerable_answer(scenario, gold: Any | None) -> dict[str, Any]:
+    """The answerable form of a gold answer; None: the text does not answer the question."""
+    if gold is None:
+        return {"answerable": False, "answer": None}
+    return {"answerable": True, "answer": wire_answer(scenario, gold)}
+
+
+def read_answerable(raw: str, scenario) -> tuple[bool | None, str | None, str | None]:
+    """(answerable, the answer's wire text or None, reason when unreadable) of an answerable-form reply.
+
+    A reply that says answerable but gives no answer counts as not answerable."""
+    value, reason = parse_answer(raw, answerable_schema(scenario))
+    if value is None:
+        return None, None, reason
+    if not value.get("answerable") or value.get("answer") is None:
+        return False, None, None
+    return True, json.dumps(value["answer"], ensure_ascii=False, separators=(",", ":")), None
+
+
 def read_answer(raw: str, scenario, schema: dict[str, Any] | None = None) -> tuple[Any, str | None]:
     """The scored form of a model's answer, or (None, reason): parse against the wire schema, unwrap,
     then the scenario's decoding."""
