@@ -49,6 +49,7 @@ class Generation:
     call: Call
     tool_calls: list[dict[str, Any]] = field(default_factory=list)
     problem: str | None = None  # the response itself was broken (not the API's shape)
+    completion: Completion | None = None  # as the client parsed it (what the cache stores)
 
 
 class Asker:
@@ -68,6 +69,10 @@ class Asker:
         self.identity = endpoint.identity()
         self.counting = endpoint.token_counter.startswith("server")
         self.hits: dict[str, dict[str, Any]] = {}  # prefetched cache entries (preflight)
+        # Identical requests within a run share one answer (with the cache on): the first is sent, the
+        # others wait for it. vLLM can answer the same temperature-0 request differently depending on
+        # what its prefix cache holds, so asking twice would record two answers where the cache keeps one.
+        self.answered: dict[str, asyncio.Future] = {}
 
     def request(self, prompt: Prompt, schema: dict[str, Any] | None, max_tokens: int,
                 tools: list[dict[str, Any]] | None = None, tool_choice: Any = None) -> tuple[str, dict[str, Any]]:
@@ -148,11 +153,36 @@ class Query:
         max_tokens = a.max_tokens if max_tokens is None else max_tokens
         request = a.request(prompt, schema, max_tokens, tools, tool_choice)
         key = a.key(request) if a.cache is not None else None
+        if key is not None and key in a.answered:
+            shared = await asyncio.shield(a.answered[key])
+            if shared is not None:
+                return self._record(purpose, shared[0], shared[1], from_cache=True)
         hit = a.cached(key) if key is not None else None
         if hit is not None:
             with contextlib.suppress(Exception):  # an unreadable entry is asked again
                 completion = Completion(**hit["completion"])
                 return self._record(purpose, completion, hit.get("prompt_tokens_counted"), from_cache=True)
+        shared = None
+        if key is not None:
+            shared = a.answered[key] = asyncio.get_running_loop().create_future()
+        try:
+            generation = await self._ask(request, prompt, purpose, max_tokens, counted)
+        except BaseException:
+            if shared is not None:  # the others ask for themselves
+                a.answered.pop(key, None)
+                shared.set_result(None)
+            raise
+        if shared is not None:
+            shared.set_result((generation.completion, generation.call.prompt_tokens_counted))
+            if key is not None and a.cache_writes is not None and generation.completion.problem is None:
+                a.cache_writes(key, {"completion": generation.completion.model_dump(),
+                                     "prompt_tokens_counted": generation.call.prompt_tokens_counted})
+        return generation
+
+    async def _ask(self, request: tuple[str, dict[str, Any]], prompt: Prompt, purpose: str, max_tokens: int,
+                   counted: int | None) -> Generation:
+        """Send one request (the window checked first; its prompt counted alongside when not yet)."""
+        a = self.asker
         chat = a.endpoint.api == "chat"
         if counted is None:
             counted = self.known_counts.get(prompt.text)
@@ -174,8 +204,6 @@ class Query:
             await _settle(count_task, cancel=True, fallback=None)
             raise
         counted = await _settle(count_task, cancel=False, fallback=counted)
-        if key is not None and a.cache_writes is not None and completion.problem is None:
-            a.cache_writes(key, {"completion": completion.model_dump(), "prompt_tokens_counted": counted})
         return self._record(purpose, completion, counted)
 
     def _record(self, purpose: str, completion: Completion, counted: int | None, from_cache: bool = False) -> Generation:
@@ -188,7 +216,8 @@ class Query:
             raw=text[:MAX_RAW], raw_chars=len(text) if len(text) > MAX_RAW else None,
         )
         self.calls.append(call)
-        return Generation(text=text, call=call, tool_calls=list(completion.tool_calls or []), problem=completion.problem)
+        return Generation(text=text, call=call, tool_calls=list(completion.tool_calls or []), problem=completion.problem,
+                          completion=completion)
 
 
 async def _settle(task: asyncio.Future | None, *, cancel: bool, fallback: int | None) -> int | None:

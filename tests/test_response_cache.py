@@ -182,3 +182,21 @@ def test_identical_compare_on_the_real_server_is_free_and_much_faster(vllm_serve
     assert len(second) == len(first) == 8 and all(r["from_cache"] for r in second)
     assert sorted(r["score"] for r in first) == sorted(r["score"] for r in second)
     assert times[1] * 5 < times[0], times  # the bench shows the full ratio (>= 20x); here, loosely
+
+
+def test_identical_requests_in_one_run_are_asked_once_and_share_the_answer(tmp_path):
+    """At 300 tokens several depths give the very same prompt. vLLM may answer the same temperature-0
+    request differently from one time to the next (its prefix cache changes the arithmetic), so the
+    harness asks once and records that answer for each: the cache then holds what every record says."""
+    out = tmp_path / "run"
+    with fake_openai.running("--latency", "0.2") as url:
+        p = subprocess.run([sys.executable, "-m", "harness.cli", "compare", "--endpoint", url, "--model",
+                            "gemma-3-270m", "--api", "completions", "--lengths", "300", "--depths",
+                            "0,25,50,75,100", "--needles", "1", "-s", "full-context", "--shots", "0",
+                            "--concurrency", "4", "--out", str(out)],
+                           env=_env(tmp_path / "responses.sqlite"), capture_output=True, text=True, cwd=ROOT)
+        assert p.returncode == 0, p.stderr
+        asked = _stats(url)["generations"]
+    rows = RunStore(out).rows()
+    assert len(rows) == 5 and asked < 5  # some depths coincide at this length; all 5 were in flight at once
+    assert sum(not r["from_cache"] for r in rows) == asked  # each distinct request asked once
