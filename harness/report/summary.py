@@ -31,6 +31,7 @@ from typing import Any
 import pandas as pd
 
 from harness.record import Record, as_records
+from harness.report.multicall import add_costs, agent_rows, route_rows
 from harness.scoring.answers import mark
 
 
@@ -173,7 +174,7 @@ def summarize(records: Sequence[Record | dict[str, Any]], scenario, null_answer:
     df = frame(records, fields)
     if df.empty:
         return {"fields": fields, "by_strategy_length": [], "by_strategy": [], "by_cell": [], "per_needle": {},
-                "null_baseline": {}, "attribution": []}
+                "null_baseline": {}, "attribution": [], "agents": [], "routes": []}
     aggs = {
         "n": ("score", "size"),
         "accuracy": ("score", "mean"),
@@ -224,6 +225,8 @@ def summarize(records: Sequence[Record | dict[str, Any]], scenario, null_answer:
         "null_answer": null_answer,
         "null_baseline": null_baseline(scenario, list(golds.values()), null_answer),
         "attribution": attribution(df, fields, order),
+        "agents": agent_rows(records),  # multi-call strategies: steps, limits, where agents fail
+        "routes": route_rows(records),  # self-route: share and accuracy of each route
     }
 
 
@@ -274,6 +277,7 @@ def summarize_run(store, scenario, *, prices: dict[str, Any] | None = None, tole
     summary["grounding"] = {"available": has_rules, "classes": list(grounding.CLASSES),
                             "by_strategy_field": g["by_strategy_field"]}
     summary["cost"] = {k: c[k] for k in ("model", "price", "full_context", "notes")}
+    add_costs(summary.get("routes") or [], summary["by_strategy"], c["full_context"])
     summary["faithfulness"] = {"available": f["available"]}
     from harness.endpoints.metrics import server_summary
 

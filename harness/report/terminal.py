@@ -82,6 +82,7 @@ USAGE_COLS = (
     Col("needle shown", lambda s: _pct(s.get("needle_shown"))),
     Col("prompt tok/q", lambda s: _num(s.get("prompt_tokens"))),
     Col("compl. tok/q", lambda s: _num(s.get("completion_tokens"))),
+    Col("calls/q", lambda s: _num(s.get("calls"), "{:.1f}")),
     Col("latency s", lambda s: _num(s.get("latency_s"), "{:.2f}")),
 )
 
@@ -273,9 +274,47 @@ def print_summary(summary: dict[str, Any], console: Console | None = None) -> No
         console.print(grounding_table(summary))
     if (summary.get("faithfulness") or {}).get("available") and summary.get("by_strategy_length"):
         console.print(faithfulness_table(summary))
+    if summary.get("agents"):
+        console.print(agent_table(summary))
+    if summary.get("routes"):
+        console.print(route_table(summary))
     for line in failure_notes(summary):
         console.print(f"[yellow]note:[/yellow] {line}", highlight=False)
     print_verdict(summary, console)
+
+
+def agent_table(summary: dict[str, Any]) -> Table:
+    """Agents: steps and calls per query, limits, and where the wrong answers went wrong."""
+    return _table("agents: tool steps per query, limits, and where wrong answers went wrong (queries)",
+                  summary["agents"], [
+                      Col("queries", lambda r: _num(r.get("n"))),
+                      Col("steps/q", lambda r: _num(r.get("steps"), "{:.1f}")),
+                      Col("calls/q", lambda r: _num(r.get("calls"), "{:.1f}")),
+                      Col("searched the name %", lambda r: _pct(r.get("searched_subject"))),
+                      Col("found the needle %", lambda r: _pct(r.get("needle_found"))),
+                      Col("stopped by a limit %", lambda r: _pct(r.get("limited"))),
+                      Col("correct", lambda r: _num(r.get("correct"))),
+                      Col("ran out", lambda r: _num(r.get("ran_out"))),
+                      Col("never searched the name", lambda r: _num(r.get("never_searched"))),
+                      Col("searched, not found", lambda r: _num(r.get("not_found"))),
+                      Col("found, misread", lambda r: _num(r.get("misread"))),
+                  ])
+
+
+def route_table(summary: dict[str, Any]) -> Table:
+    """Routing strategies: share and accuracy of each route, and cost against always full context."""
+    def saved(r: dict[str, Any]) -> str:
+        v = r.get("saved_vs_full_context")
+        return f"{100 * v:.0f}%" if _real(v) else "-"
+
+    return _table("routes: answered from retrieval, or routed to full context", summary["routes"], [
+        Col("queries", lambda r: _num(r.get("n"))),
+        Col("routed to full context %", lambda r: _pct(r.get("share_full-context", 0.0))),
+        Col("acc. via rag %", lambda r: _pct(r.get("accuracy_rag"))),
+        Col("acc. via full context %", lambda r: _pct(r.get("accuracy_full-context"))),
+        Col("route agrees with retrieval %", lambda r: _pct(r.get("route_agrees_with_retrieval"))),
+        Col("$ saved vs full context", saved),
+    ])
 
 
 def failure_notes(summary: dict[str, Any]) -> list[str]:

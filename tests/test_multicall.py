@@ -1,0 +1,197 @@
+"""Strategies that call the model several times: the agentic arm (both drivers) and self-route.
+
+Scripted endpoints (an httpx transport that answers each request from a script) check what the
+strategies do with each kind of answer: traces, limits, routes, and calls and tokens adding up.
+The real server runs them end to end in test_multicall_e2e (marked `server`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+
+import httpx
+import pytest
+
+from harness.api import build_scenario, build_strategies
+from harness.config import RunConfig
+from harness.endpoints.client import Endpoint
+from harness.query import Asker, Query
+from harness.runner import make_record
+
+
+def _count(texts):
+    return [max(1, len(t) // 4) for t in texts]
+
+
+@pytest.fixture(scope="module")
+def sample_and_scenario():
+    config = RunConfig(lengths=[600], depths=[50.0], needles=1, shots=0)
+    scen = build_scenario(config)
+    (sample,) = scen.samples(config.lengths, config.depths, config.needles, _count)
+    return sample, scen
+
+
+def _gold_text(scen, sample) -> str:
+    return json.dumps(scen.encode_answer(sample.gold), separators=(",", ":"))
+
+
+def _usage(prompt_tokens=100, completion_tokens=20):
+    return {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens, "total_tokens": 120}
+
+
+def _run(strategy_spec: str, scen, sample, replies, tmp_path: Path, api: str = "completions"):
+    """Solve one sample with `strategy_spec` against a scripted endpoint; (record, request bodies)."""
+    bodies: list[dict] = []
+    script = list(replies)
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.path.endswith("/tokenize"):
+            return httpx.Response(404)
+        body = json.loads(request.content)
+        bodies.append(body)
+        reply = script.pop(0) if script else {"text": "{}"}
+        if api == "chat":
+            msg = {"role": "assistant", "content": reply.get("text")}
+            if reply.get("tool_calls"):
+                msg["tool_calls"] = [{"id": f"c{i}", "type": "function",
+                                      "function": {"name": n, "arguments": json.dumps(a)}}
+                                     for i, (n, a) in enumerate(reply["tool_calls"])]
+            choice = {"index": 0, "message": msg, "finish_reason": "stop"}
+        else:
+            choice = {"index": 0, "text": reply["text"], "finish_reason": "stop"}
+        return httpx.Response(200, json={"choices": [choice], "usage": _usage(*reply.get("usage", (100, 20)))})
+
+    config = RunConfig(strategies=[strategy_spec])
+    (strategy,) = build_strategies(config, tmp_path / "cache", None)
+    strategy.prepare([sample])
+    ep = Endpoint("http://scripted.test/v1", "m", api, None, timeout_s=10, max_retries=0)
+    ep._tokenize_ok = False
+
+    async def go():
+        async with ep.session(2, transport=httpx.MockTransport(handler)) as s:
+            query = Query(Asker(ep, s, max_tokens=160, window=None, concurrency=1), sample, scen, [], strategy.label)
+            strategy.preflight(sample, query)
+            return make_record("r", strategy, sample, query, await strategy.solve(sample, query))
+
+    return asyncio.run(go()), bodies
+
+
+def _action(**kw) -> dict:
+    return {"text": json.dumps(kw)}
+
+
+# -- agentic, JSON action protocol ---------------------------------------------------------------------------
+def test_json_agent_searches_reads_and_answers_with_every_step_recorded(sample_and_scenario, tmp_path):
+    sample, scen = sample_and_scenario
+    needle = sample.gold_ids[0]
+    replies = [_action(action="search", query=sample.subject) | {"usage": (300, 15)},
+               _action(action="read", doc_id=needle) | {"usage": (500, 10)},
+               {"text": json.dumps({"action": "answer", "answer": scen.encode_answer(sample.gold)}), "usage": (900, 40)}]
+    r, bodies = _run("agentic:driver=json", scen, sample, replies, tmp_path)
+    assert [s.kind for s in r.steps] == ["search", "read", "answer"]
+    assert r.steps[0].arguments["query"] == sample.subject and r.steps[1].result_ids == [needle]
+    assert [s.call for s in r.steps] == [0, 1, 2]
+    assert r.score == 1 and r.limit is None and r.valid
+    assert r.n_calls == 3 and all(c.purpose == "agent" for c in r.calls)
+    assert (r.prompt_tokens, r.completion_tokens) == (1700, 65)  # sums over calls
+    assert r.shown.retrieval["needle_retrieved"] and r.shown.retrieval["searched_subject"]
+    assert r.shown.retrieval["needle_coverage"] == 1.0 and r.shown.needle_shown
+    # each step's request holds the transcript so far, and is constrained to an action
+    assert "anyOf" in bodies[0]["response_format"]["json_schema"]["schema"]
+    assert "Step 1:" in bodies[1]["prompt"] and sample.subject in bodies[1]["prompt"] and "Step 2:" in bodies[1]["prompt"]
+
+
+def test_json_agent_stopped_by_max_steps_answers_from_what_it_was_shown(sample_and_scenario, tmp_path):
+    sample, scen = sample_and_scenario
+    replies = [_action(action="search", query="somebody else"), _action(action="search", query="still not"),
+               {"text": _gold_text(scen, sample)}]  # the forced final extraction call
+    r, bodies = _run("agentic:driver=json,max_steps=2", scen, sample, replies, tmp_path)
+    assert r.limit == "max_steps" and [s.kind for s in r.steps] == ["search", "search", "final"]
+    assert [c.purpose for c in r.calls] == ["agent", "agent", "final"]
+    assert bodies[-1]["prompt"].rstrip().endswith("Answer:") and "Documents:" in bodies[-1]["prompt"]
+    assert r.valid  # a scored answer, whatever the agent did
+
+
+def test_json_agent_token_budget(sample_and_scenario, tmp_path):
+    sample, scen = sample_and_scenario
+    replies = [_action(action="search", query=sample.subject) | {"usage": (5000, 20)}, {"text": _gold_text(scen, sample)}]
+    r, _ = _run("agentic:driver=json,token_budget=1000", scen, sample, replies, tmp_path)
+    assert r.limit == "token_budget" and [c.purpose for c in r.calls] == ["agent", "final"]
+
+
+def test_agent_failure_classes(sample_and_scenario, tmp_path):
+    from harness.report.multicall import agent_outcome, agent_rows
+
+    sample, scen = sample_and_scenario
+    wrong = dict(scen.encode_answer(sample.gold), nationality="martian")
+    never, _ = _run("agentic:driver=json", scen, sample,  # answers without looking
+                    [{"text": json.dumps({"action": "answer", "answer": wrong})}], tmp_path)
+    misread, _ = _run("agentic:driver=json", scen, sample,
+                      [_action(action="read", doc_id=sample.gold_ids[0]),
+                       {"text": json.dumps({"action": "answer", "answer": wrong})}], tmp_path)
+    assert agent_outcome(never) == "never_searched" and agent_outcome(misread) == "misread"
+    (row,) = agent_rows([never, misread])
+    assert row["n"] == 2 and row["never_searched"] == 1 and row["misread"] == 1 and row["needle_found"] == 0.5
+
+
+# -- agentic, OpenAI tool calls through LangChain's agent -------------------------------------------------------
+def test_tool_agent_runs_langchains_agent_over_the_harness_model(sample_and_scenario, tmp_path):
+    sample, scen = sample_and_scenario
+    replies = [{"text": "", "tool_calls": [("search", {"query": sample.subject})]},
+               {"text": "", "tool_calls": [("answer", scen.encode_answer(sample.gold))]}]
+    r, bodies = _run("agentic:driver=tools", scen, sample, replies, tmp_path, api="chat")
+    assert [s.kind for s in r.steps] == ["search", "answer"] and r.score == 1 and r.n_calls == 2
+    assert {t["function"]["name"] for t in bodies[0]["tools"]} == {"search", "read", "answer"}
+    assert bodies[0]["tool_choice"] == "required"
+    # the tool result went back to the model as a tool message
+    assert any(m.get("role") == "tool" and sample.subject.split()[-1].lower() in m["content"].lower()
+               for m in bodies[1]["messages"])
+
+
+def test_tool_driver_on_a_completions_endpoint_is_refused_before_any_call(sample_and_scenario, tmp_path):
+    from harness.errors import UsageError
+
+    sample, scen = sample_and_scenario
+    with pytest.raises(UsageError, match="needs a chat endpoint"):
+        _run("agentic:driver=tools", scen, sample, [], tmp_path)
+
+
+# -- self-route ----------------------------------------------------------------------------------------------
+def test_self_route_answers_from_retrieval_when_the_model_says_it_can(sample_and_scenario, tmp_path):
+    sample, scen = sample_and_scenario
+    answer = {"answerable": True, "answer": scen.encode_answer(sample.gold)}
+    r, bodies = _run("self-route", scen, sample, [{"text": json.dumps(answer)}], tmp_path)
+    assert r.route == "rag" and r.n_calls == 1 and r.calls[0].purpose == "route" and r.score == 1
+    assert "answerable" in json.dumps(bodies[0]["response_format"])
+
+
+def test_self_route_falls_back_to_full_context(sample_and_scenario, tmp_path):
+    sample, scen = sample_and_scenario
+    replies = [{"text": '{"answerable":false,"answer":null}', "usage": (200, 8)},
+               {"text": _gold_text(scen, sample), "usage": (700, 40)}]
+    r, bodies = _run("self-route:top_k=1", scen, sample, replies, tmp_path)
+    assert r.route == "full-context" and [c.purpose for c in r.calls] == ["route", "answer"]
+    assert (r.prompt_tokens, r.completion_tokens) == (900, 48)
+    assert all(d.text in bodies[1]["prompt"] for d in sample.documents)  # everything, the second time
+    assert r.shown.needle_shown and r.steps[0].arguments == {"answerable": False}
+
+
+def test_route_summary(sample_and_scenario, tmp_path):
+    from harness.report.multicall import route_rows
+
+    sample, scen = sample_and_scenario
+    rag, _ = _run("self-route", scen, sample,
+                  [{"text": json.dumps({"answerable": True, "answer": scen.encode_answer(sample.gold)})}], tmp_path)
+    full, _ = _run("self-route", scen, sample, [{"text": '{"answerable":false,"answer":null}'}, {"text": "{}"}], tmp_path)
+    (row,) = route_rows([rag, full])
+    assert row["share_rag"] == row["share_full-context"] == 0.5
+    assert row["accuracy_rag"] == 1.0 and row["accuracy_full-context"] == 0.0  # "{}" is invalid: all fields wrong
+
+
+def test_self_route_refuses_an_arm_that_does_not_retrieve(tmp_path):
+    from harness.errors import UsageError
+
+    with pytest.raises(UsageError, match="not a retrieval arm"):
+        build_strategies(RunConfig(strategies=["self-route:rag=full-context"]), tmp_path, None)
