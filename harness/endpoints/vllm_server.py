@@ -83,7 +83,10 @@ EMBEDDED_MAX_MODEL_LEN = 32768  # Gemma 3 270M's native context
 #    name is ignored by xgrammar) and needs an explicit backend.
 #  * usage.prompt_tokens_details.cached_tokens in every response (prefix-cache hits per request).
 #  * a chat template (the base model ships none): Gemma's turns, with OpenAI tools rendered, so
-#    /v1/chat/completions and tool calls (tool_choice "required" or named) work too.
+#    /v1/chat/completions and tool calls work too. vLLM enforces tool_choice "required" (or a
+#    named tool) with structured output and reads the calls from it, but refuses such requests
+#    unless a tool parser is loaded (--enable-auto-tool-choice with --tool-call-parser): pythonic
+#    is the one that needs no special tokens.
 CHAT_TEMPLATE = str(Path(__file__).with_name("templates") / "gemma_turns.jinja")
 EMBEDDED_SERVER_ARGS: tuple[str, ...] = (
     "--structured-outputs-config",
@@ -91,6 +94,9 @@ EMBEDDED_SERVER_ARGS: tuple[str, ...] = (
     "--enable-prompt-tokens-details",
     "--chat-template",
     CHAT_TEMPLATE,
+    "--enable-auto-tool-choice",
+    "--tool-call-parser",
+    "pythonic",
 )
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
