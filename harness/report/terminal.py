@@ -229,15 +229,16 @@ def server_table(summary: dict[str, Any]) -> Table:
 
 
 def verdict_header(summary: dict[str, Any]) -> str:
-    """What the verdict's numbers are, the test and its alpha, and the tolerance."""
-    from harness.report.verdict import DEFAULT_ALPHA, DEFAULT_TOLERANCE
+    """What the verdict's numbers are, the test and its alpha (adjusted how, and why), and the tolerance."""
+    from harness.report.verdict import DEFAULT_ALPHA, DEFAULT_TOLERANCE, method_words
 
     rows = summary.get("verdict") or [{}]
     alpha = summary.get("alpha", rows[0].get("alpha"))
     tol = summary.get("tolerance", rows[0].get("tolerance"))
     alpha = DEFAULT_ALPHA if alpha is None else float(alpha)
     tol = DEFAULT_TOLERANCE if tol is None else float(tol)
-    return (f"(mean field accuracy [95% interval over needles]; paired sign-flip tests, alpha {alpha:g}; "
+    level = (summary.get("level") or {}).get("text") or f"alpha {alpha:g}"
+    return (f"(mean field accuracy [95% interval over needles]; paired sign-flip tests{method_words(rows)}, {level}; "
             f"cheapest within {100 * tol:g} points of the best when the data shows it)")
 
 

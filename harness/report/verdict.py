@@ -3,9 +3,11 @@
 verdict (end of `harness compare`, top of the report), per length:
   * the most accurate strategy (mean field accuracy; ties go to the cheaper one), with its 95%
     interval over needles;
-  * every other strategy compared with it on the same needles (report/stats.py `paired`): worse
-    (p < alpha), no detectable difference (equivalent within `tolerance`, shown by the data), or
-    too few needles to tell, with about how many more would settle it;
+  * every other strategy compared with it on the same needles (report/stats.py `paired_family`):
+    worse (p < alpha), no detectable difference (equivalent within `tolerance`, shown by the data),
+    or too few needles to tell, with about how many more would settle it. With three or more
+    strategies a length's comparisons are one family: each decision is made on its Holm-adjusted
+    p (differences and equivalences alike), the raw p kept beside it;
   * the cheapest strategy among the best and those shown equivalent to it: "cheapest within
     tolerance" only when the data supports it. A strategy that is within tolerance on the point
     estimate but not shown equivalent is named as a candidate, not as the answer.
@@ -22,7 +24,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from harness.report.stats import one_sided_meets, paired
+from harness.report.stats import one_sided_meets, paired_family
 from harness.scoring.cost import fmt_money
 
 DEFAULT_TOLERANCE = 0.02
@@ -51,15 +53,25 @@ def _needles(summary: dict[str, Any], strategy: str, length: int) -> dict[str, f
     return ((summary.get("per_needle") or {}).get(strategy) or {}).get(str(length)) or {}
 
 
-def compare_pair(summary: dict[str, Any], best: dict[str, Any], other: dict[str, Any], length: int,
-                 alpha: float, tolerance: float) -> dict[str, Any]:
-    """`best` against `other` at `length` on the needles both were asked."""
-    a, b = _needles(summary, best["strategy"], length), _needles(summary, other["strategy"], length)
-    common = [k for k in a if k in b]
-    p = paired([a[k] for k in common], [b[k] for k in common], alpha=alpha, tolerance=tolerance)
-    status = {"better": "worse", "worse": "better"}.get(p.status, p.status)  # said of `other`
-    return {"strategy": other["strategy"], "accuracy": other["accuracy"], "accuracy_lo": other.get("accuracy_lo"),
-            "accuracy_hi": other.get("accuracy_hi"), "cost_per_1k": _cost(other), **p.as_dict(), "status": status}
+def compare_pairs(summary: dict[str, Any], best: dict[str, Any], others: Sequence[dict[str, Any]], length: int,
+                  alpha: float, tolerance: float) -> list[dict[str, Any]]:
+    """`best` against each of `others` at `length`, each on the needles both were asked.
+
+    The comparisons of one length are one family: their p's are Holm-adjusted together
+    (stats.paired_family), and each status is decided on the adjusted p.
+    """
+    pairs = []
+    for other in others:
+        a, b = _needles(summary, best["strategy"], length), _needles(summary, other["strategy"], length)
+        common = [k for k in a if k in b]
+        pairs.append(([a[k] for k in common], [b[k] for k in common]))
+    out = []
+    for other, p in zip(others, paired_family(pairs, alpha=alpha, tolerance=tolerance)):
+        status = {"better": "worse", "worse": "better"}.get(p.status, p.status)  # said of `other`
+        out.append({"strategy": other["strategy"], "accuracy": other["accuracy"],
+                    "accuracy_lo": other.get("accuracy_lo"), "accuracy_hi": other.get("accuracy_hi"),
+                    "cost_per_1k": _cost(other), **p.as_dict(), "status": status})
+    return out
 
 
 def verdict(summary: dict[str, Any], tolerance: float = DEFAULT_TOLERANCE,
@@ -69,7 +81,7 @@ def verdict(summary: dict[str, Any], tolerance: float = DEFAULT_TOLERANCE,
         top = max(r["accuracy"] for r in rows)
         tied = [r for r in rows if r["accuracy"] == top]
         best = _cheapest(tied) or tied[0]
-        comps = [compare_pair(summary, best, r, length, alpha, tolerance) for r in rows if r is not best]
+        comps = compare_pairs(summary, best, [r for r in rows if r is not best], length, alpha, tolerance)
         equivalent = {c["strategy"] for c in comps if c["status"] == "equivalent"}
         undecided = [c["strategy"] for c in comps if c["status"] == "undecided"]
         cheap = _cheapest([best] + [r for r in rows if r["strategy"] in equivalent])
@@ -114,20 +126,49 @@ def interval(lo: float | None, hi: float | None) -> str:
     return "" if lo is None or hi is None or lo != lo or hi != hi else f"[{_pts(lo)}–{_pts(hi)}]"
 
 
+def p_text(c: dict[str, Any], equivalent: bool = False) -> str:
+    """'p = 0.016, Holm-adjusted over 4 comparisons (raw p = 0.004)': the p the status was decided on.
+
+    Holm's words only where several comparisons were made at the length, and how the p was
+    found only where it was not exact (a Monte Carlo sample of sign patterns).
+    """
+    raw = c["p_equivalent"] if equivalent else c["p"]
+    adj = c.get("p_equivalent_holm" if equivalent else "p_holm", raw)
+    m = c.get("comparisons") or 1
+    out = f"p = {adj:.2g}"
+    if m > 1:
+        out += f", Holm-adjusted over {m} comparisons (raw p = {raw:.2g})"
+    if c.get("method", "exact") != "exact":
+        out += f"; {c['method']}"
+    return out
+
+
+def method_words(rows: Sequence[dict[str, Any]]) -> str:
+    """What the verdict's header adds about its tests: Holm where a length had several comparisons,
+    Monte Carlo where a p was not exact ('' when neither)."""
+    comps = [c for v in rows for c in v.get("comparisons") or []]
+    out = ""
+    if any(c.get("method", "exact") != "exact" for c in comps):
+        out += " (exact, or Monte Carlo where marked)"
+    if any((c.get("comparisons") or 1) > 1 for c in comps):
+        out += ", Holm-adjusted over the comparisons at each length"
+    return out
+
+
 def comparison_line(v: dict[str, Any], c: dict[str, Any]) -> str:
     """One comparison of the verdict: the best against another strategy at one length."""
     where = f"at {v['length']:,} tokens"
     if c["status"] == "worse":
-        return f"{v['best']} better than {c['strategy']} {where} by {_pts(c['diff'])} pts (p = {c['p']:.2g})"
+        return f"{v['best']} better than {c['strategy']} {where} by {_pts(c['diff'])} pts ({p_text(c)})"
     if c["status"] == "better":  # only with a tie on the point estimate
-        return f"{c['strategy']} better than {v['best']} {where} by {_pts(-c['diff'])} pts (p = {c['p']:.2g})"
+        return f"{c['strategy']} better than {v['best']} {where} by {_pts(-c['diff'])} pts ({p_text(c)})"
     ci = interval(c["diff_lo"], c["diff_hi"])
     if c["status"] == "equivalent":
         return (f"{v['best']} vs {c['strategy']}: no detectable difference {where} ({_pts(c['diff'], True)} pts"
-                f"{', 95% CI ' + ci if ci else ''}; within ±{100 * v['tolerance']:g} pts, p = {c['p_equivalent']:.2g})")
+                f"{', 95% CI ' + ci if ci else ''}; within ±{100 * v['tolerance']:g} pts, {p_text(c, True)})")
     more = c.get("more_needles")
     return (f"{v['best']} vs {c['strategy']}: too few samples to tell {where} ({_pts(c['diff'], True)} pts, "
-            f"p = {c['p']:.2g}, {c['needles']} needles)" + (f" — about {more} more needles would be needed" if more else ""))
+            f"{p_text(c)}, {c['needles']} needles)" + (f" — about {more} more needles would be needed" if more else ""))
 
 
 def verdict_lines(rows: Sequence[dict[str, Any]]) -> list[str]:
