@@ -8,13 +8,16 @@ verdict (end of `harness compare`, top of the report), per length:
     or too few needles to tell, with about how many more would settle it. With three or more
     strategies a length's comparisons are one family: each decision is made on its Holm-adjusted
     p (differences and equivalences alike), the raw p kept beside it;
+  * alpha is the run's level, or for an --until-decided run alpha / planned looks, as in its
+    rounds (`verdict_level`);
   * the cheapest strategy among the best and those shown equivalent to it: "cheapest within
     tolerance" only when the data supports it. A strategy that is within tolerance on the point
     estimate but not shown equivalent is named as a candidate, not as the answer.
   * `settled`: no comparison left undecided (what `--until-decided` waits for).
 recommend (`harness recommend RUN_DIR --min-accuracy 0.9 [--max-cost-per-1k X]`), per length:
   the cheapest strategy whose accuracy meets the target (and whose $ per 1k queries is within
-  the budget), whether the interval supports it, and cheaper strategies the data cannot rule out.
+  the budget), whether the interval (95%; 1 - alpha / planned looks for an --until-decided run)
+  supports it, and cheaper strategies the data cannot rule out.
 Both read `summary["by_strategy_length"]` rows (strategy, length, n, accuracy, its interval,
 cost_per_1k) and `summary["per_needle"]` (each needle's accuracy, for the paired tests).
 """
@@ -24,7 +27,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from harness.report.stats import one_sided_meets, paired_family
+from harness.report.stats import LEVEL, bootstrap_ci, one_sided_meets, paired_family
 from harness.scoring.cost import fmt_money
 
 DEFAULT_TOLERANCE = 0.02
@@ -72,6 +75,29 @@ def compare_pairs(summary: dict[str, Any], best: dict[str, Any], others: Sequenc
                     "accuracy_lo": other.get("accuracy_lo"), "accuracy_hi": other.get("accuracy_hi"),
                     "cost_per_1k": _cost(other), **p.as_dict(), "status": status})
     return out
+
+
+def verdict_level(config: dict[str, Any] | None, alpha: float | None = None) -> dict[str, Any]:
+    """The level the verdict tests at, and why in words, from a run's saved `config` (RunConfig dump).
+
+    An --until-decided run looked at its data after every planned round, each look at
+    alpha / planned looks (Bonferroni), and its final verdict at a length is the look of the last
+    round that length took. Tested at the plain alpha instead, a length still open after every
+    round could be printed "better": looking often would buy the false certainty the rounds
+    guard against. `alpha` is the level over all looks (default: the run's own --alpha).
+    """
+    adaptive = (config or {}).get("adaptive")
+    if not adaptive:
+        a = DEFAULT_ALPHA if alpha is None else float(alpha)
+        return {"alpha": a, "family_alpha": a, "looks": 1, "adaptive": False, "text": f"alpha {a:.3g}"}
+    from harness.config import AdaptiveConfig, RunConfig
+
+    plan = AdaptiveConfig(**adaptive).schedule(int(config.get("needles") or RunConfig.model_fields["needles"].default))
+    a = float(adaptive.get("alpha", DEFAULT_ALPHA) if alpha is None else alpha)
+    looks = len(plan)
+    text = (f"alpha {a / looks:.3g} = {a:.3g} / {looks} planned looks (--until-decided)" if looks > 1
+            else f"alpha {a:.3g} (--until-decided, one planned look)")
+    return {"alpha": a / looks, "family_alpha": a, "looks": looks, "adaptive": True, "text": text}
 
 
 def verdict(summary: dict[str, Any], tolerance: float = DEFAULT_TOLERANCE,
@@ -200,6 +226,22 @@ def verdict_lines(rows: Sequence[dict[str, Any]]) -> list[str]:
 
 
 def recommend(summary: dict[str, Any], min_accuracy: float, max_cost_per_1k: float | None = None) -> list[dict[str, Any]]:
+    """Per length: the cheapest strategy meeting the target, and whether its interval backs that.
+
+    The interval is the usual 95% one, except for an --until-decided run (summary["level"]):
+    there it is the 1 - alpha / planned looks interval, the level the run's rounds tested at,
+    so that looking after every round buys no false certainty here either.
+    """
+    level = summary.get("level") or {}
+    conf = 1 - float(level["alpha"]) if level.get("adaptive") else LEVEL
+    why = f"{100 * conf:.3g}% = 1 - {level['text']}" if level.get("adaptive") else ""
+
+    def upper(r: dict[str, Any], length: int) -> float:
+        values = list(_needles(summary, r["strategy"], length).values())
+        if conf == LEVEL or len(values) < 2:
+            return r.get("accuracy_hi") or 0
+        return bootstrap_ci(values, conf)[1]
+
     out = []
     for length, rows in _by_length(summary.get("by_strategy_length") or []).items():
         ok = [r for r in rows if r["accuracy"] >= min_accuracy - 1e-12]
@@ -211,10 +253,11 @@ def recommend(summary: dict[str, Any], min_accuracy: float, max_cost_per_1k: flo
         support = None
         maybe: list[str] = []
         if choice is not None:
-            support = one_sided_meets(list(_needles(summary, choice["strategy"], length).values()), min_accuracy)
+            support = one_sided_meets(list(_needles(summary, choice["strategy"], length).values()), min_accuracy,
+                                      conf)
             # Cheaper strategies below the target on average whose interval still reaches it.
             maybe = [r["strategy"] for r in rows if r not in ok and _cost(r) is not None and _cost(choice) is not None
-                     and _cost(r) < _cost(choice) and (r.get("accuracy_hi") or 0) >= min_accuracy
+                     and _cost(r) < _cost(choice) and upper(r, length) >= min_accuracy
                      and (max_cost_per_1k is None or _cost(r) <= max_cost_per_1k)]
         out.append({
             "length": length,
@@ -225,6 +268,10 @@ def recommend(summary: dict[str, Any], min_accuracy: float, max_cost_per_1k: flo
             "cost_per_1k": None if choice is None else _cost(choice),
             "supported": None if support is None else support["sure"],
             "more_needles": None if support is None else support["more_needles"],
+            "level": conf,  # of the interval that decides `supported` (and `cannot_rule_out`)
+            "level_why": why,
+            "support_lo": None if support is None else support["lo"],
+            "support_hi": None if support is None else support["hi"],
             "cannot_rule_out": maybe,
             "closest": closest["strategy"],
             "closest_accuracy": closest["accuracy"],
@@ -236,15 +283,19 @@ def recommend(summary: dict[str, Any], min_accuracy: float, max_cost_per_1k: flo
 
 def _support(r: dict[str, Any], min_accuracy: float) -> str:
     """Whether the interval backs the choice, and which cheaper ones it cannot rule out."""
-    ci = interval(r.get("accuracy_lo"), r.get("accuracy_hi"))
+    adjusted = bool(r.get("level_why"))
+    ci = interval(*((r.get("support_lo"), r.get("support_hi")) if adjusted else (r.get("accuracy_lo"), r.get("accuracy_hi"))))
+    pct = f"{100 * r.get('level', LEVEL):.3g}%"
     out = ""
     if r.get("supported"):
-        out = f"; the 95% interval {ci} is above the target"
+        out = f"; the {pct} interval {ci} is above the target"
     elif r.get("supported") is False:
-        out = (f"; on average only: the 95% interval {ci or '(one needle)'} reaches below the target"
+        out = (f"; on average only: the {pct} interval {ci or '(one needle)'} reaches below the target"
                + (f" — about {r['more_needles']} more needles would tell" if r.get("more_needles") else ""))
     if r.get("cannot_rule_out"):
         out += f"; cheaper {', '.join(r['cannot_rule_out'])} cannot be ruled out (interval reaches the target)"
+    if adjusted and out:
+        out += f" ({r['level_why']})"
     return out
 
 
