@@ -221,7 +221,7 @@ class ReportOptions:
 
     prices: Optional[Path] = None
     tolerance: float = 2.0  # accuracy points
-    alpha: float = 0.05  # significance level of the verdict's paired tests
+    alpha: Optional[float] = 0.05  # the verdict's level; None: the run's own (report/verdict.py verdict_level)
     faithfulness: str = "none"
     judge_endpoint: Optional[str] = None
     judge_model: Optional[str] = None
@@ -243,7 +243,7 @@ class ReportOptions:
             raise UsageError("--judge-concurrency must be at least 1 and --judge-max-tokens at least 16")
         if not 0 <= self.tolerance <= 100:
             raise UsageError("--tolerance is in accuracy points, 0-100")
-        if not 0 < self.alpha < 1:
+        if self.alpha is not None and not 0 < self.alpha < 1:
             raise UsageError("--alpha must be between 0 and 1 (e.g. 0.05)")
         load_prices(self.prices)  # a bad --prices file fails now, not after the run
         return self

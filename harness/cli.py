@@ -200,8 +200,9 @@ def compare(
         raise UsageError("--rope-scaling must be yarn, linear, dynamic or none")
     if config.endpoint.timeout_s <= 0 or config.endpoint.max_retries < 0:
         raise UsageError("--timeout must be positive and --max-retries 0 or more")
-    report = harness_api.ReportOptions(
-        prices=prices, tolerance=tolerance, alpha=alpha, faithfulness=faithfulness, judge_endpoint=judge_endpoint,
+    report = harness_api.ReportOptions(  # an --until-decided run's verdict tests at its own alpha / planned looks
+        prices=prices, tolerance=tolerance, alpha=None if config.adaptive else alpha, faithfulness=faithfulness,
+        judge_endpoint=judge_endpoint,
         judge_model=judge_model, judge_api=judge_api, judge_api_key_env=judge_api_key_env,
         judge_concurrency=judge_concurrency, judge_max_tokens=judge_max_tokens,
     )
@@ -239,7 +240,7 @@ def report(
     run_dir: Path = typer.Argument(..., help="a run folder written by `harness compare`"),
     prices: Optional[Path] = typer.Option(None, "--prices", help="YAML price table overriding the shipped one"),
     tolerance: float = typer.Option(2.0, "--tolerance", help="verdict: accuracy points within which the cheapest strategy counts"),
-    alpha: float = typer.Option(0.05, "--alpha", help="significance level of the verdict's paired tests"),
+    alpha: Optional[float] = typer.Option(None, "--alpha", help="significance level of the verdict's paired tests (default 0.05, or the run's own --alpha for an --until-decided run; divided by its planned looks there)"),
     faithfulness: str = typer.Option("none", "--faithfulness", help="ragas: judge the records not judged yet first"),
     judge_endpoint: Optional[str] = typer.Option(None, "--judge-endpoint", help="OpenAI-compatible judge URL (default: the run's endpoint)"),
     judge_model: Optional[str] = typer.Option(None, "--judge-model", help="judge model name (default: the run's model)"),

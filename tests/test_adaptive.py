@@ -106,3 +106,113 @@ def test_rounds_on_the_real_server(vllm_server, tmp_path):
     assert "adaptive:" in config and "max_needles: 4" in config
     summary = json.loads((out / "summary.json").read_text())
     assert summary["verdict"][0]["n_needles"] == 4
+
+
+# -- the final verdict of an adaptive run: at the rounds' level ----------------------------------------
+FC, RAG = "full-context", "rag-x"
+# rag-x's accuracy on each of 8 needles (2 fields x 2 depths); full context gets everything right. The
+# paired p is 2 / 2**6 = 0.031 (six needles differ, all one way): below 0.05, above 0.05 / 3 planned looks.
+RAG_ACC = [0.25, 0.5, 0.5, 0.5, 0.75, 0.75, 1.0, 1.0]
+
+
+def adaptive_folder(tmp_path: Path, adaptive: bool = True) -> Path:
+    """A run folder as `compare --until-decided --needles 8` (max 32: looks at 8, 16, 32) leaves it."""
+    from harness.config import AdaptiveConfig, RunConfig
+    from harness.store import RunStore
+
+    run = tmp_path / ("adaptive" if adaptive else "plain")
+    store = RunStore(run).create()
+    config = RunConfig(strategies=[FC, RAG], lengths=[1000], depths=[0.0, 100.0], needles=8,
+                       adaptive=AdaptiveConfig(max_needles=32) if adaptive else None)
+    store.write_config({"run_id": "t", "config": config.dump(), "endpoint": {"model": "gemma-3-270m"}})
+    recs = []
+    for s in (FC, RAG):
+        for d in (0.0, 100.0):
+            for i, acc in enumerate(RAG_ACC):
+                right = 4 if s == FC else round(4 * acc)  # of the needle's four marks, the first `right`
+                k = 0 if d == 0.0 else 2
+                marks = {"a": k < right, "b": k + 1 < right}
+                recs.append({"strategy": s, "length": 1000, "depth": d, "sample_id": f"d{d:g}-n{i}", "needle_index": i,
+                             "score": sum(marks.values()) / 2, "valid": True, "error": None,
+                             "prompt_tokens": 1200 if s == FC else 300, "completion_tokens": 20,
+                             "latency_s": 0.5 if s == FC else 0.1, "gold": {"a": 1, "b": 1},
+                             "answer": {k: int(v) for k, v in marks.items()}, "raw": "{}", "marks": marks,
+                             "shown": {"needle_shown": True, "retrieval": {}}})
+    store.append_many(recs)
+    return run
+
+
+def test_adaptive_verdict_uses_the_rounds_level(tmp_path):
+    from harness.report.summary import summarize_run
+    from harness.store import RunStore
+    from toy_scenario import TwoFieldScenario
+
+    plain, _, _ = summarize_run(RunStore(adaptive_folder(tmp_path, adaptive=False)), TwoFieldScenario())
+    c = plain["verdict"][0]["comparisons"][0]
+    assert c["p"] == pytest.approx(2 / 2**6) and c["status"] == "worse"  # a plain run: significant at 0.05
+
+    s, _, _ = summarize_run(RunStore(adaptive_folder(tmp_path)), TwoFieldScenario())
+    v = s["verdict"][0]
+    assert v["comparisons"][0]["status"] == "undecided" and not v["settled"]
+    assert s["alpha"] == pytest.approx(0.05 / 3) and v["alpha"] == pytest.approx(0.05 / 3)
+    assert s["level"]["looks"] == 3 and s["level"]["text"] == "alpha 0.0167 = 0.05 / 3 planned looks (--until-decided)"
+    # an explicit level is over all looks too: 0.1 / 3 = 0.033 > 0.031
+    s10, _, _ = summarize_run(RunStore(adaptive_folder(tmp_path)), TwoFieldScenario(), alpha=0.1)
+    assert s10["alpha"] == pytest.approx(0.1 / 3) and s10["verdict"][0]["comparisons"][0]["status"] == "worse"
+
+
+@pytest.fixture
+def toy_run(tmp_path, monkeypatch):
+    """An adaptive folder that `harness report` / `recommend` open with the two-field scenario."""
+    from harness import api
+    from harness.store import RunStore
+    from toy_scenario import TwoFieldScenario
+
+    run = adaptive_folder(tmp_path)
+    monkeypatch.setattr(api, "open_run", lambda d: (RunStore(d), TwoFieldScenario(), RunStore(d).read_config()))
+    return run
+
+
+def invoke(*args: str) -> str:
+    """The command line in this process (so the patched open_run applies), with its own defaults."""
+    from typer.testing import CliRunner
+
+    from harness import cli
+
+    result = CliRunner().invoke(cli.app, list(args))
+    assert result.exit_code == 0, result.output
+    return result.output
+
+
+def test_report_and_compare_end_print_no_unadjusted_better(toy_run, capsys):
+    from harness import api
+
+    out = invoke("report", str(toy_run))
+    assert "better than" not in out and f"{FC} vs {RAG}: too few samples to tell at 1,000 tokens" in out
+    assert "alpha 0.0167 = 0.05 / 3 planned looks (--until-decided)" in out
+    page = (toy_run / "report.html").read_text()
+    section = page[page.index('<section id="verdict"'):page.index('<section id="heatmaps"')]
+    assert 'data-status="undecided"' in section and 'data-status="worse"' not in section and "not settled" in section
+    assert "alpha 0.0167 = 0.05 / 3 planned looks (--until-decided)" in section
+    assert json.loads((toy_run / "summary.json").read_text())["verdict"][0]["comparisons"][0]["status"] == "undecided"
+    # the end of `compare` (finish_report) for an adaptive run: the run's own alpha, divided the same way
+    api.finish_report(*api.open_run(toy_run)[:2], api.ReportOptions(alpha=None))
+    out = capsys.readouterr().out
+    assert "better than" not in out and "alpha 0.0167 = 0.05 / 3 planned looks" in out
+    # an explicit --alpha is the level over all looks: 0.1 / 3 = 0.033 > p = 0.031
+    out = invoke("report", str(toy_run), "--alpha", "0.1")
+    assert f"{FC} better than {RAG}" in out and "alpha 0.0333 = 0.1 / 3 planned looks" in out
+
+
+def test_recommend_on_an_adaptive_run_uses_the_rounds_level(toy_run):
+    """rag-x's 95% interval over needles is above 47%, its 1 - 0.05/3 interval is not."""
+    from harness.report.stats import bootstrap_ci
+
+    lo95, lo_adj = bootstrap_ci(RAG_ACC)[0], bootstrap_ci(RAG_ACC, 1 - 0.05 / 3)[0]
+    assert lo_adj < 0.47 <= lo95 < sum(RAG_ACC) / len(RAG_ACC)  # the data sits between the two levels
+    out = invoke("recommend", str(toy_run), "--min-accuracy", "0.47")
+    line = next(l for l in out.splitlines() if l.startswith("1,000 tokens:"))
+    assert f"{RAG} (65.6%" in line and "is the cheapest that meets >= 47.0% accuracy" in line
+    assert "above the target" not in line and "reaches below the target" in line
+    assert "on average only: the 98.3% interval" in line
+    assert "(98.3% = 1 - alpha 0.0167 = 0.05 / 3 planned looks (--until-decided))" in line

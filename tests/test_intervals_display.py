@@ -277,3 +277,34 @@ def test_strategy_names_stay_text_in_the_new_parts():
     page = render_report(s, records, [], TwoFieldScenario())
     assert evil not in page and "&lt;img src=x onerror=" in page
     assert "<img" not in page
+
+
+def test_several_comparisons_show_holm_adjusted_p_beside_the_raw_one():
+    """A third strategy answering as rag-x does: each length's two comparisons are adjusted together.
+
+    At 4,000 tokens rag-x alone is worse at p = 2 / 2**6 (six needles differ); beside a second
+    comparison just like it, Holm doubles that past 0.05, and both are left undecided — in the
+    terminal and in the page, the adjusted p with the raw one beside it.
+    """
+    other = "rag-y"
+    records = make_records(strategies=(FC, RAG, other))
+    s = make_summary(records, costs={FC: 10.0, RAG: 1.0, other: 2.0})
+    v4 = next(v for v in s["verdict"] if v["length"] == 4000)
+    for c in v4["comparisons"]:
+        assert c["p"] == pytest.approx(2 / 2**6) and c["status"] == "undecided"
+        assert c["comparisons"] == 2 and c["p_holm"] == pytest.approx(4 / 2**6)
+    assert not v4["settled"]
+    v1 = next(v for v in s["verdict"] if v["length"] == 1000)
+    assert all(c["status"] == "equivalent" and c["p_equivalent_holm"] == pytest.approx(2 * c["p_equivalent"])
+               for c in v1["comparisons"])
+    text = _text(verdict_header(s), *verdict_lines(s["verdict"]), width=1000)
+    assert "paired sign-flip tests, Holm-adjusted over the comparisons at each length, alpha 0.05;" in text
+    assert f"{FC} vs {RAG}: too few samples to tell at 4,000 tokens (+62.5 pts, p = 0.062, Holm-adjusted over 2 " \
+           "comparisons (raw p = 0.031), 8 needles)" in text
+    page = render_report(s, records, [], TwoFieldScenario())
+    section = page[page.index('<section id="verdict"'):page.index('<section id="heatmaps"')]
+    assert "Holm-adjusted together" in section
+    row = section[section.index('<table class="comparisons" data-length="4000">'):]
+    row = row[row.index(f'data-strategy="{RAG}"'):]
+    row = row[:row.index("</tr>")]
+    assert '<td class="n">p = 0.062 <span class="note">Holm-adjusted over 2 comparisons; raw p = 0.031</span></td>' in row

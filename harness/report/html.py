@@ -29,7 +29,7 @@ from markupsafe import Markup, escape
 
 from harness.record import Record, as_records
 from harness.report.terminal import failure_notes
-from harness.report.verdict import comparison_line, interval
+from harness.report.verdict import comparison_line, interval, method_words
 from harness.scoring.cost import fmt_money
 from harness.scoring.grounding import shown_segments
 
@@ -63,6 +63,20 @@ def _pts(x: Any) -> str:
 
 def _pval(x: Any) -> str:
     return f"{x:.2g}" if _real(x) else "-"
+
+
+def _ptext(c: dict[str, Any], equivalent: bool = False) -> Markup:
+    """A comparison's p in the page: the one its status was decided on (Holm-adjusted when the
+    length had several comparisons, with the raw p beside it), and "Monte Carlo" when not exact."""
+    raw = c.get("p_equivalent" if equivalent else "p")
+    adj = c.get("p_equivalent_holm" if equivalent else "p_holm", raw)
+    out = Markup("p = {}").format(_pval(adj))
+    m = c.get("comparisons") or 1
+    if m > 1:
+        out += Markup(' <span class="note">Holm-adjusted over {} comparisons; raw p = {}</span>').format(m, _pval(raw))
+    if c.get("method", "exact") != "exact":
+        out += Markup(' <span class="note">{}</span>').format(c["method"])
+    return out
 
 
 # A comparison's status, said of the other strategy against the most accurate one.
@@ -368,7 +382,8 @@ def _env():
     env = Environment(loader=PackageLoader("harness.report", "templates"), autoescape=True,
                       trim_blocks=True, lstrip_blocks=True)
     env.filters.update(pct=_pct, num=_num, money=_money, pts=_pts, pval=_pval)
-    env.globals.update(interval=interval, comparison_line=comparison_line, STATUS=STATUS)
+    env.globals.update(interval=interval, comparison_line=comparison_line, method_words=method_words, ptext=_ptext,
+                       STATUS=STATUS)
     return env
 
 
@@ -453,7 +468,8 @@ def render_report(summary: dict[str, Any], records: Sequence[dict[str, Any]], sa
         summary=summary, run=run, fields=fields, strategies=strategies, colors=colors, lengths=lengths,
         depths=depths, heatmaps=heatmaps, line=line, scatters=scatters, bars=bars, gcolors=gcolors,
         rows=rows, script=Markup(script), csp=csp, by_sl=sl, tolerance=summary.get("tolerance") or 0.0,
-        alpha=summary.get("alpha"),
+        alpha=summary.get("alpha"), level=summary.get("level"),
+        holm=any((c.get("comparisons") or 1) > 1 for v in summary.get("verdict") or [] for c in v.get("comparisons") or []),
         verdict=summary.get("verdict") or [], notes=[*((summary.get("cost") or {}).get("notes") or []), *failure_notes(summary)],
         price=(summary.get("cost") or {}).get("price"), gfields=(summary.get("grounding") or {}).get("by_strategy_field") or [],
         attribution=summary.get("attribution") or [], faithfulness=(summary.get("faithfulness") or {}).get("available"),

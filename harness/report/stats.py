@@ -7,12 +7,18 @@ with replacement (scipy's BCa, percentile when BCa degenerates; a fixed seed, so
 same every time it is computed).
 
 Strategies are asked the same needles, so they are compared pair-wise on per-needle differences
-with a sign-flip permutation test (exact up to 2**14 needles' flips, Monte Carlo beyond). It makes
-no normality assumption and cannot over-claim with few needles: with n needles the smallest
-two-sided p is 2 / 2**n, so two needles can never "prove" anything (p >= 0.5) while a bootstrap
-of two equal differences would. "Within tolerance" is an equivalence test (TOST: both one-sided
-sign-flip tests against -tol and +tol), so "no detectable difference" is also something the data
-has to show, not the absence of a result.
+with a sign-flip permutation test. It is exact (every one of the 2**n sign patterns, enumerated
+in two halves that meet in the middle, with equal sums merged) unless the differences take so
+many distinct values that a half would pass EXACT_LIMIT sums — 34 needles of all-distinct
+differences, far more of the repeated ones accuracies give — and then Monte Carlo over
+MC_RESAMPLES patterns, which the result says (`SignFlip.method`, `Paired.method`). It makes no
+normality assumption and cannot over-claim with few needles: with n needles the smallest
+two-sided p is 2 / 2**n (2 / 2**m when only m of them differ: a tie flips to itself), so two
+needles can never "prove" anything (p >= 0.5) while a bootstrap of two equal differences would.
+"Within tolerance" is an equivalence test (TOST: both one-sided sign-flip tests against -tol and
++tol), so "no detectable difference" is also something the data has to show, not the absence of
+a result. Comparisons made together (the best strategy against each other one at a length) are
+Holm-adjusted as a family (`paired_family`).
 """
 
 from __future__ import annotations
@@ -79,18 +85,113 @@ def _resample(x: np.ndarray, level: float) -> tuple[np.ndarray, np.ndarray]:
     return out
 
 
+# Sign-flip tests are exact while each half of the needles (meet in the middle: the two halves'
+# sums are enumerated apart and paired by sorting) has at most this many distinct sums of signed
+# differences: every needle with a non-zero difference when the differences are all distinct (34
+# needles), far more when they repeat (per-needle accuracies are multiples of 1 / (fields x depths),
+# so their sums take few distinct values). Past it, Monte Carlo over MC_RESAMPLES sign patterns.
+EXACT_LIMIT = 2 ** 17
+MC_RESAMPLES = 2 ** 16
+
+
+@dataclass
+class SignFlip:
+    """A sign-flip test's p and how it was found: every sign pattern, or a Monte Carlo sample."""
+
+    p: float
+    exact: bool
+
+    @property
+    def method(self) -> str:
+        return "exact" if self.exact else f"Monte Carlo, {MC_RESAMPLES:,} resamples"
+
+
 def sign_flip_p(d: np.ndarray, alternative: str = "two-sided") -> float:
     """p of the mean of per-needle differences `d` under "no difference" (signs exchangeable)."""
+    return sign_flip(d, alternative).p
+
+
+def sign_flip(d: np.ndarray, alternative: str = "two-sided") -> SignFlip:
+    """The sign-flip test of mean(d) = 0: exact over all 2**n sign patterns where that is cheap.
+
+    Two-sided: P(|sum s*d| >= |sum d|) over random signs s, the same as twice the smaller
+    one-sided p (the null distribution is symmetric). A difference of exactly 0 (a tie) is the
+    same under either sign, so the ties only multiply every pattern's count alike: the exact
+    distribution is that of the non-zero differences, and n needles of which m differ can give
+    no p below 2 / 2**m.
+    """
     d = np.asarray(d, dtype=float)
-    if d.size == 0 or np.all(d == 0):
-        return 1.0
-    if d.size == 1:  # two sign patterns: the observed one is the most extreme of them
-        if alternative == "two-sided":
-            return 1.0
-        return 0.5 if (d[0] > 0) == (alternative == "greater") else 1.0
-    res = stats.permutation_test((d,), _mean, permutation_type="samples", vectorized=True,
-                                 n_resamples=2 ** 14, alternative=alternative, random_state=SEED)
-    return float(min(1.0, res.pvalue))
+    x = d[d != 0]
+    if x.size == 0:
+        return SignFlip(1.0, True)
+    t = float(x.sum())
+    tie = 1e-9 * float(np.abs(x).sum())  # sums this close count as equal (floating-point noise)
+    if alternative == "two-sided" and abs(t) <= tie:
+        return SignFlip(1.0, True)
+    dist = _null_halves(x)
+    if dist is None:
+        return SignFlip(_monte_carlo(x, t, tie, alternative), False)
+    (va, pa), (vb, pb) = dist
+    order = np.argsort(vb)
+    vb, pb = vb[order], pb[order]
+    below = np.concatenate(([0.0], np.cumsum(pb)))  # P(b < vb[i]), summed from each end so that
+    above = np.concatenate((np.cumsum(pb[::-1])[::-1], [0.0]))  # small tails keep their digits
+
+    def at_least(c: float) -> float:  # P(a + b >= c)
+        return float(pa @ above[np.searchsorted(vb, c - va, side="left")])
+
+    def at_most(c: float) -> float:  # P(a + b <= c)
+        return float(pa @ below[np.searchsorted(vb, c - va, side="right")])
+
+    if alternative == "greater":
+        p = at_least(t - tie)
+    elif alternative == "less":
+        p = at_most(t + tie)
+    else:
+        p = at_least(abs(t) - tie) + at_most(tie - abs(t))
+    return SignFlip(float(min(1.0, p)), True)
+
+
+def _null_halves(x: np.ndarray):
+    """The distribution of sum(s*x) over random signs, for each half of `x`: (values, probabilities).
+
+    Equal |x| go together through the binomial (k equal values give k + 1 sums), and equal sums
+    are merged, so repeated values keep the lists short. None past EXACT_LIMIT sums in a half.
+    """
+    a = np.sort(np.abs(x))
+    scale = float(a.sum())
+    out = []
+    for half in (a[0::2], a[1::2]):
+        vals, probs = np.zeros(1), np.ones(1)
+        keys, counts = np.unique(np.round(half / scale, 12), return_counts=True)
+        for key, k in zip(keys, counts.tolist()):  # Python ints: 2 ** k must not overflow
+            step = key * scale * (k - 2 * np.arange(k + 1))
+            vals = (vals[:, None] + step[None, :]).ravel()
+            binom = np.array([math.comb(k, j) / 2 ** k for j in range(k + 1)])  # correctly rounded
+            probs = (probs[:, None] * binom[None, :]).ravel()
+            _, first, inv = np.unique(np.round(vals / scale, 9), return_index=True, return_inverse=True)
+            probs = np.bincount(inv.ravel(), weights=probs)
+            vals = vals[first]
+            if vals.size > EXACT_LIMIT:
+                return None
+        out.append((vals, probs))
+    return out
+
+
+def _monte_carlo(x: np.ndarray, t: float, tie: float, alternative: str) -> float:
+    """p from MC_RESAMPLES random sign patterns (seeded), counting the observed one in."""
+    rng = np.random.default_rng(SEED)
+    hits, chunk = 0, max(1, min(MC_RESAMPLES, 2 ** 22 // x.size))
+    for start in range(0, MC_RESAMPLES, chunk):
+        k = min(chunk, MC_RESAMPLES - start)
+        null = (rng.integers(0, 2, size=(k, x.size)) * 2.0 - 1.0) @ x  # floats: a BLAS product
+        if alternative == "greater":
+            hits += int(np.count_nonzero(null >= t - tie))
+        elif alternative == "less":
+            hits += int(np.count_nonzero(null <= t + tie))
+        else:
+            hits += int(np.count_nonzero(np.abs(null) >= abs(t) - tie))
+    return min(1.0, (hits + 1) / (MC_RESAMPLES + 1))
 
 
 def min_needles(alpha: float, two_sided: bool = True) -> int:
@@ -100,7 +201,11 @@ def min_needles(alpha: float, two_sided: bool = True) -> int:
 
 @dataclass
 class Paired:
-    """Strategy A against strategy B on the needles both were asked (d = A - B per needle)."""
+    """Strategy A against strategy B on the needles both were asked (d = A - B per needle).
+
+    `p` and `p_equivalent` are the comparison's own; `p_holm` and `p_equivalent_holm` are adjusted
+    over the `comparisons` made together with it (Holm), and `status` is decided on those.
+    """
 
     needles: int
     diff: float  # mean of A - B (accuracy, 0-1)
@@ -110,6 +215,10 @@ class Paired:
     p_equivalent: float  # TOST: |A - B| < tolerance
     status: str  # "better" (A), "worse" (A), "equivalent", "undecided"
     more_needles: int | None  # about how many more needles would settle it (undecided only)
+    p_holm: float = 1.0  # p, Holm-adjusted over the comparisons (= p when there is one)
+    p_equivalent_holm: float = 1.0
+    comparisons: int = 1  # how many comparisons were adjusted together
+    method: str = "exact"  # of the sign-flip tests: "exact", or "Monte Carlo, N resamples"
 
     def as_dict(self) -> dict:
         return dict(self.__dict__)
@@ -123,29 +232,73 @@ def paired(a: Sequence[float], b: Sequence[float], *, alpha: float = 0.05, toler
     "worse" when the two-sided test rejects "no difference" at `alpha`; else "undecided", with an
     estimate of how many more needles would settle it.
     """
-    d = np.asarray(a, dtype=float) - np.asarray(b, dtype=float)
-    n = int(d.size)
-    diff = float(d.mean()) if n else 0.0
-    lo, hi = bootstrap_ci(d, level) if n else (None, None)
-    p = sign_flip_p(d)
-    p_eq = equivalence_p(d, tolerance)
-    if p_eq < alpha:
-        status, more = "equivalent", None
-    elif p < alpha:
-        status, more = ("better" if diff > 0 else "worse"), None
-    else:
-        status, more = "undecided", more_needles(d, alpha, tolerance)
-    return Paired(n, diff, lo, hi, p, p_eq, status, more)
+    return paired_family([(a, b)], alpha=alpha, tolerance=tolerance, level=level)[0]
+
+
+def paired_family(pairs: Sequence[tuple[Sequence[float], Sequence[float]]], *, alpha: float = 0.05,
+                  tolerance: float = 0.02, level: float = LEVEL) -> list[Paired]:
+    """Several comparisons made together (the best strategy against each other one at a length).
+
+    Each is tested as in `paired`, then its p's are Holm-adjusted over the family and the status
+    is decided on the adjusted ones: with m comparisons at alpha each, some "better" would come
+    out of pure noise far more often than alpha. Holm keeps that chance (the family-wise error)
+    at alpha, and is never less powerful than dividing alpha by m. Both kinds of claim are
+    adjusted, each over the family: the differences ("better"/"worse") and the equivalences
+    ("within tolerance"), since a false equivalence among many is what would name a wrong
+    strategy as the cheapest within tolerance. Within one comparison the two need no split of
+    alpha: "no difference" and "|A - B| >= tolerance" cannot both be true, so only one of its
+    two tests can make a false claim. With one comparison this is `paired` exactly.
+    """
+    ds = [np.asarray(a, dtype=float) - np.asarray(b, dtype=float) for a, b in pairs]
+    tests = [(sign_flip(d), equivalence(d, tolerance)) for d in ds]
+    p_adj = holm([t.p for t, _ in tests])
+    eq_adj = holm([e.p for _, e in tests])
+    m = len(ds)
+    out = []
+    for d, (t, e), p_h, eq_h in zip(ds, tests, p_adj, eq_adj):
+        n = int(d.size)
+        diff = float(d.mean()) if n else 0.0
+        lo, hi = bootstrap_ci(d, level) if n else (None, None)
+        if eq_h < alpha:
+            status, more = "equivalent", None
+        elif p_h < alpha:
+            status, more = ("better" if diff > 0 else "worse"), None
+        else:  # planned as if at the strictest step of Holm's ladder: alpha / m
+            status, more = "undecided", more_needles(d, alpha / m, tolerance)
+        method = t.method if not t.exact else e.method
+        out.append(Paired(n, diff, lo, hi, t.p, e.p, status, more, p_holm=p_h, p_equivalent_holm=eq_h,
+                          comparisons=m, method=method))
+    return out
+
+
+def holm(ps: Sequence[float]) -> list[float]:
+    """Holm's step-down adjusted p's, in the order given: reject where adjusted < alpha.
+
+    The k-th smallest p (from 0) is multiplied by m - k, and adjusted p's never decrease along
+    that order; the chance of any false rejection among the m stays at most alpha.
+    """
+    m = len(ps)
+    out = [1.0] * m
+    running = 0.0
+    for k, i in enumerate(sorted(range(m), key=lambda j: ps[j])):
+        running = max(running, min(1.0, (m - k) * ps[i]))
+        out[i] = running
+    return out
 
 
 def equivalence_p(d: np.ndarray, tolerance: float) -> float:
     """TOST: the larger of the one-sided p's of mean(d) > -tol and mean(d) < +tol."""
+    return equivalence(d, tolerance).p
+
+
+def equivalence(d: np.ndarray, tolerance: float) -> SignFlip:
+    """TOST as a SignFlip: exact only when both one-sided tests are."""
     d = np.asarray(d, dtype=float)
     if d.size == 0 or tolerance <= 0:
-        return 1.0
-    lower = sign_flip_p(d + tolerance, "greater")
-    upper = sign_flip_p(d - tolerance, "less")
-    return max(lower, upper)
+        return SignFlip(1.0, True)
+    lower = sign_flip(d + tolerance, "greater")
+    upper = sign_flip(d - tolerance, "less")
+    return SignFlip(max(lower.p, upper.p), lower.exact and upper.exact)
 
 
 def more_needles(d: np.ndarray, alpha: float, tolerance: float, power: float = POWER) -> int | None:

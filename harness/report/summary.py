@@ -247,13 +247,17 @@ def summarize_run(store, scenario, *, prices: dict[str, Any] | None = None, tole
     Recomputed from the folder alone (records.jsonl, samples.jsonl + corpus.jsonl, config.yaml,
     faithfulness.jsonl when ragas ran), so `harness report RUN_DIR` reproduces what `compare`
     printed. Returns (summary, latest records with their in-memory `grounding`, samples).
+
+    `alpha` is the verdict's level (default: the run's own). An --until-decided run's verdict is
+    tested at alpha / its planned looks, as its rounds were (verdict.verdict_level); `level`
+    says so in words.
     """
-    from harness.report.verdict import DEFAULT_ALPHA, DEFAULT_TOLERANCE, verdict
+    from harness.report.verdict import DEFAULT_TOLERANCE, verdict, verdict_level
     from harness.scoring import cost, faithfulness, grounding
 
     tolerance = DEFAULT_TOLERANCE if tolerance is None else tolerance
-    alpha = DEFAULT_ALPHA if alpha is None else alpha
     saved = store.read_config() or {}
+    level = verdict_level(saved.get("config"), alpha)
     records = store.latest_records()
     samples = store.read_samples() if (store.path / "samples.jsonl").exists() else []
     summary = summarize(records, scenario, saved.get("null_answer"))
@@ -288,6 +292,7 @@ def summarize_run(store, scenario, *, prices: dict[str, Any] | None = None, tole
     summary["run"] = {"run_id": saved.get("run_id"), "endpoint": saved.get("endpoint"),
                       "config": saved.get("config")}
     summary["tolerance"] = tolerance
-    summary["alpha"] = alpha
-    summary["verdict"] = verdict(summary, tolerance, alpha)
+    summary["alpha"] = level["alpha"]
+    summary["level"] = level
+    summary["verdict"] = verdict(summary, tolerance, level["alpha"])
     return summary, records, samples

@@ -82,9 +82,15 @@ USAGE_COLS = (
     Col("needle shown", lambda s: _pct(s.get("needle_shown"))),
     Col("prompt tok/q", lambda s: _num(s.get("prompt_tokens"))),
     Col("compl. tok/q", lambda s: _num(s.get("completion_tokens"))),
-    Col("calls/q", lambda s: _num(s.get("calls"), "{:.1f}")),
     Col("latency s", lambda s: _num(s.get("latency_s"), "{:.2f}")),
 )
+CALLS_COL = Col("calls/q", lambda s: _num(s.get("calls"), "{:.1f}"))
+
+
+def usage_cols(summary: dict[str, Any]) -> list[Col]:
+    """The per-query columns; calls per query only when some strategy makes more than one."""
+    multi = any((s.get("calls") or 1) > 1 for s in summary.get("by_strategy") or [])
+    return [*USAGE_COLS[:4], *([CALLS_COL] if multi else []), USAGE_COLS[4]]
 
 
 def comparison_table(summary: dict[str, Any], title: str = ACCURACY_TITLE, extras: bool = True) -> Table:
@@ -94,7 +100,7 @@ def comparison_table(summary: dict[str, Any], title: str = ACCURACY_TITLE, extra
     cols = [Col(f"{L:,} tok", lambda s, L=L: _acc(cell.get((s["strategy"], L)))) for L in lengths]
     cols += [Col("all", _acc, "bold"), Col("needles", lambda s: _num(s.get("n_needles")))]
     if extras:
-        cols += USAGE_COLS
+        cols += usage_cols(summary)
     t = _table(title, summary["by_strategy"], cols)
     null = summary.get("null_baseline") or {}
     if null:
@@ -105,7 +111,7 @@ def comparison_table(summary: dict[str, Any], title: str = ACCURACY_TITLE, extra
 
 def usage_table(summary: dict[str, Any]) -> Table:
     """The comparison table's per-query columns, when they do not fit beside the intervals."""
-    return _table(USAGE_TITLE, summary["by_strategy"], USAGE_COLS)
+    return _table(USAGE_TITLE, summary["by_strategy"], usage_cols(summary))
 
 
 def comparison_tables(summary: dict[str, Any], width: int = PIPED_WIDTH) -> list[Table]:
@@ -233,15 +239,16 @@ def server_table(summary: dict[str, Any]) -> Table:
 
 
 def verdict_header(summary: dict[str, Any]) -> str:
-    """What the verdict's numbers are, the test and its alpha, and the tolerance."""
-    from harness.report.verdict import DEFAULT_ALPHA, DEFAULT_TOLERANCE
+    """What the verdict's numbers are, the test and its alpha (adjusted how, and why), and the tolerance."""
+    from harness.report.verdict import DEFAULT_ALPHA, DEFAULT_TOLERANCE, method_words
 
     rows = summary.get("verdict") or [{}]
     alpha = summary.get("alpha", rows[0].get("alpha"))
     tol = summary.get("tolerance", rows[0].get("tolerance"))
     alpha = DEFAULT_ALPHA if alpha is None else float(alpha)
     tol = DEFAULT_TOLERANCE if tol is None else float(tol)
-    return (f"(mean field accuracy [95% interval over needles]; paired sign-flip tests, alpha {alpha:g}; "
+    level = (summary.get("level") or {}).get("text") or f"alpha {alpha:g}"
+    return (f"(mean field accuracy [95% interval over needles]; paired sign-flip tests{method_words(rows)}, {level}; "
             f"cheapest within {100 * tol:g} points of the best when the data shows it)")
 
 

@@ -3,16 +3,21 @@
 verdict (end of `harness compare`, top of the report), per length:
   * the most accurate strategy (mean field accuracy; ties go to the cheaper one), with its 95%
     interval over needles;
-  * every other strategy compared with it on the same needles (report/stats.py `paired`): worse
-    (p < alpha), no detectable difference (equivalent within `tolerance`, shown by the data), or
-    too few needles to tell, with about how many more would settle it;
+  * every other strategy compared with it on the same needles (report/stats.py `paired_family`):
+    worse (p < alpha), no detectable difference (equivalent within `tolerance`, shown by the data),
+    or too few needles to tell, with about how many more would settle it. With three or more
+    strategies a length's comparisons are one family: each decision is made on its Holm-adjusted
+    p (differences and equivalences alike), the raw p kept beside it;
+  * alpha is the run's level, or for an --until-decided run alpha / planned looks, as in its
+    rounds (`verdict_level`);
   * the cheapest strategy among the best and those shown equivalent to it: "cheapest within
     tolerance" only when the data supports it. A strategy that is within tolerance on the point
     estimate but not shown equivalent is named as a candidate, not as the answer.
   * `settled`: no comparison left undecided (what `--until-decided` waits for).
 recommend (`harness recommend RUN_DIR --min-accuracy 0.9 [--max-cost-per-1k X]`), per length:
   the cheapest strategy whose accuracy meets the target (and whose $ per 1k queries is within
-  the budget), whether the interval supports it, and cheaper strategies the data cannot rule out.
+  the budget), whether the interval (95%; 1 - alpha / planned looks for an --until-decided run)
+  supports it, and cheaper strategies the data cannot rule out.
 Both read `summary["by_strategy_length"]` rows (strategy, length, n, accuracy, its interval,
 cost_per_1k) and `summary["per_needle"]` (each needle's accuracy, for the paired tests).
 """
@@ -22,7 +27,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from harness.report.stats import one_sided_meets, paired
+from harness.report.stats import LEVEL, bootstrap_ci, one_sided_meets, paired_family
 from harness.scoring.cost import fmt_money
 
 DEFAULT_TOLERANCE = 0.02
@@ -51,15 +56,48 @@ def _needles(summary: dict[str, Any], strategy: str, length: int) -> dict[str, f
     return ((summary.get("per_needle") or {}).get(strategy) or {}).get(str(length)) or {}
 
 
-def compare_pair(summary: dict[str, Any], best: dict[str, Any], other: dict[str, Any], length: int,
-                 alpha: float, tolerance: float) -> dict[str, Any]:
-    """`best` against `other` at `length` on the needles both were asked."""
-    a, b = _needles(summary, best["strategy"], length), _needles(summary, other["strategy"], length)
-    common = [k for k in a if k in b]
-    p = paired([a[k] for k in common], [b[k] for k in common], alpha=alpha, tolerance=tolerance)
-    status = {"better": "worse", "worse": "better"}.get(p.status, p.status)  # said of `other`
-    return {"strategy": other["strategy"], "accuracy": other["accuracy"], "accuracy_lo": other.get("accuracy_lo"),
-            "accuracy_hi": other.get("accuracy_hi"), "cost_per_1k": _cost(other), **p.as_dict(), "status": status}
+def compare_pairs(summary: dict[str, Any], best: dict[str, Any], others: Sequence[dict[str, Any]], length: int,
+                  alpha: float, tolerance: float) -> list[dict[str, Any]]:
+    """`best` against each of `others` at `length`, each on the needles both were asked.
+
+    The comparisons of one length are one family: their p's are Holm-adjusted together
+    (stats.paired_family), and each status is decided on the adjusted p.
+    """
+    pairs = []
+    for other in others:
+        a, b = _needles(summary, best["strategy"], length), _needles(summary, other["strategy"], length)
+        common = [k for k in a if k in b]
+        pairs.append(([a[k] for k in common], [b[k] for k in common]))
+    out = []
+    for other, p in zip(others, paired_family(pairs, alpha=alpha, tolerance=tolerance)):
+        status = {"better": "worse", "worse": "better"}.get(p.status, p.status)  # said of `other`
+        out.append({"strategy": other["strategy"], "accuracy": other["accuracy"],
+                    "accuracy_lo": other.get("accuracy_lo"), "accuracy_hi": other.get("accuracy_hi"),
+                    "cost_per_1k": _cost(other), **p.as_dict(), "status": status})
+    return out
+
+
+def verdict_level(config: dict[str, Any] | None, alpha: float | None = None) -> dict[str, Any]:
+    """The level the verdict tests at, and why in words, from a run's saved `config` (RunConfig dump).
+
+    An --until-decided run looked at its data after every planned round, each look at
+    alpha / planned looks (Bonferroni), and its final verdict at a length is the look of the last
+    round that length took. Tested at the plain alpha instead, a length still open after every
+    round could be printed "better": looking often would buy the false certainty the rounds
+    guard against. `alpha` is the level over all looks (default: the run's own --alpha).
+    """
+    adaptive = (config or {}).get("adaptive")
+    if not adaptive:
+        a = DEFAULT_ALPHA if alpha is None else float(alpha)
+        return {"alpha": a, "family_alpha": a, "looks": 1, "adaptive": False, "text": f"alpha {a:.3g}"}
+    from harness.config import AdaptiveConfig, RunConfig
+
+    plan = AdaptiveConfig(**adaptive).schedule(int(config.get("needles") or RunConfig.model_fields["needles"].default))
+    a = float(adaptive.get("alpha", DEFAULT_ALPHA) if alpha is None else alpha)
+    looks = len(plan)
+    text = (f"alpha {a / looks:.3g} = {a:.3g} / {looks} planned looks (--until-decided)" if looks > 1
+            else f"alpha {a:.3g} (--until-decided, one planned look)")
+    return {"alpha": a / looks, "family_alpha": a, "looks": looks, "adaptive": True, "text": text}
 
 
 def verdict(summary: dict[str, Any], tolerance: float = DEFAULT_TOLERANCE,
@@ -69,7 +107,7 @@ def verdict(summary: dict[str, Any], tolerance: float = DEFAULT_TOLERANCE,
         top = max(r["accuracy"] for r in rows)
         tied = [r for r in rows if r["accuracy"] == top]
         best = _cheapest(tied) or tied[0]
-        comps = [compare_pair(summary, best, r, length, alpha, tolerance) for r in rows if r is not best]
+        comps = compare_pairs(summary, best, [r for r in rows if r is not best], length, alpha, tolerance)
         equivalent = {c["strategy"] for c in comps if c["status"] == "equivalent"}
         undecided = [c["strategy"] for c in comps if c["status"] == "undecided"]
         cheap = _cheapest([best] + [r for r in rows if r["strategy"] in equivalent])
@@ -114,20 +152,49 @@ def interval(lo: float | None, hi: float | None) -> str:
     return "" if lo is None or hi is None or lo != lo or hi != hi else f"[{_pts(lo)}–{_pts(hi)}]"
 
 
+def p_text(c: dict[str, Any], equivalent: bool = False) -> str:
+    """'p = 0.016, Holm-adjusted over 4 comparisons (raw p = 0.004)': the p the status was decided on.
+
+    Holm's words only where several comparisons were made at the length, and how the p was
+    found only where it was not exact (a Monte Carlo sample of sign patterns).
+    """
+    raw = c["p_equivalent"] if equivalent else c["p"]
+    adj = c.get("p_equivalent_holm" if equivalent else "p_holm", raw)
+    m = c.get("comparisons") or 1
+    out = f"p = {adj:.2g}"
+    if m > 1:
+        out += f", Holm-adjusted over {m} comparisons (raw p = {raw:.2g})"
+    if c.get("method", "exact") != "exact":
+        out += f"; {c['method']}"
+    return out
+
+
+def method_words(rows: Sequence[dict[str, Any]]) -> str:
+    """What the verdict's header adds about its tests: Holm where a length had several comparisons,
+    Monte Carlo where a p was not exact ('' when neither)."""
+    comps = [c for v in rows for c in v.get("comparisons") or []]
+    out = ""
+    if any(c.get("method", "exact") != "exact" for c in comps):
+        out += " (exact, or Monte Carlo where marked)"
+    if any((c.get("comparisons") or 1) > 1 for c in comps):
+        out += ", Holm-adjusted over the comparisons at each length"
+    return out
+
+
 def comparison_line(v: dict[str, Any], c: dict[str, Any]) -> str:
     """One comparison of the verdict: the best against another strategy at one length."""
     where = f"at {v['length']:,} tokens"
     if c["status"] == "worse":
-        return f"{v['best']} better than {c['strategy']} {where} by {_pts(c['diff'])} pts (p = {c['p']:.2g})"
+        return f"{v['best']} better than {c['strategy']} {where} by {_pts(c['diff'])} pts ({p_text(c)})"
     if c["status"] == "better":  # only with a tie on the point estimate
-        return f"{c['strategy']} better than {v['best']} {where} by {_pts(-c['diff'])} pts (p = {c['p']:.2g})"
+        return f"{c['strategy']} better than {v['best']} {where} by {_pts(-c['diff'])} pts ({p_text(c)})"
     ci = interval(c["diff_lo"], c["diff_hi"])
     if c["status"] == "equivalent":
         return (f"{v['best']} vs {c['strategy']}: no detectable difference {where} ({_pts(c['diff'], True)} pts"
-                f"{', 95% CI ' + ci if ci else ''}; within ±{100 * v['tolerance']:g} pts, p = {c['p_equivalent']:.2g})")
+                f"{', 95% CI ' + ci if ci else ''}; within ±{100 * v['tolerance']:g} pts, {p_text(c, True)})")
     more = c.get("more_needles")
     return (f"{v['best']} vs {c['strategy']}: too few samples to tell {where} ({_pts(c['diff'], True)} pts, "
-            f"p = {c['p']:.2g}, {c['needles']} needles)" + (f" — about {more} more needles would be needed" if more else ""))
+            f"{p_text(c)}, {c['needles']} needles)" + (f" — about {more} more needles would be needed" if more else ""))
 
 
 def verdict_lines(rows: Sequence[dict[str, Any]]) -> list[str]:
@@ -159,6 +226,22 @@ def verdict_lines(rows: Sequence[dict[str, Any]]) -> list[str]:
 
 
 def recommend(summary: dict[str, Any], min_accuracy: float, max_cost_per_1k: float | None = None) -> list[dict[str, Any]]:
+    """Per length: the cheapest strategy meeting the target, and whether its interval backs that.
+
+    The interval is the usual 95% one, except for an --until-decided run (summary["level"]):
+    there it is the 1 - alpha / planned looks interval, the level the run's rounds tested at,
+    so that looking after every round buys no false certainty here either.
+    """
+    level = summary.get("level") or {}
+    conf = 1 - float(level["alpha"]) if level.get("adaptive") else LEVEL
+    why = f"{100 * conf:.3g}% = 1 - {level['text']}" if level.get("adaptive") else ""
+
+    def upper(r: dict[str, Any], length: int) -> float:
+        values = list(_needles(summary, r["strategy"], length).values())
+        if conf == LEVEL or len(values) < 2:
+            return r.get("accuracy_hi") or 0
+        return bootstrap_ci(values, conf)[1]
+
     out = []
     for length, rows in _by_length(summary.get("by_strategy_length") or []).items():
         ok = [r for r in rows if r["accuracy"] >= min_accuracy - 1e-12]
@@ -170,10 +253,11 @@ def recommend(summary: dict[str, Any], min_accuracy: float, max_cost_per_1k: flo
         support = None
         maybe: list[str] = []
         if choice is not None:
-            support = one_sided_meets(list(_needles(summary, choice["strategy"], length).values()), min_accuracy)
+            support = one_sided_meets(list(_needles(summary, choice["strategy"], length).values()), min_accuracy,
+                                      conf)
             # Cheaper strategies below the target on average whose interval still reaches it.
             maybe = [r["strategy"] for r in rows if r not in ok and _cost(r) is not None and _cost(choice) is not None
-                     and _cost(r) < _cost(choice) and (r.get("accuracy_hi") or 0) >= min_accuracy
+                     and _cost(r) < _cost(choice) and upper(r, length) >= min_accuracy
                      and (max_cost_per_1k is None or _cost(r) <= max_cost_per_1k)]
         out.append({
             "length": length,
@@ -184,6 +268,10 @@ def recommend(summary: dict[str, Any], min_accuracy: float, max_cost_per_1k: flo
             "cost_per_1k": None if choice is None else _cost(choice),
             "supported": None if support is None else support["sure"],
             "more_needles": None if support is None else support["more_needles"],
+            "level": conf,  # of the interval that decides `supported` (and `cannot_rule_out`)
+            "level_why": why,
+            "support_lo": None if support is None else support["lo"],
+            "support_hi": None if support is None else support["hi"],
             "cannot_rule_out": maybe,
             "closest": closest["strategy"],
             "closest_accuracy": closest["accuracy"],
@@ -195,15 +283,19 @@ def recommend(summary: dict[str, Any], min_accuracy: float, max_cost_per_1k: flo
 
 def _support(r: dict[str, Any], min_accuracy: float) -> str:
     """Whether the interval backs the choice, and which cheaper ones it cannot rule out."""
-    ci = interval(r.get("accuracy_lo"), r.get("accuracy_hi"))
+    adjusted = bool(r.get("level_why"))
+    ci = interval(*((r.get("support_lo"), r.get("support_hi")) if adjusted else (r.get("accuracy_lo"), r.get("accuracy_hi"))))
+    pct = f"{100 * r.get('level', LEVEL):.3g}%"
     out = ""
     if r.get("supported"):
-        out = f"; the 95% interval {ci} is above the target"
+        out = f"; the {pct} interval {ci} is above the target"
     elif r.get("supported") is False:
-        out = (f"; on average only: the 95% interval {ci or '(one needle)'} reaches below the target"
+        out = (f"; on average only: the {pct} interval {ci or '(one needle)'} reaches below the target"
                + (f" — about {r['more_needles']} more needles would tell" if r.get("more_needles") else ""))
     if r.get("cannot_rule_out"):
         out += f"; cheaper {', '.join(r['cannot_rule_out'])} cannot be ruled out (interval reaches the target)"
+    if adjusted and out:
+        out += f" ({r['level_why']})"
     return out
 
 
