@@ -287,22 +287,39 @@ def _print_listing(rows: list[tuple[str, str, str]]) -> None:
             console.print(f"  {doc}")
 
 
-def main() -> None:
+def _click_errors() -> tuple[tuple[type, ...], tuple[type, ...]]:
+    """(Abort, ClickException) classes of click and of the click copy newer typer vendors: a bad flag
+    raises typer's own, which `click.ClickException` does not catch (it became a traceback)."""
     import click
 
+    aborts: list[type] = [click.exceptions.Abort]
+    usage: list[type] = [click.ClickException]
+    try:
+        from typer import _click as vendored
+        from typer import exceptions as typer_exceptions
+
+        usage.append(vendored.exceptions.ClickException)
+        aborts.append(typer_exceptions.Abort)
+    except (ImportError, AttributeError):
+        pass
+    return tuple(aborts), tuple(usage)
+
+
+def main() -> None:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    aborts, usage = _click_errors()
     try:
         app(standalone_mode=False)
     except HarnessError as e:
         err.print(f"[red]error:[/red] {e}", highlight=False, soft_wrap=True)
         sys.exit(e.exit_code)
-    except click.exceptions.Abort:
+    except aborts:
         err.print("interrupted; completed queries are saved — rerun with --resume RUN_DIR to finish")
         sys.exit(130)
     except KeyboardInterrupt:
         err.print("interrupted; completed queries are saved — rerun with --resume RUN_DIR to finish")
         sys.exit(130)
-    except click.ClickException as e:
+    except usage as e:
         e.show()
         sys.exit(e.exit_code)
 
