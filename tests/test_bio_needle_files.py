@@ -169,7 +169,7 @@ def test_an_unlabeled_haystack_runs_and_chance_level_comes_from_the_needles(tmp_
     truth = [r.labels.model_dump() for r in BioGenerator(seed=21).records("needles", 4)]
     assert [s.gold for s in samples if s.depth == 0] == truth  # LLM-style labels read back exactly
     assert sc.reference_labels() == truth
-    assert sc.null_source == "needle labels (4 biographies; haystack unlabeled)"
+    assert sc.null_source == "needle labels of 4 biographies; haystack unlabeled"
     notes = sc.input_notes()
     assert any(n.startswith(f"{needles}: date parts: numbers written as strings (4 biographies, first on line 1)")
                for n in notes)
@@ -181,8 +181,8 @@ def test_a_labeled_haystack_is_the_population(tmp_path):
     hay, needles = _published(tmp_path, labeled_haystack=True)
     sc = BioNeedle(BioNeedle.Params(haystack_file=hay, needles_file=needles))
     assert len(sc.reference_labels()) == 150
-    assert sc.null_source == "haystack labels (150 biographies)"
-    assert BioNeedle().null_source == "haystack labels (1,000 synthetic biographies)"
+    assert sc.null_source == "haystack labels of 150 biographies"
+    assert BioNeedle().null_source == "haystack labels of 1,000 synthetic biographies"
 
 
 def test_the_haystack_is_read_lazily_after_one_checking_pass(tmp_path):
@@ -209,12 +209,12 @@ def test_null_source_is_shown_beside_the_null_baseline():
     summary = {"by_strategy": [{"strategy": "full-context", "accuracy": 0.5}],
                "by_strategy_length": [{"strategy": "full-context", "length": 1000, "accuracy": 0.5}],
                "fields": ["nationality"], "null_baseline": {"accuracy": 0.2, "nationality": 0.2},
-               "null_source": "needle labels (4 biographies; haystack unlabeled)"}
+               "null_source": "needle labels of 4 biographies; haystack unlabeled"}
     console = Console(width=200, record=True)
     console.print(comparison_table(summary, extras=False))
     console.print(fields_table(summary))
     text = console.export_text()
-    assert text.count("null baseline (needle labels (4 biographies; haystack unlabeled))") == 2
+    assert text.count("null baseline (needle labels of 4 biographies; haystack unlabeled)") == 2
 
 
 def test_report_html_names_where_the_null_baseline_comes_from(tmp_path):
@@ -227,9 +227,9 @@ def test_report_html_names_where_the_null_baseline_comes_from(tmp_path):
 
     run = make_run(tmp_path, payload=False)
     config = yaml.safe_load((run / "config.yaml").read_text())
-    config["null_source"] = "needle labels (4 biographies; haystack unlabeled) <b>"
+    config["null_source"] = "needle labels of 4 biographies; haystack unlabeled <b>"
     (run / "config.yaml").write_text(yaml.safe_dump(config))
     summary, records, samples = summarize_run(RunStore(run), BioNeedle())
     assert summary["null_source"] == config["null_source"]
     html = write_report(run, summary, records, samples, BioNeedle()).read_text()
-    assert html.count("(needle labels (4 biographies; haystack unlabeled) &lt;b&gt;)") == 2  # legend and table row
+    assert html.count("(needle labels of 4 biographies; haystack unlabeled &lt;b&gt;)") == 2  # legend and table row

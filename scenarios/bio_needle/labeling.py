@@ -64,6 +64,10 @@ class LabelReport(BaseModel):
             fields = ", ".join(f"{k} {100 * v:.1f}%" for k, v in self.agreement.items() if k != "mean")
             out.append(f"agreement with the file's labels over {self.compared:,} biographies: "
                        f"mean {100 * self.agreement['mean']:.1f}% ({fields})")
+            if self.failed:
+                share = self.compared / (self.compared + self.failed)
+                out.append(f"counting the {self.failed:,} failed answers as disagreeing: "
+                           f"mean {100 * share * self.agreement['mean']:.1f}% over {self.compared + self.failed:,}")
         return out
 
 

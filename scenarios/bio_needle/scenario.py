@@ -226,15 +226,15 @@ class BioNeedle(Scenario):
     def _reference(self, n: int) -> tuple[list[dict[str, Any]], str]:
         if not self.uses_files:
             labels = [r.labels.model_dump() for _, r in self._pool().take(n)]
-            return labels, f"haystack labels ({len(labels):,} synthetic biographies)"
+            return labels, f"haystack labels of {len(labels):,} synthetic biographies"
         files = self._load_files()
         seen = min(n, files.kept)
         labels = files.reference[:n]
         if labels:
             part = "" if len(labels) == seen else f" of the first {seen:,}"
-            return labels, f"haystack labels ({len(labels):,}{part} biographies)"
+            return labels, f"haystack labels of {len(labels):,}{part} biographies"
         labels = [r.labels.model_dump() for r in files.needles[:n]]
-        return labels, f"needle labels ({len(labels):,} biographies; haystack unlabeled)"
+        return labels, f"needle labels of {len(labels):,} biographies; haystack unlabeled"
 
     def _counter(self, count_tokens: TokenCounter) -> _CountingCache:
         if self._cache is None or self._cache.count_tokens is not count_tokens:
