@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Optional
 
 import typer
-
 from typer.core import TyperGroup
 
 from harness import api as harness_api

@@ -243,6 +243,7 @@ def test_import_without_files_fails_at_once_with_what_to_pass(tmp_path):
         "error: cannot load michaelauli/wiki_bio (huggingface.co cannot be reached and it is not in the local "
         "datasets cache); pass the dataset's files with --source PATH (its parquet or arrow files, or JSONL with "
         "name and bio)"]
+    assert not (tmp_path / "out").exists()  # nothing created
     bad = harness("data", "import-wikibio", "--out", str(tmp_path / "o"), "--source", str(tmp_path / "x.csv"))
     assert bad.returncode == 2 and bad.stderr.strip() == f"error: {tmp_path / 'x.csv'}: no such file or folder"
 

@@ -72,6 +72,8 @@ def test_compact_keys_are_read():
     ({"date_of_birth": "28/01/1951"}, "date_of_birth", "is not a date"),
     ({"date_of_birth": {"day": 3, "month": 3, "year": 1951, "era": "AD"}}, "date_of_birth.era", "not a date part"),
     ({"date_of_death": {"day": 0, "month": 0, "year": 1940}}, "date_of_death", "before the date of birth"),
+    ({"date_of_birth": {"day": 13, "month": 12, "year": 1310}, "date_of_death": {"day": 13, "month": 4, "year": 1969}},
+     "date_of_death", "659 years after the date of birth (more than 125)"),
     ({"sportsperson": "maybe"}, "sportsperson", '"maybe" is not true or false'),
     ({"sportsperson": None}, "sportsperson", "null is not true or false"),
     ({"politician": 2}, "politician", "2 is not true or false"),

@@ -7,7 +7,7 @@ counted by the loader), and anything that could be a wrong answer is refused wit
   normalised                                         refused
   "1951", " 3 " (numbers as strings)                 "1951?", "c. 1951", "1950s", 3.5, -1
   null / "" / "unknown" for a date part  -> 0        day 31 in February, month 13, day 32
-  a null or "" date              -> no date (zeros)  death before birth
+  a null or "" date              -> no date (zeros)  death before birth, or 126+ years after it
   "1951-01-28" / "1951" date strings                 "28/01/1951" (order is ambiguous)
   "March", "mar" for a month     -> 3
   " French " (case, spaces)      -> "french"         "french?", "french/italian", "" (empty)
@@ -29,6 +29,7 @@ from typing import Any
 
 NATIONALITY_MAX_LENGTH = 40
 YEAR_MAX = 2100
+MAX_LIFESPAN = 125  # years between birth and death beyond which a label pair is surely wrong
 FIELDS = ("nationality", "date_of_birth", "date_of_death", "sportsperson", "politician")
 DATE_FIELDS = ("date_of_birth", "date_of_death")
 BOOL_FIELDS = ("sportsperson", "politician")
@@ -85,6 +86,9 @@ def normalise_labels(raw: Any) -> tuple[dict[str, Any], list[str]]:
     birth, death = out["date_of_birth"], out["date_of_death"]
     if birth["year"] and death["year"] and _before(death, birth):
         raise LabelError("date_of_death", f"{_iso(death)} is before the date of birth {_iso(birth)}")
+    if birth["year"] and death["year"] and death["year"] - birth["year"] > MAX_LIFESPAN:
+        raise LabelError("date_of_death", f"{death['year'] - birth['year']} years after the date of birth "
+                                          f"(more than {MAX_LIFESPAN})")
     for f in BOOL_FIELDS:
         out[f] = _boolean(f, raw[f], notes)
     return out, notes

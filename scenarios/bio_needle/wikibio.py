@@ -19,6 +19,7 @@ temporary names and renamed only when every entry has passed the leak check.
 from __future__ import annotations
 
 import csv
+import itertools
 import json
 import os
 import re
@@ -280,6 +281,9 @@ def import_wikibio(out: Path, *, source: Path | None = None, limit: int | None =
         raise UsageError("--needles must be 0 or more")
     if entries is None:
         entries = read_source(source) if source is not None else hub_entries(dataset, split)
+    entries = iter(entries)
+    first = next(entries, None)  # a source that cannot be read fails before anything is created
+    entries = itertools.chain([first] if first is not None else [], entries)
     report = ImportReport()
     left_out: Counter = Counter()
     counts: list[int] = []
