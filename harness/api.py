@@ -329,6 +329,8 @@ def compare(config: RunConfig, use_cache: bool = True, report: ReportOptions | N
     check = getattr(scen, "check", None)
     if check is not None:
         check()  # input files and the like: now, not after minutes of server start
+    for note in input_notes(scen):
+        err.print(f"[yellow]note:[/yellow] {note}", highlight=False, soft_wrap=True)
     cache = cache_dir()
     build_strategies(config, cache, None)  # validate names and parameters before starting anything
 
@@ -399,6 +401,7 @@ def _compare(config: RunConfig, scen, store, run_id: str, saved: dict | None, us
                 "strategies": [{"label": s.label, "name": s.name, "params": s.params.model_dump()} for s in strategies],
                 "null_answer": scen.null_answer(population) if population else None,
                 "null_source": getattr(scen, "null_source", None),
+                "input_notes": input_notes(scen),
                 "versions": _versions(),
                 "host": _host(),
             })
@@ -467,6 +470,12 @@ def _compare(config: RunConfig, scen, store, run_id: str, saved: dict | None, us
     finish_report(store, scen, report)
     console.print(f"run folder: {out}")
     return out
+
+
+def input_notes(scen) -> list[str]:
+    """The scenario's notes on its inputs (normalised labels and the like), if it keeps any."""
+    notes = getattr(scen, "input_notes", None)
+    return list(notes()) if callable(notes) else []
 
 
 def _check_same_model(store, saved: dict[str, Any], identity) -> None:

@@ -12,8 +12,10 @@ from pathlib import Path
 from typing import Optional
 
 import typer
+from typer.core import TyperGroup
 
 from harness import api as harness_api
+from harness import registry
 from harness.config import EndpointConfig, RunConfig
 from harness.errors import HarnessError, UsageError
 from harness.ui import console, err
@@ -23,6 +25,46 @@ app = typer.Typer(
     no_args_is_help=True,
     help="Long context or RAG? Measure both on the same data: field accuracy, grounding, cost per query.",
 )
+
+
+class DataGroup(TyperGroup):
+    """`harness data`: the core's own data commands (`@data_app.command()`) plus those plug-ins declare
+    in the `harness.data_commands` entry-point group, each imported only when it is run or listed."""
+
+    def list_commands(self, ctx) -> list[str]:
+        return sorted(set(super().list_commands(ctx)) | set(registry.names("data_command")))
+
+    def get_command(self, ctx, name: str):
+        cmd = super().get_command(ctx, name)
+        if cmd is None and name in registry.names("data_command"):
+            cmd = plugin_command(name)
+            self.add_command(cmd, name)
+        return cmd
+
+
+def plugin_command(name: str):
+    """The click command of a registered data command: a typer-style function, a Typer app or a click command."""
+    obj = registry.get("data_command", name)
+    if isinstance(obj, typer.Typer):
+        cmd = typer.main.get_command(obj)
+    elif callable(obj) and not hasattr(obj, "main"):
+        sub = typer.Typer(add_completion=False)
+        sub.command(name=name)(obj)
+        cmd = typer.main.get_command(sub)
+    elif hasattr(obj, "main"):  # already a click command
+        cmd = obj
+    else:
+        raise UsageError(f"data command {name!r} is neither a function nor a command")
+    cmd.name = name
+    return cmd
+
+
+data_app = typer.Typer(
+    cls=DataGroup,
+    no_args_is_help=True,
+    help="Data files: check them, import and anonymize biographies, label them with a model, inspect them.",
+)
+app.add_typer(data_app, name="data")
 
 
 # -- parsing helpers --------------------------------------------------------------------------
@@ -288,22 +330,39 @@ def _print_listing(rows: list[tuple[str, str, str]]) -> None:
             console.print(f"  {doc}")
 
 
-def main() -> None:
+def _click_errors() -> tuple[tuple[type, ...], tuple[type, ...]]:
+    """(Abort, ClickException) classes of click and of the click copy newer typer vendors: a bad flag
+    raises typer's own, which `click.ClickException` does not catch (it became a traceback)."""
     import click
 
+    aborts: list[type] = [click.exceptions.Abort]
+    usage: list[type] = [click.ClickException]
+    try:
+        from typer import _click as vendored
+        from typer import exceptions as typer_exceptions
+
+        usage.append(vendored.exceptions.ClickException)
+        aborts.append(typer_exceptions.Abort)
+    except (ImportError, AttributeError):
+        pass
+    return tuple(aborts), tuple(usage)
+
+
+def main() -> None:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    aborts, usage = _click_errors()
     try:
         app(standalone_mode=False)
     except HarnessError as e:
         err.print(f"[red]error:[/red] {e}", highlight=False, soft_wrap=True)
         sys.exit(e.exit_code)
-    except click.exceptions.Abort:
+    except aborts:
         err.print("interrupted; completed queries are saved — rerun with --resume RUN_DIR to finish")
         sys.exit(130)
     except KeyboardInterrupt:
         err.print("interrupted; completed queries are saved — rerun with --resume RUN_DIR to finish")
         sys.exit(130)
-    except click.ClickException as e:
+    except usage as e:
         e.show()
         sys.exit(e.exit_code)
 

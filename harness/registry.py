@@ -1,9 +1,11 @@
-"""Registries of scenarios and strategies.
+"""Registries of scenarios, strategies and `harness data` commands.
 
 Built-ins are declared as entry points in pyproject.toml, the same way a user's package
 declares its own (`[project.entry-points."harness.strategies"]`). A user can also register
 from a plain Python file with `--include my_scenario.py` and the `@register_*` decorators.
-Entry points are loaded lazily, so listing names never imports LlamaIndex or vLLM.
+Entry points are loaded lazily, so listing names never imports LlamaIndex or vLLM. Plug-ins add
+`harness data` commands the same way (`[project.entry-points."harness.data_commands"]`): tools
+that know a scenario's data (importers, label checks) stay in the scenario's package.
 """
 
 from __future__ import annotations
@@ -16,8 +18,10 @@ from typing import Any
 
 from harness.errors import HarnessError, UsageError
 
-GROUPS = {"scenario": "harness.scenarios", "strategy": "harness.strategies"}
-_registered: dict[str, dict[str, Any]] = {"scenario": {}, "strategy": {}}
+GROUPS = {"scenario": "harness.scenarios", "strategy": "harness.strategies",
+          # `harness data NAME`: a typer command function (or a typer.Typer / click command)
+          "data_command": "harness.data_commands"}
+_registered: dict[str, dict[str, Any]] = {kind: {} for kind in GROUPS}
 
 
 def _register(kind: str, name: str):

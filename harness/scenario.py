@@ -66,6 +66,11 @@ class Scenario(ABC):
 
         Raise harness.errors.UsageError with a one-line reason; the default checks nothing."""
 
+    def input_notes(self) -> list[str]:
+        """What `check()` did to the inputs that a user should know (labels normalised, with counts;
+        entries left out). Printed as notes and saved in the run's config.yaml; default: none."""
+        return []
+
     @property
     @abstractmethod
     def instructions(self) -> str:

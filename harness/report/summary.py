@@ -261,6 +261,7 @@ def summarize_run(store, scenario, *, prices: dict[str, Any] | None = None, tole
     records = store.latest_records()
     samples = store.read_samples() if (store.path / "samples.jsonl").exists() else []
     summary = summarize(records, scenario, saved.get("null_answer"))
+    summary["null_source"] = saved.get("null_source")  # whose labels chance level comes from, in words
     has_rules = grounding.annotate(records, samples, scenario)
     g = grounding.grounding_summary(records, scenario.fields)
     model = (saved.get("endpoint") or {}).get("model") or ((saved.get("config") or {}).get("endpoint") or {}).get("model")

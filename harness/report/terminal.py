@@ -105,8 +105,17 @@ def comparison_table(summary: dict[str, Any], title: str = ACCURACY_TITLE, extra
     null = summary.get("null_baseline") or {}
     if null:
         acc = _dim(_pct(null.get("accuracy")))
-        t.add_row(_dim("null baseline"), *[acc] * (len(lengths) + 1), *[""] * (len(cols) - len(lengths) - 1))
+        t.add_row(_dim(null_label(summary)), *[acc] * (len(lengths) + 1), *[""] * (len(cols) - len(lengths) - 1))
     return t
+
+
+def null_label(summary: dict[str, Any]) -> str:
+    """'null baseline (needle labels of 200 biographies; haystack unlabeled)': the row, and whose labels
+    chance level comes from (the scenario's `null_source`, saved with the run)."""
+    from rich.markup import escape
+
+    source = summary.get("null_source")
+    return f"null baseline ({escape(str(source))})" if source else "null baseline"
 
 
 def usage_table(summary: dict[str, Any]) -> Table:
@@ -127,7 +136,7 @@ def fields_table(summary: dict[str, Any]) -> Table:
     t = _table(FIELDS_TITLE, summary["by_strategy"], [Col(f, lambda s, f=f: _acc(s, f)) for f in fields])
     null = summary.get("null_baseline") or {}
     if null:
-        t.add_row(_dim("null baseline"), *[_dim(_pct(null.get(f))) for f in fields])
+        t.add_row(_dim(null_label(summary)), *[_dim(_pct(null.get(f))) for f in fields])
     return t
 
 

@@ -206,25 +206,30 @@ class BioGenerator:
     def _person(self, split: str) -> Person:
         rng = self._rngs[split]
         gender = rng.choice("mf")
-        while True:
-            surname = _draw_surname(rng)
-            key = surname.lower()
-            if (
-                surname_split(surname) == split
-                and key not in self._surnames[split]
-                and key not in V.BANNED_NAME_WORDS
-            ):
-                break
-        self._surnames[split].add(key)
-        while True:
-            given = _draw_given(rng, gender)
-            if given.lower() not in V.BANNED_NAME_WORDS:
-                break
-        if rng.random() < 0.1:
-            given = f"{given} {rng.choice('ABCDEFGHJKLMNPRSTVW')}."
+        given, surname = draw_name(rng, gender, split, self._surnames[split])
         name = f"{given} {surname}"
         lo, hi = WORD_RANGE[split]
         return _write_person(rng, name, surname, gender, lo, hi)
+
+
+def draw_name(rng: random.Random, gender: str, split: str, taken: set[str]) -> tuple[str, str]:
+    """(given name, possibly with a middle initial, surname): a fake name whose surname belongs to
+    `split` and is not in `taken` (lower-cased; it is added). Names drawn for different splits
+    never share a surname, so other tools (the wiki_bio anonymizer) draw from the "haystack" split
+    and can never name someone like a synthetic needle or shot."""
+    while True:
+        surname = _draw_surname(rng)
+        key = surname.lower()
+        if surname_split(surname) == split and key not in taken and key not in V.BANNED_NAME_WORDS:
+            break
+    taken.add(key)
+    while True:
+        given = _draw_given(rng, gender)
+        if given.lower() not in V.BANNED_NAME_WORDS:
+            break
+    if rng.random() < 0.1:
+        given = f"{given} {rng.choice('ABCDEFGHJKLMNPRSTVW')}."
+    return given, surname
 
 
 def _write_person(rng: random.Random, name: str, surname: str, gender: str, lo: int, hi: int) -> Person:

@@ -1,23 +1,31 @@
-"""The biography record schema and reading it from JSONL.
+"""The biography record schema and reading it from JSONL, streamed.
 
-One JSON object a line: {"name": ..., "bio": ..., "json": {labels}}. The same pydantic
-models validate data files, type the generator's output and give the answer schema, so a
-label the loader accepts is exactly an answer the model may give. Validation is strict
-(no "3" for 3, no 1 for true): a data file is read once and silently coerced values would
-turn into wrong gold answers.
+One JSON object a line: {"name": ..., "bio": ..., "json": {labels}}, as the published data has
+it: needles carry labels, haystack files often do not (`json` left out or null), and extra keys
+(a token count, a source id) are ignored. The same pydantic models type the generator's output
+and give the answer schema, so a label the loader accepts is exactly an answer the model may give.
+
+Labels written by people or LLMs ("1951", "yes", " French ") go through labels.normalise_labels:
+what is read without doubt is normalised and counted in a `ReadReport`, anything else is refused
+with file, line and field — a silently coerced value would become a wrong gold answer.
+
+Files are read a line at a time (`read_bios`): a 100k-line file is never held as text, nor its
+parsed JSON kept beside the records.
 """
 
 from __future__ import annotations
 
 import json
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from harness.errors import UsageError
-
-NATIONALITY_MAX_LENGTH = 40
+from scenarios.bio_needle.labels import NATIONALITY_MAX_LENGTH, YEAR_MAX, LabelError, normalise_labels
 
 
 class BioDate(BaseModel):
@@ -27,7 +35,7 @@ class BioDate(BaseModel):
 
     day: int = Field(ge=0, le=31)
     month: int = Field(ge=0, le=12)
-    year: int = Field(ge=0, le=2100)
+    year: int = Field(ge=0, le=YEAR_MAX)
 
 
 class BioLabels(BaseModel):
@@ -43,16 +51,54 @@ class BioLabels(BaseModel):
 
 
 class BioRecord(BaseModel):
-    """One biography with its labels, as stored in a JSONL line."""
+    """One biography with its labels (None: not labeled yet), as stored in a JSONL line."""
 
     model_config = ConfigDict(strict=True, populate_by_name=True)
 
     name: str = Field(min_length=1)
     bio: str = Field(min_length=1)
-    labels: BioLabels = Field(alias="json")
+    labels: BioLabels | None = Field(None, alias="json")
 
     def to_json_line(self) -> str:
-        return json.dumps(self.model_dump(by_alias=True), ensure_ascii=False)
+        return json.dumps(self.model_dump(by_alias=True, exclude_none=True), ensure_ascii=False)
+
+
+@dataclass
+class Line:
+    """One biography as read: its line number, the record, the keys it had besides name/bio/json,
+    and the normalisations its labels needed."""
+
+    lineno: int
+    record: BioRecord
+    extras: dict[str, Any]
+    notes: list[str]
+
+
+MAX_REFUSALS_KEPT = 50
+
+
+@dataclass
+class ReadReport:
+    """What reading a file found: counts, normalisations (with the first line of each), refusals."""
+
+    path: str
+    lines: int = 0  # non-blank lines
+    blank: int = 0
+    labeled: int = 0
+    unlabeled: int = 0
+    normalised: Counter = field(default_factory=Counter)  # note -> records it applied to
+    first_line: dict[str, int] = field(default_factory=dict)  # note -> first line number
+    refused: list[str] = field(default_factory=list)  # "file line N: field: why", the first ones
+    refused_count: int = 0
+
+    @property
+    def records(self) -> int:
+        return self.labeled + self.unlabeled
+
+    def note_lines(self) -> list[str]:
+        """'json.x: what was done (N biographies, first on line L)', most frequent first."""
+        return [f"{note} ({n:,} biograph{'y' if n == 1 else 'ies'}, first on line {self.first_line[note]})"
+                for note, n in self.normalised.most_common()]
 
 
 _MESSAGES = {
@@ -76,25 +122,97 @@ def _describe(err: ValidationError) -> str:
     return f"{where}: {msg}{more}" if where else f"{msg}{more}"
 
 
-def load_jsonl(path: str | Path) -> list[BioRecord]:
-    """Read and validate every record; a bad line raises UsageError naming file and line."""
-    path = Path(path)
+class LineError(ValueError):
+    """A line that cannot be read as a biography: 'field: why'."""
+
+
+def _text(obj: dict[str, Any], key: str) -> str:
+    value = obj.get(key)
+    if value is None:
+        raise LineError(f"{key}: missing")
+    if not isinstance(value, str):
+        raise LineError(f"{key}: expected a string")
+    if not value.strip():
+        raise LineError(f"{key}: must not be empty")
+    return value
+
+
+def parse_line(text: str, need_labels: bool = False) -> tuple[BioRecord, dict[str, Any], list[str]]:
+    """(record, extra keys, normalisations) of one JSONL line, or LineError with 'field: why'."""
     try:
-        text = path.read_text(encoding="utf-8")
+        obj: Any = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise LineError(f"invalid JSON ({e.msg} at column {e.colno})") from None
+    if not isinstance(obj, dict):
+        raise LineError("expected a JSON object")
+    name, bio = _text(obj, "name"), _text(obj, "bio")
+    notes: list[str] = []
+    clean = " ".join(name.split())
+    if clean != name:
+        notes.append("name: spaces normalised")
+    raw = obj.pop("json", None)
+    labels = None
+    if raw is not None:
+        try:
+            values, more = normalise_labels(raw)
+        except LabelError as e:
+            raise LineError(f"json.{e.field}: {e.message}" if e.field != "json" else f"json: {e.message}") from None
+        notes += more
+        try:
+            labels = BioLabels.model_validate(values)
+        except ValidationError as e:  # normalise_labels lets nothing through that fails here; a guard
+            raise LineError("json." + _describe(e)) from None
+    elif need_labels:
+        raise LineError("json: missing (needles need labels: `harness data label FILE` writes them)")
+    obj.pop("name"), obj.pop("bio")
+    return BioRecord(name=clean, bio=bio, labels=labels), obj, list(dict.fromkeys(notes))
+
+
+def read_bios(path: str | Path, *, strict: bool = True, need_labels: bool = False,
+              report: ReadReport | None = None) -> Iterator[Line]:
+    """Each good line of a biography file, in order, read a line at a time.
+
+    strict: the first bad line raises UsageError naming file, line and field; otherwise bad lines
+    are counted in `report` (the first MAX_REFUSALS_KEPT kept as messages) and skipped.
+    """
+    path = Path(path)
+    report = report if report is not None else ReadReport(str(path))
+    try:
+        fh = open(path, encoding="utf-8")
     except FileNotFoundError:
         raise UsageError(f"{path}: no such file") from None
-    except (OSError, UnicodeDecodeError) as e:
+    except OSError as e:
         raise UsageError(f"{path}: cannot read ({e})") from None
-    records: list[BioRecord] = []
-    for lineno, line in enumerate(text.splitlines(), start=1):
-        if not line.strip():
-            continue
+    lineno = 0
+    with fh:
         try:
-            obj: Any = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise UsageError(f"{path} line {lineno}: invalid JSON ({e.msg} at column {e.colno})") from None
-        try:
-            records.append(BioRecord.model_validate(obj))
-        except ValidationError as e:
-            raise UsageError(f"{path} line {lineno}: {_describe(e)}") from None
-    return records
+            for lineno, text in enumerate(fh, 1):
+                if not text.strip():
+                    report.blank += 1
+                    continue
+                report.lines += 1
+                try:
+                    record, extras, notes = parse_line(text, need_labels)
+                except LineError as e:
+                    message = f"{path} line {lineno}: {e}"
+                    if strict:
+                        raise UsageError(message) from None
+                    report.refused_count += 1
+                    if len(report.refused) < MAX_REFUSALS_KEPT:
+                        report.refused.append(message)
+                    continue
+                if record.labels is None:
+                    report.unlabeled += 1
+                else:
+                    report.labeled += 1
+                for note in notes:
+                    report.normalised[note] += 1
+                    report.first_line.setdefault(note, lineno)
+                yield Line(lineno, record, extras, notes)
+        except (OSError, UnicodeDecodeError) as e:
+            raise UsageError(f"{path} line {lineno + 1}: cannot read ({e})") from None
+
+
+def load_jsonl(path: str | Path, need_labels: bool = False) -> list[BioRecord]:
+    """Every record of a file (small files: needles, tests); a bad line raises UsageError naming file and line."""
+    return [line.record for line in read_bios(path, need_labels=need_labels)]

@@ -28,7 +28,7 @@ from harness.errors import UsageError
 from harness.samples import Document, Sample
 from harness.scenario import Scenario, ScenarioParams, Shot, TokenCounter
 from scenarios.bio_needle.generator import BioGenerator
-from scenarios.bio_needle.loader import BioLabels, BioRecord, load_jsonl
+from scenarios.bio_needle.loader import BioLabels, BioRecord, ReadReport, read_bios
 
 _TASK = """\
 Read the biographies below, then answer the question about the person it names, using only \
@@ -61,6 +61,7 @@ INSTRUCTIONS = INSTRUCTIONS_COMPACT
 DATE_PATTERN = r"^([0-9]{4}(-[0-9]{2}(-[0-9]{2})?)?)?$"
 COMPACT_KEYS = {"date_of_birth": "born", "date_of_death": "died"}
 
+REFERENCE_SIZE = 1000  # biographies the null baseline's most common labels are taken from
 _SEP_TOKENS = 1  # tokens assumed for each "\n\n" between documents
 _CHARS_PER_TOKEN_GUESS = 3.0  # sizes the first counting batch (low, to rarely overshoot); measured afterwards
 
@@ -147,7 +148,7 @@ class BioNeedle(Scenario):
         if (getattr(p, "haystack_file", None) is None) != (getattr(p, "needles_file", None) is None):
             raise UsageError("bio-needle: give both haystack_file and needles_file, or neither")
         self.generator = BioGenerator(seed)
-        self._files: tuple[list[BioRecord], list[BioRecord]] | None = None
+        self._files: _Files | None = None
         self._cache: _CountingCache | None = None
 
     # ------------------------------------------------------------------ task statement
@@ -182,20 +183,24 @@ class BioNeedle(Scenario):
         if self.uses_files:
             self._load_files()
 
+    def input_notes(self) -> list[str]:
+        """What reading the data files did: normalised labels (counted), biographies left out."""
+        return self._files.notes() if self._files is not None else []
+
     # ------------------------------------------------------------------ data
     @property
     def uses_files(self) -> bool:
         return getattr(self.params, "haystack_file", None) is not None
 
-    def _load_files(self) -> tuple[list[BioRecord], list[BioRecord]]:
+    def _load_files(self) -> "_Files":
         if self._files is None:
-            self._files = (load_jsonl(self.params.haystack_file), load_jsonl(self.params.needles_file))
+            self._files = _Files(Path(self.params.haystack_file), Path(self.params.needles_file))
         return self._files
 
     def _needles(self, n: int) -> list[BioRecord]:
         if not self.uses_files:
             return self.generator.records("needles", n)
-        needles = self._load_files()[1]
+        needles = self._load_files().needles
         if n > len(needles):
             raise UsageError(
                 f"{self.params.needles_file} holds {len(needles)} biographies; {n} needles requested"
@@ -205,16 +210,31 @@ class BioNeedle(Scenario):
     def _pool(self) -> _Pool:
         if not self.uses_files:
             return _Pool(lambda n: [(f"h{i}", r) for i, r in enumerate(self.generator.records("haystack", n))], None)
-        haystack, needles = self._load_files()
-        # A needle person must be findable by name alone: drop haystack bios that share a name
-        # with any biography of the needles file (ids keep the file's numbering).
-        needle_names = {r.name.strip().lower() for r in needles}
-        kept = [(f"h{i}", r) for i, r in enumerate(haystack) if r.name.strip().lower() not in needle_names]
-        return _Pool(lambda n: kept[:n], len(kept))
+        files = self._load_files()
+        return _Pool(files.take, files.kept)
 
-    def reference_labels(self, n: int = 1000) -> list[dict[str, Any]]:
-        """Labels of (up to) the first `n` haystack biographies: the population chance level is taken from."""
-        return [r.labels.model_dump() for _, r in self._pool().take(n)]
+    def reference_labels(self, n: int = REFERENCE_SIZE) -> list[dict[str, Any]]:
+        """Labels of the population chance level is taken from: (up to) the first `n` haystack
+        biographies — or, when the haystack file has no labels, the needles file's."""
+        return self._reference(n)[0]
+
+    @property
+    def null_source(self) -> str:
+        """Where the null baseline's labels come from, in words (saved with the run, shown beside it)."""
+        return self._reference(REFERENCE_SIZE)[1]
+
+    def _reference(self, n: int) -> tuple[list[dict[str, Any]], str]:
+        if not self.uses_files:
+            labels = [r.labels.model_dump() for _, r in self._pool().take(n)]
+            return labels, f"haystack labels of {len(labels):,} synthetic biographies"
+        files = self._load_files()
+        seen = min(n, files.kept)
+        labels = files.reference[:n]
+        if labels:
+            part = "" if len(labels) == seen else f" of the first {seen:,}"
+            return labels, f"haystack labels of {len(labels):,}{part} biographies"
+        labels = [r.labels.model_dump() for r in files.needles[:n]]
+        return labels, f"needle labels of {len(labels):,} biographies; haystack unlabeled"
 
     def _counter(self, count_tokens: TokenCounter) -> _CountingCache:
         if self._cache is None or self._cache.count_tokens is not count_tokens:
@@ -316,6 +336,68 @@ class BioNeedle(Scenario):
         for f in ("sportsperson", "politician"):
             got = answer.get(f)
             out[f] = isinstance(got, bool) and got == gold[f]
+        return out
+
+
+# ---------------------------------------------------------------------- data files
+def _name_key(name: str) -> str:
+    return " ".join(name.split()).lower()
+
+
+class _Files:
+    """The run's two data files: read through once when opened (every line checked, counted, the
+    needles kept), then the haystack is read again lazily, only as far as the grid needs.
+
+    Memory stays bounded whatever the haystack's size: the scan keeps counts and the first
+    REFERENCE_SIZE labels, and a grid's haystack is the few hundred biographies its longest
+    length holds."""
+
+    def __init__(self, haystack: Path, needles: Path):
+        self.haystack_path, self.needles_path = haystack, needles
+        for path in (haystack, needles):  # the haystack is named first, as it is given first
+            if not path.exists():
+                raise UsageError(f"{path}: no such file")
+        self.needles_report = ReadReport(str(needles))
+        self.needles = [line.record for line in read_bios(needles, need_labels=True, report=self.needles_report)]
+        self.needle_names = {_name_key(r.name) for r in self.needles}
+        self.haystack_report = ReadReport(str(haystack))
+        self.kept = 0  # haystack biographies a run may use
+        self.dropped = 0  # haystack biographies that share a name with a needle
+        self.reference: list[dict[str, Any]] = []  # labels among the first REFERENCE_SIZE kept
+        for _, record in self._haystack(self.haystack_report):
+            if self.kept < REFERENCE_SIZE and record.labels is not None:
+                self.reference.append(record.labels.model_dump())
+            self.kept += 1
+        self._taken: list[tuple[str, BioRecord]] = []
+        self._rest: Any = None
+
+    def _haystack(self, report: ReadReport | None = None):
+        """(id, record) of each usable haystack biography; ids keep the file's numbering."""
+        for i, line in enumerate(read_bios(self.haystack_path, report=report)):
+            if _name_key(line.record.name) in self.needle_names:
+                if report is not None:
+                    self.dropped += 1
+                continue
+            yield f"h{i}", line.record
+
+    def take(self, n: int) -> list[tuple[str, BioRecord]]:
+        if self._rest is None:
+            self._rest = self._haystack()
+        while len(self._taken) < n:
+            item = next(self._rest, None)
+            if item is None:
+                break
+            self._taken.append(item)
+        return self._taken[:n]
+
+    def notes(self) -> list[str]:
+        out = [f"{r.path}: {note}" for r in (self.haystack_report, self.needles_report) for note in r.note_lines()]
+        if self.dropped:
+            out.append(f"{self.haystack_path}: {self.dropped:,} biograph{'y' if self.dropped == 1 else 'ies'} "
+                       "left out (the same name as a needle)")
+        if not self.reference:
+            out.append(f"{self.haystack_path}: no labels in its first {min(self.kept, REFERENCE_SIZE):,} biographies: "
+                       "the null baseline comes from the needles' labels")
         return out
 
 
