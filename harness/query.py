@@ -197,7 +197,7 @@ class Query:
             async with a.slots:
                 completion = await a.session.send(*request)
         except RequestFailed as e:
-            counted = await _settle(count_task, cancel=True, fallback=counted)
+            counted = await _settle(count_task, cancel=False, fallback=counted)
             self.calls.append(Call(purpose=purpose, prompt_tokens_counted=counted, attempts=e.attempts, error=e.reason))
             raise
         except BaseException:

@@ -632,3 +632,25 @@ def test_ctrl_c_against_the_real_server_then_resume(vllm_server, tmp_path):
     recs = RunStore(out).rows()
     assert len(recs) == 6 == len({r["sample_id"] for r in recs})
     assert recs[: len(kept)] == kept
+
+
+def test_a_request_cancelled_mid_flight_does_not_wedge_its_connection():
+    """httpcore can leave a connection marked busy when a request is cancelled in flight; the session
+    drops that client, so the next request on the session is answered instead of waiting forever."""
+    from harness.endpoints.client import Endpoint
+    from harness.prompting import build_prompt
+
+    with fake_openai.running("--latency", "0.5") as url:
+        ep = Endpoint(url, "gemma-3-270m", "completions", None, timeout_s=30, max_retries=0)
+
+        async def go():
+            async with ep.session(1) as s:  # one client: a wedged connection would block everything
+                req = ep.request(build_prompt("i", [], "c", "q"), None, 5)
+                t = asyncio.ensure_future(s.send(*req))
+                await asyncio.sleep(0.1)
+                t.cancel()
+                with pytest.raises(asyncio.CancelledError):
+                    await t
+                return await asyncio.wait_for(s.send(*req), timeout=10)
+
+        assert asyncio.run(go()).text

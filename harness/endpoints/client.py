@@ -327,7 +327,14 @@ class Session:
             c = self._free.pop() if self._free else self._new_client()
             try:
                 yield c
-            finally:
+            except (asyncio.CancelledError, GeneratorExit):
+                # A request cancelled mid-flight can leave httpcore's one connection marked busy: the
+                # next request on this client would wait for it forever. Drop the client instead.
+                self._clients.remove(c)
+                with contextlib.suppress(Exception):
+                    await asyncio.shield(c.aclose())
+                raise
+            else:
                 self._free.append(c)
 
     async def __aenter__(self) -> "Session":
