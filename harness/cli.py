@@ -158,15 +158,29 @@ def open_endpoint(ec: EndpointConfig, log_path: Path | None):
 
 
 def launch_server(opts, log_path: Path | None):
-    """Start the server for `opts` (the embedded model goes through start_embedded); notes go to stderr."""
+    """Start the server for `opts` (the embedded model goes through start_embedded); notes go to
+    stderr, the startup phases to a live status line, then the total startup time."""
     from harness.endpoints import vllm_server
 
     def note(n: str) -> None:
         err.print(f"[yellow]note:[/yellow] {n}", highlight=False)
 
-    if opts.embedded:
-        return vllm_server.start_embedded(log_path=log_path, options=opts, on_note=note)
-    return vllm_server.start_server(opts, log_path, on_note=note)
+    t0 = time.monotonic()
+    with err.status("starting vLLM…") as status:
+        seen: set[str] = set()
+
+        def progress(phase: str, elapsed: float) -> None:
+            status.update(f"starting vLLM: {phase} ({elapsed:.0f} s)")
+            if not err.is_terminal and phase not in seen:  # no live line in a log file: one line a phase
+                err.print(f"[dim]vLLM: {phase} ({elapsed:.0f} s)[/dim]")
+            seen.add(phase)
+
+        if opts.embedded:
+            server = vllm_server.start_embedded(log_path=log_path, options=opts, on_note=note, on_progress=progress)
+        else:
+            server = vllm_server.start_server(opts, log_path, on_note=note, on_progress=progress)
+    err.print(f"[dim]vLLM ready in {time.monotonic() - t0:.0f} s[/dim]")
+    return server
 
 
 def server_options(ec: EndpointConfig):
@@ -227,7 +241,7 @@ def compare(
     tensor_parallel_size: Optional[int] = typer.Option(None, "--tensor-parallel-size", help="GPUs to shard the model over"),
     gpu_memory_utilization: Optional[float] = typer.Option(None, "--gpu-memory-utilization", help="fraction of GPU memory vLLM may use (GPU build)"),
     dtype: Optional[str] = typer.Option(None, "--dtype", help="weights/activations dtype: auto, bfloat16, float16, float32"),
-    concurrency: int = typer.Option(None, "--concurrency", help="requests in flight (default 2 embedded, 8 otherwise)"),
+    concurrency: int = typer.Option(None, "--concurrency", help="requests in flight (default: chosen for this CPU for the embedded model, 8 for --endpoint)"),
     timeout: Optional[float] = typer.Option(None, "--timeout", help="seconds per request attempt (default 600)"),
     max_retries: Optional[int] = typer.Option(None, "--max-retries", help="retries of a request on 429/5xx/timeouts/connection errors (default 3)"),
     no_cache: bool = typer.Option(False, "--no-cache", help="ask the model even when the response cache holds the answer"),
@@ -458,6 +472,7 @@ def run_compare(config: RunConfig, use_cache: bool = True, report: ReportOptions
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from harness import runner
+    from harness.endpoints.cpu import default_concurrency
     from harness.store import RunStore
 
     report = (report or ReportOptions()).check()
@@ -514,7 +529,7 @@ def run_compare(config: RunConfig, use_cache: bool = True, report: ReportOptions
             }
         )
         store.write_samples(samples)
-        concurrency = ec.concurrency or (8 if ec.url else 2)
+        concurrency = ec.concurrency or (8 if ec.url else default_concurrency(server.get("launch")))
         progress = Progress(
             TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
             TextColumn("{task.fields[acc]}"), console=err, transient=False,
