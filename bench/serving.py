@@ -23,9 +23,11 @@ else's cache is touched):
 * idle CPU %: the server's whole process group (API server, engine core, worker), from
   /proc/<pid>/stat, over 10 s starting 10 s after the last request.
 
-Before each setting the bench waits (up to --max-wait s) for the 1-minute load average to fall
-under --wait-load, and prints the load it measured under: on a shared machine, numbers taken
-under load are marked. The table is markdown, to paste into docs/vllm-cpu-notes.md. Not CI.
+On a shared machine: before each start and each measurement the bench waits (at most --max-wait
+s) until the other processes use less than --quiet % of a core, and records what they used while
+it measured (from /proc/stat minus its own and its server's CPU time): the "others' CPU %" column
+is the worst of them, so numbers taken under contention are marked as such. The table is
+markdown, to paste into docs/vllm-cpu-notes.md. Not CI.
 """
 
 from __future__ import annotations
@@ -86,7 +88,9 @@ class Result:
     idle_cpu: float | None = None
     idle_per_process: dict[str, float] = field(default_factory=dict)
     load: list[float] = field(default_factory=list)
+    others: dict[str, float] = field(default_factory=dict)  # measurement -> other processes' CPU % meanwhile
     served_dtype: str | None = None
+    plugin_processes: list[str] = field(default_factory=list)  # where the no-busy-wait plugin ran
     cpu_plan: dict | None = None
     error: str | None = None
 
@@ -109,13 +113,51 @@ def load1() -> float:
     return os.getloadavg()[0]
 
 
-def wait_for_quiet(limit: float, max_wait: float) -> float:
-    """Wait until the 1-minute load average is under `limit` (polling every 30 s); return it."""
+def _busy_seconds() -> float:
+    """CPU seconds all processes have used (every core), from /proc/stat."""
+    fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
+    return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
+
+
+def _own_seconds(pgid: int | None) -> float:
+    """CPU seconds of this bench process and of the server's process group."""
+    t = os.times()
+    own = t.user + t.system
+    if pgid is not None:
+        own += sum(sec for _, sec in group_cpu_seconds(pgid).values())
+    return own
+
+
+class Others:
+    """CPU used by everything except this bench and its server over a stretch of time, in % of
+    one core: the contention a measurement ran under on a shared machine."""
+
+    def __init__(self, pgid: int | None = None):
+        self.pgid = pgid
+        self.pct: float | None = None
+
+    def __enter__(self) -> "Others":
+        self._t, self._busy, self._own = time.monotonic(), _busy_seconds(), _own_seconds(self.pgid)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        dt = time.monotonic() - self._t
+        others = (_busy_seconds() - self._busy) - (_own_seconds(self.pgid) - self._own)
+        self.pct = round(max(0.0, 100 * others / dt), 1) if dt > 0 else 0.0
+
+
+def wait_for_quiet(limit: float, max_wait: float, pgid: int | None = None) -> float:
+    """Wait until other processes used less than `limit` % of a core over 5 s (up to max_wait s);
+    return what they used in the last 5 s."""
     end = time.monotonic() + max_wait
-    while load1() >= limit and time.monotonic() < end:
-        print(f"  load {load1():.2f} >= {limit}: waiting", flush=True)
-        time.sleep(30)
-    return load1()
+    while True:
+        with Others(pgid) as o:
+            time.sleep(5)
+        if o.pct < limit or time.monotonic() > end:
+            return o.pct
+        print(f"  other processes use {o.pct:.0f} % of a core (load {load1():.1f}): waiting", flush=True)
+        time.sleep(10)
 
 
 def isa_check(env: dict[str, str]) -> str:
@@ -173,29 +215,45 @@ def complete(base_url: str, model: str, prompt: list[int], max_tokens: int) -> t
 
 def measure(srv, res: Result, a, rng: random.Random) -> None:
     complete(srv.base_url, srv.model, random_prompt(rng, 64), 8)  # first request pays one-off costs
+
+    def best_of(name: str, once) -> float:
+        """The best of --repeats runs, each started when the machine is quiet; the most the other
+        processes used during any of them is recorded under `name`."""
+        best, worst_others = 0.0, 0.0
+        for _ in range(a.repeats):
+            wait_for_quiet(a.quiet, a.max_wait / 4, srv.pid)
+            with Others(srv.pid) as o:
+                best = max(best, once())
+            worst_others = max(worst_others, o.pct)
+        res.others[name] = worst_others
+        return round(best, 1)
+
+    def prefill(size: int) -> float:
+        wall, usage = complete(srv.base_url, srv.model, random_prompt(rng, size), 1)
+        cached = (usage.get("prompt_tokens_details") or {}).get("cached_tokens") or 0
+        if cached:
+            print(f"  warning: {cached} cached tokens in a prefill measurement", flush=True)
+        return usage["prompt_tokens"] / wall
+
+    def decode(n: int) -> float:
+        prompts = [random_prompt(rng, 16) for _ in range(n)]
+        t0 = time.monotonic()
+        with cf.ThreadPoolExecutor(n) as pool:
+            usages = list(pool.map(lambda p: complete(srv.base_url, srv.model, p, a.decode_tokens)[1], prompts))
+        return sum(u["completion_tokens"] for u in usages) / (time.monotonic() - t0)
+
     for size in a.prefill:
-        best = 0.0
-        for _ in range(a.repeats):
-            wall, usage = complete(srv.base_url, srv.model, random_prompt(rng, size), 1)
-            cached = (usage.get("prompt_tokens_details") or {}).get("cached_tokens") or 0
-            if cached:
-                print(f"  warning: {cached} cached tokens in a prefill measurement", flush=True)
-            best = max(best, usage["prompt_tokens"] / wall)
-        res.prefill[size] = round(best, 1)
-        print(f"  prefill {size:>5} tokens: {best:8.1f} tok/s", flush=True)
+        res.prefill[size] = best_of(f"prefill {size}", lambda: prefill(size))
+        print(f"  prefill {size:>5} tokens: {res.prefill[size]:8.1f} tok/s (others: {res.others[f'prefill {size}']} %)",
+              flush=True)
     for n in a.concurrency:
-        best = 0.0
-        for _ in range(a.repeats):
-            prompts = [random_prompt(rng, 16) for _ in range(n)]
-            t0 = time.monotonic()
-            with cf.ThreadPoolExecutor(n) as pool:
-                usages = list(pool.map(lambda p: complete(srv.base_url, srv.model, p, a.decode_tokens)[1], prompts))
-            wall = time.monotonic() - t0
-            best = max(best, sum(u["completion_tokens"] for u in usages) / wall)
-        res.decode[n] = round(best, 1)
-        print(f"  decode x{n:<2}: {best:8.1f} tok/s (all requests together)", flush=True)
-    res.idle_cpu, res.idle_per_process = idle_cpu(srv.pid)
-    print(f"  idle CPU: {res.idle_cpu} % {res.idle_per_process}", flush=True)
+        res.decode[n] = best_of(f"decode x{n}", lambda: decode(n))
+        print(f"  decode x{n:<2}: {res.decode[n]:8.1f} tok/s, all requests together (others: "
+              f"{res.others[f'decode x{n}']} %)", flush=True)
+    with Others(srv.pid) as o:
+        res.idle_cpu, res.idle_per_process = idle_cpu(srv.pid)
+    res.others["idle"] = o.pct
+    print(f"  idle CPU: {res.idle_cpu} % {res.idle_per_process} (others: {o.pct} %)", flush=True)
 
 
 def run_setting(setting: Setting, a, extra_env: dict[str, str], workdir: Path) -> Result:
@@ -208,7 +266,6 @@ def run_setting(setting: Setting, a, extra_env: dict[str, str], workdir: Path) -
         env.update(TORCHINDUCTOR_CACHE_DIR=str(cache / "inductor"), VLLM_CACHE_ROOT=str(cache / "vllm"))
     print(f"\n== {setting.name}: dtype {setting.dtype}, {'eager' if setting.eager else 'compiled'}, "
           f"{'AVX2-restricted' if setting.avx2 else 'native ISA'}", flush=True)
-    res.load.append(round(wait_for_quiet(a.wait_load, a.max_wait), 2))
     res.isa_check = isa_check(env)
     print(f"  {res.isa_check}", flush=True)
     opts = ServerOptions(dtype=setting.dtype)
@@ -216,18 +273,26 @@ def run_setting(setting: Setting, a, extra_env: dict[str, str], workdir: Path) -
     with patched_environ(env):
         try:
             if a.first_start:
-                srv = start_server(opts, workdir / f"{setting.name}-first.log")
+                wait_for_quiet(a.quiet, a.max_wait)
+                res.load.append(round(load1(), 2))
+                with Others() as o:
+                    srv = start_server(opts, workdir / f"{setting.name}-first.log")
+                res.others["first start"] = o.pct
                 res.first_start_s = round(srv.startup_seconds, 1)
                 srv.stop()
-                print(f"  first start: {res.first_start_s} s", flush=True)
-            srv = start_server(opts, workdir / f"{setting.name}-warm.log")
+                print(f"  first start: {res.first_start_s} s (others: {o.pct} %)", flush=True)
+            wait_for_quiet(a.quiet, a.max_wait)
+            res.load.append(round(load1(), 2))
+            with Others() as o:
+                srv = start_server(opts, workdir / f"{setting.name}-warm.log")
+            res.others["warm start"] = o.pct
             try:
                 res.warm_start_s = round(srv.startup_seconds, 1)
                 res.phases, res.served_dtype = srv.phases, srv.served_dtype
+                res.plugin_processes = sorted(srv.plugin_processes)
                 res.cpu_plan = srv.plan.cpu.describe() if srv.plan and srv.plan.cpu else None
-                print(f"  warm start: {res.warm_start_s} s; served dtype {res.served_dtype}; phases {srv.phases}",
-                      flush=True)
-                res.load.append(round(load1(), 2))
+                print(f"  warm start: {res.warm_start_s} s (others: {o.pct} %); served dtype {res.served_dtype}; "
+                      f"phases {srv.phases}", flush=True)
                 measure(srv, res, a, rng)
             finally:
                 srv.stop()
@@ -241,7 +306,7 @@ def run_setting(setting: Setting, a, extra_env: dict[str, str], workdir: Path) -
 def table(results: list[Result], a) -> str:
     head = ["setting", "ISA", "dtype", "mode", "first start s", "warm start s",
             *[f"prefill {s / 1000:g}k tok/s" for s in a.prefill], *[f"decode x{n} tok/s" for n in a.concurrency],
-            "default concurrency", "idle CPU %", "load 1-min (start/measure/end)"]
+            "default concurrency", "idle CPU %", "others' CPU % (max)", "load 1-min"]
     rows = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
 
     def f(x):
@@ -252,7 +317,7 @@ def table(results: list[Result], a) -> str:
         cells = [s.name, "AVX2 (restricted)" if s.avx2 else "native", s.dtype, "eager" if s.eager else "compiled",
                  f(r.first_start_s), f(r.warm_start_s), *[f(r.prefill.get(n)) for n in a.prefill],
                  *[f(r.decode.get(n)) for n in a.concurrency], f((r.cpu_plan or {}).get("concurrency")),
-                 f(r.idle_cpu), "/".join(f"{x:.1f}" for x in r.load)]
+                 f(r.idle_cpu), f(max(r.others.values(), default=None)), "/".join(f"{x:.1f}" for x in r.load)]
         if r.error:
             cells[-1] += f" FAILED: {r.error[:80]}"
         rows.append("| " + " | ".join(cells) + " |")
@@ -275,8 +340,11 @@ def main() -> None:
                     help="skip the start with empty compile caches; the server then uses the usual caches")
     ap.add_argument("--env", action="append", default=[], metavar="KEY=VALUE",
                     help="extra environment for every server (e.g. to measure without a default)")
-    ap.add_argument("--wait-load", type=float, default=1.5, help="wait for the 1-min load average to fall under this")
-    ap.add_argument("--max-wait", type=float, default=900, help="seconds to wait for that at most, per setting")
+    ap.add_argument("--quiet", type=float, default=25,
+                    help="before each start and measurement, wait until other processes use less than this "
+                         "%% of a core (default 25)")
+    ap.add_argument("--max-wait", type=float, default=900,
+                    help="seconds to wait for that at most before a start (a quarter of it before a measurement)")
     ap.add_argument("--json", type=Path, default=None, help="also write the results here")
     a = ap.parse_args()
     try:
@@ -310,7 +378,8 @@ def main() -> None:
                 shutil.rmtree(p, ignore_errors=True)
     print(f"\nwall {time.monotonic() - t0:.0f} s; logs: {workdir}")
     for r in results:
-        print(f"{r.setting.name}: {r.isa_check}; served dtype {r.served_dtype}")
+        print(f"{r.setting.name}: {r.isa_check}; served dtype {r.served_dtype}; shm busy loop "
+              f"{(r.cpu_plan or {}).get('shm_busy_loop_s')} s (plugin ran in: {', '.join(r.plugin_processes) or 'none'})")
     print()
     print(table(results, a))
     if a.json:

@@ -503,3 +503,6 @@ def test_real_server_went_through_the_startup_phases_and_serves_the_decided_dtyp
     assert cpu is not None and cpu.dtype in ("bfloat16", "float32")
     assert vllm_server.served_dtype == cpu.dtype  # what the engine logged it runs
     assert vllm_server.plan.describe()["cpu"]["dtype"] == cpu.dtype
+    if cpu.busy_loop_s is not None:  # the no-busy-wait plugin ran where the shm queues are read
+        assert "EngineCore" in vllm_server.plugin_processes, vllm_server.plugin_processes
+        assert any("Worker" in p for p in vllm_server.plugin_processes), vllm_server.plugin_processes

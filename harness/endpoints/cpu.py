@@ -39,6 +39,7 @@ _ATEN_BELOW_AVX512 = {"DEFAULT", "AVX", "AVX2"}
 
 EAGER_ENV = "HARNESS_VLLM_EAGER"
 CONCURRENCY_ENV = "HARNESS_EMBEDDED_CONCURRENCY"
+BUSY_LOOP_ENV = "HARNESS_VLLM_SHM_BUSY_LOOP_S"  # read by harness/endpoints/vllm_plugin.py in vLLM's processes
 
 
 @dataclass(frozen=True)
@@ -156,6 +157,8 @@ class CpuPlan:
     eager_why: str
     omp_env: dict[str, str]
     omp_why: str
+    busy_loop_s: float | None  # vLLM's shm-queue busy loop (None: vLLM's own 1 s)
+    busy_loop_why: str
     concurrency: int
     concurrency_why: str
 
@@ -165,7 +168,10 @@ class CpuPlan:
 
     def env(self) -> dict[str, str]:
         """Variables the server gets (the caller's own environment still wins: setdefault)."""
-        return {"VLLM_CPU_OMP_THREADS_BIND": self.bind, **self.omp_env}
+        env = {"VLLM_CPU_OMP_THREADS_BIND": self.bind, **self.omp_env}
+        if self.busy_loop_s is not None:
+            env[BUSY_LOOP_ENV] = f"{self.busy_loop_s:g}"
+        return env
 
     def args(self, with_dtype: bool = True) -> list[str]:
         """Server flags: --dtype (left out when the user's --dtype is passed on its own) and
@@ -191,6 +197,8 @@ class CpuPlan:
             "eager_why": self.eager_why,
             "omp_env": dict(self.omp_env),
             "omp_why": self.omp_why,
+            "shm_busy_loop_s": self.busy_loop_s,
+            "shm_busy_loop_why": self.busy_loop_why,
             "concurrency": self.concurrency,
             "concurrency_why": self.concurrency_why,
         }
@@ -253,6 +261,16 @@ def decide(facts: CpuFacts, *, dtype: str | None = None, embedded: bool = True,
 
     omp_env, omp_why = _omp_settings(facts)
 
+    raw = env.get(BUSY_LOOP_ENV, "").strip()
+    if raw:
+        try:
+            busy_loop_s: float | None = float(raw)
+        except ValueError:
+            raise UsageError(f"{BUSY_LOOP_ENV} must be a number of seconds, not {raw!r}") from None
+        busy_loop_why = f"{BUSY_LOOP_ENV} from the environment"
+    else:
+        busy_loop_s, busy_loop_why = _default_busy_loop(facts)
+
     raw = env.get(CONCURRENCY_ENV, "").strip()
     if raw:
         try:
@@ -265,7 +283,7 @@ def decide(facts: CpuFacts, *, dtype: str | None = None, embedded: bool = True,
     else:
         concurrency, concurrency_why = _default_concurrency(facts, chosen)
     return CpuPlan(facts, chosen, dtype_why, bind, bind_why, eager, eager_why, omp_env, omp_why,
-                   concurrency, concurrency_why)
+                   busy_loop_s, busy_loop_why, concurrency, concurrency_why)
 
 
 def _default_eager(facts: CpuFacts, dtype: str | None) -> tuple[bool, str]:
@@ -274,6 +292,10 @@ def _default_eager(facts: CpuFacts, dtype: str | None) -> tuple[bool, str]:
 
 def _omp_settings(facts: CpuFacts) -> tuple[dict[str, str], str]:
     return {}, "vLLM's own (KMP_BLOCKTIME=5 ms for the worker)"
+
+
+def _default_busy_loop(facts: CpuFacts) -> tuple[float | None, str]:
+    return 0.0, "TBD"
 
 
 def _default_concurrency(facts: CpuFacts, dtype: str | None) -> tuple[int, str]:

@@ -53,6 +53,8 @@ _PHASE_LINES: tuple[tuple[re.Pattern[str], str], ...] = tuple(
 _FATAL = re.compile(
     r"(Worker proc \S+ died unexpectedly.*|EngineCore encountered a fatal error.*|EngineDeadError.*)"
 )
+# harness/endpoints/vllm_plugin.py in each vLLM process that loaded it: "(Worker pid=12) INFO ... harness: ..."
+_PLUGIN = re.compile(r"^\((\w+)[^)]*\).*harness: shared-memory queue readers busy-loop")
 _DTYPE = re.compile(r"Initializing a V1 LLM engine.*?\bdtype=(?:torch\.)?(\w+)")
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 
@@ -91,6 +93,7 @@ class StartupWatcher:
         self.history: list[str] = [STARTING]  # every phase passed through, in order
         self.served_dtype: str | None = None
         self.fatal: str | None = None
+        self.plugin_processes: set[str] = set()  # "EngineCore", "Worker": where the harness's vLLM plugin ran
         self._offset = 0
         self._partial = ""
 
@@ -123,6 +126,9 @@ class StartupWatcher:
             self.served_dtype = dtype_of(line)
         if self.fatal is None:
             self.fatal = fatal_of(line)
+        m = _PLUGIN.search(line)
+        if m:
+            self.plugin_processes.add(m.group(1))
 
 
 def _later(new: str, old: str) -> bool:

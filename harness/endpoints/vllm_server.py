@@ -399,6 +399,7 @@ class VLLMServer:
         self.on_progress = on_progress
         self.phases: list[tuple[str, float]] = []
         self.served_dtype: str | None = None
+        self.plugin_processes: set[str] = set()  # vLLM processes that ran harness/endpoints/vllm_plugin.py
         self._clock_origin = clock_origin
         self.log_path = Path(log_path) if log_path is not None else None
         self.proc: subprocess.Popen | None = None
@@ -551,6 +552,7 @@ class VLLMServer:
                         self.startup_seconds = time.monotonic() - self._t_start
                         watcher.poll()
                         self.served_dtype = watcher.served_dtype
+                        self.plugin_processes = set(watcher.plugin_processes)
                         self._progress([*watcher.history, READY])
                         return
             except (urllib.error.URLError, OSError, ValueError):
