@@ -4,7 +4,8 @@
     .venv/bin/python bench/serving.py --settings bf16,bf16-eager,fp32-avx2,fp32-avx2-eager --repeats 3
     .venv/bin/python bench/serving.py --no-first-start --concurrency 1,8 --env KMP_BLOCKTIME=200
 
-A setting is dtype (bf16|fp32), optionally `-eager` (--enforce-eager) and `-avx2` (the server
+A setting is dtype (bf16|fp32), optionally `-eager` (--enforce-eager), `-spin` (vLLM's own 1 s
+busy-wait of its shared-memory queues, which the harness's vLLM plugin turns off) and `-avx2` (the server
 runs with ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2 MKL_ENABLE_INSTRUCTIONS=AVX2: an
 AVX-512 machine computing like an ordinary AVX2 CPU; a child python checks that torch and oneDNN
 took the restriction). Each setting is started through the harness's own launcher
@@ -20,8 +21,10 @@ else's cache is touched):
   (unique from the first block, so no prefix-cache hits), best of --repeats;
 * decode tok/s: N concurrent requests of --decode-tokens tokens each (ignore_eos), total tokens /
   wall, best of --repeats; batched decode shares the 262k-vocabulary output head;
-* idle CPU %: the server's whole process group (API server, engine core, worker), from
-  /proc/<pid>/stat, over 10 s starting 10 s after the last request.
+* CPU % 0-2 s after a request: the server's whole process group (API server, engine core,
+  worker, from /proc/<pid>/stat) in the 2 s after a short request ends, mean of 3: what it takes
+  from the harness between requests (vLLM's shared-memory queue readers busy-wait 1 s by default);
+* idle CPU %: the same over 10 s, starting 10 s after the last request.
 
 On a shared machine: before each start and each measurement the bench waits (at most --max-wait
 s) until the other processes use less than --quiet % of a core, and records what they used while
@@ -59,20 +62,23 @@ class Setting:
     dtype: str  # bfloat16 | float32
     eager: bool
     avx2: bool
+    spin: bool = False  # vLLM's own 1 s busy-wait of the shm queue readers (the harness's plugin sets 0)
 
     @classmethod
     def parse(cls, text: str) -> "Setting":
         parts = text.strip().lower().split("-")
         dtypes = [p for p in parts if p in DTYPES]
-        unknown = [p for p in parts if p not in DTYPES and p not in ("eager", "avx2")]
+        unknown = [p for p in parts if p not in DTYPES and p not in ("eager", "avx2", "spin")]
         if len(dtypes) != 1 or unknown:
             raise argparse.ArgumentTypeError(
-                f"setting {text!r}: give one of bf16|fp32, optionally -eager and -avx2 (e.g. fp32-avx2-eager)")
-        return cls(text.strip().lower(), DTYPES[dtypes[0]], "eager" in parts, "avx2" in parts)
+                f"setting {text!r}: give one of bf16|fp32, optionally -eager, -avx2 and -spin (e.g. fp32-avx2-eager)")
+        return cls(text.strip().lower(), DTYPES[dtypes[0]], "eager" in parts, "avx2" in parts, "spin" in parts)
 
     def env(self) -> dict[str, str]:
         env = dict(AVX2_ENV) if self.avx2 else {}
         env["HARNESS_VLLM_EAGER"] = "1" if self.eager else "0"
+        if self.spin:
+            env["HARNESS_VLLM_SHM_BUSY_LOOP_S"] = "1"
         return env
 
 
@@ -86,6 +92,7 @@ class Result:
     prefill: dict[int, float] = field(default_factory=dict)  # prompt tokens -> tok/s
     decode: dict[int, float] = field(default_factory=dict)  # concurrency -> tok/s
     idle_cpu: float | None = None
+    tail_cpu: float | None = None  # server CPU % in the 2 s after a short request ends
     idle_per_process: dict[str, float] = field(default_factory=dict)
     load: list[float] = field(default_factory=list)
     others: dict[str, float] = field(default_factory=dict)  # measurement -> other processes' CPU % meanwhile
@@ -120,12 +127,16 @@ def _busy_seconds() -> float:
     return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
 
 
+def _group_seconds(pgid: int) -> float:
+    return sum(sec for _, sec in group_cpu_seconds(pgid).values())
+
+
 def _own_seconds(pgid: int | None) -> float:
     """CPU seconds of this bench process and of the server's process group."""
     t = os.times()
     own = t.user + t.system
     if pgid is not None:
-        own += sum(sec for _, sec in group_cpu_seconds(pgid).values())
+        own += _group_seconds(pgid)
     return own
 
 
@@ -250,6 +261,15 @@ def measure(srv, res: Result, a, rng: random.Random) -> None:
         res.decode[n] = best_of(f"decode x{n}", lambda: decode(n))
         print(f"  decode x{n:<2}: {res.decode[n]:8.1f} tok/s, all requests together (others: "
               f"{res.others[f'decode x{n}']} %)", flush=True)
+    tails = []
+    for _ in range(3):  # what the server burns right after a request: the harness's time between requests
+        time.sleep(3)
+        complete(srv.base_url, srv.model, random_prompt(rng, 16), 4)
+        a0, t0 = _group_seconds(srv.pid), time.monotonic()
+        time.sleep(2)
+        tails.append(100 * (_group_seconds(srv.pid) - a0) / (time.monotonic() - t0))
+    res.tail_cpu = round(sum(tails) / len(tails), 1)
+    print(f"  server CPU in the 2 s after a request: {res.tail_cpu} %", flush=True)
     with Others(srv.pid) as o:
         res.idle_cpu, res.idle_per_process = idle_cpu(srv.pid)
     res.others["idle"] = o.pct
@@ -265,7 +285,8 @@ def run_setting(setting: Setting, a, extra_env: dict[str, str], workdir: Path) -
         cache = workdir / setting.name
         env.update(TORCHINDUCTOR_CACHE_DIR=str(cache / "inductor"), VLLM_CACHE_ROOT=str(cache / "vllm"))
     print(f"\n== {setting.name}: dtype {setting.dtype}, {'eager' if setting.eager else 'compiled'}, "
-          f"{'AVX2-restricted' if setting.avx2 else 'native ISA'}", flush=True)
+          f"{'AVX2-restricted' if setting.avx2 else 'native ISA'}"
+          f"{', shm busy-wait 1 s (vLLM default)' if setting.spin else ''}", flush=True)
     res.isa_check = isa_check(env)
     print(f"  {res.isa_check}", flush=True)
     opts = ServerOptions(dtype=setting.dtype)
@@ -304,9 +325,9 @@ def run_setting(setting: Setting, a, extra_env: dict[str, str], workdir: Path) -
 
 
 def table(results: list[Result], a) -> str:
-    head = ["setting", "ISA", "dtype", "mode", "first start s", "warm start s",
+    head = ["setting", "ISA", "dtype", "mode", "shm busy-wait s", "first start s", "warm start s",
             *[f"prefill {s / 1000:g}k tok/s" for s in a.prefill], *[f"decode x{n} tok/s" for n in a.concurrency],
-            "default concurrency", "idle CPU %", "others' CPU % (max)", "load 1-min"]
+            "default concurrency", "CPU % 0-2 s after a request", "idle CPU %", "others' CPU % (max)", "load 1-min"]
     rows = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
 
     def f(x):
@@ -315,9 +336,9 @@ def table(results: list[Result], a) -> str:
     for r in results:
         s = r.setting
         cells = [s.name, "AVX2 (restricted)" if s.avx2 else "native", s.dtype, "eager" if s.eager else "compiled",
-                 f(r.first_start_s), f(r.warm_start_s), *[f(r.prefill.get(n)) for n in a.prefill],
+                 f((r.cpu_plan or {}).get("shm_busy_loop_s")), f(r.first_start_s), f(r.warm_start_s), *[f(r.prefill.get(n)) for n in a.prefill],
                  *[f(r.decode.get(n)) for n in a.concurrency], f((r.cpu_plan or {}).get("concurrency")),
-                 f(r.idle_cpu), f(max(r.others.values(), default=None)), "/".join(f"{x:.1f}" for x in r.load)]
+                 f(r.tail_cpu), f(r.idle_cpu), f(max(r.others.values(), default=None)), "/".join(f"{x:.1f}" for x in r.load)]
         if r.error:
             cells[-1] += f" FAILED: {r.error[:80]}"
         rows.append("| " + " | ".join(cells) + " |")

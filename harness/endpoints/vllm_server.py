@@ -807,6 +807,9 @@ def start_server(
     plan = plan_server(opts, model_path, config, rope_key=rope_key, flavour=flavour, cpu=cpu)
     if plan.revision is None:
         plan.revision = snapshot_revision(model_path)
+    if cpu is not None and not opts.embedded and opts.dtype is None and not cpu.facts.native_bf16:
+        plan.notes.append(f"this CPU computes bf16 only by emulation ({cpu.facts.kind}): a bf16 model runs several "
+                          "times faster with --dtype float32, if twice its weights fit in memory")
     if flavour == "cpu" and gpu_present():
         plan.notes.append("a GPU is present but the CPU build of vLLM is installed: pip install 'harness[gpu]' "
                           "(the vllm package) to serve on the GPU")
