@@ -116,15 +116,29 @@ def open_endpoint(ec: EndpointConfig, log_path: Path | None = None):
 
 
 def launch_server(opts, log_path: Path | None):
-    """Start the server for `opts` (the embedded model goes through start_embedded); notes go to stderr."""
+    """Start the server for `opts` (the embedded model goes through start_embedded); notes go to
+    stderr, the startup phases to a live status line, then the total startup time."""
     from harness.endpoints import vllm_server
 
     def note(n: str) -> None:
         err.print(f"[yellow]note:[/yellow] {n}", highlight=False)
 
-    if opts.embedded:
-        return vllm_server.start_embedded(log_path=log_path, options=opts, on_note=note)
-    return vllm_server.start_server(opts, log_path, on_note=note)
+    t0 = time.monotonic()
+    with err.status("starting vLLM…") as status:
+        seen: set[str] = set()
+
+        def progress(phase: str, elapsed: float) -> None:
+            status.update(f"starting vLLM: {phase} ({elapsed:.0f} s)")
+            if not err.is_terminal and phase not in seen:  # no live line in a log file: one line a phase
+                err.print(f"[dim]vLLM: {phase} ({elapsed:.0f} s)[/dim]")
+            seen.add(phase)
+
+        if opts.embedded:
+            server = vllm_server.start_embedded(log_path=log_path, options=opts, on_note=note, on_progress=progress)
+        else:
+            server = vllm_server.start_server(opts, log_path, on_note=note, on_progress=progress)
+    err.print(f"[dim]vLLM ready in {time.monotonic() - t0:.0f} s[/dim]")
+    return server
 
 
 def server_options(ec: EndpointConfig):
@@ -363,6 +377,7 @@ def _compare(config: RunConfig, scen, store, run_id: str, saved: dict | None, us
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from harness import runner
+    from harness.endpoints.cpu import default_concurrency
     from harness.endpoints.cache import ResponseCache
     from harness.endpoints.metrics import Recorder
     from harness.record import ModelIdentity
@@ -406,7 +421,7 @@ def _compare(config: RunConfig, scen, store, run_id: str, saved: dict | None, us
                 "host": _host(),
             })
             store.write_samples(samples)
-        concurrency = ec.concurrency or (8 if ec.url else 2)
+        concurrency = ec.concurrency or (8 if ec.url else default_concurrency(server.get("launch")))
         progress = Progress(
             TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
             TextColumn("{task.fields[acc]}"), console=err, transient=False,

@@ -154,7 +154,7 @@ def compare(
     tensor_parallel_size: Optional[int] = typer.Option(None, "--tensor-parallel-size", help="GPUs to shard the model over"),
     gpu_memory_utilization: Optional[float] = typer.Option(None, "--gpu-memory-utilization", help="fraction of GPU memory vLLM may use (GPU build)"),
     dtype: Optional[str] = typer.Option(None, "--dtype", help="weights/activations dtype: auto, bfloat16, float16, float32"),
-    concurrency: int = typer.Option(None, "--concurrency", help="requests in flight (default 2 embedded, 8 otherwise)"),
+    concurrency: int = typer.Option(None, "--concurrency", help="requests in flight (default: chosen for this CPU for the embedded model, 8 for --endpoint)"),
     timeout: Optional[float] = typer.Option(None, "--timeout", help="seconds per request attempt (default 600)"),
     max_retries: Optional[int] = typer.Option(None, "--max-retries", help="retries of a request on 429/5xx/timeouts/connection errors (default 3)"),
     no_cache: bool = typer.Option(False, "--no-cache", help="ask the model even when the response cache holds the answer"),

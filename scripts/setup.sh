@@ -48,6 +48,9 @@ if [ "$flavour" = cpu ]; then
   # pulling a multi-GB CUDA build. (Elsewhere, point pip at PyTorch's CPU wheel index.)
   pip install -q "torch==2.13.0"
 fi
+# An old harness.egg-info in the project folder shadows the installed metadata whenever Python
+# runs from here (the vLLM server does), hiding new entry points such as the vLLM plugin.
+rm -rf harness.egg-info
 pip install -q -e ".[${flavour},rag,faithfulness,dev]"
 
 if [ "$flavour" = cpu ]; then

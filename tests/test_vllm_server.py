@@ -485,3 +485,24 @@ def test_real_server_stop_closes_the_port_and_ends_the_group(vllm_server, tmp_pa
     assert _wait_gone(pgid, 1)
     assert not srv.is_running()
     srv.stop()  # idempotent
+
+
+@pytest.mark.server
+def test_real_server_went_through_the_startup_phases_and_serves_the_decided_dtype(vllm_server):
+    from harness.endpoints import startup
+
+    if not isinstance(vllm_server, VLLMServer):
+        pytest.skip("HARNESS_TEST_VLLM_URL: a server the tests did not start")
+    names = [p for p, _ in vllm_server.phases]
+    for phase in (startup.STARTING, startup.ENGINE, startup.LOADING, startup.COMPILING, startup.KV_CACHE,
+                  startup.READY):
+        assert phase in names, names
+    assert names[-1] == startup.READY
+    assert vllm_server.phases[-1][1] >= vllm_server.startup_seconds - 1
+    cpu = vllm_server.plan.cpu
+    assert cpu is not None and cpu.dtype in ("bfloat16", "float32")
+    assert vllm_server.served_dtype == cpu.dtype  # what the engine logged it runs
+    assert vllm_server.plan.describe()["cpu"]["dtype"] == cpu.dtype
+    if cpu.busy_loop_s is not None:  # the no-busy-wait plugin ran where the shm queues are read
+        assert "EngineCore" in vllm_server.plugin_processes, vllm_server.plugin_processes
+        assert any("Worker" in p for p in vllm_server.plugin_processes), vllm_server.plugin_processes

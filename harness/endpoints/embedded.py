@@ -5,9 +5,11 @@ Hugging Face folder (safetensors + config + tokenizer) under the harness cache:
 
     <cache>/models/gemma-3-270m-hf/
 
-The conversion de-quantizes every tensor (transformers' GGUF loader) and saves bfloat16:
-the CPU this project targets has AVX512-BF16, where vLLM's bf16 path is the fast one, and
-bf16 halves the file and RAM compared with float32 (see docs/vllm-cpu-notes.md).
+The conversion de-quantizes every tensor (transformers' GGUF loader) and saves bfloat16: half
+the file of float32, and lossless to serve either way. The served dtype is chosen from the CPU
+(harness/endpoints/cpu.py): bf16 where the CPU computes it natively (AVX512-BF16, AMX), float32
+elsewhere, which vLLM casts to at load ("Upcasting torch.bfloat16 to torch.float32"); see
+docs/vllm-cpu-notes.md.
 
 The folder is written atomically: a temporary sibling folder is filled, a marker file is
 written last, and the folder is renamed into place. A crash therefore never leaves a

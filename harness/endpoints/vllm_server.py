@@ -26,12 +26,19 @@ The server is also stopped on Ctrl-C / errors (context manager), on SIGTERM to t
 (converted to SystemExit while a server runs), at interpreter exit (atexit) and, when started
 from the main thread, by the kernel if this process dies (PR_SET_PDEATHSIG).
 
-CPU performance settings (applied only on the CPU build, each overridable from the environment;
-measured on the 2-core AMD EPYC (AVX512-BF16) dev box, see docs/vllm-cpu-notes.md):
+While it waits for /health the launcher follows the server log (harness/endpoints/startup.py):
+`srv.phases` holds each startup phase with the second it began, `on_progress(phase, elapsed_s)`
+hears them about twice a second, and an engine that dies while the API process lives on fails
+the start at once instead of after the timeout.
 
-* VLLM_CPU_OMP_THREADS_BIND=<all allowed cpus, e.g. 0-1>. The default "auto" reserves one core
-  per worker for the API/scheduler process; on a 2-core machine that leaves the model ONE
-  OpenMP thread. The frontend is idle while the model computes, so giving the worker every
+CPU performance settings (applied only on the CPU build, each overridable from the environment;
+measured on the 2-core AMD EPYC (AVX512-BF16) dev box, see docs/vllm-cpu-notes.md). The dtype,
+thread binding, eager/compiled and OpenMP choices depend on the CPU: harness/endpoints/cpu.py
+decides them (`CpuPlan`, recorded in config.yaml as endpoint.launch.cpu). Always:
+
+* VLLM_CPU_OMP_THREADS_BIND=<all allowed cpus, e.g. 0-1> (cpu.py). The default "auto" reserves
+  one core per worker for the API/scheduler process; on a 2-core machine that leaves the model
+  ONE OpenMP thread. The frontend is idle while the model computes, so giving the worker every
   core halves prefill time (4.4k tokens: 5.05 s -> 2.1 s).
 * LD_PRELOAD=<venv>/lib/libiomp5.so (Intel OpenMP, from the intel-openmp wheel) when present, as
   vLLM's CPU docs recommend: steadier and ~15% faster prefill than libgomp here, mostly when
@@ -61,13 +68,18 @@ import time
 import urllib.error
 import urllib.request
 import weakref
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from dataclasses import dataclass, field
 
-from harness.endpoints.embedded import EMBEDDED_MODEL, OFFLINE_ENV, cache_dir, child_env, prepare_embedded_model
+from harness.endpoints.cpu import CpuPlan, allowed_cpus, cpu_list_str
+from harness.endpoints.cpu import detect as detect_cpu
+from harness.endpoints.embedded import (
+    EMBEDDED_MODEL, OFFLINE_ENV, cache_dir, child_env, is_prepared, prepare_embedded_model,
+)
 from harness.endpoints.rope import ContextPlan, RopeError, RopeRequest, plan_context
+from harness.endpoints.startup import CONVERTING, READY, StartupWatcher
 from harness.errors import EndpointError, UsageError
 
 HOST = "127.0.0.1"
@@ -185,29 +197,8 @@ def _is_cpu_build() -> bool:
         return True
 
 
-def _allowed_cpus() -> list[int]:
-    try:
-        return sorted(os.sched_getaffinity(0))
-    except (AttributeError, OSError):  # pragma: no cover - non-Linux
-        return list(range(os.cpu_count() or 1))
-
-
-def _cpu_list_str(cpus: Iterable[int]) -> str:
-    """[0,1,2,5] -> '0-2,5'"""
-    cpus = sorted(set(cpus))
-    parts: list[str] = []
-    start = prev = None
-    for c in cpus:
-        if start is None:
-            start = prev = c
-        elif c == prev + 1:
-            prev = c
-        else:
-            parts.append(f"{start}-{prev}" if start != prev else f"{start}")
-            start = prev = c
-    if start is not None:
-        parts.append(f"{start}-{prev}" if start != prev else f"{start}")
-    return ",".join(parts)
+_allowed_cpus = allowed_cpus  # the names the tests and older callers use
+_cpu_list_str = cpu_list_str
 
 
 def _find_iomp() -> str | None:
@@ -218,12 +209,15 @@ def _find_iomp() -> str | None:
     return None
 
 
-def cpu_env(base: dict[str, str] | None = None) -> dict[str, str]:
-    """Environment for a CPU vLLM server: every allowed core for the model, explicit KV cache.
+def cpu_env(base: dict[str, str] | None = None, plan: CpuPlan | None = None) -> dict[str, str]:
+    """Environment for a CPU vLLM server: every allowed core for the model (or the plan's
+    binding and OpenMP settings), explicit KV cache.
 
     Values already present in `base` (default os.environ) win, so a user can override any.
     """
     env = child_env(base)
+    for key, value in (plan.env() if plan is not None else {}).items():
+        env.setdefault(key, value)
     env.setdefault("VLLM_CPU_OMP_THREADS_BIND", _cpu_list_str(_allowed_cpus()))
     env.setdefault("VLLM_CPU_KVCACHE_SPACE", str(DEFAULT_KVCACHE_GIB))
     env.setdefault("VLLM_USE_AOT_COMPILE", "0")  # see the module docstring
@@ -393,6 +387,9 @@ class VLLMServer:
         env: dict[str, str] | None = None,
         cpu_settings: bool | None = None,
         offline: bool = True,
+        cpu_plan: CpuPlan | None = None,
+        on_progress: Callable[[str, float], None] | None = None,
+        clock_origin: float | None = None,
     ):
         self.model_path = str(model)
         # False for a Hugging Face id the server must download: the hub is reachable then (unless
@@ -407,6 +404,14 @@ class VLLMServer:
         self.startup_timeout = float(startup_timeout)
         self._env = env
         self._cpu_settings = cpu_settings
+        self.cpu_plan = cpu_plan  # the CPU-dependent env (binding, OpenMP) for cpu_env()
+        # Startup phases: (phase, seconds since clock_origin, default the spawn), in order, and
+        # the dtype the engine reported; on_progress(phase, elapsed_s) hears them while waiting.
+        self.on_progress = on_progress
+        self.phases: list[tuple[str, float]] = []
+        self.served_dtype: str | None = None
+        self.plugin_processes: set[str] = set()  # vLLM processes that ran harness/endpoints/vllm_plugin.py
+        self._clock_origin = clock_origin
         self.log_path = Path(log_path) if log_path is not None else None
         self.proc: subprocess.Popen | None = None
         self.startup_seconds: float | None = None
@@ -450,7 +455,7 @@ class VLLMServer:
         base = dict(os.environ)
         if self._env:
             base.update(self._env)
-        env = cpu_env(base) if use_cpu else child_env(base)
+        env = cpu_env(base, self.cpu_plan) if use_cpu else child_env(base)
         if not self.offline:
             for key in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_DATASETS_OFFLINE"):
                 if key in base:
@@ -504,7 +509,8 @@ class VLLMServer:
         env = self.environment()
         with open(self.log_path, "ab") as log:
             log.write(f"# harness: {' '.join(argv)}\n".encode())
-            shown = {k: env[k] for k in sorted(env) if k.startswith(("VLLM_", "OMP_", "LD_PRELOAD"))}
+            shown = {k: env[k] for k in sorted(env)
+                     if k.startswith(("VLLM_", "OMP_", "KMP_", "LD_PRELOAD", "ATEN_CPU_", "ONEDNN_", "MKL_"))}
             log.write(f"# harness env: {json.dumps(shown)}\n".encode())
             log.flush()
             main = threading.current_thread() is threading.main_thread()
@@ -525,9 +531,23 @@ class VLLMServer:
         self._t_start = time.monotonic()
         _register(self)
 
+    def _progress(self, passed: Sequence[str]) -> None:
+        """Record the phases in `passed` not seen yet (a poll may pass several) and tell
+        on_progress the current one (every poll: the elapsed time moves)."""
+        elapsed = time.monotonic() - (self._clock_origin if self._clock_origin is not None else self._t_start)
+        seen = {p for p, _ in self.phases}
+        for phase in passed:
+            if phase not in seen:
+                self.phases.append((phase, round(elapsed, 1)))
+                seen.add(phase)
+        if self.on_progress is not None:
+            self.on_progress(passed[-1], elapsed)
+
     def _wait_ready(self) -> None:
         deadline = self._t_start + self.startup_timeout
         url = self.root_url + "/health"
+        watcher = StartupWatcher(self.log_path)
+        fatal_since: float | None = None
         while True:
             code = self.proc.poll()
             if code is not None:
@@ -541,9 +561,24 @@ class VLLMServer:
                 with urllib.request.urlopen(url, timeout=2) as resp:
                     if resp.status == 200:
                         self.startup_seconds = time.monotonic() - self._t_start
+                        watcher.poll()
+                        self.served_dtype = watcher.served_dtype
+                        self.plugin_processes = set(watcher.plugin_processes)
+                        self._progress([*watcher.history, READY])
                         return
             except (urllib.error.URLError, OSError, ValueError):
                 pass
+            watcher.poll()
+            self._progress(watcher.history)
+            self.served_dtype = watcher.served_dtype
+            if watcher.fatal is not None:
+                # The API process may outlive its engine and never open the port: give it a few
+                # seconds to exit by itself (its own last line is the better message), then stop.
+                fatal_since = fatal_since or time.monotonic()
+                if time.monotonic() - fatal_since > 5:
+                    raise EndpointError(
+                        f"vLLM engine died during startup: {watcher.fatal} (log: {self.log_path})"
+                    )
             if time.monotonic() > deadline:
                 line = last_log_line(self.log_path)
                 raise EndpointError(
@@ -639,6 +674,7 @@ class ServerPlan:
     revision: str | None = None
     hub: bool = False  # a Hugging Face id: the server may download it
     notes: list[str] = field(default_factory=list)
+    cpu: CpuPlan | None = None  # the CPU build's settings for this machine (harness.endpoints.cpu)
 
     def describe(self) -> dict:
         """The launch side of the run's record (the server's own read-back goes beside it)."""
@@ -655,6 +691,7 @@ class ServerPlan:
             "rope_implied": self.context.implied,
             "hf_overrides": self.context.hf_overrides,
             "server_args": list(self.extra_args),
+            "cpu": self.cpu.describe() if self.cpu is not None else None,
         }
 
 
@@ -694,9 +731,11 @@ def plan_server(
     *,
     rope_key: str = "rope_parameters",
     flavour: str = "cpu",
+    cpu: CpuPlan | None = None,
 ) -> ServerPlan:
     """Decide the server's arguments (pure: the caller resolved the model and read its config).
 
+    `cpu` (the CPU build) adds its --dtype (unless --dtype was given) and --enforce-eager.
     Raises UsageError (one line, with the fix) for options that cannot be served.
     """
     name = opts.served_name or (EMBEDDED_MODEL if opts.embedded else str(opts.model))
@@ -709,13 +748,15 @@ def plan_server(
         raise UsageError(str(e)) from None
     extra: list[str] = list(EMBEDDED_SERVER_ARGS) if opts.embedded else []
     extra += device_args(opts, flavour)
+    if cpu is not None:
+        extra += cpu.args(with_dtype=opts.dtype is None)
     if context.hf_overrides:
         extra += ["--hf-overrides", json.dumps(context.hf_overrides, separators=(",", ":"))]
     extra += [str(a) for a in opts.extra_args]
     hub = not opts.embedded and not _looks_local(str(model_path))
     return ServerPlan(
         model_path=str(model_path), served_name=name, max_model_len=context.max_model_len, extra_args=extra,
-        context=context, flavour=flavour, revision=opts.revision, hub=hub, notes=list(context.notes),
+        context=context, flavour=flavour, revision=opts.revision, hub=hub, notes=list(context.notes), cpu=cpu,
     )
 
 
@@ -741,19 +782,30 @@ def start_server(
     *,
     startup_timeout: float = DEFAULT_STARTUP_TIMEOUT,
     on_note=None,
+    on_progress: Callable[[str, float], None] | None = None,
 ) -> VLLMServer:
     """Start a server for `opts` (default: the embedded model at its native window) and wait for /health.
 
-    The model's config decides the RoPE overrides (harness.endpoints.rope); `on_note(str)` hears
-    the decisions worth telling the user (implied YaRN, a GPU beside a CPU build). The returned
-    server's `.plan` holds what was asked; the caller must stop() it.
+    The model's config decides the RoPE overrides (harness.endpoints.rope), the CPU the dtype,
+    threads and compile mode (harness.endpoints.cpu); `on_note(str)` hears the decisions worth
+    telling the user (implied YaRN, a GPU beside a CPU build), `on_progress(phase, elapsed_s)` the
+    startup phases (first use converts the embedded model). The returned server's `.plan` holds
+    what was asked, `.phases` what it went through; the caller must stop() it.
     """
     from harness.endpoints.rope import detect_rope_key, load_model_config, snapshot_revision
 
+    t0 = time.monotonic()
     opts = opts or ServerOptions()
     flavour = detect_flavour()
+    cpu = detect_cpu(dtype=opts.dtype, embedded=opts.embedded) if flavour == "cpu" else None
+    converted: list[tuple[str, float]] = []
     if opts.embedded:
-        model_path = str(prepare_embedded_model())
+        if not is_prepared():
+            converted.append((CONVERTING, 0.0))
+            with _ticking(on_progress, CONVERTING, t0):
+                model_path = str(prepare_embedded_model())
+        else:
+            model_path = str(prepare_embedded_model())
     else:
         model_path = str(opts.model)
         if _looks_local(model_path):
@@ -763,9 +815,12 @@ def start_server(
     rope_key = detect_rope_key()
     needs_config = opts.embedded or opts.max_model_len is not None or opts.rope_request().wants_scaling()
     config = load_model_config(model_path, opts.revision, rope_key) if needs_config else None
-    plan = plan_server(opts, model_path, config, rope_key=rope_key, flavour=flavour)
+    plan = plan_server(opts, model_path, config, rope_key=rope_key, flavour=flavour, cpu=cpu)
     if plan.revision is None:
         plan.revision = snapshot_revision(model_path)
+    if cpu is not None and not opts.embedded and opts.dtype is None and not cpu.facts.native_bf16:
+        plan.notes.append(f"this CPU computes bf16 only by emulation ({cpu.facts.kind}): a bf16 model runs several "
+                          "times faster with --dtype float32, if twice its weights fit in memory")
     if flavour == "cpu" and gpu_present():
         plan.notes.append("a GPU is present but the CPU build of vLLM is installed: pip install 'harness[gpu]' "
                           "(the vllm package) to serve on the GPU")
@@ -780,9 +835,37 @@ def start_server(
         log_path=log_path,
         startup_timeout=startup_timeout,
         offline=not plan.hub,
+        cpu_plan=cpu,
+        on_progress=on_progress,
+        clock_origin=t0,
     )
     srv.plan = plan
+    srv.phases = list(converted)
     return srv.start()
+
+
+@contextlib.contextmanager
+def _ticking(on_progress: Callable[[str, float], None] | None, phase: str, t0: float):
+    """Call on_progress(phase, elapsed) every half second from a helper thread while the body
+    runs (the conversion is one blocking child process)."""
+    if on_progress is None:
+        yield
+        return
+    stop = threading.Event()
+
+    def tick() -> None:
+        while not stop.is_set():
+            with contextlib.suppress(Exception):
+                on_progress(phase, time.monotonic() - t0)
+            stop.wait(0.5)
+
+    thread = threading.Thread(target=tick, name="harness-progress", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join(timeout=2)
 
 
 def start_embedded(
@@ -793,6 +876,7 @@ def start_embedded(
     startup_timeout: float = DEFAULT_STARTUP_TIMEOUT,
     options: ServerOptions | None = None,
     on_note=None,
+    on_progress: Callable[[str, float], None] | None = None,
 ) -> VLLMServer:
     """Prepare the packaged Gemma 3 270M (once) and return a started, healthy server for it.
 
@@ -809,4 +893,4 @@ def start_embedded(
         opts = dataclasses.replace(opts, max_model_len=max_model_len)
     if extra_args:
         opts = dataclasses.replace(opts, extra_args=tuple(opts.extra_args) + tuple(str(a) for a in extra_args))
-    return start_server(opts, log_path, startup_timeout=startup_timeout, on_note=on_note)
+    return start_server(opts, log_path, startup_timeout=startup_timeout, on_note=on_note, on_progress=on_progress)
