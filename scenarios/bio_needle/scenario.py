@@ -66,12 +66,18 @@ _CHARS_PER_TOKEN_GUESS = 3.0  # sizes the first counting batch (low, to rarely o
 
 
 class BioNeedleParams(ScenarioParams):
-    """Real data instead of the synthetic pool (give both files, or neither), and the answer form."""
+    """Real data instead of the synthetic pool (give both files, or neither), the answer form, and
+    which people and sentence forms the synthetic data is drawn from."""
 
     haystack_file: Path | None = None
     needles_file: Path | None = None
     answer_form: Literal["compact", "nested"] = Field(
         "compact", description='compact: dates as "YYYY-MM-DD" strings under born/died; nested: {day, month, year}')
+    split: Literal["test", "train"] = Field(
+        "test", description="test: the people compare asks about; train: fine-tuning people, never in any test split")
+    forms: Literal["all", "seen", "held-out"] = Field(
+        "all", description="what the needles are written with: every form; only forms the training split uses; "
+                           "only forms held out of it")
 
 
 def question_for(name: str) -> str:
@@ -140,13 +146,18 @@ class BioNeedle(Scenario):
     name = "bio-needle"
     Params = BioNeedleParams
     fields = ["nationality", "date_of_birth", "date_of_death", "sportsperson", "politician"]
+    splits = ("test", "train")
 
     def __init__(self, params: ScenarioParams | None = None, seed: int = 0):
         super().__init__(params, seed)
         p = self.params
         if (getattr(p, "haystack_file", None) is None) != (getattr(p, "needles_file", None) is None):
             raise UsageError("bio-needle: give both haystack_file and needles_file, or neither")
-        self.generator = BioGenerator(seed)
+        if self.training and self.uses_files:
+            raise UsageError("bio-needle: split=train is synthetic; it cannot be used with haystack_file/needles_file")
+        if self.training and getattr(p, "forms", "all") == "held-out":
+            raise UsageError("bio-needle: the training split is never written with held-out forms (forms=held-out)")
+        self.generator = BioGenerator(seed, needle_forms=getattr(p, "forms", "all"))
         self._files: tuple[list[BioRecord], list[BioRecord]] | None = None
         self._cache: _CountingCache | None = None
 
@@ -182,6 +193,18 @@ class BioNeedle(Scenario):
         if self.uses_files:
             self._load_files()
 
+    # ------------------------------------------------------------------ splits
+    @property
+    def training(self) -> bool:
+        return getattr(self.params, "split", "test") == "train"
+
+    def split(self, name: str, seed: int | None = None) -> "BioNeedle":
+        """The test people, or the training ones (surnames no test split can hold, seen forms only)."""
+        if name not in self.splits:
+            return super().split(name, seed)
+        update = {"split": name} | ({"forms": "all"} if name == "train" else {})
+        return BioNeedle(self.params.model_copy(update=update), self.seed if seed is None else seed)
+
     # ------------------------------------------------------------------ data
     @property
     def uses_files(self) -> bool:
@@ -194,7 +217,7 @@ class BioNeedle(Scenario):
 
     def _needles(self, n: int) -> list[BioRecord]:
         if not self.uses_files:
-            return self.generator.records("needles", n)
+            return self.generator.records("train-needles" if self.training else "needles", n)
         needles = self._load_files()[1]
         if n > len(needles):
             raise UsageError(
@@ -204,7 +227,8 @@ class BioNeedle(Scenario):
 
     def _pool(self) -> _Pool:
         if not self.uses_files:
-            return _Pool(lambda n: [(f"h{i}", r) for i, r in enumerate(self.generator.records("haystack", n))], None)
+            split = "train-haystack" if self.training else "haystack"
+            return _Pool(lambda n: [(f"h{i}", r) for i, r in enumerate(self.generator.records(split, n))], None)
         haystack, needles = self._load_files()
         # A needle person must be findable by name alone: drop haystack bios that share a name
         # with any biography of the needles file (ids keep the file's numbering).
