@@ -116,6 +116,12 @@ class Scenario(ABC):
         raise UsageError(f"scenario {self.name} has no {name!r} split (it has: {', '.join(self.splits)}); "
                          "fine-tuning needs a scenario with a training split")
 
+    def questions(self, sample: Sample) -> list[Sample]:
+        """Every question the sample's documents answer, each as a sample sharing its documents (the sample
+        itself first). Fine-tuning asks several of one context in a single forward pass; the default
+        knows only the sample's own question."""
+        return [sample]
+
     def reader(self) -> Path | None:
         """A LoRA adapter of the embedded model tuned on this scenario and shipped with it (the folder
         `harness finetune` writes), or None. Default: a `reader/` folder beside the scenario's module."""

@@ -606,6 +606,7 @@ class ServerOptions:
     gpu_memory_utilization: float | None = None
     dtype: str | None = None
     extra_args: tuple[str, ...] = ()
+    adapter: str | None = None  # a LoRA adapter of the embedded model (harness finetune), served merged into it
 
     @property
     def embedded(self) -> bool:
@@ -628,10 +629,12 @@ class ServerPlan:
     revision: str | None = None
     hub: bool = False  # a Hugging Face id: the server may download it
     notes: list[str] = field(default_factory=list)
+    adapter: dict | None = None  # the tuned reader's provenance (harness.finetune.merge.read_provenance)
 
     def describe(self) -> dict:
         """The launch side of the run's record (the server's own read-back goes beside it)."""
         return {
+            "adapter": self.adapter,
             "model_path": self.model_path,
             "served_name": self.served_name,
             "revision": self.revision,
@@ -741,7 +744,18 @@ def start_server(
 
     opts = opts or ServerOptions()
     flavour = detect_flavour()
-    if opts.embedded:
+    adapter = None
+    if opts.adapter:
+        import dataclasses
+
+        from harness.finetune.merge import prepare_merged_model, read_provenance
+
+        if not opts.embedded:
+            raise UsageError(f"--adapter tunes the embedded model, not {opts.model}")
+        adapter = read_provenance(opts.adapter)
+        opts = dataclasses.replace(opts, served_name=opts.served_name or adapter["served_name"])
+        model_path = str(prepare_merged_model(opts.adapter))
+    elif opts.embedded:
         model_path = str(prepare_embedded_model())
     else:
         model_path = str(opts.model)
@@ -753,6 +767,7 @@ def start_server(
     needs_config = opts.embedded or opts.max_model_len is not None or opts.rope_request().wants_scaling()
     config = load_model_config(model_path, opts.revision, rope_key) if needs_config else None
     plan = plan_server(opts, model_path, config, rope_key=rope_key, flavour=flavour)
+    plan.adapter = adapter
     if plan.revision is None:
         plan.revision = snapshot_revision(model_path)
     if flavour == "cpu" and gpu_present():

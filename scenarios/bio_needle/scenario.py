@@ -160,6 +160,7 @@ class BioNeedle(Scenario):
         self.generator = BioGenerator(seed, needle_forms=getattr(p, "forms", "all"))
         self._files: tuple[list[BioRecord], list[BioRecord]] | None = None
         self._cache: _CountingCache | None = None
+        self._people: dict[str, BioRecord] = {}  # biography text -> its person, for everything samples() placed
 
     # ------------------------------------------------------------------ task statement
     @property
@@ -277,6 +278,8 @@ class BioNeedle(Scenario):
             ends.append(ends[-1] + cache[r.bio] + _SEP_TOKENS)
         docs = [Document(id=doc_id, text=r.bio) for doc_id, r in background]
         needle_docs = [Document(id=f"n{i}", text=r.bio) for i, r in enumerate(needle_recs)]
+        self._people.update((r.bio, r) for _, r in background)
+        self._people.update((r.bio, r) for r in needle_recs)
 
         out: list[Sample] = []
         for L in lengths:
@@ -311,6 +314,18 @@ class BioNeedle(Scenario):
                             "haystack_documents": n,
                         },
                     ))
+        return out
+
+    def questions(self, sample: Sample) -> list[Sample]:
+        """The same haystack asked about each person in it (every biography is some person's): the needle first."""
+        out = [sample]
+        for d in sample.documents:
+            rec = self._people.get(d.text)
+            if rec is None or d.id in sample.gold_ids:
+                continue
+            out.append(sample.model_copy(update={
+                "id": f"{sample.id}/{d.id}", "gold_ids": [d.id], "subject": rec.name, "question": question_for(rec.name),
+                "gold": rec.labels.model_dump(), "meta": {**sample.meta, "asked_about": d.id}}))
         return out
 
     # ------------------------------------------------------------------ few-shot
