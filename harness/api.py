@@ -1,4 +1,4 @@
-"""What the CLI (and tests, and users' scripts) call: compare, report, recommend, serve, the listings.
+"""What the CLI (and tests, and users' scripts) call: compare, report, recommend, serve, finetune, the listings.
 
 Each function takes typed configuration (harness.config) and does the whole job; `harness/cli.py`
 only turns flags into those objects. Progress and notes go to stderr (harness.ui.err), tables
@@ -71,6 +71,73 @@ def response_cache_path() -> Path:
 
     env = os.environ.get("HARNESS_RESPONSE_CACHE")
     return Path(env) if env else cache_dir() / FILENAME
+
+
+# -- the reader: which model answers ----------------------------------------------------------------
+@dataclass
+class Reader:
+    """Who answers a run, as far as it is decided before any server starts: the endpoint settings to
+    use (with the adapter filled in when the scenario's tuned reader is the default) and, for a tuned
+    reader, its provenance (harness finetune's finetune.json). Recorded in config.yaml."""
+
+    endpoint: EndpointConfig
+    provenance: dict[str, Any] | None = None
+    note: str | None = None
+
+    @property
+    def tuned(self) -> bool:
+        return self.provenance is not None
+
+    def default_shots(self) -> int:
+        from harness.config import BASE_SHOTS
+
+        return int(self.provenance.get("shots", 0)) if self.tuned else BASE_SHOTS
+
+    def record(self, shots: int) -> dict[str, Any]:
+        why = ("the tuned reader was trained zero-shot" if self.tuned else "a base reader is shown worked examples")
+        return {"tuned": self.tuned, "adapter": self.provenance, "shots": shots, "shots_default": self.default_shots(),
+                "shots_reason": why}
+
+
+def shipped_reader(name: str | None) -> Path | None:
+    """The adapter behind a tuned reader's served name (gemma-3-270m-<scenario>), if that scenario ships one."""
+    from harness.endpoints.embedded import EMBEDDED_MODEL
+
+    prefix = EMBEDDED_MODEL + "-"
+    if not name or not name.startswith(prefix) or name[len(prefix):] not in registry.names("scenario"):
+        return None
+    try:
+        return registry.get("scenario", name[len(prefix):])().reader()
+    except HarnessError:
+        return None
+
+
+def resolve_reader(ec: EndpointConfig, scen) -> Reader:
+    """The embedded model tuned on this scenario when the scenario ships a reader and nothing else was
+    asked for (no --endpoint, no --model); `--model gemma-3-270m` is the base, `--adapter DIR` any adapter."""
+    from harness.endpoints.embedded import EMBEDDED_MODEL
+    from harness.finetune.data import prompt_form
+    from harness.finetune.merge import read_provenance
+
+    if ec.adapter:
+        if ec.url:
+            raise UsageError("--adapter is merged into a server the harness starts, not --endpoint "
+                             f"{ec.url}: serve it with `harness serve --adapter {ec.adapter}`")
+        if ec.model not in (None, "", EMBEDDED_MODEL):
+            raise UsageError(f"--adapter tunes the embedded model, not --model {ec.model}")
+        return Reader(ec, read_provenance(ec.adapter))
+    shipped = shipped_reader(ec.model)
+    if ec.url:
+        return Reader(ec, read_provenance(shipped) if shipped else None)
+    if shipped is not None:
+        return Reader(ec.model_copy(update={"model": None, "adapter": str(shipped)}), read_provenance(shipped))
+    if ec.model is None and (own := scen.reader()) is not None:
+        info = read_provenance(own)
+        if info.get("prompt_form") not in (None, prompt_form(scen)):
+            return Reader(ec, None, note=f"{info['served_name']} was tuned on another prompt or answer form than "
+                                         "these scenario parameters ask for: the base model answers")
+        return Reader(ec.model_copy(update={"adapter": str(own)}), info)
+    return Reader(ec)
 
 
 # -- endpoints ------------------------------------------------------------------------------------
@@ -149,7 +216,7 @@ def server_options(ec: EndpointConfig):
         model=ec.model, revision=ec.revision, max_model_len=ec.max_model_len, rope_scaling=ec.rope_scaling,
         rope_factor=ec.rope_factor, original_max_len=ec.original_max_len,
         tensor_parallel_size=ec.tensor_parallel_size, gpu_memory_utilization=ec.gpu_memory_utilization,
-        dtype=ec.dtype,
+        dtype=ec.dtype, adapter=ec.adapter,
     )
 
 
@@ -184,6 +251,9 @@ def window_line(window: int | None, launch: dict[str, Any] | None) -> str:
 
 def serve(ec: EndpointConfig, log: Path | None = None) -> None:
     """Serve a model on 127.0.0.1 until Ctrl-C (or until the server exits)."""
+    shipped = shipped_reader(ec.model)
+    if shipped is not None:  # a shipped tuned reader by its served name
+        ec = ec.model_copy(update={"model": None, "adapter": str(shipped)})
     opts = server_options(ec)
     err.print(f"[dim]starting vLLM with {'the embedded model' if opts.embedded else opts.model} "
               "(first start compiles: minutes)…[/dim]")
@@ -345,6 +415,11 @@ def compare(config: RunConfig, use_cache: bool = True, report: ReportOptions | N
         check()  # input files and the like: now, not after minutes of server start
     for note in input_notes(scen):
         err.print(f"[yellow]note:[/yellow] {note}", highlight=False, soft_wrap=True)
+    reader = resolve_reader(config.endpoint, scen)
+    if reader.note:
+        err.print(f"[yellow]note:[/yellow] {reader.note}", highlight=False)
+    if config.shots is None:  # an explicit, recorded choice: a tuned reader was trained zero-shot
+        config = config.model_copy(update={"shots": reader.default_shots()})
     cache = cache_dir()
     build_strategies(config, cache, None)  # validate names and parameters before starting anything
 
@@ -363,8 +438,12 @@ def compare(config: RunConfig, use_cache: bool = True, report: ReportOptions | N
     elif out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise UsageError(f"{out} exists and is not a run folder; choose another --out")
     created = not out.exists()
+    if reader.tuned:
+        err.print(f"[dim]reader: {reader.provenance['served_name']} (the embedded model tuned on "
+                  f"{reader.provenance.get('scenario')} by harness finetune; --model gemma-3-270m is the base), "
+                  f"{config.shots} shots[/dim]", highlight=False)
     try:
-        return _compare(config, scen, store, run_id, saved, use_cache, report)
+        return _compare(config, scen, store, run_id, saved, use_cache, report, reader)
     except BaseException:
         # Nothing paid for yet: leave no empty folder behind (a folder with records is kept, always).
         if created and out.is_dir() and not store.records_path.exists():
@@ -373,7 +452,7 @@ def compare(config: RunConfig, use_cache: bool = True, report: ReportOptions | N
 
 
 def _compare(config: RunConfig, scen, store, run_id: str, saved: dict | None, use_cache: bool,
-             report: ReportOptions) -> Path:
+             report: ReportOptions, reader: Reader) -> Path:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from harness import runner
@@ -383,7 +462,7 @@ def _compare(config: RunConfig, scen, store, run_id: str, saved: dict | None, us
     from harness.record import ModelIdentity
 
     out = store.path
-    ec = config.endpoint
+    ec = reader.endpoint
     with open_endpoint(ec, None) as (endpoint, server):
         identity = ModelIdentity(**endpoint.identity())
         if saved is not None:
@@ -413,6 +492,7 @@ def _compare(config: RunConfig, scen, store, run_id: str, saved: dict | None, us
                     "launch": server.get("launch"),
                     "identity": identity.key(),  # what a resume must match
                 },
+                "reader": reader.record(config.shots),
                 "strategies": [{"label": s.label, "name": s.name, "params": s.params.model_dump()} for s in strategies],
                 "null_answer": scen.null_answer(population) if population else None,
                 "null_source": getattr(scen, "null_source", None),
@@ -641,6 +721,43 @@ def recommend(run_dir: Path, min_accuracy: float, max_cost_per_1k: float | None 
     summary, _, _ = summarize_run(store, scen, prices=load_prices(prices))
     lines = recommend_lines(pick(summary, target, max_cost_per_1k), target, max_cost_per_1k)
     return lines + [f"[dim]note: {note}[/dim]" for note in (summary.get("cost") or {}).get("notes") or []]
+
+
+# -- fine-tuning ----------------------------------------------------------------------------------------
+def finetune(config, command: str = "", name: str | None = None) -> Path:
+    """Train a LoRA adapter of the embedded model on a scenario's training split (harness.finetune);
+    print where it is, what it cost and how to use it. `config` is a harness.finetune.config.FinetuneConfig."""
+    from harness.finetune.merge import read_provenance
+    from harness.finetune.run import finetune as run_finetune
+
+    out = run_finetune(config, command=command, name=name)
+    info = read_provenance(out)
+    size = sum(f.stat().st_size for f in out.iterdir() if f.name.startswith("adapter_"))
+    console.print(f"adapter: {out} ({size / 1e6:.1f} MB), {info['served_name']}")
+    console.print(f"  {info['steps']} steps on {info['examples']} examples (data {info['data_hash'][:12]}) in "
+                  f"{info['train_seconds'] / 60:.1f} min; loss {info['final_loss']} (training), "
+                  f"{info['eval_loss']} (held-out test split)", highlight=False)
+    console.print(f"  harness compare --adapter {out}    (or `harness serve --adapter {out}`)")
+    return out
+
+
+def export_finetune(config) -> list[dict[str, Any]]:
+    """Write fine-tuning examples as chat-format JSONL (harness.finetune.export); print token statistics."""
+    from rich.table import Table
+
+    from harness.finetune.export import export
+
+    with err.status("building examples…"):
+        stats = export(config)
+    table = Table(title=f"{config.out}: tokens per split and length (embedded model's tokenizer)")
+    for col in ("split", "length", "rows", "prompt mean", "prompt max", "answer mean", "answer max", "tokens"):
+        table.add_column(col, justify="left" if col in ("split", "length") else "right")
+    for r in stats:
+        table.add_row(r["split"], r["length"], str(r["rows"]), f"{r['prompt_mean']:,}", f"{r['prompt_max']:,}",
+                      f"{r['answer_mean']:g}", str(r["answer_max"]), f"{r['tokens']:,}")
+    console.print(table)
+    console.print(f"wrote {sum(r['rows'] for r in stats)} examples to {config.out}")
+    return stats
 
 
 # -- listings ----------------------------------------------------------------------------------------

@@ -62,7 +62,7 @@ def plugin_command(name: str):
 data_app = typer.Typer(
     cls=DataGroup,
     no_args_is_help=True,
-    help="Data files: check them, import and anonymize biographies, label them with a model, inspect them.",
+    help="Data files: check them, import and anonymize biographies, label them with a model, inspect them, export fine-tuning data.",
 )
 app.add_typer(data_app, name="data")
 
@@ -117,6 +117,18 @@ def split_strategies(values: list[str]) -> list[str]:
     return specs
 
 
+def parse_length_spec(text: str) -> tuple[list[int], bool]:
+    """'256..2k' -> ([256, 2000], True): a range examples draw their lengths from (log-uniformly);
+    '512,1k' -> ([512, 1000], False): a list they pick from."""
+    if ".." in text:
+        lo, _, hi = text.partition("..")
+        a, b = parse_lengths(lo), parse_lengths(hi)
+        if len(a) != 1 or len(b) != 1 or a[0] >= b[0]:
+            raise UsageError(f"--lengths: {text!r} is not a range lo..hi with lo < hi (e.g. 256..2k)")
+        return [a[0], b[0]], True
+    return parse_lengths(text), False
+
+
 def parse_kv(items: list[str], what: str) -> dict[str, str]:
     out = {}
     for item in items:
@@ -139,11 +151,11 @@ def compare(
     lengths: str = typer.Option(None, "--lengths", help="context lengths in the model's tokens: 1k,2k,4k"),
     depths: str = typer.Option(None, "--depths", help="needle depths in percent: 0,50,100"),
     needles: int = typer.Option(None, "--needles", help="needles per (length, depth) cell"),
-    shots: int = typer.Option(None, "--shots", help="few-shot examples in every prompt"),
+    shots: int = typer.Option(None, "--shots", help="few-shot examples in every prompt (default: 0 for a tuned reader, 2 otherwise)"),
     seed: int = typer.Option(None, "--seed"),
     scenario_param: list[str] = typer.Option(None, "--scenario-param", "-P", help="scenario option key=value"),
     endpoint: Optional[str] = typer.Option(None, "--endpoint", help="OpenAI-compatible URL; default: serve the embedded model"),
-    model: Optional[str] = typer.Option(None, "--model", help="served model name at --endpoint; without --endpoint: a local folder or Hugging Face id to serve (default: the embedded gemma-3-270m)"),
+    model: Optional[str] = typer.Option(None, "--model", help="served model name at --endpoint; without --endpoint: a local folder or Hugging Face id to serve, gemma-3-270m (the embedded base) or a shipped tuned reader (default: the scenario's tuned reader, gemma-3-270m-<scenario>, else gemma-3-270m)"),
     api: str = typer.Option(None, "--api", help="completions (base models) or chat; default: completions for the embedded model, chat otherwise"),
     api_key_env: str = typer.Option(None, "--api-key-env", help="environment variable holding the API key"),
     max_model_len: Optional[int] = typer.Option(None, "--max-model-len", help="context window of the started server; past the model's native window this implies YaRN (factor ceil(N/native))"),
@@ -154,6 +166,7 @@ def compare(
     tensor_parallel_size: Optional[int] = typer.Option(None, "--tensor-parallel-size", help="GPUs to shard the model over"),
     gpu_memory_utilization: Optional[float] = typer.Option(None, "--gpu-memory-utilization", help="fraction of GPU memory vLLM may use (GPU build)"),
     dtype: Optional[str] = typer.Option(None, "--dtype", help="weights/activations dtype: auto, bfloat16, float16, float32"),
+    adapter: Optional[Path] = typer.Option(None, "--adapter", help="a LoRA adapter folder from `harness finetune`: served merged into the embedded model"),
     concurrency: int = typer.Option(None, "--concurrency", help="requests in flight (default: chosen for this CPU for the embedded model, 8 for --endpoint)"),
     timeout: Optional[float] = typer.Option(None, "--timeout", help="seconds per request attempt (default 600)"),
     max_retries: Optional[int] = typer.Option(None, "--max-retries", help="retries of a request on 429/5xx/timeouts/connection errors (default 3)"),
@@ -205,6 +218,7 @@ def compare(
                 rope_scaling=rope_scaling, rope_factor=rope_factor, original_max_len=original_max_len,
                 revision=revision, tensor_parallel_size=tensor_parallel_size,
                 gpu_memory_utilization=gpu_memory_utilization, dtype=dtype,
+                adapter=str(adapter) if adapter is not None else None,
             ).items()
             if v is not None
         }
@@ -234,7 +248,7 @@ def compare(
                              f"{config.adaptive.max_needles}")
     if config.needles < 1:
         raise UsageError("--needles must be at least 1")
-    if config.shots < 0:
+    if config.shots is not None and config.shots < 0:
         raise UsageError("--shots must be 0 or more")
     if config.endpoint.api not in ("auto", "completions", "chat"):
         raise UsageError("--api must be completions or chat")
@@ -264,15 +278,17 @@ def serve(
     tensor_parallel_size: Optional[int] = typer.Option(None, "--tensor-parallel-size", help="GPUs to shard the model over"),
     gpu_memory_utilization: Optional[float] = typer.Option(None, "--gpu-memory-utilization", help="fraction of GPU memory vLLM may use (GPU build)"),
     dtype: Optional[str] = typer.Option(None, "--dtype", help="auto, bfloat16, float16, float32"),
+    adapter: Optional[Path] = typer.Option(None, "--adapter", help="a LoRA adapter folder from `harness finetune`: served merged into the embedded model"),
     log: Optional[Path] = typer.Option(None, "--log", help="server log file"),
 ):
-    """Serve a model (default: the embedded one) on 127.0.0.1 until Ctrl-C; use its URL with `compare --endpoint`."""
+    """Serve a model (default: the embedded one; --model gemma-3-270m-<scenario> or --adapter DIR a tuned reader) on 127.0.0.1 until Ctrl-C; use its URL with `compare --endpoint`."""
     if rope_scaling is not None and rope_scaling not in ("yarn", "linear", "dynamic", "none"):
         raise UsageError("--rope-scaling must be yarn, linear, dynamic or none")
     ec = EndpointConfig(
         model=model, max_model_len=max_model_len, rope_scaling=rope_scaling, rope_factor=rope_factor,
         original_max_len=original_max_len, revision=revision, tensor_parallel_size=tensor_parallel_size,
         gpu_memory_utilization=gpu_memory_utilization, dtype=dtype,
+        adapter=str(adapter) if adapter is not None else None,
     )
     harness_api.serve(ec, log)
 
@@ -309,6 +325,83 @@ def recommend(
     """Per context length: the cheapest strategy that meets the accuracy target (and budget), or that none does."""
     for line in harness_api.recommend(run_dir, min_accuracy, max_cost_per_1k, prices):
         console.print(line, highlight=False, soft_wrap=True)
+
+
+@app.command()
+def finetune(
+    scenario: str = typer.Option("bio-needle", "--scenario", help="scenario whose training split is learned"),
+    lengths: str = typer.Option("256..2k", "--lengths", help="haystack lengths in the model's tokens: a range lo..hi (drawn log-uniformly) or a list 512,1k"),
+    steps: int = typer.Option(None, "--steps", help="optimizer steps (default 600)"),
+    batch: int = typer.Option(None, "--batch", help="examples per step (default 1)"),
+    lr: float = typer.Option(None, "--lr", help="peak learning rate (default 1e-3)"),
+    rank: int = typer.Option(None, "--rank", help="LoRA rank (default 16; alpha is twice the rank)"),
+    strategies: list[str] = typer.Option(None, "--strategies", "-s", help="one-shot strategies showing the contexts, in turn (default full-context)"),
+    answerable_share: float = typer.Option(None, "--answerable-share", help="share of examples in the answerable (self-route) form, half of them without the needle (default 0.2)"),
+    seed: int = typer.Option(0, "--seed"),
+    scenario_param: list[str] = typer.Option(None, "--scenario-param", "-P", help="scenario option key=value"),
+    include: list[Path] = typer.Option(None, "--include", help="Python file that registers scenarios/strategies"),
+    name: Optional[str] = typer.Option(None, "--name", help="served model name of the tuned reader (default gemma-3-270m-<scenario>)"),
+    out: Optional[Path] = typer.Option(None, "--out", help="adapter folder (default results/finetune/<scenario>-<settings hash>); rerunning resumes it"),
+    threads: Optional[int] = typer.Option(None, "--threads", help="torch threads (default: every allowed CPU)"),
+    no_bf16: bool = typer.Option(False, "--no-bf16", help="train in float32 (slower on CPUs with AVX512-BF16)"),
+):
+    """Tune the embedded model to read: LoRA on the scenario's training split (zero-shot prompts, loss on the answer)."""
+    from harness.finetune.config import DataConfig, FinetuneConfig
+
+    values, is_range = parse_length_spec(lengths)
+    try:
+        data = DataConfig(scenario=scenario, scenario_params=parse_kv(scenario_param or [], "--scenario-param"),
+                          includes=[str(p) for p in include or []], lengths=values, length_range=is_range, seed=seed,
+                          **{k: v for k, v in dict(strategies=split_strategies(strategies) if strategies else None,
+                                                   answerable_share=answerable_share).items() if v is not None})
+        given = dict(steps=steps, batch=batch, lr=lr, rank=rank, alpha=2.0 * rank if rank else None, threads=threads)
+        config = FinetuneConfig(data=data, out=out, bf16=not no_bf16, **{k: v for k, v in given.items() if v is not None})
+    except ValueError as e:
+        raise UsageError(f"finetune: {_first_error(e)}") from None
+    harness_api.finetune(config, command=_command_line(), name=name)
+
+
+@data_app.command("export-finetune")
+def export_finetune(
+    scenario: str = typer.Option("bio-needle", "--scenario", help="scenario to export"),
+    lengths: str = typer.Option("256..2k", "--lengths", help="haystack lengths: a range lo..hi or a list 512,1k"),
+    n: int = typer.Option(1000, "--n", help="training examples"),
+    test_n: int = typer.Option(None, "--test-n", help="held-out test-split examples (default n/10)"),
+    strategies: list[str] = typer.Option(None, "--strategies", "-s", help="one-shot strategies showing the contexts (default full-context)"),
+    answerable_share: float = typer.Option(None, "--answerable-share", help="share in the answerable (self-route) form (default 0.2)"),
+    seed: int = typer.Option(0, "--seed"),
+    scenario_param: list[str] = typer.Option(None, "--scenario-param", "-P", help="scenario option key=value"),
+    include: list[Path] = typer.Option(None, "--include", help="Python file that registers scenarios/strategies"),
+    out: Path = typer.Option(Path("train.jsonl"), "--out", help="JSONL file: chat messages, a split field (train/test)"),
+):
+    """Write the fine-tuning examples `harness finetune` trains on as chat-format JSONL, with a held-out test split."""
+    from harness.finetune.config import DataConfig, ExportConfig
+
+    values, is_range = parse_length_spec(lengths)
+    try:
+        data = DataConfig(scenario=scenario, scenario_params=parse_kv(scenario_param or [], "--scenario-param"),
+                          includes=[str(p) for p in include or []], lengths=values, length_range=is_range, seed=seed,
+                          **{k: v for k, v in dict(strategies=split_strategies(strategies) if strategies else None,
+                                                   answerable_share=answerable_share).items() if v is not None})
+        config = ExportConfig(data=data, n=n, test_n=max(1, n // 10) if test_n is None else test_n, out=out)
+    except ValueError as e:
+        raise UsageError(f"export-finetune: {_first_error(e)}") from None
+    harness_api.export_finetune(config)
+
+
+def _first_error(e: ValueError) -> str:
+    errors = getattr(e, "errors", None)
+    if callable(errors):
+        first = errors()[0]
+        where = ".".join(map(str, first.get("loc", ()))) or "value"
+        return f"{where}: {first.get('msg', '')}".replace("Value error, ", "")
+    return str(e).splitlines()[0]
+
+
+def _command_line() -> str:
+    import shlex
+
+    return " ".join(["harness", *map(shlex.quote, sys.argv[1:])])
 
 
 @app.command("scenarios")

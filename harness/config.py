@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field
 DEFAULT_STRATEGIES = ["full-context", "rag-dense"]
 DEFAULT_LENGTHS = [1000, 2000, 4000]
 DEFAULT_DEPTHS = [0.0, 25.0, 50.0, 75.0, 100.0]
+BASE_SHOTS = 2  # few-shot examples for a reader that was not tuned on the task (a tuned one gets 0)
 
 
 class EndpointConfig(BaseModel):
@@ -33,6 +34,8 @@ class EndpointConfig(BaseModel):
     tensor_parallel_size: int | None = None
     gpu_memory_utilization: float | None = None
     dtype: str | None = None
+    adapter: str | None = Field(None, description="a LoRA adapter folder from `harness finetune`, merged into the "
+                                                   "embedded model and served under its own name")
     concurrency: int = Field(0, ge=0, description="requests in flight; 0 picks a default per endpoint")
     timeout_s: float = 600.0
     max_retries: int = 3
@@ -81,7 +84,9 @@ class RunConfig(BaseModel):
     lengths: list[int] = Field(default_factory=lambda: list(DEFAULT_LENGTHS))
     depths: list[float] = Field(default_factory=lambda: list(DEFAULT_DEPTHS))
     needles: int = 2
-    shots: int = 2
+    # None: the reader's default, decided (and saved as a number) when the run starts: 0 for a tuned
+    # reader (trained zero-shot), BASE_SHOTS otherwise.
+    shots: int | None = None
     seed: int = 0
     endpoint: EndpointConfig = Field(default_factory=EndpointConfig)
     includes: list[str] = Field(default_factory=list)

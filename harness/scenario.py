@@ -9,10 +9,12 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict
 
+from harness.errors import UsageError
 from harness.samples import Document, Sample
 
 # Counts tokens of many texts at once, in the served model's own tokens.
@@ -56,6 +58,8 @@ class Scenario(ABC):
     name: ClassVar[str] = ""
     Params: ClassVar[type[ScenarioParams]] = ScenarioParams
     fields: ClassVar[list[str]] = []  # answer fields, in the order they are reported
+    splits: ClassVar[tuple[str, ...]] = ("test",)  # "train" too when it can make fine-tuning data
+    READER_DIR: ClassVar[str] = "reader"  # a tuned reader's adapter, beside the scenario's module
 
     def __init__(self, params: ScenarioParams | None = None, seed: int = 0):
         self.params = params if params is not None else self.Params()
@@ -106,6 +110,31 @@ class Scenario(ABC):
     @abstractmethod
     def score(self, answer: dict[str, Any], gold: dict[str, Any]) -> dict[str, bool]:
         """Mark each field of a (schema-valid) answer against the gold answer."""
+
+    def split(self, name: str, seed: int | None = None) -> "Scenario":
+        """This scenario drawing its samples from split `name`: "test" (what compare asks about) or
+        "train" (fine-tuning data: `harness finetune`, `harness data export-finetune`), whose
+        documents no test sample of any seed may hold. `seed` draws another sample of the split (a
+        fresh haystack per training example). Only scenarios that list "train" in `splits` have one."""
+        if name == "test" and seed is None:
+            return self
+        raise UsageError(f"scenario {self.name} has no {name!r} split (it has: {', '.join(self.splits)}); "
+                         "fine-tuning needs a scenario with a training split")
+
+    def questions(self, sample: Sample) -> list[Sample]:
+        """Every question the sample's documents answer, each as a sample sharing its documents (the sample
+        itself first). Fine-tuning asks several of one context in a single forward pass; the default
+        knows only the sample's own question."""
+        return [sample]
+
+    def reader(self) -> Path | None:
+        """A LoRA adapter of the embedded model tuned on this scenario and shipped with it (the folder
+        `harness finetune` writes), or None. Default: a `reader/` folder beside the scenario's module."""
+        import importlib
+
+        module = importlib.import_module(type(self).__module__)
+        folder = Path(module.__file__).parent / self.READER_DIR if getattr(module, "__file__", None) else None
+        return folder if folder is not None and (folder / "adapter_config.json").is_file() else None
 
     def reference_labels(self) -> list[dict[str, Any]]:
         """Labels of the population the needles are drawn from (e.g. the haystack's documents).

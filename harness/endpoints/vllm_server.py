@@ -652,6 +652,7 @@ class ServerOptions:
     gpu_memory_utilization: float | None = None
     dtype: str | None = None
     extra_args: tuple[str, ...] = ()
+    adapter: str | None = None  # a LoRA adapter of the embedded model (harness finetune), served merged into it
 
     @property
     def embedded(self) -> bool:
@@ -675,10 +676,12 @@ class ServerPlan:
     hub: bool = False  # a Hugging Face id: the server may download it
     notes: list[str] = field(default_factory=list)
     cpu: CpuPlan | None = None  # the CPU build's settings for this machine (harness.endpoints.cpu)
+    adapter: dict | None = None  # the tuned reader's provenance (harness.finetune.merge.read_provenance)
 
     def describe(self) -> dict:
         """The launch side of the run's record (the server's own read-back goes beside it)."""
         return {
+            "adapter": self.adapter,
             "model_path": self.model_path,
             "served_name": self.served_name,
             "revision": self.revision,
@@ -799,7 +802,20 @@ def start_server(
     flavour = detect_flavour()
     cpu = detect_cpu(dtype=opts.dtype, embedded=opts.embedded) if flavour == "cpu" else None
     converted: list[tuple[str, float]] = []
-    if opts.embedded:
+    adapter = None
+    if opts.adapter:
+        import dataclasses
+
+        from harness.finetune.merge import prepare_merged_model, read_provenance
+
+        if not opts.embedded:
+            raise UsageError(f"--adapter tunes the embedded model, not {opts.model}")
+        adapter = read_provenance(opts.adapter)
+        opts = dataclasses.replace(opts, served_name=opts.served_name or adapter["served_name"])
+        converted.append((CONVERTING, 0.0))
+        with _ticking(on_progress, CONVERTING, t0):
+            model_path = str(prepare_merged_model(opts.adapter))
+    elif opts.embedded:
         if not is_prepared():
             converted.append((CONVERTING, 0.0))
             with _ticking(on_progress, CONVERTING, t0):
@@ -816,6 +832,7 @@ def start_server(
     needs_config = opts.embedded or opts.max_model_len is not None or opts.rope_request().wants_scaling()
     config = load_model_config(model_path, opts.revision, rope_key) if needs_config else None
     plan = plan_server(opts, model_path, config, rope_key=rope_key, flavour=flavour, cpu=cpu)
+    plan.adapter = adapter
     if plan.revision is None:
         plan.revision = snapshot_revision(model_path)
     if cpu is not None and not opts.embedded and opts.dtype is None and not cpu.facts.native_bf16:

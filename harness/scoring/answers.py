@@ -75,6 +75,12 @@ ANSWERABLE_NOTE = (
 )
 
 
+def answerable_instructions(scenario) -> str:
+    """The scenario's instructions with ANSWERABLE_NOTE after them: the task statement of the answerable form
+    (one place, so a strategy that asks it and a reader tuned on it see the same words)."""
+    return scenario.instructions.rstrip() + "\n" + ANSWERABLE_NOTE
+
+
 def answerable_schema(scenario) -> dict[str, Any]:
     return {"type": "object", "properties": {"answerable": {"type": "boolean"},
                                              "answer": {"anyOf": [wire_schema(scenario), {"type": "null"}]}},

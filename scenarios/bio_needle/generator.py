@@ -20,6 +20,13 @@ Splits ("haystack", "needles", "shots") use separate random streams, so asking f
 one never changes another, and a split is prefix-stable: its first n people are the same
 whatever n is asked for later. Surnames are unique across all splits of a seed: each split
 only accepts surnames whose hash falls in its own third of the name space.
+
+The training split ("train-needles", "train-haystack": fine-tuning data) lies outside that name
+space altogether: its surnames always hold a "j" or a "w", letters no test surname can contain,
+so no training person is ever a test person, for any seed. It is also written only with *seen*
+forms (`Forms`): some sentence shapes, a date format, nationalities, occupations and filler
+sentences are held out of it, so a tuned reader can be tested on biographies written only with
+forms it never saw (`needle_forms="held-out"`).
 """
 
 from __future__ import annotations
@@ -35,9 +42,16 @@ from typing import Any
 from scenarios.bio_needle import vocabulary as V
 from scenarios.bio_needle.loader import BioDate, BioLabels, BioRecord
 
-SPLITS: tuple[str, ...] = ("haystack", "needles", "shots")
+SPLITS: tuple[str, ...] = ("haystack", "needles", "shots")  # the test side; the hash modulus: never extend
+TRAIN_SPLITS: tuple[str, ...] = ("train-needles", "train-haystack")
+TRAIN = "train"  # surname_split() of every training surname
 # Word-count bounds per split: shots are short so a few of them fit in any prompt.
-WORD_RANGE: dict[str, tuple[int, int]] = {"haystack": (40, 150), "needles": (40, 150), "shots": (40, 80)}
+WORD_RANGE: dict[str, tuple[int, int]] = {"haystack": (40, 150), "needles": (40, 150), "shots": (40, 80),
+                                          "train-needles": (40, 150), "train-haystack": (40, 150)}
+# Training surnames hold one of these syllables; test surnames are made of V.SYLLABLES and
+# V.SURNAME_ENDINGS, which hold neither letter (tested).
+TRAIN_LETTERS = frozenset("jw")
+TRAIN_SYLLABLES: tuple[str, ...] = ("ja", "je", "jo", "ju", "wa", "we", "wi", "wo", "jan", "wen", "jor", "wal")
 NOW = 2024  # the "present" of the corpus: living people are younger than 90 then
 P_UNKNOWN_NATIONALITY = 0.15
 P_ALIVE = 0.4
@@ -65,6 +79,84 @@ class Person:
     @property
     def labels(self) -> BioLabels:
         return self.record.labels
+
+
+# ------------------------------------------------------------------------------ forms
+_SHAPES = ("paren", "comma_born", "was_born_on", "desc_first", "born_first", "the_desc", "from", "is_then_born")
+_NATIONALITY_SENTENCES = ("citizenship", "by_nationality")
+_DEATH_SENTENCES = ("in_city", "plain", "age")
+
+
+@dataclass(frozen=True)
+class Forms:
+    """The surface forms a biography may be written with.
+
+    ALL is what the test splits use (and byte for byte what they used before forms existed);
+    SEEN leaves out every held-out form and is the only one the training split uses; HELD_OUT
+    keeps, wherever a dimension has held-out variants, only those: a reader tuned on SEEN text is
+    tested on forms it never saw. Where a person's facts rule out every allowed variant (a death
+    sentence with the age needs two full dates), the others are used.
+    """
+
+    demonyms: tuple[str, ...]  # nationality labels
+    world: tuple[str, ...]  # nationalities whose demonyms, countries and cities may appear anywhere
+    roles: frozenset[str]  # vocabulary.Role keys
+    shapes: tuple[str, ...]  # opening sentence shapes
+    ordinal: str  # dates as "the 3rd of June 1941": "never", "sometimes" (30% of one shape) or "always"
+    nationality_sentences: tuple[str, ...]
+    death_sentences: tuple[str, ...]
+    education: tuple[str, ...]
+    family: tuple[str, ...]
+    asides: tuple[str, ...]
+    later_alive: tuple[str, ...]
+    later_dead: tuple[str, ...]
+
+    @property
+    def cities(self) -> tuple[str, ...]:
+        return tuple(c for d in self.world for c in V.NATIONALITIES[d][1])
+
+
+# What the training split never shows. Nationalities whose word is not also a language the
+# generator names ("translated books from Japanese"), so they are truly absent from training text.
+HELD_OUT_DEMONYMS = ("swiss", "kenyan", "chilean", "hungarian", "canadian", "egyptian")
+HELD_OUT_ROLES = frozenset({"fencer", "skier", "governor", "senator", "boxer_mp", "stadium_architect", "pollster",
+                            "botanist", "chef"})  # at least one of every role group, so either side can draw any group
+HELD_OUT_SHAPES = ("born_first", "the_desc")
+HELD_OUT_TEMPLATES = {  # filler sentences
+    "education": (V.EDUCATION[3],),
+    "family": (V.FAMILY[1],),
+    "asides": (V.ASIDES[3], V.ASIDES[5]),
+    "later_alive": (V.LATER_ALIVE[2],),
+    "later_dead": (V.LATER_DEAD[2],),
+}
+
+
+def _without(items: tuple[str, ...], held: tuple[str, ...]) -> tuple[str, ...]:
+    return tuple(x for x in items if x not in held)
+
+
+ALL = Forms(
+    demonyms=V.DEMONYMS, world=V.DEMONYMS, roles=frozenset(V.ROLES), shapes=_SHAPES, ordinal="sometimes",
+    nationality_sentences=_NATIONALITY_SENTENCES, death_sentences=_DEATH_SENTENCES, education=V.EDUCATION,
+    family=V.FAMILY, asides=V.ASIDES, later_alive=V.LATER_ALIVE, later_dead=V.LATER_DEAD,
+)
+SEEN = Forms(
+    demonyms=_without(V.DEMONYMS, HELD_OUT_DEMONYMS), world=_without(V.DEMONYMS, HELD_OUT_DEMONYMS),
+    roles=frozenset(V.ROLES) - HELD_OUT_ROLES, shapes=_without(_SHAPES, HELD_OUT_SHAPES), ordinal="never",
+    nationality_sentences=("by_nationality",), death_sentences=("in_city", "plain"),
+    **{k: _without(getattr(ALL, k), v) for k, v in HELD_OUT_TEMPLATES.items()},
+)
+HELD_OUT = Forms(
+    demonyms=HELD_OUT_DEMONYMS, world=V.DEMONYMS, roles=HELD_OUT_ROLES, shapes=HELD_OUT_SHAPES, ordinal="always",
+    nationality_sentences=("citizenship",), death_sentences=("age",), **HELD_OUT_TEMPLATES,
+)
+FORMS: dict[str, Forms] = {"all": ALL, "seen": SEEN, "held-out": HELD_OUT}
+
+
+def _choose(rng: random.Random, options: dict[str, str], allowed: tuple[str, ...]) -> str:
+    """One of the options whose key is allowed (in the options' order), else one of all of them."""
+    keys = [k for k in options if k in allowed] or list(options)
+    return options[rng.choice(keys)]
 
 
 # ------------------------------------------------------------------------------ dates
@@ -101,7 +193,7 @@ class _Date:
 
     def born(self, fmt: str) -> str:
         """wiki_bio's 'born 12 march 1950' or 'born in 1962'."""
-        return ("born " if self.precision == "full" else "born in ") + self.bare("mdy" if fmt == "mdy" else "dmy")
+        return ("born " if self.precision == "full" else "born in ") + self.bare(fmt if fmt in ("mdy", "ord") else "dmy")
 
 
 def _ordinal(n: int) -> str:
@@ -138,9 +230,19 @@ def _draw_surname(rng: random.Random) -> str:
     return _clean_name("".join(rng.choice(V.SYLLABLES) for _ in range(n)) + rng.choice(V.SURNAME_ENDINGS))
 
 
+def _draw_train_surname(rng: random.Random) -> str:
+    parts = [rng.choice(V.SYLLABLES) for _ in range(rng.choice((1, 2, 2, 2, 3)))]
+    parts[rng.randrange(len(parts))] = rng.choice(TRAIN_SYLLABLES)
+    return _clean_name("".join(parts) + rng.choice(V.SURNAME_ENDINGS))
+
+
 def surname_split(surname: str) -> str:
-    """The only split allowed to use this surname (keeps splits disjoint without coordination)."""
-    return SPLITS[zlib.crc32(surname.lower().encode("utf-8")) % len(SPLITS)]
+    """The only split allowed to use this surname (keeps splits disjoint without coordination):
+    "train" for a surname with a training letter, else a test split chosen by hash."""
+    key = surname.lower()
+    if TRAIN_LETTERS & set(key):
+        return TRAIN
+    return SPLITS[zlib.crc32(key.encode("utf-8")) % len(SPLITS)]
 
 
 # ------------------------------------------------------------------------------ text helpers
@@ -182,18 +284,26 @@ def _pick_weighted(rng: random.Random, items):
 
 # ------------------------------------------------------------------------------ the generator
 class BioGenerator:
-    """Deterministic biographies for one seed; each split is an independent, growing list."""
+    """Deterministic biographies for one seed; each split is an independent, growing list.
 
-    def __init__(self, seed: int = 0):
+    `needle_forms` ("all", "seen", "held-out") is what the needles split is written with; the
+    haystack and shots always use every form, the training splits only seen ones.
+    """
+
+    def __init__(self, seed: int = 0, needle_forms: str = "all"):
         self.seed = seed
-        self._rngs = {s: random.Random(f"bio-needle/{seed}/{s}") for s in SPLITS}
-        self._people: dict[str, list[Person]] = {s: [] for s in SPLITS}
-        self._surnames: dict[str, set[str]] = {s: set() for s in SPLITS}
+        streams = SPLITS + TRAIN_SPLITS
+        self._rngs = {s: random.Random(f"bio-needle/{seed}/{s}") for s in streams}
+        self._people: dict[str, list[Person]] = {s: [] for s in streams}
+        # Surnames taken, per name class: the two training streams share theirs.
+        self._surnames: dict[str, set[str]] = {s: set() for s in SPLITS + (TRAIN,)}
+        self._forms = {s: ALL for s in SPLITS} | {s: SEEN for s in TRAIN_SPLITS}
+        self._forms["needles"] = FORMS[needle_forms]
 
     def people(self, split: str, n: int) -> list[Person]:
         """The first `n` people of a split (generating more as needed)."""
-        if split not in SPLITS:
-            raise ValueError(f"unknown split {split!r}; known: {', '.join(SPLITS)}")
+        if split not in self._people:
+            raise ValueError(f"unknown split {split!r}; known: {', '.join(self._people)}")
         have = self._people[split]
         while len(have) < n:
             have.append(self._person(split))
@@ -205,20 +315,23 @@ class BioGenerator:
     # -- one person ---------------------------------------------------------------------
     def _person(self, split: str) -> Person:
         rng = self._rngs[split]
+        name_class = TRAIN if split in TRAIN_SPLITS else split
         gender = rng.choice("mf")
-        given, surname = draw_name(rng, gender, split, self._surnames[split])
+        given, surname = draw_name(rng, gender, name_class, self._surnames[name_class])
         name = f"{given} {surname}"
         lo, hi = WORD_RANGE[split]
-        return _write_person(rng, name, surname, gender, lo, hi)
+        return _write_person(rng, name, surname, gender, lo, hi, self._forms[split])
 
 
 def draw_name(rng: random.Random, gender: str, split: str, taken: set[str]) -> tuple[str, str]:
     """(given name, possibly with a middle initial, surname): a fake name whose surname belongs to
     `split` and is not in `taken` (lower-cased; it is added). Names drawn for different splits
     never share a surname, so other tools (the wiki_bio anonymizer) draw from the "haystack" split
-    and can never name someone like a synthetic needle or shot."""
+    and can never name someone like a synthetic needle or shot. `split` "train" draws training
+    surnames (with a "j" or a "w")."""
+    draw = _draw_train_surname if split == TRAIN else _draw_surname
     while True:
-        surname = _draw_surname(rng)
+        surname = draw(rng)
         key = surname.lower()
         if surname_split(surname) == split and key not in taken and key not in V.BANNED_NAME_WORDS:
             break
@@ -232,9 +345,10 @@ def draw_name(rng: random.Random, gender: str, split: str, taken: set[str]) -> t
     return given, surname
 
 
-def _write_person(rng: random.Random, name: str, surname: str, gender: str, lo: int, hi: int) -> Person:
+def _write_person(rng: random.Random, name: str, surname: str, gender: str, lo: int, hi: int,
+                  forms: Forms = ALL) -> Person:
     """Draw the facts for a named person and write the biography from them."""
-    nationality = None if rng.random() < P_UNKNOWN_NATIONALITY else rng.choice(V.DEMONYMS)
+    nationality = None if rng.random() < P_UNKNOWN_NATIONALITY else rng.choice(forms.demonyms)
     alive = rng.random() < P_ALIVE
     birth_year = rng.randint(1935, 2000) if alive else rng.randint(1880, 1980)
     birth = _draw_date(rng, birth_year, 0.75, 0.07)
@@ -244,8 +358,10 @@ def _write_person(rng: random.Random, name: str, surname: str, gender: str, lo: 
     end = death.year if death else NOW
     style = "wiki" if rng.random() < P_WIKI_STYLE else "prose"
     fmt = rng.choice(("dmy", "dmy", "mdy")) if style == "prose" else rng.choice(("dmy", "mdy"))
-    slots = _slots(rng, gender, nationality, alive, birth_year, end, surname)
-    role, key_sentence = _draw_role(rng, slots, birth_year, end)
+    if forms.ordinal == "always":
+        fmt = "ord"
+    slots = _slots(rng, gender, nationality, alive, birth_year, end, surname, forms)
+    role, key_sentence = _draw_role(rng, slots, birth_year, end, forms)
 
     # Known nationality: usually in the opening's description, otherwise its own sentence.
     nat_in_desc = nationality is not None and rng.random() < 0.85
@@ -254,23 +370,24 @@ def _write_person(rng: random.Random, name: str, surname: str, gender: str, lo: 
         adj = rng.choice(("former ", "retired "))
     noun = role.nouns[0 if gender == "m" else 1]
     desc = f"{adj}{nationality.capitalize() + ' ' if nat_in_desc else ''}{noun}"
-    opening, death_in_opening = _opening(rng, name, desc, birth, death, style, fmt, slots, nationality)
+    opening, death_in_opening = _opening(rng, name, desc, birth, death, style, fmt, slots, nationality, forms)
 
     required = [opening]
     He, be = slots["He"], slots["is"]
     if nationality is not None and not nat_in_desc:
         dem = nationality.capitalize()
-        required.append(rng.choice((f"{He} {'holds' if alive else 'held'} {dem} citizenship.",
-                                    f"{He} {be} {dem} by nationality.")))
+        required.append(_choose(rng, {"citizenship": f"{He} {'holds' if alive else 'held'} {dem} citizenship.",
+                                      "by_nationality": f"{He} {be} {dem} by nationality."},
+                                forms.nationality_sentences))
     required.append(key_sentence)
     closing: list[str] = []
     if death is not None and (not death_in_opening or rng.random() < 0.4):
-        options = [f"{He} died in {slots['city4']} {death.on(fmt)}.", f"{He} died {death.on(fmt)}."]
+        options = {"in_city": f"{He} died in {slots['city4']} {death.on(fmt)}.", "plain": f"{He} died {death.on(fmt)}."}
         if birth.precision == "full" and death.precision == "full":
-            options.append(f"{He} died {death.on(fmt)} at the age of {_age_at_death(birth, death)}.")
-        closing.append(rng.choice(options))
+            options["age"] = f"{He} died {death.on(fmt)} at the age of {_age_at_death(birth, death)}."
+        closing.append(_choose(rng, options, forms.death_sentences))
 
-    body = _fit(rng, _optional(rng, role, slots, alive), sum(map(count_words, required + closing)), lo, hi)
+    body = _fit(rng, _optional(rng, role, slots, alive, forms), sum(map(count_words, required + closing)), lo, hi)
     text = _fix_articles(" ".join(required + body + closing))
     if style == "wiki":
         text = wikify(text)
@@ -287,12 +404,12 @@ def _write_person(rng: random.Random, name: str, surname: str, gender: str, lo: 
 
 
 def _slots(rng: random.Random, gender: str, nationality: str | None, alive: bool,
-           birth_year: int, end: int, surname: str) -> dict[str, Any]:
+           birth_year: int, end: int, surname: str, forms: Forms = ALL) -> dict[str, Any]:
     """Every value a template may ask for, drawn once per person."""
     own_cities = V.NATIONALITIES[nationality][1] if nationality else ()
-    others = [d for d in V.DEMONYMS if d != nationality]
+    others = [d for d in forms.world if d != nationality]
     foreign = rng.sample([V.NATIONALITIES[d][0] for d in others], 2)
-    cities = rng.sample(V.ALL_CITIES, 4)
+    cities = rng.sample(forms.cities, 4)
     # Offices and local fame are usually in the person's own country (when it has one).
     city2 = rng.choice(own_cities) if own_cities and rng.random() < 0.8 else cities[1]
     oly = [y for y in V.SUMMER_OLYMPICS if birth_year + 17 <= y <= min(birth_year + 36, end)]
@@ -319,11 +436,12 @@ def _slots(rng: random.Random, gender: str, nationality: str | None, alive: bool
     return slots
 
 
-def _draw_role(rng: random.Random, slots: dict[str, Any], birth_year: int, end: int) -> tuple[V.Role, str]:
+def _draw_role(rng: random.Random, slots: dict[str, Any], birth_year: int, end: int,
+               forms: Forms = ALL) -> tuple[V.Role, str]:
     """An occupation whose defining sentence (career[0]) fits this person's years."""
     while True:
         _, _, roles = _pick_weighted(rng, V.ROLE_GROUPS)
-        role = rng.choice(roles)
+        role = rng.choice([r for r in roles if r.key in forms.roles])
         athlete = role.sportsperson
         start = max(birth_year + role.min_age, role.min_year)
         latest = min(end - 2, birth_year + role.min_age + (12 if athlete else 30))
@@ -333,25 +451,22 @@ def _draw_role(rng: random.Random, slots: dict[str, Any], birth_year: int, end: 
         slots.update(y1=y1, y2=rng.randint(y1 + 1, min(end, y1 + (15 if athlete and not role.politician else 25))))
         suffixes = {"rower": ("Rowing Club", "Boat Club"), "rower_minister": ("Rowing Club",),
                     "cyclist": ("Cycling", "Velo")}.get(role.key, V.CLUB_SUFFIXES)
-        clubs = rng.sample(V.ALL_CITIES, 2)
+        clubs = rng.sample(forms.cities, 2)
         slots.update(club=f"{clubs[0]} {rng.choice(suffixes)}", club2=f"{clubs[1]} {rng.choice(suffixes)}")
         key_sentence = _fill(role.career[0], slots)
         if key_sentence is not None:
             return role, key_sentence
 
 
-_SHAPES = ("paren", "comma_born", "was_born_on", "desc_first", "born_first", "the_desc", "from", "is_then_born")
-
-
 def _opening(rng: random.Random, name: str, desc: str, birth: _Date, death: _Date | None, style: str,
-             fmt: str, slots: dict[str, Any], nationality: str | None) -> tuple[str, bool]:
+             fmt: str, slots: dict[str, Any], nationality: str | None, forms: Forms = ALL) -> tuple[str, bool]:
     """The first sentence(s): name, dates and description in one of several shapes.
 
     Returns the text and whether it already gives the death date.
     """
     He, be, a_desc = slots["He"], slots["is"], f"a {desc}"
     own_cities = V.NATIONALITIES[nationality][1] if nationality else ()
-    place = rng.choice(own_cities) if own_cities and rng.random() < 0.75 else rng.choice(V.ALL_CITIES)
+    place = rng.choice(own_cities) if own_cities and rng.random() < 0.75 else rng.choice(forms.cities)
     if rng.random() < 0.3:
         place = f"{place}, {_CITY_COUNTRY[place]}"
     if death is None:
@@ -361,13 +476,15 @@ def _opening(rng: random.Random, name: str, desc: str, birth: _Date, death: _Dat
     else:
         paren = f"({birth.bare(fmt)} – {death.bare(fmt)})"
 
-    shape = rng.choice(_SHAPES)
+    shape = rng.choice(forms.shapes)
     if shape == "paren":
         text = f"{name} {paren} {be} {a_desc}."
     elif shape == "comma_born":
         text = f"{name}, {birth.born(fmt)} in {place}, {be} {a_desc}."
     elif shape == "was_born_on":
         born_fmt = "ord" if style == "prose" and rng.random() < 0.3 else fmt
+        if forms.ordinal != "sometimes":
+            born_fmt = fmt
         text = f"{name} was born {birth.on(born_fmt)} in {place}. {He} {be} {a_desc}."
     elif shape == "desc_first":
         text = f"{name} {be} {a_desc}, born {birth.on(fmt)} in {place}."
@@ -385,7 +502,8 @@ def _opening(rng: random.Random, name: str, desc: str, birth: _Date, death: _Dat
     return text, shape in ("paren", "the_desc", "from")
 
 
-def _optional(rng: random.Random, role: V.Role, slots: dict[str, Any], alive: bool) -> list[tuple[str, str]]:
+def _optional(rng: random.Random, role: V.Role, slots: dict[str, Any], alive: bool,
+              forms: Forms = ALL) -> list[tuple[str, str]]:
     """Candidate follow-on sentences as (section, text), in no particular order.
 
     Family and other asides carry the distractors: a foreign spouse or coach, a parent who
@@ -394,17 +512,21 @@ def _optional(rng: random.Random, role: V.Role, slots: dict[str, Any], alive: bo
     """
     fill = lambda t: _fill(t, slots)  # noqa: E731
     out = [("career", fill(t)) for t in role.career[1:]]
-    out.append(("education", fill(rng.choice(V.EDUCATION))))
+    out.append(("education", fill(rng.choice(forms.education))))
     marriage = rng.choice(("{He} {is} married to a {spouse_dem} {spouse}.",
                            "{He} married a {spouse} from {city3} in {y_married}."))
-    out += [("family", fill(t)) for t in [marriage] + rng.sample(V.FAMILY, 2)]
+    out += [("family", fill(t)) for t in [marriage] + _sample(rng, forms.family, 2)]
     if role.sportsperson:
         out.append(("extra", fill("{He} trained under a {coach_dem} coach in {city3}.")))
-    out += [("extra", fill(t)) for t in rng.sample(V.ASIDES, 3)]
+    out += [("extra", fill(t)) for t in _sample(rng, forms.asides, 3)]
     out.append(("extra", fill("{He} received the {award} in {y_award}.")))
-    later = V.LATER_ALIVE if alive else V.LATER_DEAD
-    out += [("later", fill(t)) for t in rng.sample(later, 2)]
+    later = forms.later_alive if alive else forms.later_dead
+    out += [("later", fill(t)) for t in _sample(rng, later, 2)]
     return [(section, s) for section, s in out if s]
+
+
+def _sample(rng: random.Random, items: tuple[str, ...], k: int) -> list[str]:
+    return rng.sample(items, min(k, len(items)))
 
 
 _SECTIONS = ("career", "education", "family", "extra", "later")

@@ -67,12 +67,18 @@ _CHARS_PER_TOKEN_GUESS = 3.0  # sizes the first counting batch (low, to rarely o
 
 
 class BioNeedleParams(ScenarioParams):
-    """Real data instead of the synthetic pool (give both files, or neither), and the answer form."""
+    """Real data instead of the synthetic pool (give both files, or neither), the answer form, and
+    which people and sentence forms the synthetic data is drawn from."""
 
     haystack_file: Path | None = None
     needles_file: Path | None = None
     answer_form: Literal["compact", "nested"] = Field(
         "compact", description='compact: dates as "YYYY-MM-DD" strings under born/died; nested: {day, month, year}')
+    split: Literal["test", "train"] = Field(
+        "test", description="test: the people compare asks about; train: fine-tuning people, never in any test split")
+    forms: Literal["all", "seen", "held-out"] = Field(
+        "all", description="what the needles are written with: every form; only forms the training split uses; "
+                           "only forms held out of it")
 
 
 def question_for(name: str) -> str:
@@ -141,15 +147,21 @@ class BioNeedle(Scenario):
     name = "bio-needle"
     Params = BioNeedleParams
     fields = ["nationality", "date_of_birth", "date_of_death", "sportsperson", "politician"]
+    splits = ("test", "train")
 
     def __init__(self, params: ScenarioParams | None = None, seed: int = 0):
         super().__init__(params, seed)
         p = self.params
         if (getattr(p, "haystack_file", None) is None) != (getattr(p, "needles_file", None) is None):
             raise UsageError("bio-needle: give both haystack_file and needles_file, or neither")
-        self.generator = BioGenerator(seed)
+        if self.training and self.uses_files:
+            raise UsageError("bio-needle: split=train is synthetic; it cannot be used with haystack_file/needles_file")
+        if self.training and getattr(p, "forms", "all") == "held-out":
+            raise UsageError("bio-needle: the training split is never written with held-out forms (forms=held-out)")
+        self.generator = BioGenerator(seed, needle_forms=getattr(p, "forms", "all"))
         self._files: _Files | None = None
         self._cache: _CountingCache | None = None
+        self._people: dict[str, BioRecord] = {}  # biography text -> its person, for everything samples() placed
 
     # ------------------------------------------------------------------ task statement
     @property
@@ -187,6 +199,18 @@ class BioNeedle(Scenario):
         """What reading the data files did: normalised labels (counted), biographies left out."""
         return self._files.notes() if self._files is not None else []
 
+    # ------------------------------------------------------------------ splits
+    @property
+    def training(self) -> bool:
+        return getattr(self.params, "split", "test") == "train"
+
+    def split(self, name: str, seed: int | None = None) -> "BioNeedle":
+        """The test people, or the training ones (surnames no test split can hold, seen forms only)."""
+        if name not in self.splits:
+            return super().split(name, seed)
+        update = {"split": name} | ({"forms": "all"} if name == "train" else {})
+        return BioNeedle(self.params.model_copy(update=update), self.seed if seed is None else seed)
+
     # ------------------------------------------------------------------ data
     @property
     def uses_files(self) -> bool:
@@ -199,7 +223,7 @@ class BioNeedle(Scenario):
 
     def _needles(self, n: int) -> list[BioRecord]:
         if not self.uses_files:
-            return self.generator.records("needles", n)
+            return self.generator.records("train-needles" if self.training else "needles", n)
         needles = self._load_files().needles
         if n > len(needles):
             raise UsageError(
@@ -209,7 +233,8 @@ class BioNeedle(Scenario):
 
     def _pool(self) -> _Pool:
         if not self.uses_files:
-            return _Pool(lambda n: [(f"h{i}", r) for i, r in enumerate(self.generator.records("haystack", n))], None)
+            split = "train-haystack" if self.training else "haystack"
+            return _Pool(lambda n: [(f"h{i}", r) for i, r in enumerate(self.generator.records(split, n))], None)
         files = self._load_files()
         return _Pool(files.take, files.kept)
 
@@ -273,6 +298,8 @@ class BioNeedle(Scenario):
             ends.append(ends[-1] + cache[r.bio] + _SEP_TOKENS)
         docs = [Document(id=doc_id, text=r.bio) for doc_id, r in background]
         needle_docs = [Document(id=f"n{i}", text=r.bio) for i, r in enumerate(needle_recs)]
+        self._people.update((r.bio, r) for _, r in background)
+        self._people.update((r.bio, r) for r in needle_recs)
 
         out: list[Sample] = []
         for L in lengths:
@@ -307,6 +334,18 @@ class BioNeedle(Scenario):
                             "haystack_documents": n,
                         },
                     ))
+        return out
+
+    def questions(self, sample: Sample) -> list[Sample]:
+        """The same haystack asked about each person in it (every biography is some person's): the needle first."""
+        out = [sample]
+        for d in sample.documents:
+            rec = self._people.get(d.text)
+            if rec is None or d.id in sample.gold_ids:
+                continue
+            out.append(sample.model_copy(update={
+                "id": f"{sample.id}/{d.id}", "gold_ids": [d.id], "subject": rec.name, "question": question_for(rec.name),
+                "gold": rec.labels.model_dump(), "meta": {**sample.meta, "asked_about": d.id}}))
         return out
 
     # ------------------------------------------------------------------ few-shot

@@ -1,0 +1,84 @@
+"""What `harness finetune` and `harness data export-finetune` were asked, as pydantic models.
+
+Saved with the adapter (`finetune.json`), so the adapter says how it was made and an interrupted
+run resumes only with the same settings.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+
+
+class DataConfig(BaseModel):
+    """Which training examples: the scenario's training split, shown and prompted as `compare` does."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    scenario: str = "bio-needle"
+    scenario_params: dict[str, Any] = Field(default_factory=dict)
+    includes: list[str] = Field(default_factory=list)
+    lengths: list[int] = Field(default_factory=lambda: [256, 2000])
+    length_range: bool = Field(True, description="True: each example's length is drawn log-uniformly between "
+                                                 "the two lengths; False: one of the lengths")
+    strategies: list[str] = Field(default_factory=lambda: ["full-context"],
+                                  description="one-shot strategies that show the training contexts, in turn")
+    questions: int = Field(8, ge=1, description="questions asked of one full context (one forward pass)")
+    answerable_share: float = Field(0.2, ge=0, le=1, description="share of contexts asked in the answerable form "
+                                                                 "(self-route); half the questions about absent people")
+    balance: float = Field(0.5, ge=0, le=1, description="1: every combination of the boolean answer fields "
+                                                        "equally often; 0: as the split draws them")
+    seed: int = 0
+
+    @model_validator(mode="after")
+    def _lengths(self):
+        if not self.lengths or any(n < 1 for n in self.lengths):
+            raise ValueError("lengths must be positive token counts")
+        if self.length_range and len(self.lengths) != 2:
+            raise ValueError("a length range is two lengths, lo..hi")
+        self.lengths = sorted(self.lengths)
+        return self
+
+
+class FinetuneConfig(BaseModel):
+    """One LoRA training run of the embedded model."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    data: DataConfig = Field(default_factory=DataConfig)
+    steps: int = Field(600, ge=1, description="optimizer steps")
+    batch: int = Field(1, ge=1, description="contexts per step (gradients accumulated), each with its questions")
+    lr: float = Field(1e-3, gt=0)
+    warmup: int = Field(20, ge=0, description="steps of linear warm-up; then linear decay to 10%")
+    rank: int = Field(16, ge=1)
+    alpha: float = Field(32.0, gt=0)
+    targets: list[str] = Field(default_factory=lambda: list(LORA_TARGETS))
+    bf16: bool = Field(True, description="frozen base in bfloat16, matmuls under bfloat16 autocast (LoRA factors and "
+                                         "optimizer stay float32); False: everything float32")
+    eval_n: int = Field(16, ge=0, description="test-split contexts whose answer loss is reported at the end")
+    checkpoint_every: int = Field(25, ge=1)
+    threads: int | None = Field(None, description="torch threads; default: every allowed CPU")
+    out: Path | None = None
+
+    @property
+    def examples(self) -> int:
+        return self.steps * self.batch
+
+    def identity(self) -> dict[str, Any]:
+        """What a resumed run must share with the interrupted one (not where it writes, nor threads)."""
+        return self.model_dump(mode="json", exclude={"out", "threads", "checkpoint_every"})
+
+
+class ExportConfig(BaseModel):
+    """`harness data export-finetune`: the same examples as training, as chat-format JSONL."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    data: DataConfig = Field(default_factory=DataConfig)
+    n: int = Field(1000, ge=1, description="training contexts (each asked up to `questions` questions, a row each)")
+    test_n: int = Field(100, ge=0, description="held-out contexts from the test split")
+    out: Path = Path("train.jsonl")

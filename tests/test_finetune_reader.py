@@ -1,0 +1,92 @@
+"""Which reader answers a compare: the scenario's tuned reader by default, the base on request, and the
+shots default that goes with each (an explicit, recorded choice). No server: the decision comes first."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from harness.api import resolve_reader, shipped_reader
+from harness.config import BASE_SHOTS, EndpointConfig
+from harness.errors import UsageError
+from harness.finetune.data import prompt_form
+from scenarios.bio_needle.scenario import BioNeedle
+
+
+def _adapter(folder, scen, **info):
+    folder.mkdir(parents=True)
+    (folder / "adapter_config.json").write_text("{}")
+    (folder / "adapter_model.safetensors").write_bytes(b"weights")
+    info = {"served_name": "gemma-3-270m-bio-needle", "scenario": "bio-needle", "shots": 0,
+            "prompt_form": prompt_form(scen), **info}
+    (folder / "finetune.json").write_text(json.dumps(info))
+    return folder
+
+
+@pytest.fixture()
+def shipped(tmp_path, monkeypatch):
+    folder = _adapter(tmp_path / "reader", BioNeedle())
+    monkeypatch.setattr(BioNeedle, "reader", lambda self: folder)
+    return folder
+
+
+def test_default_is_the_scenarios_tuned_reader_with_zero_shots(shipped):
+    reader = resolve_reader(EndpointConfig(), BioNeedle())
+    assert reader.tuned and reader.endpoint.adapter == str(shipped) and reader.endpoint.model is None
+    assert reader.default_shots() == 0
+    rec = reader.record(0)
+    assert rec["adapter"]["served_name"] == "gemma-3-270m-bio-needle" and rec["adapter"]["adapter_sha256"]
+    assert rec["shots"] == 0 and "zero-shot" in rec["shots_reason"]
+
+
+def test_model_gemma_3_270m_is_the_base_with_its_shots(shipped):
+    reader = resolve_reader(EndpointConfig(model="gemma-3-270m"), BioNeedle())
+    assert not reader.tuned and reader.endpoint.adapter is None and reader.default_shots() == BASE_SHOTS == 2
+
+
+def test_the_tuned_reader_by_name(shipped):
+    assert shipped_reader("gemma-3-270m-bio-needle") == shipped
+    assert shipped_reader("gemma-3-270m") is None and shipped_reader("gemma-3-270m-nope") is None
+    reader = resolve_reader(EndpointConfig(model="gemma-3-270m-bio-needle"), BioNeedle())
+    assert reader.tuned and reader.endpoint.adapter == str(shipped) and reader.endpoint.model is None
+    # at another server, the name says which reader it is (for the shots default and the record)
+    reader = resolve_reader(EndpointConfig(url="http://127.0.0.1:9/v1", model="gemma-3-270m-bio-needle"), BioNeedle())
+    assert reader.tuned and reader.endpoint.adapter is None and reader.default_shots() == 0
+
+
+def test_another_answer_form_falls_back_to_the_base(shipped):
+    nested = BioNeedle(BioNeedle.Params(answer_form="nested"))
+    reader = resolve_reader(EndpointConfig(), nested)
+    assert not reader.tuned and reader.endpoint.adapter is None and "base model" in reader.note
+    # held-out forms and real-data files keep the prompt: the tuned reader still answers
+    assert resolve_reader(EndpointConfig(), BioNeedle(BioNeedle.Params(forms="held-out"))).tuned
+
+
+def test_an_explicit_adapter_and_its_mistakes(shipped, tmp_path):
+    mine = _adapter(tmp_path / "mine", BioNeedle(), served_name="my-reader")
+    reader = resolve_reader(EndpointConfig(adapter=str(mine)), BioNeedle())
+    assert reader.tuned and reader.provenance["served_name"] == "my-reader"
+    with pytest.raises(UsageError, match="not --endpoint"):
+        resolve_reader(EndpointConfig(url="http://127.0.0.1:9/v1", model="m", adapter=str(mine)), BioNeedle())
+    with pytest.raises(UsageError, match="tunes the embedded model"):
+        resolve_reader(EndpointConfig(model="Qwen/Qwen2.5-0.5B", adapter=str(mine)), BioNeedle())
+    with pytest.raises(UsageError, match="not an adapter"):
+        resolve_reader(EndpointConfig(adapter=str(tmp_path)), BioNeedle())
+
+
+def test_without_a_shipped_reader_the_base_answers(monkeypatch):
+    monkeypatch.setattr(BioNeedle, "reader", lambda self: None)
+    reader = resolve_reader(EndpointConfig(), BioNeedle())
+    assert not reader.tuned and reader.endpoint.adapter is None and reader.default_shots() == 2
+
+
+def test_the_shipped_adapter_is_where_the_interface_says():
+    """scenarios/bio_needle/reader/ is found by the default Scenario.reader(), and is small."""
+    folder = BioNeedle().reader()
+    assert folder is not None and folder.name == "reader" and folder.parent.name == "bio_needle"
+    info = json.loads((folder / "finetune.json").read_text())
+    assert info["served_name"] == "gemma-3-270m-bio-needle" and info["shots"] == 0
+    assert info["command"].startswith("harness finetune") and len(info["data_hash"]) == 64
+    assert info["prompt_form"] == prompt_form(BioNeedle())
+    assert (folder / "adapter_model.safetensors").stat().st_size < 20e6
