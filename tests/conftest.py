@@ -11,6 +11,15 @@ VLLMServer object:
 HARNESS_TEST_VLLM_URL=http://127.0.0.1:8000 reuses a server that is already running (with the
 embedded model served as gemma-3-270m, or set HARNESS_TEST_VLLM_MODEL) instead of starting one;
 start it with VLLM_SERVER_DEV_MODE=1 for the reproducibility test (it resets the prefix cache).
+
+Two kinds of tests (pyproject.toml markers): `server` tests run a real vLLM server, `browser` tests
+a real Chromium; everything else is a unit test (no server, no browser, no network), so
+
+    .venv/bin/python -m pytest -m "not server and not browser"     # the fast ones, about 5 minutes
+    .venv/bin/python -m pytest                                      # all of them (what .ci/run runs)
+
+A test that asks for the `vllm_server` or `browser` fixture is marked automatically; tests that start
+servers of their own say `@pytest.mark.server`.
 """
 
 from __future__ import annotations
@@ -21,6 +30,8 @@ from dataclasses import dataclass
 
 import pytest
 
+pytest_plugins = ["pytester"]
+
 
 def pytest_configure(config):
     """Ctrl-C tests send SIGINT to the harness. A shell starts a background job (`cmd &`, as a CI
@@ -29,6 +40,17 @@ def pytest_configure(config):
     harness processes the tests start the SIGINT a terminal would."""
     if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
         signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
+_FIXTURE_MARKS = {"vllm_server": "server", "browser": "browser"}
+
+
+def pytest_collection_modifyitems(config, items):
+    """Mark every test that uses a server or browser fixture, so `-m "not server"` can never start one."""
+    for item in items:
+        for fixture, marker in _FIXTURE_MARKS.items():
+            if fixture in getattr(item, "fixturenames", ()):
+                item.add_marker(marker)
 
 
 # Big enough for the long-context tests, small enough to start fast.

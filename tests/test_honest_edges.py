@@ -137,3 +137,13 @@ def test_a_failed_cache_write_is_reported_and_the_records_are_complete(tmp_path,
     err = " ".join(capsys.readouterr().err.split())
     assert "response cache could not be written" in err and "No space left on device" in err
     assert "2 answers were not cached" in err
+
+
+def test_no_stale_words_in_docs_and_docstrings():
+    """The report and verdict exist: nothing calls them '(later)'; an agent's model handle is the Query, not Resources."""
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    texts = {p: p.read_text() for p in [*root.glob("harness/**/*.py"), root / "docs" / "architecture.md", root / "README.md"]}
+    assert not [p for p, t in texts.items() if "(later)" in t]
+    assert "endpoint through `Resources`" not in texts[root / "docs" / "architecture.md"]

@@ -1,1 +1,1 @@
-"""From records to what people read: summary tables, files, and (later) the HTML report and verdict."""
+"""From records to what people read: the summary, terminal tables, report.html, the verdict and `recommend`."""
