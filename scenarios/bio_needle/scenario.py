@@ -26,7 +26,7 @@ from pydantic import Field
 
 from harness.errors import UsageError
 from harness.samples import Document, Sample
-from harness.scenario import Scenario, ScenarioParams, Shot, TokenCounter
+from harness.scenario import Scenario, ScenarioParams, Shot, TokenCounter, Words
 from scenarios.bio_needle.generator import BioGenerator
 from scenarios.bio_needle.loader import BioLabels, BioRecord, ReadReport, read_bios
 
@@ -141,6 +141,7 @@ class BioNeedle(Scenario):
     name = "bio-needle"
     Params = BioNeedleParams
     fields = ["nationality", "date_of_birth", "date_of_death", "sportsperson", "politician"]
+    words = Words(document="biography", documents="biographies", subject="person")
 
     def __init__(self, params: ScenarioParams | None = None, seed: int = 0):
         super().__init__(params, seed)
