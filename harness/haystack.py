@@ -113,3 +113,21 @@ def depth_index(counts: Sequence[int], depth: float, sep_tokens: int = SEP_TOKEN
     if j > 0 and target - ends[j - 1] <= ends[j] - target:
         return j - 1
     return j
+
+
+def check_grid(scenario: str, lengths: Sequence[int], depths: Sequence[float], needles: int) -> None:
+    """One-line UsageErrors for a grid no scenario can build (no lengths, depth outside 0-100, ...)."""
+    from harness.errors import UsageError
+
+    if not lengths:
+        raise UsageError(f"{scenario}: no context lengths given")
+    for L in lengths:
+        if isinstance(L, bool) or not isinstance(L, int) or L < 1:
+            raise UsageError(f"{scenario}: context length {L!r} is not a positive integer")
+    if not depths:
+        raise UsageError(f"{scenario}: no depths given")
+    for d in depths:
+        if not 0 <= d <= 100:
+            raise UsageError(f"{scenario}: depth {d:g} is outside 0-100 (percent)")
+    if isinstance(needles, bool) or not isinstance(needles, int) or needles < 1:
+        raise UsageError(f"{scenario}: needles per cell must be at least 1 (got {needles!r})")

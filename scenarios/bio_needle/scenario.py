@@ -138,6 +138,8 @@ class _Pool:
 
 
 class BioNeedle(Scenario):
+    """One person's biography hidden among others: nationality, dates and two roles to fill in."""
+
     name = "bio-needle"
     Params = BioNeedleParams
     fields = ["nationality", "date_of_birth", "date_of_death", "sportsperson", "politician"]
