@@ -129,7 +129,9 @@ class BioAggregate(Scenario):
     def answer_schema(self) -> dict[str, Any]:
         if self.form == "count":
             return {"type": "integer", "minimum": 0, "maximum": 1000}
-        return {"type": "array", "items": {"type": "string", "maxLength": 80}, "maxItems": 60}
+        # Bounded so a small model cannot run past the token limit listing names (the same bound
+        # for every question: it says nothing about the count).
+        return {"type": "array", "items": {"type": "string", "maxLength": 60}, "maxItems": 2 * self.params.targets + 2}
 
     # -- questions ------------------------------------------------------------------------------------
     def questions(self, n: int) -> list[Question]:
