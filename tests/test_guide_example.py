@@ -78,6 +78,9 @@ def test_the_example_keeps_the_guides_promises(cls):
     last = [s for s in samples if s.depth == 100]
     assert all(s.documents[0].id in s.gold_ids for s in first)
     assert all(s.documents[-1].id in s.gold_ids for s in last)
+    module = sys.modules[cls.__module__]
+    codes = {split: {f[0] for f, _ in zip(module.flights(0, split), range(2000))} for split in module.SPLITS}
+    assert not (codes["needles"] & codes["board"]) and not (codes["needles"] & codes["shots"])
     shot = sc.shots(2)
     assert all(d.text not in {x.text for s in samples for x in s.documents} for sh in shot for d in sh.documents)
     null = sc.null_answer(sc.reference_labels())

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import random
 import re
+import zlib
 from typing import Any
 
 from pydantic import Field
@@ -22,16 +23,18 @@ from harness.samples import Document, Sample
 from harness.scenario import Grounding, Scenario, ScenarioParams, Shot, Words
 
 CITIES = ["Oslo", "Lima", "Perth", "Quito", "Turin", "Dakar", "Hanoi", "Porto", "Riga", "Sucre"]
+SPLITS = ["needles", "board", "shots"]
 
 
 # --8<-- [start:flights]
 def flights(seed: int, split: str):
-    """An endless, deterministic stream of (code, city, gate, time); each split its own stream."""
+    """An endless, deterministic stream of (code, city, gate, time); each split its own stream.
+    A split only takes codes whose hash falls in its third, so splits never share a flight."""
     rng = random.Random(f"flight-gates/{seed}/{split}")
     seen: set[str] = set()
     while True:
         code = f"{rng.choice('QXZJ')}{rng.choice('KVWY')}-{rng.randint(100, 9999)}"
-        if code in seen:
+        if code in seen or zlib.crc32(code.encode()) % len(SPLITS) != SPLITS.index(split):
             continue
         seen.add(code)
         gate = f"{rng.choice('ABCDE')}{rng.randint(1, 40)}"
@@ -89,13 +92,12 @@ class FlightGates(Scenario):
         stream = flights(self.seed, "needles")
         targets = [next(stream) for _ in range(needles)]  # needle i: the same flight everywhere
         target_tokens = cache.count([line(f) for f in targets])
-        taken = {f[0] for f in targets}
         out = []
         for L in lengths:
             if L <= max(target_tokens) + SEP_TOKENS:
                 raise UsageError(f"flight-gates: length {L} is too small for one departure")
             # One background per length, the same at every depth and for every needle.
-            board = (f for f in flights(self.seed, "board") if f[0] not in taken)
+            board = flights(self.seed, "board")
             background = fill(board, L - max(target_tokens) - SEP_TOKENS, cache, text=line)
             docs = [Document(id=f"b{j}", text=line(f)) for j, f in enumerate(background)]
             counts = [cache[d.text] for d in docs]
