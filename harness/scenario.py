@@ -5,7 +5,7 @@ A scenario knows nothing about strategies or endpoints. It builds samples for a 
 (a JSON schema the endpoint enforces), and marks an answer field by field.
 
 What the statistics rely on (docs/adding-a-scenario.md walks through a whole scenario):
-  * **Pairing.** Needle i of a length is the same item (the same person, key, question and gold
+  * **Pairing.** Needle i of a length is the same item (the same fact, question and gold
     answer) at every depth, and every strategy is asked the same samples. The verdict's paired
     sign-flip tests and the intervals resample or flip whole needles, so a scenario that drew a
     fresh needle per depth would compare depths on different questions and the tests would be
@@ -70,8 +70,8 @@ class Grounding(ABC):
 
 
 class Words(BaseModel):
-    """How the report speaks of a scenario's pieces ("distractor: only in another biography that
-    was shown"; "person · gold"). The core never names a scenario's domain itself."""
+    """How the report speaks of a scenario's pieces ("distractor: only in another <document> that
+    was shown"; "<subject> · gold"). The core never names a scenario's domain itself."""
 
     model_config = ConfigDict(frozen=True)
 

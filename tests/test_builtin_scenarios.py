@@ -326,3 +326,15 @@ def test_harness_scenarios_lists_the_built_ins():
     assert p.returncode == 0, p.stderr
     for name in ("bio-needle", "kv-retrieval", "bio-mdqa", "bio-aggregate"):
         assert name in p.stdout
+
+
+def test_old_file_flags_are_bio_needle_parameters(tmp_path):
+    """--haystack-file/--needles-file are deprecated spellings of -P haystack_file=/needles_file=: the
+    scenario checks them (here: before any server starts) and the note says what to write instead."""
+    p = subprocess.run([sys.executable, "-m", "harness.cli", "compare", "--haystack-file", str(tmp_path / "h.jsonl"),
+                        "--needles-file", str(tmp_path / "n.jsonl"), "--out", str(tmp_path / "run")],
+                       capture_output=True, text=True, timeout=120)
+    assert p.returncode != 0 and "Traceback" not in p.stderr
+    assert "use -P haystack_file=PATH" in p.stderr and "use -P needles_file=PATH" in p.stderr
+    assert f"{tmp_path / 'h.jsonl'}: no such file" in p.stderr
+    assert not (tmp_path / "run").exists()
