@@ -18,6 +18,7 @@ import os
 import shutil
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
@@ -769,8 +770,11 @@ def describe_params(params_model) -> str:
     return ", ".join(parts) or "-"
 
 
-def listing(kind: str) -> list[tuple[str, str, str]]:
-    """(name, parameters, first line of its doc) of every registered scenario or strategy."""
+def listing(kind: str, includes: Sequence[str] = ()) -> list[tuple[str, str, str]]:
+    """(name, parameters, first line of its doc) of every registered scenario or strategy, with
+    those the `includes` files register."""
+    for path in includes:
+        registry.include(path)
     out = []
     for name in registry.names(kind):
         cls = registry.get(kind, name)

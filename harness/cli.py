@@ -62,7 +62,7 @@ def plugin_command(name: str):
 data_app = typer.Typer(
     cls=DataGroup,
     no_args_is_help=True,
-    help="Data files: check them, import and anonymize biographies, label them with a model, inspect them, export fine-tuning data.",
+    help="Data files of the scenarios: the core's commands (export-finetune) and those the scenarios' plug-ins add (check, import, label, inspect).",
 )
 app.add_typer(data_app, name="data")
 
@@ -141,6 +141,15 @@ def parse_kv(items: list[str], what: str) -> dict[str, str]:
 
 
 
+def deprecated_params(**flags: str | None) -> dict[str, str]:
+    """Old flags that are now scenario parameters (`--haystack-file X` is `-P haystack_file=X`): mapped,
+    with a note. The scenario checks them like any -P."""
+    out = {k: v for k, v in flags.items() if v is not None}
+    for k in out:
+        err.print(f"[yellow]note:[/yellow] --{k.replace('_', '-')} is deprecated; use -P {k}=PATH", highlight=False)
+    return out
+
+
 # -- commands ----------------------------------------------------------------------------------------
 @app.command()
 def compare(
@@ -188,6 +197,8 @@ def compare(
     alpha: float = typer.Option(0.05, "--alpha", help="significance level of the verdict's paired tests (and of --until-decided)"),
     until_decided: bool = typer.Option(False, "--until-decided", help="add needles in rounds, per length, until the verdict there is settled"),
     max_needles: Optional[int] = typer.Option(None, "--max-needles", help="--until-decided: needles per cell at most (default 32)"),
+    haystack_file: Optional[str] = typer.Option(None, "--haystack-file", hidden=True, help="deprecated: -P haystack_file=PATH"),
+    needles_file: Optional[str] = typer.Option(None, "--needles-file", hidden=True, help="deprecated: -P needles_file=PATH"),
 ):
     """Run every strategy over the same haystacks and print the comparison."""
     base = harness_api.load_config(config_file, resume)
@@ -224,6 +235,7 @@ def compare(
         }
     )
     sp = dict(config.scenario_params)
+    sp.update(deprecated_params(haystack_file=haystack_file, needles_file=needles_file))
     sp.update(parse_kv(scenario_param or [], "--scenario-param"))
     config.scenario_params = sp
     if max_needles is not None and not until_decided and config.adaptive is None:
@@ -405,15 +417,19 @@ def _command_line() -> str:
 
 
 @app.command("scenarios")
-def list_scenarios():
-    """List registered scenarios and their parameters."""
-    _print_listing(harness_api.listing("scenario"))
+def list_scenarios(
+    include: list[Path] = typer.Option(None, "--include", help="Python file that registers scenarios/strategies"),
+):
+    """List registered scenarios (and those --include files register) and their parameters."""
+    _print_listing(harness_api.listing("scenario", [str(p) for p in include or []]))
 
 
 @app.command("strategies")
-def list_strategies():
-    """List registered strategies and their parameters."""
-    _print_listing(harness_api.listing("strategy"))
+def list_strategies(
+    include: list[Path] = typer.Option(None, "--include", help="Python file that registers scenarios/strategies"),
+):
+    """List registered strategies (and those --include files register) and their parameters."""
+    _print_listing(harness_api.listing("strategy", [str(p) for p in include or []]))
 
 
 def _print_listing(rows: list[tuple[str, str, str]]) -> None:

@@ -12,7 +12,7 @@ from pydantic import BaseModel, Field
 
 
 class Document(BaseModel):
-    """One piece of the corpus (a biography, a key-value pair, a passage)."""
+    """One piece of the corpus (a passage, a key-value pair, a record: whatever the scenario's are)."""
 
     id: str
     text: str
@@ -28,7 +28,7 @@ class Sample(BaseModel):
     needle_index: int  # which needle of the cell (0..needles-1)
     documents: list[Document]
     gold_ids: list[str]  # ids of the documents that hold the answer
-    subject: str  # what the question is about (the needle person's name)
+    subject: str  # what the question is about (e.g. the name in it; the report calls it Scenario.words.subject)
     question: str
     gold: dict[str, Any]
     context_tokens: int = 0  # tokens of the joined documents, as counted by the endpoint's tokenizer

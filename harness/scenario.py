@@ -3,6 +3,23 @@
 A scenario knows nothing about strategies or endpoints. It builds samples for a grid
 (context lengths x needle depths x needles per cell), says what the answer looks like
 (a JSON schema the endpoint enforces), and marks an answer field by field.
+
+What the statistics rely on (docs/adding-a-scenario.md walks through a whole scenario):
+  * **Pairing.** Needle i of a length is the same item (the same fact, question and gold
+    answer) at every depth, and every strategy is asked the same samples. The verdict's paired
+    sign-flip tests and the intervals resample or flip whole needles, so a scenario that drew a
+    fresh needle per depth would compare depths on different questions and the tests would be
+    wrong. Keep the background the same across depths too (only the needle moves), so depth is
+    the only thing that changes; sharing it across the needles of a length also lets a server's
+    prefix cache reuse it.
+  * **Determinism.** The same seed and parameters give the same samples (ids included): a run is
+    resumed, and compared with other runs, by sample id.
+  * **The null baseline** is the accuracy of a know-nothing answer: `null_answer(population)`,
+    by default each field's most common value, with `population = reference_labels()`. Draw
+    that population from the same distribution the needles' gold answers come from (e.g. the
+    haystack's labels), never from the few needles being scored (one needle would make chance
+    level 100%). Return [] when no such population exists: the baseline then falls back to the
+    scored golds themselves.
 """
 
 from __future__ import annotations
@@ -54,12 +71,34 @@ class Grounding(ABC):
         """Whether `text` (one document's shown text, or part of it) states `value` for `field`."""
 
 
+class Words(BaseModel):
+    """How the report speaks of a scenario's pieces ("distractor: only in another <document> that
+    was shown"; "<subject> · gold"). The core never names a scenario's domain itself."""
+
+    model_config = ConfigDict(frozen=True)
+
+    document: str = "document"  # one piece of the corpus
+    documents: str = "documents"
+    subject: str = "subject"  # what a question is about (Sample.subject)
+
+
 class Scenario(ABC):
+    """A task: samples of a grid, the answer's schema, its scorer, shots and the null population.
+
+    The scored form of an answer (what `score`, `fields`, `Sample.gold` and `Shot.answer` speak
+    of) is a dict of fields. The form the model writes (`answer_schema`) may differ: when it is not
+    an object (a string, a number, a list), the core wraps it as {"answer": ...} for the endpoint,
+    and by default `decode_answer` puts the value under `answer_field` (the only field, unless
+    set) and `encode_answer` takes it back out, so such a scenario writes neither.
+    """
+
     name: ClassVar[str] = ""
     Params: ClassVar[type[ScenarioParams]] = ScenarioParams
     fields: ClassVar[list[str]] = []  # answer fields, in the order they are reported
     splits: ClassVar[tuple[str, ...]] = ("test",)  # "train" too when it can make fine-tuning data
     READER_DIR: ClassVar[str] = "reader"  # a tuned reader's adapter, beside the scenario's module
+    answer_field: ClassVar[str | None] = None  # a non-object answer's key in the scored form (default: fields[0])
+    words: ClassVar[Words] = Words()
 
     def __init__(self, params: ScenarioParams | None = None, seed: int = 0):
         self.params = params if params is not None else self.Params()
@@ -90,26 +129,52 @@ class Scenario(ABC):
         """
 
     def encode_answer(self, answer: dict[str, Any]) -> Any:
-        """A gold answer (scored form) as the model should write it. Default: unchanged."""
+        """A gold answer (scored form) as the model should write it. Default: unchanged, or, when
+        the schema is not an object, the value under `answer_field`."""
+        if self._bare_answer():
+            return answer[self._answer_key()]
         return answer
 
     def decode_answer(self, written: Any) -> dict[str, Any]:
-        """A schema-valid answer as the model wrote it, in the scored form. Default: unchanged."""
+        """A schema-valid answer as the model wrote it, in the scored form. Default: unchanged, or,
+        when the schema is not an object, {answer_field: written}."""
+        if self._bare_answer():
+            return {self._answer_key(): written}
         return written
+
+    def _bare_answer(self) -> bool:
+        return self.answer_schema().get("type") != "object"
+
+    def _answer_key(self) -> str:
+        if self.answer_field:
+            return self.answer_field
+        if len(self.fields) != 1:
+            raise TypeError(f"{type(self).__name__}: a non-object answer_schema needs answer_field "
+                            "(or exactly one field), or its own encode_answer/decode_answer")
+        return self.fields[0]
 
     @abstractmethod
     def samples(
         self, lengths: Sequence[int], depths: Sequence[float], needles: int, count_tokens: TokenCounter
     ) -> list[Sample]:
-        """Build every sample of the grid. Raise harness.errors.UsageError for an impossible grid."""
+        """Build every sample of the grid. Raise harness.errors.UsageError for an impossible grid.
+
+        One sample per (length, depth, needle index). Lengths are in the served model's tokens:
+        `count_tokens` counts a batch of texts at once (a round trip to the endpoint: count each
+        distinct text once, in few batches; `harness.haystack` does that). Needle i must be the
+        same item at every depth of a length (the pairing, see the module docstring); `gold_ids`
+        name the documents that hold the answer (retrieval arms report their recall of them).
+        """
 
     @abstractmethod
     def shots(self, n: int) -> list[Shot]:
         """`n` few-shot examples, disjoint from every test sample."""
 
     @abstractmethod
-    def score(self, answer: dict[str, Any], gold: dict[str, Any]) -> dict[str, bool]:
-        """Mark each field of a (schema-valid) answer against the gold answer."""
+    def score(self, answer: dict[str, Any], gold: dict[str, Any]) -> dict[str, bool | float]:
+        """Mark each field of a (schema-valid, decoded) answer against the gold answer: True/False,
+        or a fraction in [0, 1] for a set-valued answer (harness.scoring.answers.set_precision_recall).
+        A query's score is the mean of its marks."""
 
     def split(self, name: str, seed: int | None = None) -> "Scenario":
         """This scenario drawing its samples from split `name`: "test" (what compare asks about) or
@@ -137,10 +202,13 @@ class Scenario(ABC):
         return folder if folder is not None and (folder / "adapter_config.json").is_file() else None
 
     def reference_labels(self) -> list[dict[str, Any]]:
-        """Labels of the population the needles are drawn from (e.g. the haystack's documents).
+        """Gold answers (scored form) of the population the needles are drawn from (e.g. the
+        haystack's documents, or questions drawn like the needles' but never asked).
 
-        The null baseline takes each field's most common value from here rather than from the
-        few needles being scored, which would make chance level look like 100% for one needle.
+        The null baseline is `null_answer(reference_labels())`, marked against every scored
+        gold: each field's most common value here rather than among the few needles being
+        scored, which would make chance level look like 100% for one needle. A scenario may say
+        where it came from in words as a `null_source` attribute (shown beside the baseline).
         """
         return []
 
@@ -166,7 +234,9 @@ class Scenario(ABC):
         return factory(self) if factory is not None else None
 
     def null_answer(self, golds: Sequence[dict[str, Any]]) -> dict[str, Any]:
-        """The answer a know-nothing model would give: the most common value of each field in `golds`."""
+        """The answer a know-nothing model would give: the most common value of each field in `golds`
+        (override when the scored form is not one value per field, e.g. a list scored by set
+        precision and recall)."""
         from collections import Counter
         import json
 

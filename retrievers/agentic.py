@@ -37,7 +37,7 @@ from harness.record import Step
 from harness.samples import Sample, Shown, ShownPiece
 from harness.strategy import Outcome, Strategy, StrategyParams
 from retrievers.chunking import SEPARATOR, Chunk, doc_spans
-from retrievers.rag import needle_coverage
+from retrievers.rag import gold_recall, needle_coverage
 
 MAX_QUERY_CHARS = 200
 RESULT_CHARS = 600  # of one passage, as shown to the agent
@@ -110,6 +110,7 @@ class Tools:
             context=SEPARATOR.join(p.text for p in pieces), pieces=pieces,
             retrieval={
                 "needle_retrieved": any(set(p.doc_ids) & set(self.sample.gold_ids) for p in pieces),
+                "gold_recall": gold_recall(self.sample, [p.doc_ids for p in pieces]),
                 "needle_step": self.first_needle_step,  # the step that first showed the needle
                 "needle_coverage": needle_coverage(self.sample, self.hits) if self.hits else 0.0,
                 "searches": len(searches),

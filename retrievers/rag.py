@@ -48,6 +48,16 @@ def place(hits: Sequence[tuple[Chunk, float]], order: str) -> list[tuple[int, Ch
     return ranked
 
 
+def gold_recall(sample: Sample, shown_doc_ids) -> float | None:
+    """Share of the gold documents some shown piece overlaps (None: no gold). With one needle it is
+    needle_retrieved as 0/1; with several (an aggregate question) it is how many were found."""
+    gold = set(sample.gold_ids)
+    if not gold:
+        return None
+    hit = set().union(*map(set, shown_doc_ids)) & gold if shown_doc_ids else set()
+    return round(len(hit) / len(gold), 4)
+
+
 def needle_coverage(sample: Sample, hits: Sequence[tuple[Chunk, float]]) -> float | None:
     """Fraction of the gold documents' characters that some retrieved chunk covers (None: no gold)."""
     gold = {d: (a, b) for a, b, d in doc_spans(sample) if d in set(sample.gold_ids)}
@@ -112,6 +122,7 @@ class RagStrategy(OneShot):
             pieces=pieces,
             retrieval={
                 "needle_retrieved": bool(ranks),
+                "gold_recall": gold_recall(sample, [c.doc_ids for c, _ in hits]),
                 "needle_rank": min(ranks) if ranks else None,
                 "chunks": len(hits),
                 "needle_coverage": needle_coverage(sample, hits),

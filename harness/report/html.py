@@ -28,6 +28,7 @@ from typing import Any
 from markupsafe import Markup, escape
 
 from harness.record import Record, as_records
+from harness.scenario import Words
 from harness.report.terminal import failure_notes
 from harness.report.verdict import comparison_line, interval, method_words
 from harness.scoring.cost import fmt_money
@@ -320,6 +321,8 @@ def _fmt_value(v: Any) -> str:
         return f"{v.get('day')}/{v.get('month')}/{v.get('year')}"
     if isinstance(v, bool):
         return "true" if v else "false"
+    if isinstance(v, list):
+        return "[" + ", ".join(_fmt_value(x) for x in v) + "]"
     return "-" if v is None else str(v)
 
 
@@ -347,6 +350,14 @@ def _field(value: Any, f: str) -> Any:
     return value.get(f) if isinstance(value, dict) else value
 
 
+def _gold_text(gold: Any, fields: Sequence[str]) -> str:
+    """'field=value; ...' — or the gold itself when its keys are not the fields (a list scored by
+    set precision and recall: fields precision/recall, gold {"names": [...]})."""
+    if isinstance(gold, dict) and not any(f in gold for f in fields):
+        return "; ".join(f"{k}={_fmt_value(v)}" for k, v in gold.items())
+    return "; ".join(f"{f}={_fmt_value(_field(gold, f))}" for f in fields)
+
+
 def query_rows(records: Sequence[Record], samples: Sequence, fields: Sequence[str],
                faith: dict[tuple[str, str], dict[str, Any]]) -> list[dict[str, Any]]:
     by_id = {s.id: s for s in samples}
@@ -368,7 +379,7 @@ def query_rows(records: Sequence[Record], samples: Sequence, fields: Sequence[st
         rows.append({
             "trace": trace_text(r),
             "r": r, "marks": marks, "context": needle_context(r, by_id.get(r.sample_id)),
-            "gold": "; ".join(f"{f}={_fmt_value(_field(r.gold, f))}" for f in fields),
+            "gold": _gold_text(r.gold, fields),
             "status": "failed" if r.error else ("valid" if r.valid else "invalid"),
             "faith": None if fr is None else (f"{fr['score']:.2f}" if fr.get("status") == "ok" else fr.get("status")),
         })
@@ -474,6 +485,7 @@ def render_report(summary: dict[str, Any], records: Sequence[dict[str, Any]], sa
         price=(summary.get("cost") or {}).get("price"), gfields=(summary.get("grounding") or {}).get("by_strategy_field") or [],
         attribution=summary.get("attribution") or [], faithfulness=(summary.get("faithfulness") or {}).get("available"),
         agents=summary.get("agents") or [], routes=summary.get("routes") or [],
+        words=getattr(scenario, "words", None) or Words(),
     )
 
 

@@ -1,7 +1,7 @@
 """How sure each number is: intervals over needles, paired tests between strategies.
 
-The unit that varies is the needle (one hidden person). The fields of one answer, and the depths
-and lengths one needle is asked at, are not independent draws, so every interval resamples whole
+The unit that varies is the needle (one hidden item the questions are about). The fields of
+one answer, and the depths and lengths one needle is asked at, are not independent draws, so every interval resamples whole
 needles: a needle's value is the mean of its records in the cell, and the bootstrap draws needles
 with replacement (scipy's BCa, percentile when BCa degenerates; a fixed seed, so a summary is the
 same every time it is computed).

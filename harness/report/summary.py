@@ -9,7 +9,8 @@ length x depth cell in `by_cell`) carries `_lo`/`_hi`: a 95% interval that resam
 length: the paired tests of the verdict read it.
 
 Retrieval diagnostics and error attribution: every RAG record carries
-`shown.retrieval.needle_retrieved` / `needle_rank` / `needle_coverage` / `tokens_retrieved`. Each
+`shown.retrieval.needle_retrieved` / `gold_recall` / `needle_rank` / `needle_coverage` / `tokens_retrieved`
+(needle recall is the mean `gold_recall`: the share of a sample's gold documents retrieved). Each
 wrong field of an answered query is one of
   * a *retrieval miss*: none of the needle's text was shown;
   * a *partial miss*: only part of it was (a chunk holding the needle's last words is not the
@@ -68,7 +69,7 @@ def frame(records: Sequence[Record], fields: Sequence[str]) -> pd.DataFrame:
     return df
 
 
-_NUMERIC = ("needle_retrieved", "needle_rank", "needle_coverage", "needle_partial", "tokens_retrieved", "prompt_tokens", "completion_tokens", "latency_s",
+_NUMERIC = ("needle_retrieved", "gold_recall", "needle_rank", "needle_coverage", "needle_partial", "tokens_retrieved", "prompt_tokens", "completion_tokens", "latency_s",
             "routed_long")
 
 
@@ -98,6 +99,8 @@ def _attribution(r: Record, fields: Sequence[str]) -> dict[str, Any]:
     where = "read" if cov is None or cov >= FULL else ("miss" if cov <= 0 else "part")
     out: dict[str, Any] = {
         "needle_retrieved": retrieval.get("needle_retrieved"),
+        # share of the gold documents retrieved (several for an aggregate question); older records: 0/1
+        "gold_recall": retrieval.get("gold_recall", retrieval.get("needle_retrieved")),
         "needle_rank": retrieval.get("needle_rank"),
         "needle_coverage": cov,
         "needle_partial": None if cov is None else float(0 < cov < FULL),
@@ -190,7 +193,8 @@ def summarize(records: Sequence[Record | dict[str, Any]], scenario, null_answer:
         "completion_tokens": ("completion_tokens", "mean"),
         "latency_s": ("latency_s", "mean"),
         "needle_shown": ("needle_shown", "mean"),
-        "needle_recall": ("needle_retrieved", "mean"),  # NaN (null) for arms that do not retrieve
+        # share of gold documents retrieved (= needles found, for one needle); NaN for arms that do not retrieve
+        "needle_recall": ("gold_recall", "mean"),
         "needle_coverage": ("needle_coverage", "mean"),
         "needle_partial": ("needle_partial", "mean"),  # share of queries shown only part of the needle
         "needle_rank": ("needle_rank", "mean"),  # mean rank of the first needle chunk, when retrieved

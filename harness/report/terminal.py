@@ -110,7 +110,7 @@ def comparison_table(summary: dict[str, Any], title: str = ACCURACY_TITLE, extra
 
 
 def null_label(summary: dict[str, Any]) -> str:
-    """'null baseline (needle labels of 200 biographies; haystack unlabeled)': the row, and whose labels
+    """'null baseline (haystack labels of 1,000 documents)': the row, and whose labels
     chance level comes from (the scenario's `null_source`, saved with the run)."""
     from rich.markup import escape
 

@@ -168,3 +168,27 @@ def _mark_value(v: Any) -> float:
         return min(1.0, max(0.0, float(v)))
     except (TypeError, ValueError):
         return float(bool(v))
+
+
+# -- set-valued answers -----------------------------------------------------------------------------
+def _norm_item(value: Any) -> Any:
+    if isinstance(value, str):
+        return " ".join(value.split()).casefold()
+    return json.dumps(value, sort_keys=True, ensure_ascii=False)
+
+
+def set_precision_recall(predicted: Any, gold: Any, normalize=_norm_item) -> tuple[float, float]:
+    """(precision, recall) of a predicted list against a gold list, as sets after `normalize`
+    (default: strings compared case- and whitespace-insensitively, anything else by its JSON).
+
+    Duplicates count once. An empty prediction has precision 1 only when the gold is empty too
+    (saying "none" when there are some is not precise, it is wrong); an empty gold has recall 1.
+    Anything but a list scores (0, 0)."""
+    if not isinstance(predicted, list) or not isinstance(gold, list):
+        return 0.0, 0.0
+    got = {normalize(v) for v in predicted}
+    want = {normalize(v) for v in gold}
+    hit = len(got & want)
+    precision = hit / len(got) if got else float(not want)
+    recall = hit / len(want) if want else 1.0
+    return precision, recall

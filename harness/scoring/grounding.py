@@ -7,7 +7,7 @@ No model calls.
 What the model was shown, as per-document *segments*:
   * full context: every document of the sample (from corpus.jsonl);
   * retrieval: each shown chunk (`shown.pieces[*].text`), located in the sample's joined corpus
-    and cut at document boundaries, so a chunk straddling two biographies gives two segments.
+    and cut at document boundaries, so a chunk straddling two documents gives two segments.
     A chunk that cannot be located is attributed whole to each document it overlaps.
 A segment belongs to the needle when its document is one of the sample's gold ids.
 
@@ -17,7 +17,7 @@ value is a claim (not an abstention such as "unknown") and which segments suppor
   wrong fields are classified, first match wins:
     misread        the value is supported by the shown needle text (e.g. the death year given
                    as the birth year, a foreign country named in the needle taken as nationality);
-    distractor     supported only by a different biography that was shown;
+    distractor     supported only by a different document that was shown;
     hallucination  supported by nothing the model was shown;
     omitted        the answer abstained ("unknown", zeros, false) where the gold has a value.
 Invalid answers (no schema-valid JSON) are counted apart, and failed requests are left out.

@@ -26,7 +26,7 @@ from pydantic import Field
 
 from harness.errors import UsageError
 from harness.samples import Document, Sample
-from harness.scenario import Scenario, ScenarioParams, Shot, TokenCounter
+from harness.scenario import Scenario, ScenarioParams, Shot, TokenCounter, Words
 from scenarios.bio_needle.generator import BioGenerator
 from scenarios.bio_needle.loader import BioLabels, BioRecord, ReadReport, read_bios
 
@@ -144,10 +144,13 @@ class _Pool:
 
 
 class BioNeedle(Scenario):
+    """One person's biography hidden among others: nationality, dates and two roles to fill in."""
+
     name = "bio-needle"
     Params = BioNeedleParams
     fields = ["nationality", "date_of_birth", "date_of_death", "sportsperson", "politician"]
     splits = ("test", "train")
+    words = Words(document="biography", documents="biographies", subject="person")
 
     def __init__(self, params: ScenarioParams | None = None, seed: int = 0):
         super().__init__(params, seed)

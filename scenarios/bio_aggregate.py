@@ -1,0 +1,290 @@
+"""bio-aggregate: questions that need many biographies at once.
+
+"How many of the people below held or ran for political office and were born before 1950?",
+"List the people below who are Kenyan by nationality." Each question (needle i) has its own
+criterion (a nationality, or politicians / sportspeople born before a year, in turn) and between
+1 and `targets` (default 4) matching biographies, drawn by the seed; the rest of the context is
+haystack biographies that do NOT match it, so the gold answer is exactly the planted ones. One
+top-k retrieval of chunks has to find every match to answer right: this is where retrieval
+should fall short and long context should win, and the retrieval arms' needle coverage (the
+share of the matching biographies' text they showed) says how far they got.
+
+Placement: the matches are spread evenly over `spread` percent of the context (default 50),
+centred on the depth and kept inside it (depth 0: over the first half, 100: over the last half;
+one match sits at the depth). The background is the question's own and the same at every depth;
+question i has the same criterion and matches at every depth and length (the pairing the
+verdict's tests rely on). Lengths are in the served model's tokens; the background fills the
+length beside the matches.
+
+Questions (`-P question=...`):
+  count  "How many ...?": an integer, scored exactly (field `count`). Chance level: the most
+         common count among 1,000 questions drawn like the asked ones (counts are uniform in
+         1..targets, so about 1/targets).
+  list   "List the people ...": the names, scored by set precision and recall (fields
+         `precision`, `recall`; names compared case- and whitespace-insensitively). Chance level:
+         the empty list, which is neither precise nor complete (0).
+
+Reuses bio-needle's generator (scenarios.bio_needle.generator): matches come from its "needles"
+split, the background from its "haystack" split.
+"""
+
+from __future__ import annotations
+
+import random
+from collections import Counter
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from pydantic import Field
+
+from harness.errors import UsageError
+from harness.haystack import SEP_TOKENS, TokenCache, check_grid, depth_index, fill, joined_tokens
+from harness.samples import Document, Sample
+from harness.scenario import Scenario, ScenarioParams, Shot, TokenCounter, Words
+from harness.scoring.answers import set_precision_recall
+from scenarios.bio_needle import vocabulary as V
+from scenarios.bio_needle.generator import BioGenerator
+from scenarios.bio_needle.loader import BioLabels, BioRecord
+
+REFERENCE_SIZE = 1000
+KINDS = ("politician", "nationality", "sportsperson")
+YEARS = (1940, 1950, 1960, 1970)
+
+INSTRUCTIONS = {
+    "count": """\
+Read the biographies below, then answer the question about them, using only what the biographies \
+say. Reply with a JSON object {"answer": N}, N being the number of people the question asks for.""",
+    "list": """\
+Read the biographies below, then answer the question about them, using only what the biographies \
+say. Reply with a JSON object {"answer": [NAMES]}, NAMES being the full name of each person the \
+question asks for, as the biography writes it.""",
+}
+
+
+class AggregateParams(ScenarioParams):
+    question: Literal["count", "list"] = Field("count", description="count: how many (exact); list: the names (set P/R)")
+    targets: int = Field(4, ge=1, le=50, description="each question has 1..targets matching biographies")
+    spread: float = Field(50.0, ge=0, le=100, description="percent of the context the matches are spread over")
+
+
+@dataclass(frozen=True)
+class Criterion:
+    kind: str  # politician | sportsperson | nationality
+    value: Any  # a birth year bound, or a demonym
+
+    def matches(self, labels: BioLabels) -> bool:
+        if self.kind == "nationality":
+            return labels.nationality == self.value
+        return bool(getattr(labels, self.kind)) and 0 < labels.date_of_birth.year < self.value
+
+    def phrase(self) -> str:
+        if self.kind == "nationality":
+            return f"are {self.value.capitalize()} by nationality"
+        if self.kind == "politician":
+            return f"held or ran for political office and were born before {self.value}"
+        return f"competed as athletes and were born before {self.value}"
+
+    def question(self, form: str) -> str:
+        if form == "count":
+            return f"How many of the people below {self.phrase()}?"
+        return f"List the people below who {self.phrase()}."
+
+
+def draw_criterion(rng: random.Random, index: int) -> Criterion:
+    kind = KINDS[index % len(KINDS)]
+    return Criterion(kind, rng.choice(V.DEMONYMS) if kind == "nationality" else rng.choice(YEARS))
+
+
+@dataclass(frozen=True)
+class Question:
+    criterion: Criterion
+    matches: tuple[BioRecord, ...]
+
+
+class BioAggregate(Scenario):
+    """Questions over many biographies at once: how many / which people match (count exact; list by set P/R)."""
+
+    name = "bio-aggregate"
+    Params = AggregateParams
+    fields = ["count"]
+    words = Words(document="biography", documents="biographies", subject="question")
+
+    def __init__(self, params: ScenarioParams | None = None, seed: int = 0):
+        super().__init__(params, seed)
+        self.form = self.params.question
+        # Instance attributes: the scored form depends on the question form.
+        self.fields = ["count"] if self.form == "count" else ["precision", "recall"]
+        self.answer_field = "count" if self.form == "count" else "names"
+        self.generator = BioGenerator(seed)
+        self._cache: TokenCache | None = None
+        self._questions: list[Question] = []
+        self._used: set[int] = set()  # needles-split people already a match of an earlier question
+        self._scan = 0
+
+    @property
+    def instructions(self) -> str:
+        return INSTRUCTIONS[self.form]
+
+    def answer_schema(self) -> dict[str, Any]:
+        if self.form == "count":
+            return {"type": "integer", "minimum": 0, "maximum": 1000}
+        # Bounded so a small model cannot run past the token limit listing names (the same bound
+        # for every question: it says nothing about the count).
+        return {"type": "array", "items": {"type": "string", "maxLength": 60}, "maxItems": 2 * self.params.targets + 2}
+
+    # -- questions ------------------------------------------------------------------------------------
+    def questions(self, n: int) -> list[Question]:
+        """The first n questions; prefix-stable (question i never depends on how many are asked)."""
+        while len(self._questions) < n:
+            i = len(self._questions)
+            rng = random.Random(f"bio-aggregate/{self.seed}/question/{i}")
+            crit = draw_criterion(rng, i)
+            want = rng.randint(1, self.params.targets)
+            found: list[BioRecord] = []
+            j = 0
+            while len(found) < want:
+                people = self.generator.records("needles", j + 64)
+                for j in range(j, len(people)):
+                    if j not in self._used and crit.matches(people[j].labels):
+                        found.append(people[j])
+                        self._used.add(j)
+                        if len(found) == want:
+                            break
+                j += 1
+                if j > 200_000:
+                    raise UsageError(f"bio-aggregate: too few people match {crit}")
+            self._questions.append(Question(crit, tuple(found)))
+        return self._questions[:n]
+
+    def gold(self, q: Question) -> dict[str, Any]:
+        if self.form == "count":
+            return {"count": len(q.matches)}
+        return {"names": [r.name for r in q.matches]}
+
+    def reference_labels(self) -> list[dict[str, Any]]:
+        if self.form != "count":
+            return []  # the null answer is the empty list whatever the golds (null_answer)
+        return [{"count": random.Random(f"bio-aggregate/{self.seed}/reference/{j}").randint(1, self.params.targets)}
+                for j in range(REFERENCE_SIZE)]
+
+    @property
+    def null_source(self) -> str:
+        if self.form == "count":
+            return f"counts of {REFERENCE_SIZE:,} questions drawn like the asked ones"
+        return "the empty list"
+
+    def null_answer(self, golds: Sequence[dict[str, Any]]) -> dict[str, Any]:
+        if self.form == "list":
+            return {"names": []}
+        counts = Counter(g["count"] for g in golds)
+        return {"count": min(counts, key=lambda c: (-counts[c], c))} if counts else {"count": 0}
+
+    def _background(self, crit: Criterion) -> Iterator[tuple[str, BioRecord]]:
+        """Haystack biographies that do not match the criterion, in order, with their pool ids."""
+        j = 0
+        while True:
+            for r in self.generator.records("haystack", j + 64)[j:]:
+                if not crit.matches(r.labels):
+                    yield f"h{j}", r
+                j += 1
+
+    # -- the grid ---------------------------------------------------------------------------------------
+    def samples(self, lengths: Sequence[int], depths: Sequence[float], needles: int,
+                count_tokens: TokenCounter) -> list[Sample]:
+        lengths = list(dict.fromkeys(lengths))
+        depths = [float(d) for d in dict.fromkeys(depths)]
+        check_grid(self.name, lengths, depths, needles)
+        if self._cache is None or self._cache.count_tokens is not count_tokens:
+            self._cache = TokenCache(count_tokens)
+        cache = self._cache
+        qs = self.questions(needles)
+        cache.ensure(r.bio for q in qs for r in q.matches)
+        out: list[Sample] = []
+        for L in lengths:
+            for i, q in enumerate(qs):
+                match_tokens = joined_tokens([cache[r.bio] for r in q.matches])
+                if L < match_tokens:
+                    raise UsageError(f"bio-aggregate: length {L} is too small for question {i}'s "
+                                     f"{len(q.matches)} matching biographies ({match_tokens} tokens); "
+                                     "give a longer length or fewer -P targets")
+                bg = fill(self._background(q.criterion), L - match_tokens - SEP_TOKENS, cache,
+                          text=lambda x: x[1].bio)
+                docs = [Document(id=doc_id, text=r.bio) for doc_id, r in bg]
+                counts = [cache[d.text] for d in docs]
+                ids = [f"n{i}.{m}" for m in range(len(q.matches))]
+                for d in depths:
+                    slots = [depth_index(counts, p) for p in self.spread(d, len(q.matches))]
+                    documents: list[Document] = []
+                    doc_counts: list[int] = []
+                    for k in range(len(docs) + 1):
+                        for m, s in enumerate(slots):
+                            if s == k:
+                                documents.append(Document(id=ids[m], text=q.matches[m].bio))
+                                doc_counts.append(cache[q.matches[m].bio])
+                        if k < len(docs):
+                            documents.append(docs[k])
+                            doc_counts.append(counts[k])
+                    out.append(Sample(
+                        id=f"bio-aggregate/L{L}/d{d:g}/n{i}", scenario=self.name, length=L, depth=d,
+                        needle_index=i, documents=documents, gold_ids=ids, subject=q.criterion.phrase(),
+                        question=q.criterion.question(self.form), gold=self.gold(q),
+                        context_tokens=joined_tokens(doc_counts),
+                        meta={"match_positions": slots, "matches": len(q.matches), "haystack_documents": len(docs),
+                              "criterion": {"kind": q.criterion.kind, "value": q.criterion.value}},
+                    ))
+        out.sort(key=lambda s: (s.length, s.depth, s.needle_index))
+        return out
+
+    def spread(self, depth: float, n: int) -> list[float]:
+        """The depths (percent) of n matches: evenly over `spread` points centred on `depth`, inside 0-100."""
+        if n == 1:
+            return [depth]
+        width = self.params.spread
+        lo = min(max(depth - width / 2, 0.0), 100.0 - width)
+        return [lo + j * width / (n - 1) for j in range(n)]
+
+    # -- few-shot -------------------------------------------------------------------------------------
+    def shots(self, n: int) -> list[Shot]:
+        """Each shot: 3 short biographies from the "shots" split and a question one or two of them match."""
+        if n < 0:
+            raise UsageError(f"bio-aggregate: number of shots must be >= 0 (got {n})")
+        out: list[Shot] = []
+        pos = 0
+        for j in range(n):
+            rng = random.Random(f"bio-aggregate/{self.seed}/shot/{j}")
+            while True:
+                recs = self.generator.records("shots", pos + 3)[pos:]
+                first = pos
+                pos += 3
+                crit = _shot_criterion(rng, recs)
+                if crit is not None:
+                    break
+            gold = self.gold(Question(crit, tuple(r for r in recs if crit.matches(r.labels))))
+            out.append(Shot(documents=[Document(id=f"s{first + m}", text=r.bio) for m, r in enumerate(recs)],
+                            question=crit.question(self.form), answer=gold))
+        return out
+
+    # -- marking --------------------------------------------------------------------------------------
+    def score(self, answer: dict[str, Any], gold: dict[str, Any]) -> dict[str, bool | float]:
+        if self.form == "count":
+            got = answer.get("count")
+            return {"count": isinstance(got, int) and not isinstance(got, bool) and got == gold["count"]}
+        precision, recall = set_precision_recall(answer.get("names"), gold["names"])
+        return {"precision": precision, "recall": recall}
+
+    def grounding(self):
+        return None  # a count or a list of names is not a field value a text states
+
+
+def _shot_criterion(rng: random.Random, recs: Sequence[BioRecord]) -> Criterion | None:
+    """A criterion one of `recs` matches (its nationality, or its role born before its year + 1)."""
+    for anchor in rng.sample(list(recs), len(recs)):
+        lab = anchor.labels
+        options = [Criterion(kind, lab.date_of_birth.year + 1) for kind in ("politician", "sportsperson")
+                   if getattr(lab, kind)]
+        if lab.nationality != "unknown":
+            options.append(Criterion("nationality", lab.nationality))
+        if options:
+            return rng.choice(options)
+    return None
