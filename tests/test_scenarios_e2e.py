@@ -1,5 +1,5 @@
 """`harness compare` over the new scenarios on the real server: a tiny grid each (one length, depths 0
-and 100, one needle; full-context and rag-bm25), plus the guide's example through --include."""
+and 100, one needle; full-context and rag-dense), plus the guide's example through --include."""
 
 from __future__ import annotations
 
@@ -34,7 +34,7 @@ def runs(vllm_server, tmp_path_factory):
     for label, (scenario, params, length) in RUNS.items():
         folder = tmp_path_factory.mktemp(label)
         config = RunConfig(
-            scenario=scenario, scenario_params=params, strategies=["full-context", "rag-bm25"],
+            scenario=scenario, scenario_params=params, strategies=["full-context", "rag-dense"],
             lengths=[length], depths=[0.0, 100.0], needles=1, shots=1,
             endpoint=EndpointConfig(url=vllm_server.base_url, model=vllm_server.model, api="completions"),
             out=folder,
@@ -77,7 +77,7 @@ def test_lengths_in_model_tokens_and_summary(runs, label, vllm_server):
         assert n <= s.length + len(s.documents)  # separators are estimated
         assert abs(n - s.context_tokens) <= len(s.documents)
     summary = json.loads((folder / "summary.json").read_text())
-    assert [s["strategy"] for s in summary["by_strategy"]] == ["full-context", "rag-bm25"]
+    assert [s["strategy"] for s in summary["by_strategy"]] == ["full-context", "rag-dense"]
     assert 0 <= summary["null_baseline"]["accuracy"] <= 1 and summary["null_source"]
     rag = summary["by_strategy"][1]
     assert 0 <= rag["needle_recall"] <= 1
@@ -90,7 +90,7 @@ def test_the_guides_example_on_the_real_server(vllm_server, tmp_path):
         [sys.executable, "-m", "harness.cli", "compare", "--endpoint", vllm_server.base_url,
          "--model", vllm_server.model, "--api", "completions",
          "--include", "docs/examples/flight_gates.py", "--scenario", "flight-gates",
-         "--lengths", "512", "--depths", "0,100", "--needles", "1", "-s", "full-context,rag-bm25",
+         "--lengths", "512", "--depths", "0,100", "--needles", "1", "-s", "full-context,rag-dense",
          "--out", str(out)],
         capture_output=True, text=True, timeout=600, cwd=ROOT,
     )
