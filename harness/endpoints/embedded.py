@@ -117,10 +117,10 @@ def embedded_model_dir(cache: Path | None = None) -> Path:
 
 
 def is_prepared(cache: Path | None = None) -> bool:
-    return _is_complete(embedded_model_dir(cache))
+    return is_complete(embedded_model_dir(cache))
 
 
-def _is_complete(folder: Path) -> bool:
+def is_complete(folder: Path) -> bool:
     marker = folder / _MARKER
     if not marker.is_file():
         return False
@@ -156,12 +156,12 @@ def prepare_embedded_model(cache: Path | None = None) -> Path:
     Raises EndpointError if the conversion fails.
     """
     target = embedded_model_dir(cache)
-    if _is_complete(target):
+    if is_complete(target):
         return target
     models = target.parent
     models.mkdir(parents=True, exist_ok=True)
     with _file_lock(models / f".{MODEL_DIRNAME}.lock"):
-        if _is_complete(target):  # someone else finished while we waited
+        if is_complete(target):  # someone else finished while we waited
             return target
         # Leftovers of a crashed conversion: nobody else can be writing them, we hold the lock.
         for stale in models.glob(f".{MODEL_DIRNAME}.tmp-*"):

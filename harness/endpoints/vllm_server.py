@@ -806,14 +806,17 @@ def start_server(
     if opts.adapter:
         import dataclasses
 
-        from harness.finetune.merge import prepare_merged_model, read_provenance
+        from harness.finetune.merge import merged_model_dir, prepare_merged_model, read_provenance
 
         if not opts.embedded:
             raise UsageError(f"--adapter tunes the embedded model, not {opts.model}")
         adapter = read_provenance(opts.adapter)
         opts = dataclasses.replace(opts, served_name=opts.served_name or adapter["served_name"])
-        converted.append((CONVERTING, 0.0))
-        with _ticking(on_progress, CONVERTING, t0):
+        if not is_complete(merged_model_dir(opts.adapter)):
+            converted.append((CONVERTING, 0.0))
+            with _ticking(on_progress, CONVERTING, t0):
+                model_path = str(prepare_merged_model(opts.adapter))
+        else:
             model_path = str(prepare_merged_model(opts.adapter))
     elif opts.embedded:
         if not is_prepared():

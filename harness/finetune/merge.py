@@ -32,7 +32,7 @@ from harness.endpoints.embedded import (
     _MARKER,
     _fsync_dir,
     _file_lock,
-    _is_complete,
+    is_complete,
     cache_dir,
     child_env,
     prepare_embedded_model,
@@ -93,13 +93,13 @@ def prepare_merged_model(adapter: Path | str, cache: Path | None = None) -> Path
     adapter = Path(adapter).expanduser()
     info = read_provenance(adapter)
     target = merged_model_dir(adapter, cache)
-    if _is_complete(target):
+    if is_complete(target):
         return target
     models = target.parent
     models.mkdir(parents=True, exist_ok=True)
     base = prepare_embedded_model(cache)
     with _file_lock(models / f".{target.name}.lock"):
-        if _is_complete(target):
+        if is_complete(target):
             return target
         for stale in models.glob(f".{target.name}.tmp-*"):
             shutil.rmtree(stale, ignore_errors=True)
