@@ -79,6 +79,10 @@ def open_endpoint(ec: EndpointConfig, log_path: Path | None = None):
     """Yield (Endpoint, server facts): a given URL, or the embedded model on a vLLM we start and stop."""
     from harness.endpoints.client import Endpoint
 
+    if ec.replicas and not ec.url:
+        raise UsageError("endpoint replicas need a first --endpoint URL")
+    if len(set(u.rstrip("/").removesuffix("/v1") for u in ec.urls)) < len(ec.urls):
+        raise UsageError("--endpoint: the same URL is given twice")
     if ec.url:
         if not ec.model:
             raise UsageError("--endpoint needs --model NAME (the served model name)")
@@ -92,6 +96,12 @@ def open_endpoint(ec: EndpointConfig, log_path: Path | None = None):
                              f"{ec.url}: start that server with them (`harness serve {server_only[0]} ...`)")
         api = "chat" if ec.api == "auto" else ec.api
         endpoint = Endpoint(ec.url, ec.model, api, ec.api_key_env, ec.timeout_s, ec.max_retries)
+        if ec.replicas:  # --endpoint given again: replicas of one model, balanced, with failover
+            from harness.endpoints.pool import Pool
+
+            endpoint = Pool([endpoint] + [Endpoint(u, ec.model, api, ec.api_key_env, ec.timeout_s, ec.max_retries)
+                                          for u in ec.replicas])
+            endpoint.set_caps(ec.concurrency or 8 * len(ec.urls), ec.replica_concurrency)
         info = endpoint.describe()
         info["exclusive"] = False  # a server others may use: its /metrics count their requests too
         yield endpoint, info
@@ -411,6 +421,8 @@ def _compare(config: RunConfig, scen, store, run_id: str, saved: dict | None, us
                     "token_counter": endpoint.token_counter,
                     # a server the harness started: model path/revision, RoPE overrides, every argument
                     "launch": server.get("launch"),
+                    # a pool (--endpoint given again): every replica and its limit of requests in flight
+                    "replicas": server.get("replicas"),
                     "identity": identity.key(),  # what a resume must match
                 },
                 "strategies": [{"label": s.label, "name": s.name, "params": s.params.model_dump()} for s in strategies],
@@ -421,7 +433,7 @@ def _compare(config: RunConfig, scen, store, run_id: str, saved: dict | None, us
                 "host": _host(),
             })
             store.write_samples(samples)
-        concurrency = ec.concurrency or (8 if ec.url else default_concurrency(server.get("launch")))
+        concurrency = ec.concurrency or (8 * len(ec.urls) if ec.url else default_concurrency(server.get("launch")))
         progress = Progress(
             TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
             TextColumn("{task.fields[acc]}"), console=err, transient=False,
@@ -440,7 +452,12 @@ def _compare(config: RunConfig, scen, store, run_id: str, saved: dict | None, us
             progress.update(task, advance=1, acc=f"mean field acc {100 * sum(scores) / len(scores):.1f}%")
 
         cache = ResponseCache(response_cache_path()) if use_cache else None
-        recorder = Recorder(endpoint.root, exclusive=bool(server.get("exclusive")))
+        if getattr(endpoint, "replicas", None):
+            from harness.endpoints.metrics import PoolRecorder
+
+            recorder = PoolRecorder([r.endpoint.root for r in endpoint.replicas], exclusive=bool(server.get("exclusive")))
+        else:
+            recorder = Recorder(endpoint.root, exclusive=bool(server.get("exclusive")))
         recorder.start()  # before and after the run, and at every strategy boundary
         stats: list = []
 
@@ -473,6 +490,7 @@ def _compare(config: RunConfig, scen, store, run_id: str, saved: dict | None, us
             if cache is not None:
                 cache.close()
             save_server_metrics(store, recorder, run_id)
+            save_replica_stats(store, endpoint, run_id)
             for s in stats:
                 if s.cache_error:
                     err.print(f"[yellow]warning:[/yellow] the response cache could not be written ({s.cache_error}); "
@@ -543,6 +561,20 @@ def adaptive_rounds(store, scen, config: RunConfig):
     if open_lengths:
         err.print(f"[yellow]note:[/yellow] not settled at {a.max_needles} needles: "
                   f"{', '.join(f'{L:,}' for L in open_lengths)} tokens (raise --max-needles to go on)", highlight=False)
+
+
+def save_replica_stats(store, endpoint, run_id: str) -> None:
+    """A pool's requests, errors and moved requests per replica: appended to replicas.jsonl (one line a
+    replica a segment), and the replicas taken out or put back, on stderr."""
+    from harness.endpoints.pool import replica_rows
+
+    for note in getattr(endpoint, "notes", []):
+        err.print(f"[yellow]note:[/yellow] {note}", highlight=False, soft_wrap=True)
+    rows = replica_rows(endpoint, run_id, time.strftime("%Y%m%d-%H%M%S"))
+    if rows:
+        with open(store.path / "replicas.jsonl", "a") as fh:
+            for row in rows:
+                fh.write(json.dumps(row) + "\n")
 
 
 def save_server_metrics(store, recorder, run_id: str) -> None:

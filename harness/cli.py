@@ -142,7 +142,8 @@ def compare(
     shots: int = typer.Option(None, "--shots", help="few-shot examples in every prompt"),
     seed: int = typer.Option(None, "--seed"),
     scenario_param: list[str] = typer.Option(None, "--scenario-param", "-P", help="scenario option key=value"),
-    endpoint: Optional[str] = typer.Option(None, "--endpoint", help="OpenAI-compatible URL; default: serve the embedded model"),
+    endpoint: list[str] = typer.Option(None, "--endpoint", help="OpenAI-compatible URL; default: serve the embedded model. Give it again for replicas of the same model: requests go to the least busy, a lost replica's requests to the others"),
+    replica_concurrency: Optional[int] = typer.Option(None, "--replica-concurrency", help="requests in flight per replica (default: --concurrency / replicas)"),
     model: Optional[str] = typer.Option(None, "--model", help="served model name at --endpoint; without --endpoint: a local folder or Hugging Face id to serve (default: the embedded gemma-3-270m)"),
     api: str = typer.Option(None, "--api", help="completions (base models) or chat; default: completions for the embedded model, chat otherwise"),
     api_key_env: str = typer.Option(None, "--api-key-env", help="environment variable holding the API key"),
@@ -200,7 +201,8 @@ def compare(
         update={
             k: v
             for k, v in dict(
-                url=endpoint, model=model, api=api, api_key_env=api_key_env, max_model_len=max_model_len,
+                url=endpoint[0] if endpoint else None, replicas=list(endpoint[1:]) if endpoint else None,
+                replica_concurrency=replica_concurrency, model=model, api=api, api_key_env=api_key_env, max_model_len=max_model_len,
                 concurrency=concurrency, max_tokens=max_tokens, timeout_s=timeout, max_retries=max_retries,
                 rope_scaling=rope_scaling, rope_factor=rope_factor, original_max_len=original_max_len,
                 revision=revision, tensor_parallel_size=tensor_parallel_size,
@@ -240,6 +242,8 @@ def compare(
         raise UsageError("--api must be completions or chat")
     if rope_scaling is not None and rope_scaling not in ("yarn", "linear", "dynamic", "none"):
         raise UsageError("--rope-scaling must be yarn, linear, dynamic or none")
+    if replica_concurrency is not None and replica_concurrency < 1:
+        raise UsageError("--replica-concurrency must be at least 1")
     if config.endpoint.timeout_s <= 0 or config.endpoint.max_retries < 0:
         raise UsageError("--timeout must be positive and --max-retries 0 or more")
     report = harness_api.ReportOptions(  # an --until-decided run's verdict tests at its own alpha / planned looks

@@ -20,6 +20,10 @@ class EndpointConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     url: str | None = Field(None, description="OpenAI-compatible base URL; None starts the embedded vLLM")
+    # More URLs serving the same model (`--endpoint` given again): one pool with `url`, balanced by
+    # least outstanding requests, with failover (harness/endpoints/pool.py).
+    replicas: list[str] = Field(default_factory=list)
+    replica_concurrency: int = Field(0, ge=0, description="requests in flight per replica; 0: concurrency / replicas")
     model: str | None = None
     api: Literal["auto", "completions", "chat"] = "auto"
     api_key_env: str | None = "OPENAI_API_KEY"
@@ -33,10 +37,15 @@ class EndpointConfig(BaseModel):
     tensor_parallel_size: int | None = None
     gpu_memory_utilization: float | None = None
     dtype: str | None = None
-    concurrency: int = Field(0, ge=0, description="requests in flight; 0 picks a default per endpoint")
+    concurrency: int = Field(0, ge=0, description="requests in flight (the whole run, every replica); 0 picks a "
+                                                   "default per endpoint (8 per --endpoint)")
     timeout_s: float = 600.0
     max_retries: int = 3
     max_tokens: int = 160
+
+    @property
+    def urls(self) -> list[str]:
+        return ([self.url] if self.url else []) + list(self.replicas)
 
 
 class AdaptiveConfig(BaseModel):
