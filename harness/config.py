@@ -81,6 +81,18 @@ class AdaptiveConfig(BaseModel):
         return self.max_needles
 
 
+class ExecutorConfig(BaseModel):
+    """Where the grid runs: here (`local`, the default) or on a Ray cluster (harness/ray_executor.py).
+    Not part of what a run is: a run started on one executor may be resumed on the other."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    kind: Literal["local", "ray"] = "local"
+    ray_address: str | None = Field(None, description="a running cluster (ray://host:10001, auto); None: "
+                                                       "$RAY_ADDRESS or a local cluster started for the run")
+    workers: int = Field(0, ge=0, description="Ray actors preparing and answering cells; 0: one per cluster CPU")
+
+
 class RunConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -95,6 +107,7 @@ class RunConfig(BaseModel):
     endpoint: EndpointConfig = Field(default_factory=EndpointConfig)
     includes: list[str] = Field(default_factory=list)
     adaptive: AdaptiveConfig | None = None  # --until-decided; `needles` is then the first round
+    executor: ExecutorConfig = Field(default_factory=ExecutorConfig)
     out: Path | None = None
 
     def dump(self) -> dict[str, Any]:

@@ -99,3 +99,59 @@ def test_two_endpoints_one_lost_mid_run_completes_with_the_same_records(vllm_ser
     assert [r["url"] for r in saved["endpoint"]["replicas"]] == [purl, vllm_server.base_url]
     # the pool answers as the one model it is: same identity, so cache and resume do not care
     assert saved["endpoint"]["identity"] == RunStore(tmp_path / "alone").read_config()["endpoint"]["identity"]
+
+
+@pytest.fixture(scope="module")
+def ray_local():
+    """A real local Ray cluster on this machine's two CPUs, for the module."""
+    ray = pytest.importorskip("ray")
+    ray.init(num_cpus=2, include_dashboard=False, logging_level="WARNING", log_to_driver=False)
+    try:
+        yield ray
+    finally:
+        ray.shutdown()
+
+
+@pytest.mark.server
+def test_ray_executor_gives_the_local_executors_records(vllm_server, ray_local, tmp_path, monkeypatch):
+    """The same grid, seed and server, locally and on two Ray actors (a cell each: one length, two
+    strategies). Asked for real with one call in flight from a cold prefix cache, the server sees the
+    local run's requests in the local run's order: the records are equal in content. With two calls in
+    flight, through the local run's response cache, every request must be found there (the requests
+    are exactly the local run's), and the records are equal again."""
+    from harness.api import compare
+    from harness.config import ExecutorConfig
+
+    on_ray = ExecutorConfig(kind="ray", workers=2)
+    monkeypatch.setenv("HARNESS_RESPONSE_CACHE", str(tmp_path / "local.sqlite"))
+    cold_prefix_cache(vllm_server)
+    compare(grid([vllm_server.base_url], vllm_server.model, tmp_path / "local"))
+    monkeypatch.setenv("HARNESS_RESPONSE_CACHE", str(tmp_path / "ray.sqlite"))
+    cold_prefix_cache(vllm_server)
+    compare(grid([vllm_server.base_url], vllm_server.model, tmp_path / "asked", executor=on_ray))
+    monkeypatch.setenv("HARNESS_RESPONSE_CACHE", str(tmp_path / "local.sqlite"))
+    compare(grid([vllm_server.base_url], vllm_server.model, tmp_path / "replayed", concurrency=2, executor=on_ray))
+
+    local, asked, replayed = (content(tmp_path / d) for d in ("local", "asked", "replayed"))
+    assert len(local) == 12 and not any(r["error"] for r in asked.values())
+    def shared(run):  # calls answered by an identical request of the same run (in-run sharing)
+        return {(r["strategy"], r["sample_id"]): [c["from_cache"] for c in r["calls"]] for r in RunStore(tmp_path / run).rows()}
+
+    assert shared("asked") == shared("local") and not all(sum(shared("asked").values(), []))
+    assert asked == local
+    assert all(c["from_cache"] for r in RunStore(tmp_path / "replayed").rows() for c in r["calls"])
+    assert replayed == local
+    saved = RunStore(tmp_path / "asked").read_config()
+    assert saved["config"]["executor"] == {"kind": "ray", "ray_address": None, "workers": 2}
+    # a run folder started on Ray is resumed by the local executor (nothing left to ask)
+    compare(grid([vllm_server.base_url], vllm_server.model, tmp_path / "asked"))
+    assert len(RunStore(tmp_path / "asked").rows()) == 12
+
+
+def test_the_local_executor_never_imports_ray():
+    import subprocess
+
+    code = ("import sys, harness.api, harness.cli, harness.runner; from harness.config import RunConfig; "
+            "RunConfig(); print('ray' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "False"
