@@ -125,7 +125,7 @@ def open_endpoint(ec: EndpointConfig, log_path: Path | None = None):
         server.stop()
 
 
-def launch_server(opts, log_path: Path | None):
+def launch_server(opts, log_path: Path | None, env: dict[str, str] | None = None):
     """Start the server for `opts` (the embedded model goes through start_embedded); notes go to
     stderr, the startup phases to a live status line, then the total startup time."""
     from harness.endpoints import vllm_server
@@ -144,9 +144,10 @@ def launch_server(opts, log_path: Path | None):
             seen.add(phase)
 
         if opts.embedded:
-            server = vllm_server.start_embedded(log_path=log_path, options=opts, on_note=note, on_progress=progress)
+            server = vllm_server.start_embedded(log_path=log_path, options=opts, on_note=note, on_progress=progress,
+                                                env=env)
         else:
-            server = vllm_server.start_server(opts, log_path, on_note=note, on_progress=progress)
+            server = vllm_server.start_server(opts, log_path, on_note=note, on_progress=progress, env=env)
     err.print(f"[dim]vLLM ready in {time.monotonic() - t0:.0f} s[/dim]")
     return server
 
@@ -192,24 +193,43 @@ def window_line(window: int | None, launch: dict[str, Any] | None) -> str:
     return window_text(window, launch)
 
 
-def serve(ec: EndpointConfig, log: Path | None = None) -> None:
-    """Serve a model on 127.0.0.1 until Ctrl-C (or until the server exits)."""
+def serve(ec: EndpointConfig, log: Path | None = None, replicas: int = 1) -> None:
+    """Serve a model on 127.0.0.1 until Ctrl-C (or until a server exits).
+
+    `replicas` > 1 starts that many servers of the same model on their own ports, one after another;
+    on GPUs each gets its own devices (CUDA_VISIBLE_DEVICES, `tensor_parallel_size` each), on CPUs
+    they share the cores. `harness compare` then takes them as one pool (--endpoint given again)."""
+    from harness.endpoints import vllm_server
+
+    if replicas < 1:
+        raise UsageError("--replicas must be at least 1")
     opts = server_options(ec)
-    err.print(f"[dim]starting vLLM with {'the embedded model' if opts.embedded else opts.model} "
-              "(first start compiles: minutes)…[/dim]")
-    server = launch_server(opts, log)
+    flavour = vllm_server.detect_flavour()
+    envs = [vllm_server.replica_env(i, replicas, ec.tensor_parallel_size, flavour,
+                                    os.environ.get("CUDA_VISIBLE_DEVICES")) for i in range(replicas)]
+    servers = []
     try:
+        for i, env in enumerate(envs):
+            what = "the embedded model" if opts.embedded else opts.model
+            where = f" (replica {i + 1}/{replicas}{', GPUs ' + env['CUDA_VISIBLE_DEVICES'] if env else ''})" \
+                if replicas > 1 else ""
+            err.print(f"[dim]starting vLLM with {what}{where} (first start compiles: minutes)…[/dim]")
+            path = log if log is None or replicas == 1 else log.with_name(f"{log.stem}.{i}{log.suffix}")
+            servers.append(launch_server(opts, path, env or None))
+        server = servers[0]
         api = "completions" if opts.embedded else default_api(server.model_path)
         plan = getattr(server, "plan", None)
-        console.print(f"serving {server.model} at {server.base_url}  (Ctrl-C stops)")
+        urls = " ".join(f"--endpoint {s.base_url}" for s in servers)
+        console.print(f"serving {server.model} at {', '.join(s.base_url for s in servers)}  (Ctrl-C stops)")
         console.print(f"  window: {window_line(server_window(server), plan.describe() if plan else None)}",
                       highlight=False)
-        console.print(f"  harness compare --endpoint {server.base_url} --model {server.model} --api {api}")
-        while server.is_running():
+        console.print(f"  harness compare {urls} --model {server.model} --api {api}")
+        while all(s.is_running() for s in servers):
             time.sleep(1)
-        raise HarnessError("the vLLM server exited; see its log")
+        raise HarnessError("a vLLM server exited; see its log")
     finally:
-        server.stop()
+        for s in servers:
+            s.stop()
 
 
 # -- configuration ---------------------------------------------------------------------------------

@@ -281,6 +281,7 @@ def serve(
     gpu_memory_utilization: Optional[float] = typer.Option(None, "--gpu-memory-utilization", help="fraction of GPU memory vLLM may use (GPU build)"),
     dtype: Optional[str] = typer.Option(None, "--dtype", help="auto, bfloat16, float16, float32"),
     log: Optional[Path] = typer.Option(None, "--log", help="server log file"),
+    replicas: int = typer.Option(1, "--replicas", help="servers of the same model on their own ports (GPUs: tensor-parallel-size devices each, by CUDA_VISIBLE_DEVICES); use them with --endpoint given once per replica"),
 ):
     """Serve a model (default: the embedded one) on 127.0.0.1 until Ctrl-C; use its URL with `compare --endpoint`."""
     if rope_scaling is not None and rope_scaling not in ("yarn", "linear", "dynamic", "none"):
@@ -290,7 +291,7 @@ def serve(
         original_max_len=original_max_len, revision=revision, tensor_parallel_size=tensor_parallel_size,
         gpu_memory_utilization=gpu_memory_utilization, dtype=dtype,
     )
-    harness_api.serve(ec, log)
+    harness_api.serve(ec, log, replicas)
 
 
 @app.command()

@@ -192,3 +192,14 @@ def test_replicas_of_different_models_are_refused(monkeypatch):
     monkeypatch.setattr(Endpoint, "describe", describe)
     with pytest.raises(EndpointError, match="another model"):
         Pool([a, b]).describe()
+
+
+def test_replicas_get_their_own_gpus():
+    from harness.endpoints.vllm_server import replica_env
+    from harness.errors import UsageError
+
+    assert replica_env(0, 2, None, "cpu") == {} and replica_env(0, 1, None, "gpu") == {}
+    assert [replica_env(i, 4, None, "gpu")["CUDA_VISIBLE_DEVICES"] for i in range(4)] == ["0", "1", "2", "3"]
+    assert [replica_env(i, 2, 2, "gpu", "4,5,6,7")["CUDA_VISIBLE_DEVICES"] for i in range(2)] == ["4,5", "6,7"]
+    with pytest.raises(UsageError, match="needs 4 GPUs"):
+        replica_env(0, 2, 2, "gpu", "0,1")
