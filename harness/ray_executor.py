@@ -195,8 +195,6 @@ def _actor_classes():
 # -- the driver ------------------------------------------------------------------------------------------------
 def cells_of(strategies: Sequence, samples: Sequence, done: set) -> list[tuple[str, int, list]]:
     """(strategy label, length, samples not yet in the store) in the local executor's asking order."""
-    from harness.runner import order_key
-
     out = []
     for st in strategies:
         by_length: dict[int, list] = {}

@@ -149,7 +149,6 @@ def test_http_errors_stay_on_the_replica_and_fail_as_one_request():
 
 def test_tokenize_fails_over_too():
     pool = _pool()
-    state = {"n": 0}
 
     async def handler(request: httpx.Request):
         if request.url.host == "r0.test":
