@@ -12,6 +12,8 @@
     Ray's time includes starting its actors (each imports the harness and builds the strategies).
 (2) replicas: the same grid on 1 and 2 stand-in replicas at a fixed cap of requests in flight per
     replica: throughput follows the number of replicas while the replicas are the bound.
+"queries/s asking" is records over the time from the first record to the last (the asking phase);
+"end to end" divides by the whole compare (building samples, planning, Ray's actors, the report).
 (3) faiss: build and query time of IndexFlatIP (exact), IVF (IndexIVFFlat, nlist ~ 4 sqrt(n),
     nprobe 16) and HNSW (IndexHNSWFlat, M 32, efConstruction 80, efSearch 64) on random unit vectors of
     dimension 384 (all-MiniLM-L6-v2's), inner product; 200 queries, top 10; recall@10 against the
@@ -25,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import statistics
 import sys
 import tempfile
 import time
@@ -49,8 +52,9 @@ def table(title: str, rows: list[tuple], head: tuple) -> None:
 
 def compare_once(urls: list[str], model: str, out: Path, *, executor: str = "local", workers: int = 0,
                  concurrency: int = 8, replica_concurrency: int = 0, needles: int = 10,
-                 strategies=("full-context", "rag-bm25:top_k=2")) -> tuple[float, int]:
-    """Seconds for one `harness compare` (report included) and the records it wrote."""
+                 strategies=("full-context", "rag-bm25:top_k=2")) -> tuple[float, int, float]:
+    """Seconds for one `harness compare` (samples, plan, asking, report), the records it wrote, and the
+    asking phase's rate: records over the time from the first record to the last (their `time`)."""
     from harness import api
     from harness.config import EndpointConfig, ExecutorConfig, RunConfig
     from harness.store import RunStore
@@ -69,7 +73,9 @@ def compare_once(urls: list[str], model: str, out: Path, *, executor: str = "loc
         dt = time.perf_counter() - t0
     finally:
         console.quiet = err.quiet = False
-    return dt, len(RunStore(out).rows())
+    times = sorted(r["time"] for r in RunStore(out).rows())
+    rate = (len(times) - 1) / (times[-1] - times[0]) if len(times) > 1 and times[-1] > times[0] else float("nan")
+    return dt, len(times), rate
 
 
 def part_executors(args, tmp: Path) -> None:
@@ -87,18 +93,27 @@ def part_executors(args, tmp: Path) -> None:
         import ray
 
         ray.init(num_cpus=os.cpu_count(), include_dashboard=False, logging_level="WARNING", log_to_driver=False)
-        for executor, workers in [("local", 0), ("ray", 1), ("ray", 2)]:
-            dt, n = compare_once([url], model, tmp / f"{executor}{workers}", executor=executor, workers=workers,
-                                 concurrency=args.concurrency, needles=args.needles)
-            rows.append((executor if executor == "local" else f"ray, {workers} actor(s)", n, f"{dt:.1f}",
-                         f"{n / dt:.1f}"))
+        compare_once([url], model, tmp / "warm", concurrency=args.concurrency, needles=2)  # imports, caches
+        results: dict[tuple[str, int], list] = {}
+        for rep in range(args.repeats):  # alternated, the median kept: this machine's load drifts
+            for executor, workers in [("local", 0), ("ray", 1), ("ray", 2)]:
+                results.setdefault((executor, workers), []).append(compare_once(
+                    [url], model, tmp / f"{executor}{workers}-{rep}", executor=executor, workers=workers,
+                    concurrency=args.concurrency, needles=args.needles))
         ray.shutdown()
+        for (executor, workers), runs in results.items():
+            dt = statistics.median(r[0] for r in runs)
+            rate = statistics.median(r[2] for r in runs)
+            n = runs[0][1]
+            rows.append((executor if executor == "local" else f"ray, {workers} actor(s)", n, f"{dt:.1f}",
+                         f"{n / dt:.1f}", f"{rate:.1f}"))
     finally:
         for p in procs:
             p.kill()
             p.wait()
     table(f"(1) executors: harness compare end to end, {what}, concurrency {args.concurrency}, "
-          f"{os.cpu_count()} CPUs", rows, ("executor", "queries", "seconds", "queries/s"))
+          f"{os.cpu_count()} CPUs, median of {args.repeats}", rows,
+          ("executor", "queries", "wall s", "queries/s end to end", "queries/s asking"))
 
 
 def part_replicas(args, tmp: Path) -> None:
@@ -109,15 +124,18 @@ def part_replicas(args, tmp: Path) -> None:
     rows = []
     try:
         for n in (1, 2):
-            dt, q = compare_once(urls[:n], MODEL, tmp / f"replicas{n}", concurrency=args.cap * n,
-                                 replica_concurrency=args.cap, needles=args.needles, strategies=("full-context",))
-            rows.append((n, args.cap, q, f"{dt:.1f}", f"{q / dt:.1f}"))
+            dt, q, rate = compare_once(urls[:n], MODEL, tmp / f"replicas{n}", concurrency=args.cap * n,
+                                       replica_concurrency=args.cap, needles=args.needles,
+                                       strategies=("full-context",))
+            rows.append((n, args.cap, q, f"{dt:.1f}", f"{q / dt:.1f}", f"{rate:.1f}",
+                         f"{n * args.cap / args.replica_latency:.0f}"))
     finally:
         for p, _ in procs:
             p.kill()
             p.wait()
     table(f"(2) replicas: stand-in replicas, {args.replica_latency:g} s a request, {args.cap} in flight each",
-          rows, ("replicas", "cap each", "queries", "seconds", "queries/s"))
+          rows, ("replicas", "cap each", "queries", "wall s", "queries/s end to end", "queries/s asking",
+                 "bound: replicas x cap / latency"))
 
 
 def part_faiss(args) -> None:
@@ -184,8 +202,9 @@ def main() -> None:
     ap.add_argument("--model", default="gemma-3-270m")
     ap.add_argument("--latency", type=float, default=0.05, help="stand-in seconds a request (part 1)")
     ap.add_argument("--concurrency", type=int, default=8)
-    ap.add_argument("--needles", type=int, default=10)
-    ap.add_argument("--replica-latency", type=float, default=0.1)
+    ap.add_argument("--needles", type=int, default=20)
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--replica-latency", type=float, default=0.2)
     ap.add_argument("--cap", type=int, default=4)
     ap.add_argument("--sizes", default="10000,100000")
     ap.add_argument("--hnsw-max", type=int, default=100_000)
