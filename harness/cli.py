@@ -163,7 +163,11 @@ def compare(
     shots: int = typer.Option(None, "--shots", help="few-shot examples in every prompt (default: 0 for a tuned reader, 2 otherwise)"),
     seed: int = typer.Option(None, "--seed"),
     scenario_param: list[str] = typer.Option(None, "--scenario-param", "-P", help="scenario option key=value"),
-    endpoint: Optional[str] = typer.Option(None, "--endpoint", help="OpenAI-compatible URL; default: serve the embedded model"),
+    endpoint: list[str] = typer.Option(None, "--endpoint", help="OpenAI-compatible URL; default: serve the embedded model. Give it again for replicas of the same model: requests go to the least busy, a lost replica's requests to the others"),
+    executor: Optional[str] = typer.Option(None, "--executor", help="local (default) or ray: grid cells on a Ray cluster, records written here"),
+    ray_address: Optional[str] = typer.Option(None, "--ray-address", help="--executor ray: a running cluster (auto, ray://HOST:10001); default: $RAY_ADDRESS or a local one"),
+    ray_workers: Optional[int] = typer.Option(None, "--ray-workers", help="--executor ray: actors preparing and answering cells (default: one per cluster CPU)"),
+    replica_concurrency: Optional[int] = typer.Option(None, "--replica-concurrency", help="requests in flight per replica (default: --concurrency / replicas)"),
     model: Optional[str] = typer.Option(None, "--model", help="served model name at --endpoint; without --endpoint: a local folder or Hugging Face id to serve, gemma-3-270m (the embedded base) or a shipped tuned reader (default: the scenario's tuned reader, gemma-3-270m-<scenario>, else gemma-3-270m)"),
     api: str = typer.Option(None, "--api", help="completions (base models) or chat; default: completions for the embedded model, chat otherwise"),
     api_key_env: str = typer.Option(None, "--api-key-env", help="environment variable holding the API key"),
@@ -224,7 +228,8 @@ def compare(
         update={
             k: v
             for k, v in dict(
-                url=endpoint, model=model, api=api, api_key_env=api_key_env, max_model_len=max_model_len,
+                url=endpoint[0] if endpoint else None, replicas=list(endpoint[1:]) if endpoint else None,
+                replica_concurrency=replica_concurrency, model=model, api=api, api_key_env=api_key_env, max_model_len=max_model_len,
                 concurrency=concurrency, max_tokens=max_tokens, timeout_s=timeout, max_retries=max_retries,
                 rope_scaling=rope_scaling, rope_factor=rope_factor, original_max_len=original_max_len,
                 revision=revision, tensor_parallel_size=tensor_parallel_size,
@@ -234,6 +239,15 @@ def compare(
             if v is not None
         }
     )
+    if executor is not None and executor not in ("local", "ray"):
+        raise UsageError("--executor must be local or ray")
+    if ray_workers is not None and ray_workers < 1:
+        raise UsageError("--ray-workers must be at least 1")
+    xc = config.executor.model_copy(update={k: v for k, v in dict(
+        kind=executor, ray_address=ray_address, workers=ray_workers).items() if v is not None})
+    if (ray_address or ray_workers) and xc.kind != "ray":
+        raise UsageError("--ray-address and --ray-workers go with --executor ray")
+    config.executor = xc
     sp = dict(config.scenario_params)
     sp.update(deprecated_params(haystack_file=haystack_file, needles_file=needles_file))
     sp.update(parse_kv(scenario_param or [], "--scenario-param"))
@@ -266,6 +280,8 @@ def compare(
         raise UsageError("--api must be completions or chat")
     if rope_scaling is not None and rope_scaling not in ("yarn", "linear", "dynamic", "none"):
         raise UsageError("--rope-scaling must be yarn, linear, dynamic or none")
+    if replica_concurrency is not None and replica_concurrency < 1:
+        raise UsageError("--replica-concurrency must be at least 1")
     if config.endpoint.timeout_s <= 0 or config.endpoint.max_retries < 0:
         raise UsageError("--timeout must be positive and --max-retries 0 or more")
     report = harness_api.ReportOptions(  # an --until-decided run's verdict tests at its own alpha / planned looks
@@ -292,6 +308,7 @@ def serve(
     dtype: Optional[str] = typer.Option(None, "--dtype", help="auto, bfloat16, float16, float32"),
     adapter: Optional[Path] = typer.Option(None, "--adapter", help="a LoRA adapter folder from `harness finetune`: served merged into the embedded model"),
     log: Optional[Path] = typer.Option(None, "--log", help="server log file"),
+    replicas: int = typer.Option(1, "--replicas", help="servers of the same model on their own ports (GPUs: tensor-parallel-size devices each, by CUDA_VISIBLE_DEVICES); use them with --endpoint given once per replica"),
 ):
     """Serve a model (default: the embedded one; --model gemma-3-270m-<scenario> or --adapter DIR a tuned reader) on 127.0.0.1 until Ctrl-C; use its URL with `compare --endpoint`."""
     if rope_scaling is not None and rope_scaling not in ("yarn", "linear", "dynamic", "none"):
@@ -302,7 +319,7 @@ def serve(
         gpu_memory_utilization=gpu_memory_utilization, dtype=dtype,
         adapter=str(adapter) if adapter is not None else None,
     )
-    harness_api.serve(ec, log)
+    harness_api.serve(ec, log, replicas)
 
 
 @app.command()

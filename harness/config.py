@@ -21,6 +21,10 @@ class EndpointConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     url: str | None = Field(None, description="OpenAI-compatible base URL; None starts the embedded vLLM")
+    # More URLs serving the same model (`--endpoint` given again): one pool with `url`, balanced by
+    # least outstanding requests, with failover (harness/endpoints/pool.py).
+    replicas: list[str] = Field(default_factory=list)
+    replica_concurrency: int = Field(0, ge=0, description="requests in flight per replica; 0: concurrency / replicas")
     model: str | None = None
     api: Literal["auto", "completions", "chat"] = "auto"
     api_key_env: str | None = "OPENAI_API_KEY"
@@ -36,10 +40,15 @@ class EndpointConfig(BaseModel):
     dtype: str | None = None
     adapter: str | None = Field(None, description="a LoRA adapter folder from `harness finetune`, merged into the "
                                                    "embedded model and served under its own name")
-    concurrency: int = Field(0, ge=0, description="requests in flight; 0 picks a default per endpoint")
+    concurrency: int = Field(0, ge=0, description="requests in flight (the whole run, every replica); 0 picks a "
+                                                   "default per endpoint (8 per --endpoint)")
     timeout_s: float = 600.0
     max_retries: int = 3
     max_tokens: int = 160
+
+    @property
+    def urls(self) -> list[str]:
+        return ([self.url] if self.url else []) + list(self.replicas)
 
 
 class AdaptiveConfig(BaseModel):
@@ -75,6 +84,18 @@ class AdaptiveConfig(BaseModel):
         return self.max_needles
 
 
+class ExecutorConfig(BaseModel):
+    """Where the grid runs: here (`local`, the default) or on a Ray cluster (harness/ray_executor.py).
+    Not part of what a run is: a run started on one executor may be resumed on the other."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    kind: Literal["local", "ray"] = "local"
+    ray_address: str | None = Field(None, description="a running cluster (ray://host:10001, auto); None: "
+                                                       "$RAY_ADDRESS or a local cluster started for the run")
+    workers: int = Field(0, ge=0, description="Ray actors preparing and answering cells; 0: one per cluster CPU")
+
+
 class RunConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -91,6 +112,7 @@ class RunConfig(BaseModel):
     endpoint: EndpointConfig = Field(default_factory=EndpointConfig)
     includes: list[str] = Field(default_factory=list)
     adaptive: AdaptiveConfig | None = None  # --until-decided; `needles` is then the first round
+    executor: ExecutorConfig = Field(default_factory=ExecutorConfig)
     out: Path | None = None
 
     def dump(self) -> dict[str, Any]:

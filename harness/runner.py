@@ -241,14 +241,11 @@ def _prompt_id(prompt: Prompt) -> str:
     return prompt.text
 
 
-async def _run(plan: list[Planned], strategies: Sequence[Strategy], endpoint: Endpoint, asker: Asker, run_id: str,
-               writer: _Writer, concurrency: int, max_tokens: int, window: int | None,
-               on_planned: Callable[[int], None], on_done: Callable[[Record], None],
-               on_strategy: Callable[[str | None], None] | None) -> None:
+async def count_preflight(plan: Sequence[Planned], asker: Asker, concurrency: int, max_tokens: int) -> None:
+    """Preflight prompts that might not fit are counted before any request (and a grid with one over
+    the window is refused: `check_window`); the rest are counted alongside their own request."""
     session = asker.session
-    # Preflight prompts that might not fit are counted before any request (and a grid with one over
-    # the window is refused); the rest are counted alongside their own request.
-    chat = endpoint.api == "chat"
+    chat = asker.endpoint.api == "chat"
     unsure = [(p, i) for p in plan for i, pr in enumerate(p.prompts)
               if asker.counting and not asker.surely_fits(pr, chat, max_tokens)]
     for p in plan:
@@ -260,6 +257,13 @@ async def _run(plan: list[Planned], strategies: Sequence[Strategy], endpoint: En
             p.counts[i] = await session.count_prompt_tokens(p.prompts[i])
 
     await _all(count_worker() for _ in range(min(max(concurrency, 8), len(unsure))))
+
+
+async def _run(plan: list[Planned], strategies: Sequence[Strategy], endpoint: Endpoint, asker: Asker, run_id: str,
+               writer: _Writer, concurrency: int, max_tokens: int, window: int | None,
+               on_planned: Callable[[int], None], on_done: Callable[[Record], None],
+               on_strategy: Callable[[str | None], None] | None) -> None:
+    await count_preflight(plan, asker, concurrency, max_tokens)
     check_window(plan, window, max_tokens)
     on_planned(len(plan))
     identity = asker.identity

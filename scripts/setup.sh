@@ -51,7 +51,7 @@ fi
 # An old harness.egg-info in the project folder shadows the installed metadata whenever Python
 # runs from here (the vLLM server does), hiding new entry points such as the vLLM plugin.
 rm -rf harness.egg-info
-pip install -q -e ".[${flavour},rag,faithfulness,dev]"
+pip install -q -e ".[${flavour},rag,faithfulness,ray,dev]"  # ray: the Ray executor's tests
 
 if [ "$flavour" = cpu ]; then
   # PyPI's torchvision/torchaudio/torchcodec break imports beside the CPU torch; vLLM

@@ -59,6 +59,16 @@ class Completion(BaseModel):
     tool_calls: list[dict[str, Any]] | None = None
 
 
+class ReplicaDown(EndpointError):
+    """A connection error from one replica of a pool (`Session.failover`): the pool decides whether the
+    replica is gone and sends the request to another; never raised by a lone endpoint's session."""
+
+    def __init__(self, reason: str, attempts: int):
+        super().__init__(reason)
+        self.reason = reason
+        self.attempts = attempts
+
+
 class RequestFailed(Exception):
     """One request's final failure after its retries: recorded for that query, the run goes on."""
 
@@ -306,6 +316,9 @@ class Session:
         self._clients: list[httpx.AsyncClient] = []
         self._free: list[httpx.AsyncClient] = []
         self._waiters: asyncio.Semaphore | None = None
+        # One replica of a pool (harness/endpoints/pool.py): a connection error is handed to the pool at
+        # once (ReplicaDown) instead of being retried here, so the request moves to a replica that answers.
+        self.failover = False
 
     def _new_client(self) -> httpx.AsyncClient:
         ep = self.endpoint
@@ -375,6 +388,8 @@ class Session:
                 reason = f"timeout after {ep.timeout_s:g} s"
             except (httpx.TransportError, OSError) as e:
                 reason = f"connection error: {type(e).__name__}: {ep.redact(str(e))[:MAX_REASON]}".rstrip(": ")
+                if self.failover:
+                    raise ReplicaDown(reason, attempt) from None
                 if attempt > ep.policy.max_retries:
                     if not await self.alive():
                         raise EndpointError(

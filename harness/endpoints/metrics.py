@@ -20,6 +20,7 @@ import math
 import re
 from dataclasses import asdict, dataclass, fields
 from typing import Any
+from collections.abc import Sequence
 
 # field -> Prometheus series (summed over labels). A series absent from the scrape stays None.
 SERIES: dict[str, str] = {
@@ -249,6 +250,49 @@ class Recorder:
     def rows(self, run_id: str | None = None, segment: str | None = None) -> list[dict[str, Any]]:
         """What goes into the run folder's server_metrics.jsonl (one line per strategy + one for all)."""
         common = {"run_id": run_id, "segment": segment, "exclusive": self.exclusive}
+        out = [{**common, "strategy": s, **d.to_dict()} for s, d in self.by_strategy.items()]
+        if self.run is not None:
+            out.append({**common, "strategy": None, **self.run.to_dict()})
+        return out
+
+
+class PoolRecorder:
+    """A `Recorder` per replica of a pool, their deltas added up (the pool's servers as one).
+
+    A replica lost mid-run has no closing scrape: its deltas since its last good scrape are missing
+    (under-counted, never invented). Replicas that are proxies of one server count it once each."""
+
+    def __init__(self, root_urls: Sequence[str], *, exclusive: bool, headers: dict[str, str] | None = None):
+        self.parts = [Recorder(u, exclusive=exclusive, headers=headers) for u in root_urls]
+        self.exclusive = exclusive
+
+    def start(self) -> None:
+        for p in self.parts:
+            p.start()
+
+    def boundary(self, label: str | None) -> None:
+        for p in self.parts:
+            p.boundary(label)
+
+    def finish(self) -> None:
+        for p in self.parts:
+            p.finish()
+
+    @property
+    def by_strategy(self) -> dict[str, Snapshot]:
+        out: dict[str, Snapshot] = {}
+        for p in self.parts:
+            for k, v in p.by_strategy.items():
+                out[k] = v if k not in out else out[k] + v
+        return out
+
+    @property
+    def run(self) -> Snapshot | None:
+        runs = [p.run for p in self.parts if p.run is not None]
+        return sum(runs[1:], runs[0]) if runs else None
+
+    def rows(self, run_id: str | None = None, segment: str | None = None) -> list[dict[str, Any]]:
+        common = {"run_id": run_id, "segment": segment, "exclusive": self.exclusive, "replicas": len(self.parts)}
         out = [{**common, "strategy": s, **d.to_dict()} for s, d in self.by_strategy.items()]
         if self.run is not None:
             out.append({**common, "strategy": None, **self.run.to_dict()})

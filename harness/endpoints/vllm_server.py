@@ -786,8 +786,11 @@ def start_server(
     startup_timeout: float = DEFAULT_STARTUP_TIMEOUT,
     on_note=None,
     on_progress: Callable[[str, float], None] | None = None,
+    env: dict[str, str] | None = None,
 ) -> VLLMServer:
     """Start a server for `opts` (default: the embedded model at its native window) and wait for /health.
+
+    `env` is added to the server's environment (one replica's CUDA_VISIBLE_DEVICES: `replica_env`).
 
     The model's config decides the RoPE overrides (harness.endpoints.rope), the CPU the dtype,
     threads and compile mode (harness.endpoints.cpu); `on_note(str)` hears the decisions worth
@@ -858,6 +861,7 @@ def start_server(
         cpu_plan=cpu,
         on_progress=on_progress,
         clock_origin=t0,
+        env=env,
     )
     srv.plan = plan
     srv.phases = list(converted)
@@ -897,6 +901,7 @@ def start_embedded(
     options: ServerOptions | None = None,
     on_note=None,
     on_progress: Callable[[str, float], None] | None = None,
+    env: dict[str, str] | None = None,
 ) -> VLLMServer:
     """Prepare the packaged Gemma 3 270M (once) and return a started, healthy server for it.
 
@@ -913,4 +918,20 @@ def start_embedded(
         opts = dataclasses.replace(opts, max_model_len=max_model_len)
     if extra_args:
         opts = dataclasses.replace(opts, extra_args=tuple(opts.extra_args) + tuple(str(a) for a in extra_args))
-    return start_server(opts, log_path, startup_timeout=startup_timeout, on_note=on_note, on_progress=on_progress)
+    return start_server(opts, log_path, startup_timeout=startup_timeout, on_note=on_note, on_progress=on_progress,
+                        env=env)
+
+
+def replica_env(index: int, replicas: int, tensor_parallel_size: int | None, flavour: str,
+                visible: str | None = None) -> dict[str, str]:
+    """The environment of replica `index` of `replicas` on one machine: on GPUs, its own devices
+    (CUDA_VISIBLE_DEVICES: tensor_parallel_size GPUs each, in order, from those visible); on CPUs
+    nothing (the replicas share the cores: useful to test a pool, not to go faster)."""
+    if flavour != "gpu" or replicas <= 1:
+        return {}
+    tp = tensor_parallel_size or 1
+    devices = [d for d in (visible or "").split(",") if d.strip()] or [str(i) for i in range(replicas * tp)]
+    if len(devices) < replicas * tp:
+        raise UsageError(f"--replicas {replicas} x --tensor-parallel-size {tp} needs {replicas * tp} GPUs; "
+                         f"{len(devices)} visible ({','.join(devices)})")
+    return {"CUDA_VISIBLE_DEVICES": ",".join(devices[index * tp:(index + 1) * tp])}

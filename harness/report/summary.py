@@ -294,6 +294,9 @@ def summarize_run(store, scenario, *, prices: dict[str, Any] | None = None, tole
     for row in summary["by_strategy"]:
         row.update(srv["by_strategy"].get(row["strategy"]) or {})
     summary["server"] = {k: v for k, v in srv.items() if k != "by_strategy"}
+    from harness.endpoints.pool import replica_summary
+
+    summary["replicas"] = replica_summary(store.path)  # a pool's requests per replica (replicas.jsonl)
     summary["run"] = {"run_id": saved.get("run_id"), "endpoint": saved.get("endpoint"),
                       "config": saved.get("config")}
     summary["tolerance"] = tolerance

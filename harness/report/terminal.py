@@ -247,6 +247,18 @@ def server_table(summary: dict[str, Any]) -> Table:
     ])
 
 
+def replica_table(summary: dict[str, Any]) -> Table:
+    """A pool of endpoints: what each replica answered, failed and handed on."""
+    t = Table(title="replicas: requests answered per endpoint (moved: sent again elsewhere after the "
+                    "replica was lost)", title_justify="left")
+    for c in ("endpoint", "in flight cap", "requests", "errors", "moved", "taken out"):
+        t.add_column(c, justify="left" if c == "endpoint" else "right")
+    for r in summary["replicas"]:
+        t.add_row(r["url"], _num(r.get("cap")), _num(r.get("requests")), _num(r.get("errors")), _num(r.get("moved")),
+                  _num(r.get("taken_out")))
+    return t
+
+
 def verdict_header(summary: dict[str, Any]) -> str:
     """What the verdict's numbers are, the test and its alpha (adjusted how, and why), and the tolerance."""
     from harness.report.verdict import DEFAULT_ALPHA, DEFAULT_TOLERANCE, method_words
@@ -286,6 +298,8 @@ def print_summary(summary: dict[str, Any], console: Console | None = None) -> No
         console.print(cost_table(summary))
     if summary.get("server") and summary.get("by_strategy"):
         console.print(server_table(summary))
+    if summary.get("replicas"):
+        console.print(replica_table(summary))
     if (summary.get("grounding") or {}).get("available") and summary.get("by_strategy_length"):
         console.print(grounding_table(summary))
     if (summary.get("faithfulness") or {}).get("available") and summary.get("by_strategy_length"):
