@@ -79,17 +79,28 @@ def read_run(path: Path) -> dict[str, Any]:
         row["needles"] = max(row["needles"], int(r.needle_index) + 1)
     summary = json.loads((path / "summary.json").read_text())
     verdict = {int(v["length"]): v for v in summary.get("verdict") or []}
-    return {"path": str(path), "lengths": dict(sorted(per.items())), "verdict": verdict,
-            "alpha": summary.get("alpha"), "tolerance": summary.get("tolerance")}
+    return {
+        "path": str(path),
+        "lengths": dict(sorted(per.items())),
+        "verdict": verdict,
+        "alpha": summary.get("alpha"),
+        "tolerance": summary.get("tolerance"),
+    }
 
 
 def _verdict_brief(v: dict[str, Any] | None) -> dict[str, Any] | None:
     if v is None:
         return None
-    return {"choice": v.get("choice"), "best": v.get("best"), "settled": bool(v.get("settled")),
-            "cheapest_within_tolerance": v.get("cheapest_within_tolerance"),
-            "comparisons": [{"strategy": c.get("strategy"), "status": c.get("status"), "p": c.get("p")}
-                            for c in v.get("comparisons") or []]}
+    return {
+        "choice": v.get("choice"),
+        "best": v.get("best"),
+        "settled": bool(v.get("settled")),
+        "cheapest_within_tolerance": v.get("cheapest_within_tolerance"),
+        "comparisons": [
+            {"strategy": c.get("strategy"), "status": c.get("status"), "p": c.get("p")}
+            for c in v.get("comparisons") or []
+        ],
+    }
 
 
 def compare_runs(full: dict[str, Any], adaptive: dict[str, Any]) -> dict[str, Any]:
@@ -100,18 +111,24 @@ def compare_runs(full: dict[str, Any], adaptive: dict[str, Any]) -> dict[str, An
         vf = _verdict_brief(full["verdict"].get(length))
         va = _verdict_brief(adaptive["verdict"].get(length))
         # The same verdict: the same strategy to use, and equally sure of it.
-        agree = (vf is not None and va is not None and vf["choice"] == va["choice"]
-                 and vf["settled"] == va["settled"])
-        rows.append({
-            "length": length,
-            "queries_full": f["queries"], "queries_adaptive": a["queries"],
-            "tokens_full": f["tokens"], "tokens_adaptive": a["tokens"],
-            "token_ratio": a["tokens"] / f["tokens"] if f["tokens"] else None,
-            "needles_full": f["needles"], "needles_adaptive": a["needles"],
-            "failed_full": f["failed"], "failed_adaptive": a["failed"],
-            "verdict_full": vf, "verdict_adaptive": va,
-            "agree": agree,
-        })
+        agree = vf is not None and va is not None and vf["choice"] == va["choice"] and vf["settled"] == va["settled"]
+        rows.append(
+            {
+                "length": length,
+                "queries_full": f["queries"],
+                "queries_adaptive": a["queries"],
+                "tokens_full": f["tokens"],
+                "tokens_adaptive": a["tokens"],
+                "token_ratio": a["tokens"] / f["tokens"] if f["tokens"] else None,
+                "needles_full": f["needles"],
+                "needles_adaptive": a["needles"],
+                "failed_full": f["failed"],
+                "failed_adaptive": a["failed"],
+                "verdict_full": vf,
+                "verdict_adaptive": va,
+                "agree": agree,
+            }
+        )
     tf = sum(r["tokens_full"] for r in rows)
     ta = sum(r["tokens_adaptive"] for r in rows)
     ratio = ta / tf if tf else None
@@ -119,10 +136,20 @@ def compare_runs(full: dict[str, Any], adaptive: dict[str, Any]) -> dict[str, An
     total = {
         "queries_full": sum(r["queries_full"] for r in rows),
         "queries_adaptive": sum(r["queries_adaptive"] for r in rows),
-        "tokens_full": tf, "tokens_adaptive": ta, "token_ratio": ratio,
-        "lengths": len(rows), "lengths_agreeing": agreeing,
-        "both_settled": sum(bool(r["verdict_full"] and r["verdict_full"]["settled"]
-                                 and r["verdict_adaptive"] and r["verdict_adaptive"]["settled"]) for r in rows),
+        "tokens_full": tf,
+        "tokens_adaptive": ta,
+        "token_ratio": ratio,
+        "lengths": len(rows),
+        "lengths_agreeing": agreeing,
+        "both_settled": sum(
+            bool(
+                r["verdict_full"]
+                and r["verdict_full"]["settled"]
+                and r["verdict_adaptive"]
+                and r["verdict_adaptive"]["settled"]
+            )
+            for r in rows
+        ),
         "target_ratio": TARGET_RATIO,
     }
     total["target_met"] = bool(rows) and agreeing == len(rows) and ratio is not None and ratio <= TARGET_RATIO
@@ -142,27 +169,60 @@ def _ratio(x: float | None) -> str:
 
 def table(result: dict[str, Any]) -> str:
     """A markdown table (pastes into an issue or a PR as is) and the total line."""
-    head = ["length", "queries full", "queries adaptive", "tokens full", "tokens adaptive", "ratio",
-            "needles adaptive / full", "full verdict", "adaptive verdict", "agree"]
+    head = [
+        "length",
+        "queries full",
+        "queries adaptive",
+        "tokens full",
+        "tokens adaptive",
+        "ratio",
+        "needles adaptive / full",
+        "full verdict",
+        "adaptive verdict",
+        "agree",
+    ]
     body = []
     for r in result["rows"]:
-        body.append([f"{r['length']:,}", f"{r['queries_full']:,}", f"{r['queries_adaptive']:,}",
-                     f"{r['tokens_full']:,}", f"{r['tokens_adaptive']:,}", _ratio(r["token_ratio"]),
-                     f"{r['needles_adaptive']} / {r['needles_full']}", _verdict_text(r["verdict_full"]),
-                     _verdict_text(r["verdict_adaptive"]), "yes" if r["agree"] else "NO"])
+        body.append(
+            [
+                f"{r['length']:,}",
+                f"{r['queries_full']:,}",
+                f"{r['queries_adaptive']:,}",
+                f"{r['tokens_full']:,}",
+                f"{r['tokens_adaptive']:,}",
+                _ratio(r["token_ratio"]),
+                f"{r['needles_adaptive']} / {r['needles_full']}",
+                _verdict_text(r["verdict_full"]),
+                _verdict_text(r["verdict_adaptive"]),
+                "yes" if r["agree"] else "NO",
+            ]
+        )
     t = result["total"]
-    body.append(["**all**", f"{t['queries_full']:,}", f"{t['queries_adaptive']:,}", f"{t['tokens_full']:,}",
-                 f"{t['tokens_adaptive']:,}", f"**{_ratio(t['token_ratio'])}**", "", "", "",
-                 f"{t['lengths_agreeing']}/{t['lengths']}"])
+    body.append(
+        [
+            "**all**",
+            f"{t['queries_full']:,}",
+            f"{t['queries_adaptive']:,}",
+            f"{t['tokens_full']:,}",
+            f"{t['tokens_adaptive']:,}",
+            f"**{_ratio(t['token_ratio'])}**",
+            "",
+            "",
+            "",
+            f"{t['lengths_agreeing']}/{t['lengths']}",
+        ]
+    )
     widths = [max(len(head[i]), *(len(row[i]) for row in body)) for i in range(len(head))]
     right = {1, 2, 3, 4, 5}
 
     def line(cells):
-        return "| " + " | ".join(c.rjust(w) if i in right else c.ljust(w)
-                                 for i, (c, w) in enumerate(zip(cells, widths))) + " |"
+        return (
+            "| "
+            + " | ".join(c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in enumerate(zip(cells, widths)))
+            + " |"
+        )
 
-    sep = "|" + "|".join(("-" * (w + 1) + ":") if i in right else ("-" * (w + 2))
-                         for i, w in enumerate(widths)) + "|"
+    sep = "|" + "|".join(("-" * (w + 1) + ":") if i in right else ("-" * (w + 2)) for i, w in enumerate(widths)) + "|"
     out = [line(head), sep, *(line(row) for row in body), ""]
     ratio = t["token_ratio"]
     out.append(
@@ -221,8 +281,13 @@ def check_endpoint(url: str, api_key_env: str) -> None:
 
 
 def has_until_decided() -> bool:
-    p = subprocess.run([sys.executable, "-m", "harness.cli", "compare", "--help"], capture_output=True,
-                       text=True, cwd=ROOT, env=dict(os.environ, COLUMNS="200"))
+    p = subprocess.run(
+        [sys.executable, "-m", "harness.cli", "compare", "--help"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env=dict(os.environ, COLUMNS="200"),
+    )
     return "--until-decided" in p.stdout
 
 
@@ -252,8 +317,9 @@ def harness_compare(args: list[str], log: Path, what: str) -> float:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0],
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__.splitlines()[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--endpoint", default=None, help="an OpenAI-compatible server (default: start bench/sim_reader.py)")
     ap.add_argument("--model", default=None, help="served model name (default with the simulated reader: gemma-3-270m)")
     ap.add_argument("--api", default="completions", choices=["completions", "chat"])
@@ -262,14 +328,22 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--lengths", default="1k,2k,4k,8k")
     ap.add_argument("--depths", default="0,25,50,75,100")
     ap.add_argument("--needles-full", type=int, default=32, help="needles per cell of the full sweep (= --max-needles)")
-    ap.add_argument("--first-round", type=int, default=None, help="needles of the adaptive run's first round "
-                    "(default: the harness's own choice)")
+    ap.add_argument(
+        "--first-round",
+        type=int,
+        default=None,
+        help="needles of the adaptive run's first round (default: the harness's own choice)",
+    )
     ap.add_argument("--alpha", type=float, default=0.05)
     ap.add_argument("--tolerance", type=float, default=2.0, help="accuracy points (as harness compare --tolerance)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--concurrency", type=int, default=None, help="harness compare --concurrency")
-    ap.add_argument("--prices", type=Path, default=None, help="price table for both runs (default with the "
-                    "simulated reader: per-token prices written into DIR)")
+    ap.add_argument(
+        "--prices",
+        type=Path,
+        default=None,
+        help="price table for both runs (default with the simulated reader: per-token prices written into DIR)",
+    )
     ap.add_argument("--base", type=float, default=0.97, help="simulated reader: accuracy at zero length")
     ap.add_argument("--decay", type=float, default=0.04, help="simulated reader: accuracy lost per 1k tokens")
     ap.add_argument("--middle", type=float, default=0.15, help="simulated reader: lost-in-the-middle penalty")
@@ -324,37 +398,84 @@ def run(a: argparse.Namespace) -> int:
             import sim_reader
 
             proc, url = sim_reader.start_subprocess(
-                "--seed", str(a.seed), "--max-needles", str(a.needles_full), "--model", model,
-                "--base", str(a.base), "--decay", str(a.decay), "--middle", str(a.middle))
-            print(f"simulated reader at {url} (base {a.base}, decay {a.decay}/1k tokens, middle {a.middle})",
-                  file=sys.stderr, flush=True)
+                "--seed",
+                str(a.seed),
+                "--max-needles",
+                str(a.needles_full),
+                "--model",
+                model,
+                "--base",
+                str(a.base),
+                "--decay",
+                str(a.decay),
+                "--middle",
+                str(a.middle),
+            )
+            print(
+                f"simulated reader at {url} (base {a.base}, decay {a.decay}/1k tokens, middle {a.middle})",
+                file=sys.stderr,
+                flush=True,
+            )
         prices = a.prices
         if prices is None and not a.endpoint:
             prices = out / "prices.yaml"
             prices.write_text(SIM_PRICES.format(model=json.dumps(model)))
-        common = ["--endpoint", url, "--model", model, "--api", a.api, "--api-key-env", a.api_key_env,
-                  "--strategies", ",".join(strategies), "--lengths", a.lengths, "--depths", a.depths,
-                  "--seed", str(a.seed), "--alpha", str(a.alpha), "--tolerance", str(a.tolerance), "--no-cache"]
+        common = [
+            "--endpoint",
+            url,
+            "--model",
+            model,
+            "--api",
+            a.api,
+            "--api-key-env",
+            a.api_key_env,
+            "--strategies",
+            ",".join(strategies),
+            "--lengths",
+            a.lengths,
+            "--depths",
+            a.depths,
+            "--seed",
+            str(a.seed),
+            "--alpha",
+            str(a.alpha),
+            "--tolerance",
+            str(a.tolerance),
+            "--no-cache",
+        ]
         if a.concurrency:
             common += ["--concurrency", str(a.concurrency)]
         if prices is not None:
             common += ["--prices", str(prices)]
         walls = {}
-        walls["full"] = harness_compare(common + ["--needles", str(a.needles_full), "--out", str(out / "full")],
-                                        out / "full.log", "full sweep")
+        walls["full"] = harness_compare(
+            common + ["--needles", str(a.needles_full), "--out", str(out / "full")], out / "full.log", "full sweep"
+        )
         adaptive = common + ["--until-decided", "--max-needles", str(a.needles_full)]
         if a.first_round is not None:
             adaptive += ["--needles", str(a.first_round)]
-        walls["adaptive"] = harness_compare(adaptive + ["--out", str(out / "adaptive")], out / "adaptive.log",
-                                            "adaptive run")
+        walls["adaptive"] = harness_compare(
+            adaptive + ["--out", str(out / "adaptive")], out / "adaptive.log", "adaptive run"
+        )
     finally:
         if proc is not None:
             proc.kill()
             proc.wait()
-    settings = {"endpoint": a.endpoint or "simulated reader", "model": model, "api": a.api,
-                "strategies": strategies, "lengths": a.lengths, "depths": a.depths, "needles_full": a.needles_full,
-                "first_round": a.first_round, "alpha": a.alpha, "tolerance": a.tolerance, "seed": a.seed,
-                "prices": str(prices) if prices else None, "wall_s": {k: round(v, 1) for k, v in walls.items()}}
+    settings = {
+        "endpoint": a.endpoint or "simulated reader",
+        "model": model,
+        "api": a.api,
+        "strategies": strategies,
+        "lengths": a.lengths,
+        "depths": a.depths,
+        "needles_full": a.needles_full,
+        "first_round": a.first_round,
+        "alpha": a.alpha,
+        "tolerance": a.tolerance,
+        "seed": a.seed,
+        "prices": str(prices) if prices else None,
+        "wall_s": {k: round(v, 1) for k, v in walls.items()},
+    }
     if not a.endpoint:
         settings["simulated_reader"] = {"base": a.base, "decay": a.decay, "middle": a.middle}
     return report(out, settings)
@@ -362,16 +483,21 @@ def run(a: argparse.Namespace) -> int:
 
 def settings_line(st: dict[str, Any]) -> str:
     sim = st.get("simulated_reader")
-    who = (f"simulated reader (base {sim['base']}, decay {sim['decay']}/1k tokens, middle {sim['middle']})" if sim
-           else f"{st.get('endpoint')} ({st.get('api')})")
+    who = (
+        f"simulated reader (base {sim['base']}, decay {sim['decay']}/1k tokens, middle {sim['middle']})"
+        if sim
+        else f"{st.get('endpoint')} ({st.get('api')})"
+    )
     wall = st.get("wall_s") or {}
     first = st.get("first_round")
-    return (f"model {st.get('model')} on {who}; strategies {', '.join(st.get('strategies') or [])}; "
-            f"lengths {st.get('lengths')}; depths {st.get('depths')}; seed {st.get('seed')}; "
-            f"full sweep {st.get('needles_full')} needles; adaptive up to {st.get('needles_full')}"
-            f"{f', first round {first}' if first else ''}; alpha {st.get('alpha')}; "
-            f"tolerance {st.get('tolerance')} pts; "
-            f"wall: full {wall.get('full', 0):.0f} s, adaptive {wall.get('adaptive', 0):.0f} s")
+    return (
+        f"model {st.get('model')} on {who}; strategies {', '.join(st.get('strategies') or [])}; "
+        f"lengths {st.get('lengths')}; depths {st.get('depths')}; seed {st.get('seed')}; "
+        f"full sweep {st.get('needles_full')} needles; adaptive up to {st.get('needles_full')}"
+        f"{f', first round {first}' if first else ''}; alpha {st.get('alpha')}; "
+        f"tolerance {st.get('tolerance')} pts; "
+        f"wall: full {wall.get('full', 0):.0f} s, adaptive {wall.get('adaptive', 0):.0f} s"
+    )
 
 
 def report(out: Path, settings: dict[str, Any] | None) -> int:

@@ -64,7 +64,11 @@ def main() -> None:
     from harness.strategy import Resources
     from retrievers.chunking import count_model_tokens
     from retrievers.embeddings import (
-        EmbeddingCache, langchain_embeddings, llamaindex_embedding, load_sentence_transformer, shared_cache,
+        EmbeddingCache,
+        langchain_embeddings,
+        llamaindex_embedding,
+        load_sentence_transformer,
+        shared_cache,
     )
     from scenarios.bio_needle import BioNeedle
 
@@ -118,8 +122,13 @@ def main() -> None:
                 arm.prepare(samples)
                 t2 = time.perf_counter()
                 texts = [c.text for s in samples for c in arm.chunks(s)]
-                stats = {"chunks": len(texts), "unique": len(set(texts)), "embedded": cache.computed - before,
-                         "split_s": t1 - t0, "embed_s": t2 - t1}
+                stats = {
+                    "chunks": len(texts),
+                    "unique": len(set(texts)),
+                    "embedded": cache.computed - before,
+                    "split_s": t1 - t0,
+                    "embed_s": t2 - t1,
+                }
             else:
                 arm.prepare(samples)
                 t2 = time.perf_counter()
@@ -157,31 +166,49 @@ def main() -> None:
         def run_bare():
             t = time.perf_counter()
             bare.encode(texts, batch_size=64, normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=False)
-            timed["bare"] = time.perf_counter() - t
+            timed["bare"] = time.perf_counter() - t  # noqa: B023 (called at once, in the loop)
 
         def run_harness():
             t = time.perf_counter()
             for name, _ in embedding_arms:
                 arms[name].prepare(samples)
-            timed["harness"] = time.perf_counter() - t
+            timed["harness"] = time.perf_counter() - t  # noqa: B023 (called at once, in the loop)
 
-        for step in ((run_bare, run_harness) if r % 2 == 0 else (run_harness, run_bare)):  # alternate who goes first
+        for step in (run_bare, run_harness) if r % 2 == 0 else (run_harness, run_bare):  # alternate who goes first
             step()
         bare_s, harness_s = timed["bare"], timed["harness"]
         assert fresh.computed == len(unique), (fresh.computed, len(unique))
         rounds.append((len(texts) / bare_s, fresh.computed / harness_s))
 
-    per_arm = Table(title="first pass, one shared empty cache, arms in this order (default parameters: "
-                    "chunk_size=128, chunk_overlap=16, top_k=4)", title_justify="left")
-    for col in ("arm", "splitter", "chunks requested", "unique chunks", "embedded here", "split s", "embed s",
-                "prepare s", "retrieve ms/q"):
+    per_arm = Table(
+        title="first pass, one shared empty cache, arms in this order (default parameters: "
+        "chunk_size=128, chunk_overlap=16, top_k=4)",
+        title_justify="left",
+    )
+    for col in (
+        "arm",
+        "splitter",
+        "chunks requested",
+        "unique chunks",
+        "embedded here",
+        "split s",
+        "embed s",
+        "prepare s",
+        "retrieve ms/q",
+    ):
         per_arm.add_column(col, justify="left" if col in ("arm", "splitter") else "right")
     for name, st in rows:
         emb = name != "rag-bm25"
         per_arm.add_row(
-            name, SPLITTER[name], f"{st['chunks']:,}" if emb else "-", f"{st['unique']:,}",
-            f"{st['embedded']:,}" if emb else "-", f"{st['split_s']:.2f}", f"{st['embed_s']:.2f}" if emb else "-",
-            f"{st['prepare_s']:.2f}", f"{st['retrieve_ms']:.1f}",
+            name,
+            SPLITTER[name],
+            f"{st['chunks']:,}" if emb else "-",
+            f"{st['unique']:,}",
+            f"{st['embedded']:,}" if emb else "-",
+            f"{st['split_s']:.2f}",
+            f"{st['embed_s']:.2f}" if emb else "-",
+            f"{st['prepare_s']:.2f}",
+            f"{st['retrieve_ms']:.1f}",
         )
     console.print(per_arm)
 
@@ -198,13 +225,21 @@ def main() -> None:
     total.add_row("chunks embedded (SentenceTransformer.encode)", f"{len(chunks_encoded):,}", "")
     total.add_row("embedded / unique", f"{ratio_dedup:.3f}", "<= 1.05")
     total.add_row("embedded / requested", f"{len(chunks_encoded) / requested:.3f}", "")
-    total.add_row("questions embedded (distinct questions)", f"{len(encoded) - len(chunks_encoded)} ({len(questions)})", "")
+    total.add_row(
+        "questions embedded (distinct questions)", f"{len(encoded) - len(chunks_encoded)} ({len(questions)})", ""
+    )
     total.add_row(f"bare SentenceTransformer.encode, chunks/s (median of {len(rounds)})", f"{bare_rate:.1f}", "")
     total.add_row(f"harness embedding path, chunks/s (median of {len(rounds)})", f"{harness_rate:.1f}", "")
-    total.add_row("harness / bare (median of paired rounds: "
-                  + ", ".join(f"{h / b:.2f}" for b, h in rounds) + ")", f"{ratio_speed:.2f}x", ">= 0.9x")
-    total.add_row("first pass incl. splitting, chunks/s",
-                  f"{len(chunks_encoded) / sum(st['prepare_s'] for _, st in embedding_arms):.1f}", "")
+    total.add_row(
+        "harness / bare (median of paired rounds: " + ", ".join(f"{h / b:.2f}" for b, h in rounds) + ")",
+        f"{ratio_speed:.2f}x",
+        ">= 0.9x",
+    )
+    total.add_row(
+        "first pass incl. splitting, chunks/s",
+        f"{len(chunks_encoded) / sum(st['prepare_s'] for _, st in embedding_arms):.1f}",
+        "",
+    )
     console.print(total)
     ok = ratio_dedup <= 1.05 and ratio_speed >= 0.9
     console.print(("[green]targets met[/green]" if ok else "[red]targets missed[/red]") + f"  (cache: {cache_dir})")

@@ -49,7 +49,8 @@ class HTTPServer:
                 more = b"".join(b"%s: %s\r\n" % kv for kv in (extra[0] if extra else {}).items())
                 writer.write(
                     b"HTTP/1.1 %d %s\r\ncontent-type: application/json\r\ncontent-length: %d\r\n%s\r\n"
-                    % (status, b"OK" if status == 200 else b"ERR", len(payload), more) + payload
+                    % (status, b"OK" if status == 200 else b"ERR", len(payload), more)
+                    + payload
                 )
                 if headers.get(b"connection", b"").lower() == b"close":
                     break
@@ -63,8 +64,15 @@ class HTTPServer:
 
 
 class Server(HTTPServer):
-    def __init__(self, model: str = MODEL, answer: str | None = None, latency: float = 0.0,
-                 exit_after: int | None = None, echo_auth: bool = False, max_model_len: int = 32768):
+    def __init__(
+        self,
+        model: str = MODEL,
+        answer: str | None = None,
+        latency: float = 0.0,
+        exit_after: int | None = None,
+        echo_auth: bool = False,
+        max_model_len: int = 32768,
+    ):
         self.model = model
         self.max_model_len = max_model_len
         self.answer = answer if answer is not None else json.dumps(ANSWER, separators=(",", ":"))
@@ -73,20 +81,39 @@ class Server(HTTPServer):
         self.echo_auth = echo_auth
         self.generations = 0
         self.tokenize = 0
-        self._completion = json.dumps({
-            "id": "cmpl-fake", "object": "text_completion", "created": 0, "model": model,
-            "choices": [{"index": 0, "text": self.answer, "logprobs": None, "finish_reason": "stop"}],
-            "usage": {"prompt_tokens": 100, "completion_tokens": 30, "total_tokens": 130,
-                      "prompt_tokens_details": {"cached_tokens": 0}},
-        }).encode()
-        self._chat = json.dumps({
-            "id": "chatcmpl-fake", "object": "chat.completion", "created": 0, "model": model,
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": self.answer},
-                         "finish_reason": "stop"}],
-            "usage": {"prompt_tokens": 100, "completion_tokens": 30, "total_tokens": 130},
-        }).encode()
-        self._models = json.dumps({"object": "list", "data": [
-            {"id": model, "object": "model", "root": f"fake/{model}", "max_model_len": max_model_len}]}).encode()
+        self._completion = json.dumps(
+            {
+                "id": "cmpl-fake",
+                "object": "text_completion",
+                "created": 0,
+                "model": model,
+                "choices": [{"index": 0, "text": self.answer, "logprobs": None, "finish_reason": "stop"}],
+                "usage": {
+                    "prompt_tokens": 100,
+                    "completion_tokens": 30,
+                    "total_tokens": 130,
+                    "prompt_tokens_details": {"cached_tokens": 0},
+                },
+            }
+        ).encode()
+        self._chat = json.dumps(
+            {
+                "id": "chatcmpl-fake",
+                "object": "chat.completion",
+                "created": 0,
+                "model": model,
+                "choices": [
+                    {"index": 0, "message": {"role": "assistant", "content": self.answer}, "finish_reason": "stop"}
+                ],
+                "usage": {"prompt_tokens": 100, "completion_tokens": 30, "total_tokens": 130},
+            }
+        ).encode()
+        self._models = json.dumps(
+            {
+                "object": "list",
+                "data": [{"id": model, "object": "model", "root": f"fake/{model}", "max_model_len": max_model_len}],
+            }
+        ).encode()
 
     async def route(self, method: bytes, path: bytes, headers: dict, body: bytes) -> tuple[int, bytes]:
         if path in (b"/v1/completions", b"/v1/chat/completions"):
@@ -96,8 +123,9 @@ class Server(HTTPServer):
             if self.latency:
                 await asyncio.sleep(self.latency)
             if self.echo_auth and self.generations % 5 == 0:
-                return 500, json.dumps({"error": {"message": "overloaded",
-                                                  "auth": headers.get(b"authorization", b"").decode()}}).encode()
+                return 500, json.dumps(
+                    {"error": {"message": "overloaded", "auth": headers.get(b"authorization", b"").decode()}}
+                ).encode()
             return 200, self._completion if path == b"/v1/completions" else self._chat
         if path == b"/__stats":
             return 200, json.dumps({"generations": self.generations, "tokenize": self.tokenize}).encode()

@@ -32,8 +32,16 @@ GENERATION = (b"/v1/completions", b"/v1/chat/completions")
 
 
 class FaultProxy(HTTPServer):
-    def __init__(self, target: str, rate: float = 0.2, seed: int = 0, hang_s: float = 3600.0,
-                 timeouts: bool = True, force_first: bool = False, die_at: int | None = None):
+    def __init__(
+        self,
+        target: str,
+        rate: float = 0.2,
+        seed: int = 0,
+        hang_s: float = 3600.0,
+        timeouts: bool = True,
+        force_first: bool = False,
+        die_at: int | None = None,
+    ):
         import httpx
 
         self.target = target.rstrip("/").removesuffix("/v1")
@@ -73,8 +81,11 @@ class FaultProxy(HTTPServer):
             await asyncio.sleep(self.hang_s)  # the client's timeout ends it
             return 504, b'{"error": {"message": "gateway timeout (injected)"}}'
         self.counts["forwarded"] += 1
-        fwd = {k.decode(): v.decode() for k, v in headers.items()
-               if k not in (b"host", b"content-length", b"connection", b"keep-alive", b"transfer-encoding")}
+        fwd = {
+            k.decode(): v.decode()
+            for k, v in headers.items()
+            if k not in (b"host", b"content-length", b"connection", b"keep-alive", b"transfer-encoding")
+        }
         r = await self.client.request(method.decode(), self.target + path.decode(), content=body, headers=fwd)
         return r.status_code, r.content
 
@@ -92,8 +103,7 @@ def main() -> None:
     a = ap.parse_args()
 
     async def go():
-        await serve(a.port, FaultProxy(a.target, a.rate, a.seed, a.hang, not a.no_timeouts, a.force_first,
-                                         a.die_at))
+        await serve(a.port, FaultProxy(a.target, a.rate, a.seed, a.hang, not a.no_timeouts, a.force_first, a.die_at))
 
     asyncio.run(go())
 

@@ -31,8 +31,13 @@ sys.path.insert(0, str(ROOT))
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 FIELDS = ["nationality", "date_of_birth", "date_of_death", "sportsperson", "politician"]
-SHORT = {"nationality": "nat", "date_of_birth": "born", "date_of_death": "died", "sportsperson": "sport",
-         "politician": "pol"}
+SHORT = {
+    "nationality": "nat",
+    "date_of_birth": "born",
+    "date_of_death": "died",
+    "sportsperson": "sport",
+    "politician": "pol",
+}
 
 
 def load() -> str:
@@ -43,8 +48,16 @@ def run_compare(ec, out: Path, lengths, depths, needles, shots, forms, strategie
     from harness.api import compare
     from harness.config import RunConfig
 
-    config = RunConfig(strategies=strategies, lengths=lengths, depths=depths, needles=needles, shots=shots,
-                       scenario_params={"forms": forms} if forms != "all" else {}, endpoint=ec, out=out)
+    config = RunConfig(
+        strategies=strategies,
+        lengths=lengths,
+        depths=depths,
+        needles=needles,
+        shots=shots,
+        scenario_params={"forms": forms} if forms != "all" else {},
+        endpoint=ec,
+        out=out,
+    )
     t0 = time.monotonic()
     compare(config, use_cache=use_cache)
     summary = json.loads((out / "summary.json").read_text())
@@ -78,16 +91,24 @@ def route_accuracy(ec, n_needles: int, length: int) -> dict:
             if shown:
                 answer = read_answer(wire, scen)[0] if wire else None
                 scores.append(mark(scen, answer, s.gold)[1])
-    return {"shown": sum(right[True]) / len(right[True]), "absent": sum(right[False]) / len(right[False]),
-            "n": len(samples), "fields_when_shown": sum(scores) / len(scores)}
+    return {
+        "shown": sum(right[True]) / len(right[True]),
+        "absent": sum(right[False]) / len(right[False]),
+        "n": len(samples),
+        "fields_when_shown": sum(scores) / len(scores),
+    }
 
 
 def table(rows: list[dict], keys: list[str]) -> str:
     head = keys + ["mean", *(SHORT[f] for f in FIELDS), "n"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
-        cells = [str(r[k]) for k in keys] + [f"{100 * r['accuracy']:.1f}"] + [
-            f"{100 * r[f]:.0f}" for f in FIELDS] + [str(r["n"])]
+        cells = (
+            [str(r[k]) for k in keys]
+            + [f"{100 * r['accuracy']:.1f}"]
+            + [f"{100 * r[f]:.0f}" for f in FIELDS]
+            + [str(r["n"])]
+        )
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -131,10 +152,17 @@ def main() -> None:
         adapter = a.adapter or BioNeedle().reader()
     info = read_provenance(adapter)
     size = (Path(adapter) / "adapter_model.safetensors").stat().st_size
-    report["adapter"] = {"path": str(adapter), "mb": round(size / 1e6, 2), "steps": info["steps"],
-                         "examples": info["examples"], "train_s": info["train_seconds"],
-                         "load": info.get("host", {}).get("load_average"), "final_loss": info["final_loss"],
-                         "eval_loss": info["eval_loss"], "command": info["command"]}
+    report["adapter"] = {
+        "path": str(adapter),
+        "mb": round(size / 1e6, 2),
+        "steps": info["steps"],
+        "examples": info["examples"],
+        "train_s": info["train_seconds"],
+        "load": info.get("host", {}).get("load_average"),
+        "final_loss": info["final_loss"],
+        "eval_loss": info["eval_loss"],
+        "command": info["command"],
+    }
 
     headline, curve, route = [], [], {}
     for reader in a.readers.split(","):
@@ -144,15 +172,35 @@ def main() -> None:
         server = launch_server(opts, None)
         report[f"{reader}_server_start_s"] = round(time.monotonic() - t0, 1)
         try:
-            ec = EndpointConfig(url=server.base_url, model=server.model, api="completions", concurrency=2, timeout_s=3600)
+            ec = EndpointConfig(
+                url=server.base_url, model=server.model, api="completions", concurrency=2, timeout_s=3600
+            )
             for forms in ("all", "seen", "held-out"):
-                rows, wall = run_compare(ec, a.out / f"{reader}-1k-{forms}", [1000], parse_depths("0,25,50,75,100"),
-                                         a.needles, shots, forms, strategies, use_cache)
+                rows, wall = run_compare(
+                    ec,
+                    a.out / f"{reader}-1k-{forms}",
+                    [1000],
+                    parse_depths("0,25,50,75,100"),
+                    a.needles,
+                    shots,
+                    forms,
+                    strategies,
+                    use_cache,
+                )
                 headline += [{"reader": reader, "forms": forms, **r} for r in rows]
                 report[f"{reader}_1k_{forms}_wall_s"] = round(wall, 1)
             if a.curve:
-                rows, wall = run_compare(ec, a.out / f"{reader}-curve", parse_lengths(a.curve), parse_depths("0,50,100"),
-                                         a.curve_needles, shots, "all", strategies, use_cache)
+                rows, wall = run_compare(
+                    ec,
+                    a.out / f"{reader}-curve",
+                    parse_lengths(a.curve),
+                    parse_depths("0,50,100"),
+                    a.curve_needles,
+                    shots,
+                    "all",
+                    strategies,
+                    use_cache,
+                )
                 curve += [{"reader": reader, **r} for r in rows]
                 report[f"{reader}_curve_wall_s"] = round(wall, 1)
             if a.route_needles:
@@ -163,25 +211,39 @@ def main() -> None:
 
     ad = report["adapter"]
     print(f"\n### Training (load average 1/5/15 min at the end of training: {ad['load']})\n")
-    print(f"- adapter: {ad['path']}, {ad['mb']} MB; {ad['steps']} steps, {ad['examples']} examples, "
-          f"{ad['train_s'] / 60:.1f} min of training; loss {ad['final_loss']} (train), {ad['eval_loss']} (held-out)")
+    print(
+        f"- adapter: {ad['path']}, {ad['mb']} MB; {ad['steps']} steps, {ad['examples']} examples, "
+        f"{ad['train_s'] / 60:.1f} min of training; loss {ad['final_loss']} (train), {ad['eval_loss']} (held-out)"
+    )
     if "train_wall_s" in report:
-        print(f"- `harness finetune` wall (data, training, saving): {report['train_wall_s'] / 60:.1f} min; "
-              f"load before {report['load_start']}, after {report['load_after_training']}")
+        print(
+            f"- `harness finetune` wall (data, training, saving): {report['train_wall_s'] / 60:.1f} min; "
+            f"load before {report['load_start']}, after {report['load_after_training']}"
+        )
     print(f"- command: `{ad['command']}`")
-    print(f"\n### Accuracy at 1k tokens, test split (5 depths x {a.needles} needles; forms: all = the test split, "
-          "seen / held-out = needles written only with forms the training split has / lacks)\n")
-    print(table(sorted(headline, key=lambda r: (r["strategy"], r["forms"], r["reader"])), ["strategy", "forms", "reader"]))
+    print(
+        f"\n### Accuracy at 1k tokens, test split (5 depths x {a.needles} needles; forms: all = the test split, "
+        "seen / held-out = needles written only with forms the training split has / lacks)\n"
+    )
+    print(
+        table(sorted(headline, key=lambda r: (r["strategy"], r["forms"], r["reader"])), ["strategy", "forms", "reader"])
+    )
     if curve:
         print(f"\n### By length (test split, 3 depths x {a.curve_needles} needles; trained on 256..2k)\n")
         rows = [{"reader": r["reader"], "forms": "all", **r} for r in headline if r["forms"] == "all"] + curve
-        print(table(sorted(rows, key=lambda r: (r["strategy"], r["reader"], r["length"])), ["strategy", "reader", "length"]))
+        print(
+            table(
+                sorted(rows, key=lambda r: (r["strategy"], r["reader"], r["length"])), ["strategy", "reader", "length"]
+            )
+        )
     if route:
         print("\n### Route accuracy, answerable form (self-route), 1k full context, zero-shot\n")
         print("| reader | answerable when shown | not answerable when taken out | fields when shown | n |")
         print("|---|---|---|---|---|")
         for reader, r in route.items():
-            print(f"| {reader} | {100 * r['shown']:.0f} | {100 * r['absent']:.0f} | {100 * r['fields_when_shown']:.1f} | {r['n']} |")
+            print(
+                f"| {reader} | {100 * r['shown']:.0f} | {100 * r['absent']:.0f} | {100 * r['fields_when_shown']:.1f} | {r['n']} |"
+            )
     walls = {k: v for k, v in report.items() if k.endswith("_s") and k != "train_wall_s"}
     print(f"\nwall seconds: {walls}; load average at start {report['load_start']}, at end {report['load_end']}")
     report.update(headline=headline, curve=curve, route=route)

@@ -30,7 +30,9 @@ sys.path.insert(0, str(ROOT))
 
 def _llm_style(labels: dict, rng: random.Random) -> dict:
     out = dict(labels)
-    out["nationality"] = rng.choice([labels["nationality"], labels["nationality"].title(), f" {labels['nationality']} "])
+    out["nationality"] = rng.choice(
+        [labels["nationality"], labels["nationality"].title(), f" {labels['nationality']} "]
+    )
     born = labels["date_of_birth"]
     out["date_of_birth"] = {k: (str(v) if v else None) for k, v in born.items()}
     if not any(labels["date_of_death"].values()):
@@ -53,8 +55,7 @@ def write_files(folder: Path, lines: int) -> tuple[Path, Path, Path]:
             name = f"{r.name} {i}"  # new people, same prose
             bio = r.bio.replace(r.name, name)
             h.write(json.dumps({"name": name, "bio": bio, "num_tokens": len(bio) // 4}) + "\n")
-            lab.write(json.dumps({"name": name, "bio": bio,
-                                  "json": _llm_style(r.labels.model_dump(), rng)}) + "\n")
+            lab.write(json.dumps({"name": name, "bio": bio, "json": _llm_style(r.labels.model_dump(), rng)}) + "\n")
     needles.write_text("".join(r.to_json_line() + "\n" for r in g.records("needles", 8)))
     return hay, labeled, needles
 

@@ -54,14 +54,23 @@ def main() -> None:
 
     out = a.out or Path(tempfile.mkdtemp(prefix="bench-long-context-"))
     if a.endpoint:
-        ec = EndpointConfig(url=a.endpoint, model=a.model, api="completions", concurrency=a.concurrency,
-                            timeout_s=3600)
+        ec = EndpointConfig(url=a.endpoint, model=a.model, api="completions", concurrency=a.concurrency, timeout_s=3600)
     else:
-        ec = EndpointConfig(max_model_len=a.max_model_len, rope_scaling=a.rope_scaling, rope_factor=a.rope_factor,
-                            concurrency=a.concurrency, timeout_s=3600)
+        ec = EndpointConfig(
+            max_model_len=a.max_model_len,
+            rope_scaling=a.rope_scaling,
+            rope_factor=a.rope_factor,
+            concurrency=a.concurrency,
+            timeout_s=3600,
+        )
     config = RunConfig(
-        strategies=split_strategies([a.strategies]), lengths=parse_lengths(a.length), depths=parse_depths(a.depths),
-        needles=a.needles, shots=a.shots, endpoint=ec, out=out,
+        strategies=split_strategies([a.strategies]),
+        lengths=parse_lengths(a.length),
+        depths=parse_depths(a.depths),
+        needles=a.needles,
+        shots=a.shots,
+        endpoint=ec,
+        out=out,
     )
     t0 = time.monotonic()
     run_compare(config, use_cache=False)
@@ -70,10 +79,14 @@ def main() -> None:
     summary = json.loads((out / "summary.json").read_text())
     srv = summary.get("server") or {}
     print()
-    print(f"window: {window_text(srv.get('max_model_len'), srv.get('launch'))}; vLLM {srv.get('server_version')}; "
-          f"length {config.lengths[0]:,} tokens; wall {wall:.0f} s (server start included)")
-    head = (f"{'strategy':<22} {'acc %':>6} {'prompt tok/q':>12} {'prefill s':>9} {'prefill tok/s':>13} "
-            f"{'decode tok/s':>12} {'TTFT s':>7} {'cache hit %':>11}")
+    print(
+        f"window: {window_text(srv.get('max_model_len'), srv.get('launch'))}; vLLM {srv.get('server_version')}; "
+        f"length {config.lengths[0]:,} tokens; wall {wall:.0f} s (server start included)"
+    )
+    head = (
+        f"{'strategy':<22} {'acc %':>6} {'prompt tok/q':>12} {'prefill s':>9} {'prefill tok/s':>13} "
+        f"{'decode tok/s':>12} {'TTFT s':>7} {'cache hit %':>11}"
+    )
     print(head)
     print("-" * len(head))
 
@@ -82,14 +95,39 @@ def main() -> None:
 
     rows = []
     for s in summary["by_strategy"]:
-        print(f"{s['strategy']:<22} {f(100 * s['accuracy'], '6.1f')} {f(s.get('prompt_tokens'), '12.0f')} "
-              f"{f(s.get('prefill_s'), '9.1f')} {f(s.get('prefill_tok_per_s'), '13.0f')} "
-              f"{f(s.get('decode_tok_per_s'), '12.1f')} {f(s.get('ttft_s'), '7.1f')} "
-              f"{f(None if s.get('prefix_cache_hit_rate') is None else 100 * s['prefix_cache_hit_rate'], '11.1f')}")
-        rows.append({k: s.get(k) for k in ("strategy", "accuracy", "prompt_tokens", "prefill_s", "prefill_tok_per_s",
-                                           "decode_tok_per_s", "ttft_s", "prefix_cache_hit_rate")})
-    print(json.dumps({"bench": "long_context", "length": config.lengths[0], "window": srv.get("max_model_len"),
-                      "launch": srv.get("launch"), "wall_s": round(wall, 1), "rows": rows}))
+        print(
+            f"{s['strategy']:<22} {f(100 * s['accuracy'], '6.1f')} {f(s.get('prompt_tokens'), '12.0f')} "
+            f"{f(s.get('prefill_s'), '9.1f')} {f(s.get('prefill_tok_per_s'), '13.0f')} "
+            f"{f(s.get('decode_tok_per_s'), '12.1f')} {f(s.get('ttft_s'), '7.1f')} "
+            f"{f(None if s.get('prefix_cache_hit_rate') is None else 100 * s['prefix_cache_hit_rate'], '11.1f')}"
+        )
+        rows.append(
+            {
+                k: s.get(k)
+                for k in (
+                    "strategy",
+                    "accuracy",
+                    "prompt_tokens",
+                    "prefill_s",
+                    "prefill_tok_per_s",
+                    "decode_tok_per_s",
+                    "ttft_s",
+                    "prefix_cache_hit_rate",
+                )
+            }
+        )
+    print(
+        json.dumps(
+            {
+                "bench": "long_context",
+                "length": config.lengths[0],
+                "window": srv.get("max_model_len"),
+                "launch": srv.get("launch"),
+                "wall_s": round(wall, 1),
+                "rows": rows,
+            }
+        )
+    )
     print(f"run folder: {out}")
 
 

@@ -36,7 +36,8 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
 def _grid(endpoint, lengths, depths, needles, shots, strategies=("full-context",)):
-    from harness.api import build_scenario, build_strategies, cache_dir as default_cache_dir
+    from harness.api import build_scenario, build_strategies
+    from harness.api import cache_dir as default_cache_dir
     from harness.config import RunConfig
 
     config = RunConfig(strategies=list(strategies), lengths=lengths, depths=depths, needles=needles, shots=shots)
@@ -54,9 +55,19 @@ def run_harness(endpoint, scen, strats, samples, shots, concurrency, max_tokens,
     with tempfile.TemporaryDirectory(dir=ROOT / "results" if (ROOT / "results").is_dir() else None) as d:
         store = RunStore(Path(d) / "run").create()
         t0 = time.perf_counter()
-        runner.run(run_id="bench", scenario=scen, strategies=strats, samples=samples, endpoint=endpoint,
-                   store=store, shots=shots, concurrency=concurrency, max_tokens=max_tokens, window=None,
-                   cache=cache)
+        runner.run(
+            run_id="bench",
+            scenario=scen,
+            strategies=strats,
+            samples=samples,
+            endpoint=endpoint,
+            store=store,
+            shots=shots,
+            concurrency=concurrency,
+            max_tokens=max_tokens,
+            window=None,
+            cache=cache,
+        )
         dt = time.perf_counter() - t0
         n = len(store.rows())
     return dt, n
@@ -83,15 +94,23 @@ def run_bare(base_url: str, requests: list[tuple[str, dict]], concurrency: int) 
             for path, body in it:
                 extra = {"response_format": body["response_format"]} if "response_format" in body else None
                 if path == "/completions":
-                    r = await client.completions.create(model=body["model"], prompt=body["prompt"],
-                                                        temperature=0, max_tokens=body["max_tokens"],
-                                                        extra_body=extra)
-                    r.choices[0].text
+                    r = await client.completions.create(
+                        model=body["model"],
+                        prompt=body["prompt"],
+                        temperature=0,
+                        max_tokens=body["max_tokens"],
+                        extra_body=extra,
+                    )
+                    _ = r.choices[0].text
                 else:
-                    r = await client.chat.completions.create(model=body["model"], messages=body["messages"],
-                                                             temperature=0, max_tokens=body["max_tokens"],
-                                                             extra_body=extra)
-                    r.choices[0].message.content
+                    r = await client.chat.completions.create(
+                        model=body["model"],
+                        messages=body["messages"],
+                        temperature=0,
+                        max_tokens=body["max_tokens"],
+                        extra_body=extra,
+                    )
+                    _ = r.choices[0].message.content
 
         t0 = time.perf_counter()
         await asyncio.gather(*(worker() for _ in range(concurrency)))
@@ -142,9 +161,16 @@ def part1(args) -> None:
     table(
         f"(1) harness overhead: zero-latency stand-in server on 127.0.0.1, {n} queries, concurrency "
         f"{args.concurrency}, median of {args.repeats} (this machine: {os.cpu_count()} cores)",
-        [("bare AsyncOpenAI client (send only)", f"{b:.2f}", f"{n / b:.0f}", "1.00x", ""),
-         ("harness (plan, count, send, parse, score, fsync'd record)", f"{h:.2f}", f"{n / h:.0f}",
-          f"{b / h:.2f}x", f"{'PASS' if b / h >= 0.8 and n / h >= 300 else 'FAIL'} (>= 0.8x and >= 300 q/s)")],
+        [
+            ("bare AsyncOpenAI client (send only)", f"{b:.2f}", f"{n / b:.0f}", "1.00x", ""),
+            (
+                "harness (plan, count, send, parse, score, fsync'd record)",
+                f"{h:.2f}",
+                f"{n / h:.0f}",
+                f"{b / h:.2f}x",
+                f"{'PASS' if b / h >= 0.8 and n / h >= 300 else 'FAIL'} (>= 0.8x and >= 300 q/s)",
+            ),
+        ],
         ("client", "seconds", "queries/s", "vs bare", "target"),
     )
 
@@ -170,9 +196,22 @@ def part2(args) -> None:
     table(
         f"(2) real vLLM ({args.model} at {endpoint.base_url}), {n} queries x {args.vllm_repeats} passes each, "
         f"concurrency {c}, alternating",
-        [("bare AsyncOpenAI client", " ".join(f"{t:.1f}" for t in bare_t), f"{n * len(bare_t) / b:.2f}", "1.00x", ""),
-         ("harness", " ".join(f"{t:.1f}" for t in harness_t), f"{n * len(harness_t) / h:.2f}", f"{b / h:.2f}x",
-          f"{'PASS' if b / h >= 0.95 else 'FAIL'} (>= 0.95x)")],
+        [
+            (
+                "bare AsyncOpenAI client",
+                " ".join(f"{t:.1f}" for t in bare_t),
+                f"{n * len(bare_t) / b:.2f}",
+                "1.00x",
+                "",
+            ),
+            (
+                "harness",
+                " ".join(f"{t:.1f}" for t in harness_t),
+                f"{n * len(harness_t) / h:.2f}",
+                f"{b / h:.2f}x",
+                f"{'PASS' if b / h >= 0.95 else 'FAIL'} (>= 0.95x)",
+            ),
+        ],
         ("client", "seconds per pass", "queries/s", "vs bare", "target"),
     )
 
@@ -197,10 +236,15 @@ def part3(args) -> None:
         times, calls, cached = [], [], []
         for i in range(2):
             config = RunConfig(
-                strategies=["full-context", "rag-dense"], lengths=lengths, depths=[0.0, 50.0, 100.0],
-                needles=args.vllm_needles, shots=2, out=Path(d) / f"run{i}",
-                endpoint=EndpointConfig(url=args.vllm, model=args.model, api="completions",
-                                        concurrency=args.vllm_concurrency),
+                strategies=["full-context", "rag-dense"],
+                lengths=lengths,
+                depths=[0.0, 50.0, 100.0],
+                needles=args.vllm_needles,
+                shots=2,
+                out=Path(d) / f"run{i}",
+                endpoint=EndpointConfig(
+                    url=args.vllm, model=args.model, api="completions", concurrency=args.vllm_concurrency
+                ),
             )
             before = sent["n"]
             t0 = time.perf_counter()
@@ -218,10 +262,17 @@ def part3(args) -> None:
     client_mod.Session.send = orig
     table(
         "(3) response cache: the same `harness compare` twice, new run folder each time (run_compare, in process)",
-        [("first run (empty cache)", f"{times[0]:.2f}", calls[0], cached[0], ""),
-         ("identical rerun", f"{times[1]:.2f}", calls[1], cached[1],
-          f"{times[0] / times[1]:.0f}x faster {'PASS' if calls[1] == 0 and times[0] / times[1] >= 20 else 'FAIL'}"
-          " (0 calls, >= 20x)")],
+        [
+            ("first run (empty cache)", f"{times[0]:.2f}", calls[0], cached[0], ""),
+            (
+                "identical rerun",
+                f"{times[1]:.2f}",
+                calls[1],
+                cached[1],
+                f"{times[0] / times[1]:.0f}x faster {'PASS' if calls[1] == 0 and times[0] / times[1] >= 20 else 'FAIL'}"
+                " (0 calls, >= 20x)",
+            ),
+        ],
         ("run", "seconds", "model calls", "records from cache", "target"),
     )
 

@@ -50,9 +50,18 @@ def table(title: str, rows: list[tuple], head: tuple) -> None:
     sys.stdout.flush()
 
 
-def compare_once(urls: list[str], model: str, out: Path, *, executor: str = "local", workers: int = 0,
-                 concurrency: int = 8, replica_concurrency: int = 0, needles: int = 10,
-                 strategies=("full-context", "rag-bm25:top_k=2")) -> tuple[float, int, float]:
+def compare_once(
+    urls: list[str],
+    model: str,
+    out: Path,
+    *,
+    executor: str = "local",
+    workers: int = 0,
+    concurrency: int = 8,
+    replica_concurrency: int = 0,
+    needles: int = 10,
+    strategies=("full-context", "rag-bm25:top_k=2"),
+) -> tuple[float, int, float]:
     """Seconds for one `harness compare` (samples, plan, asking, report), the records it wrote, and the
     asking phase's rate: records over the time from the first record to the last (their `time`)."""
     from harness import api
@@ -60,12 +69,25 @@ def compare_once(urls: list[str], model: str, out: Path, *, executor: str = "loc
     from harness.store import RunStore
     from harness.ui import console, err
 
-    config = RunConfig(strategies=list(strategies), lengths=[300], depths=[0.0, 25.0, 50.0, 75.0, 100.0],
-                       needles=needles, shots=0, seed=1,
-                       endpoint=EndpointConfig(url=urls[0], replicas=urls[1:], model=model, api="completions",
-                                               concurrency=concurrency, replica_concurrency=replica_concurrency,
-                                               api_key_env=None),
-                       executor=ExecutorConfig(kind=executor, workers=workers), out=out)
+    config = RunConfig(
+        strategies=list(strategies),
+        lengths=[300],
+        depths=[0.0, 25.0, 50.0, 75.0, 100.0],
+        needles=needles,
+        shots=0,
+        seed=1,
+        endpoint=EndpointConfig(
+            url=urls[0],
+            replicas=urls[1:],
+            model=model,
+            api="completions",
+            concurrency=concurrency,
+            replica_concurrency=replica_concurrency,
+            api_key_env=None,
+        ),
+        executor=ExecutorConfig(kind=executor, workers=workers),
+        out=out,
+    )
     console.quiet = err.quiet = True
     try:
         t0 = time.perf_counter()
@@ -97,23 +119,41 @@ def part_executors(args, tmp: Path) -> None:
         results: dict[tuple[str, int], list] = {}
         for rep in range(args.repeats):  # alternated, the median kept: this machine's load drifts
             for executor, workers in [("local", 0), ("ray", 1), ("ray", 2)]:
-                results.setdefault((executor, workers), []).append(compare_once(
-                    [url], model, tmp / f"{executor}{workers}-{rep}", executor=executor, workers=workers,
-                    concurrency=args.concurrency, needles=args.needles))
+                results.setdefault((executor, workers), []).append(
+                    compare_once(
+                        [url],
+                        model,
+                        tmp / f"{executor}{workers}-{rep}",
+                        executor=executor,
+                        workers=workers,
+                        concurrency=args.concurrency,
+                        needles=args.needles,
+                    )
+                )
         ray.shutdown()
         for (executor, workers), runs in results.items():
             dt = statistics.median(r[0] for r in runs)
             rate = statistics.median(r[2] for r in runs)
             n = runs[0][1]
-            rows.append((executor if executor == "local" else f"ray, {workers} actor(s)", n, f"{dt:.1f}",
-                         f"{n / dt:.1f}", f"{rate:.1f}"))
+            rows.append(
+                (
+                    executor if executor == "local" else f"ray, {workers} actor(s)",
+                    n,
+                    f"{dt:.1f}",
+                    f"{n / dt:.1f}",
+                    f"{rate:.1f}",
+                )
+            )
     finally:
         for p in procs:
             p.kill()
             p.wait()
-    table(f"(1) executors: harness compare end to end, {what}, concurrency {args.concurrency}, "
-          f"{os.cpu_count()} CPUs, median of {args.repeats}", rows,
-          ("executor", "queries", "wall s", "queries/s end to end", "queries/s asking"))
+    table(
+        f"(1) executors: harness compare end to end, {what}, concurrency {args.concurrency}, "
+        f"{os.cpu_count()} CPUs, median of {args.repeats}",
+        rows,
+        ("executor", "queries", "wall s", "queries/s end to end", "queries/s asking"),
+    )
 
 
 def part_replicas(args, tmp: Path) -> None:
@@ -124,18 +164,43 @@ def part_replicas(args, tmp: Path) -> None:
     rows = []
     try:
         for n in (1, 2):
-            dt, q, rate = compare_once(urls[:n], MODEL, tmp / f"replicas{n}", concurrency=args.cap * n,
-                                       replica_concurrency=args.cap, needles=args.needles,
-                                       strategies=("full-context",))
-            rows.append((n, args.cap, q, f"{dt:.1f}", f"{q / dt:.1f}", f"{rate:.1f}",
-                         f"{n * args.cap / args.replica_latency:.0f}"))
+            dt, q, rate = compare_once(
+                urls[:n],
+                MODEL,
+                tmp / f"replicas{n}",
+                concurrency=args.cap * n,
+                replica_concurrency=args.cap,
+                needles=args.needles,
+                strategies=("full-context",),
+            )
+            rows.append(
+                (
+                    n,
+                    args.cap,
+                    q,
+                    f"{dt:.1f}",
+                    f"{q / dt:.1f}",
+                    f"{rate:.1f}",
+                    f"{n * args.cap / args.replica_latency:.0f}",
+                )
+            )
     finally:
         for p, _ in procs:
             p.kill()
             p.wait()
-    table(f"(2) replicas: stand-in replicas, {args.replica_latency:g} s a request, {args.cap} in flight each",
-          rows, ("replicas", "cap each", "queries", "wall s", "queries/s end to end", "queries/s asking",
-                 "bound: replicas x cap / latency"))
+    table(
+        f"(2) replicas: stand-in replicas, {args.replica_latency:g} s a request, {args.cap} in flight each",
+        rows,
+        (
+            "replicas",
+            "cap each",
+            "queries",
+            "wall s",
+            "queries/s end to end",
+            "queries/s asking",
+            "bound: replicas x cap / latency",
+        ),
+    )
 
 
 def part_faiss(args) -> None:
@@ -163,14 +228,16 @@ def part_faiss(args) -> None:
         exact = None
         for name in ("flat", "ivf", "hnsw"):
             if name == "hnsw" and n > args.hnsw_max:
-                rows.append((data, f"{n:,}", name, "-", "-", "-", f"skipped: > --hnsw-max {args.hnsw_max:,} (build time)"))
+                rows.append(
+                    (data, f"{n:,}", name, "-", "-", "-", f"skipped: > --hnsw-max {args.hnsw_max:,} (build time)")
+                )
                 continue
             t0 = time.perf_counter()
             if name == "flat":
                 index = faiss.IndexFlatIP(d)
                 index.add(xb)
             elif name == "ivf":
-                nlist = max(16, int(4 * n ** 0.5))
+                nlist = max(16, int(4 * n**0.5))
                 index = faiss.IndexIVFFlat(faiss.IndexFlatIP(d), d, nlist, faiss.METRIC_INNER_PRODUCT)
                 index.train(xb[: min(n, 40 * nlist)])
                 index.add(xb)
@@ -187,12 +254,25 @@ def part_faiss(args) -> None:
             if name == "flat":
                 exact = ids
             recall = np.mean([len(set(a) & set(b)) / k for a, b in zip(ids, exact)])
-            rows.append((data, f"{n:,}", name, f"{build:.2f}", f"{query_ms:.3f}", f"{recall:.3f}",
-                         f"nlist {nlist}, nprobe 16" if name == "ivf" else ""))
+            rows.append(
+                (
+                    data,
+                    f"{n:,}",
+                    name,
+                    f"{build:.2f}",
+                    f"{query_ms:.3f}",
+                    f"{recall:.3f}",
+                    f"nlist {nlist}, nprobe 16" if name == "ivf" else "",
+                )
+            )
             del index
         del xb
-    table(f"(3) faiss: dim {d}, unit vectors (random; or 1,000 topics with scatter), inner product, {nq} queries, "
-          f"top {k}, {os.cpu_count()} CPU threads", rows, ("data", "chunks", "index", "build s", "query ms", "recall@10", "notes"))
+    table(
+        f"(3) faiss: dim {d}, unit vectors (random; or 1,000 topics with scatter), inner product, {nq} queries, "
+        f"top {k}, {os.cpu_count()} CPU threads",
+        rows,
+        ("data", "chunks", "index", "build s", "query ms", "recall@10", "notes"),
+    )
 
 
 def main() -> None:

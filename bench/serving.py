@@ -65,13 +65,14 @@ class Setting:
     spin: bool = False  # vLLM's own 1 s busy-wait of the shm queue readers (the harness's plugin sets 0)
 
     @classmethod
-    def parse(cls, text: str) -> "Setting":
+    def parse(cls, text: str) -> Setting:
         parts = text.strip().lower().split("-")
         dtypes = [p for p in parts if p in DTYPES]
         unknown = [p for p in parts if p not in DTYPES and p not in ("eager", "avx2", "spin")]
         if len(dtypes) != 1 or unknown:
             raise argparse.ArgumentTypeError(
-                f"setting {text!r}: give one of bf16|fp32, optionally -eager, -avx2 and -spin (e.g. fp32-avx2-eager)")
+                f"setting {text!r}: give one of bf16|fp32, optionally -eager, -avx2 and -spin (e.g. fp32-avx2-eager)"
+            )
         return cls(text.strip().lower(), DTYPES[dtypes[0]], "eager" in parts, "avx2" in parts, "spin" in parts)
 
     def env(self) -> dict[str, str]:
@@ -148,7 +149,7 @@ class Others:
         self.pgid = pgid
         self.pct: float | None = None
 
-    def __enter__(self) -> "Others":
+    def __enter__(self) -> Others:
         self._t, self._busy, self._own = time.monotonic(), _busy_seconds(), _own_seconds(self.pgid)
         return self
 
@@ -173,13 +174,22 @@ def wait_for_quiet(limit: float, max_wait: float, pgid: int | None = None) -> fl
 
 def isa_check(env: dict[str, str]) -> str:
     """What torch and oneDNN use under `env`: ATen's capability and the ISA of a bf16 matmul."""
-    code = ("import torch;print('ATen', torch.backends.cpu.get_cpu_capability());"
-            "a=torch.randn(64,256,dtype=torch.bfloat16);torch.nn.functional.linear(a,a)")
-    proc = subprocess.run([sys.executable, "-c", code], env={**os.environ, **env, "ONEDNN_VERBOSE": "1"},
-                          capture_output=True, text=True, timeout=120)
+    code = (
+        "import torch;print('ATen', torch.backends.cpu.get_cpu_capability());"
+        "a=torch.randn(64,256,dtype=torch.bfloat16);torch.nn.functional.linear(a,a)"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code],
+        env={**os.environ, **env, "ONEDNN_VERBOSE": "1"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     aten = next((ln.split()[1] for ln in proc.stdout.splitlines() if ln.startswith("ATen ")), "?")
-    matmul = next((ln.split(",")[6] for ln in proc.stdout.splitlines()
-                   if ",primitive,exec,cpu,matmul," in ln), "torch's own (no oneDNN)")
+    matmul = next(
+        (ln.split(",")[6] for ln in proc.stdout.splitlines() if ",primitive,exec,cpu,matmul," in ln),
+        "torch's own (no oneDNN)",
+    )
     return f"ATen {aten}; bf16 matmul: {matmul}"
 
 
@@ -193,8 +203,8 @@ def group_cpu_seconds(pgid: int) -> dict[int, tuple[str, float]]:
             stat = Path(f"/proc/{pid}/stat").read_text()
         except OSError:
             continue
-        name = stat[stat.find("(") + 1: stat.rfind(")")]
-        f = stat[stat.rfind(")") + 2:].split()
+        name = stat[stat.find("(") + 1 : stat.rfind(")")]
+        f = stat[stat.rfind(")") + 2 :].split()
         out[pid] = (name, (int(f[11]) + int(f[12])) / hz)
     return out
 
@@ -254,13 +264,18 @@ def measure(srv, res: Result, a, rng: random.Random) -> None:
         return sum(u["completion_tokens"] for u in usages) / (time.monotonic() - t0)
 
     for size in a.prefill:
-        res.prefill[size] = best_of(f"prefill {size}", lambda: prefill(size))
-        print(f"  prefill {size:>5} tokens: {res.prefill[size]:8.1f} tok/s (others: {res.others[f'prefill {size}']} %)",
-              flush=True)
+        res.prefill[size] = best_of(f"prefill {size}", lambda: prefill(size))  # noqa: B023 (called at once, in the loop)
+        print(
+            f"  prefill {size:>5} tokens: {res.prefill[size]:8.1f} tok/s (others: {res.others[f'prefill {size}']} %)",
+            flush=True,
+        )
     for n in a.concurrency:
-        res.decode[n] = best_of(f"decode x{n}", lambda: decode(n))
-        print(f"  decode x{n:<2}: {res.decode[n]:8.1f} tok/s, all requests together (others: "
-              f"{res.others[f'decode x{n}']} %)", flush=True)
+        res.decode[n] = best_of(f"decode x{n}", lambda: decode(n))  # noqa: B023 (called at once, in the loop)
+        print(
+            f"  decode x{n:<2}: {res.decode[n]:8.1f} tok/s, all requests together (others: "
+            f"{res.others[f'decode x{n}']} %)",
+            flush=True,
+        )
     tails = []
     for _ in range(3):  # what the server burns right after a request: the harness's time between requests
         time.sleep(3)
@@ -284,9 +299,12 @@ def run_setting(setting: Setting, a, extra_env: dict[str, str], workdir: Path) -
     if a.first_start:  # its own empty caches; without a first start, the usual (shared, warm) ones
         cache = workdir / setting.name
         env.update(TORCHINDUCTOR_CACHE_DIR=str(cache / "inductor"), VLLM_CACHE_ROOT=str(cache / "vllm"))
-    print(f"\n== {setting.name}: dtype {setting.dtype}, {'eager' if setting.eager else 'compiled'}, "
-          f"{'AVX2-restricted' if setting.avx2 else 'native ISA'}"
-          f"{', shm busy-wait 1 s (vLLM default)' if setting.spin else ''}", flush=True)
+    print(
+        f"\n== {setting.name}: dtype {setting.dtype}, {'eager' if setting.eager else 'compiled'}, "
+        f"{'AVX2-restricted' if setting.avx2 else 'native ISA'}"
+        f"{', shm busy-wait 1 s (vLLM default)' if setting.spin else ''}",
+        flush=True,
+    )
     res.isa_check = isa_check(env)
     print(f"  {res.isa_check}", flush=True)
     opts = ServerOptions(dtype=setting.dtype)
@@ -312,8 +330,11 @@ def run_setting(setting: Setting, a, extra_env: dict[str, str], workdir: Path) -
                 res.phases, res.served_dtype = srv.phases, srv.served_dtype
                 res.plugin_processes = sorted(srv.plugin_processes)
                 res.cpu_plan = srv.plan.cpu.describe() if srv.plan and srv.plan.cpu else None
-                print(f"  warm start: {res.warm_start_s} s (others: {o.pct} %); served dtype {res.served_dtype}; "
-                      f"phases {srv.phases}", flush=True)
+                print(
+                    f"  warm start: {res.warm_start_s} s (others: {o.pct} %); served dtype {res.served_dtype}; "
+                    f"phases {srv.phases}",
+                    flush=True,
+                )
                 measure(srv, res, a, rng)
             finally:
                 srv.stop()
@@ -325,9 +346,22 @@ def run_setting(setting: Setting, a, extra_env: dict[str, str], workdir: Path) -
 
 
 def table(results: list[Result], a) -> str:
-    head = ["setting", "ISA", "dtype", "mode", "shm busy-wait s", "first start s", "warm start s",
-            *[f"prefill {s / 1000:g}k tok/s" for s in a.prefill], *[f"decode x{n} tok/s" for n in a.concurrency],
-            "default concurrency", "CPU % 0-2 s after a request", "idle CPU %", "others' CPU % (max)", "load 1-min"]
+    head = [
+        "setting",
+        "ISA",
+        "dtype",
+        "mode",
+        "shm busy-wait s",
+        "first start s",
+        "warm start s",
+        *[f"prefill {s / 1000:g}k tok/s" for s in a.prefill],
+        *[f"decode x{n} tok/s" for n in a.concurrency],
+        "default concurrency",
+        "CPU % 0-2 s after a request",
+        "idle CPU %",
+        "others' CPU % (max)",
+        "load 1-min",
+    ]
     rows = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
 
     def f(x):
@@ -335,10 +369,22 @@ def table(results: list[Result], a) -> str:
 
     for r in results:
         s = r.setting
-        cells = [s.name, "AVX2 (restricted)" if s.avx2 else "native", s.dtype, "eager" if s.eager else "compiled",
-                 f((r.cpu_plan or {}).get("shm_busy_loop_s")), f(r.first_start_s), f(r.warm_start_s), *[f(r.prefill.get(n)) for n in a.prefill],
-                 *[f(r.decode.get(n)) for n in a.concurrency], f((r.cpu_plan or {}).get("concurrency")),
-                 f(r.tail_cpu), f(r.idle_cpu), f(max(r.others.values(), default=None)), "/".join(f"{x:.1f}" for x in r.load)]
+        cells = [
+            s.name,
+            "AVX2 (restricted)" if s.avx2 else "native",
+            s.dtype,
+            "eager" if s.eager else "compiled",
+            f((r.cpu_plan or {}).get("shm_busy_loop_s")),
+            f(r.first_start_s),
+            f(r.warm_start_s),
+            *[f(r.prefill.get(n)) for n in a.prefill],
+            *[f(r.decode.get(n)) for n in a.concurrency],
+            f((r.cpu_plan or {}).get("concurrency")),
+            f(r.tail_cpu),
+            f(r.idle_cpu),
+            f(max(r.others.values(), default=None)),
+            "/".join(f"{x:.1f}" for x in r.load),
+        ]
         if r.error:
             cells[-1] += f" FAILED: {r.error[:80]}"
         rows.append("| " + " | ".join(cells) + " |")
@@ -351,27 +397,50 @@ def main() -> None:
     facts = read_facts()
     default = "bf16,fp32-avx2" if facts.native_bf16 else "fp32"
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--settings", default=default,
-                    help=f"comma-separated settings: bf16|fp32 [-eager] [-avx2] (default here: {default})")
+    ap.add_argument(
+        "--settings",
+        default=default,
+        help=f"comma-separated settings: bf16|fp32 [-eager] [-avx2] (default here: {default})",
+    )
     ap.add_argument("--repeats", type=int, default=2, help="runs of each measurement; the best is kept")
     ap.add_argument("--prefill", default="1000,4000", help="prompt sizes in tokens (default 1000,4000)")
     ap.add_argument("--concurrency", default="1,2,4,8", help="decode concurrency levels (default 1,2,4,8)")
     ap.add_argument("--decode-tokens", type=int, default=64, help="tokens per decode request (default 64)")
-    ap.add_argument("--no-first-start", dest="first_start", action="store_false",
-                    help="skip the start with empty compile caches; the server then uses the usual caches")
-    ap.add_argument("--env", action="append", default=[], metavar="KEY=VALUE",
-                    help="extra environment for every server (e.g. to measure without a default)")
-    ap.add_argument("--quiet", type=float, default=25,
-                    help="before each start and measurement, wait until other processes use less than this "
-                         "%% of a core (default 25)")
-    ap.add_argument("--max-wait", type=float, default=900,
-                    help="seconds to wait for that at most before a start (a quarter of it before a measurement)")
+    ap.add_argument(
+        "--no-first-start",
+        dest="first_start",
+        action="store_false",
+        help="skip the start with empty compile caches; the server then uses the usual caches",
+    )
+    ap.add_argument(
+        "--env",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="extra environment for every server (e.g. to measure without a default)",
+    )
+    ap.add_argument(
+        "--quiet",
+        type=float,
+        default=25,
+        help="before each start and measurement, wait until other processes use less than this "
+        "%% of a core (default 25)",
+    )
+    ap.add_argument(
+        "--max-wait",
+        type=float,
+        default=900,
+        help="seconds to wait for that at most before a start (a quarter of it before a measurement)",
+    )
     ap.add_argument("--json", type=Path, default=None, help="also write the results here")
     a = ap.parse_args()
     try:
         settings = [Setting.parse(s) for s in a.settings.split(",") if s.strip()]
-        a.prefill = [int(float(x.lower().rstrip("k")) * (1000 if x.lower().endswith("k") else 1))
-                     for x in a.prefill.split(",") if x.strip()]
+        a.prefill = [
+            int(float(x.lower().rstrip("k")) * (1000 if x.lower().endswith("k") else 1))
+            for x in a.prefill.split(",")
+            if x.strip()
+        ]
         a.concurrency = [int(x) for x in a.concurrency.split(",") if x.strip()]
         extra_env = dict(kv.split("=", 1) for kv in a.env)
     except (argparse.ArgumentTypeError, ValueError) as e:
@@ -382,9 +451,13 @@ def main() -> None:
     import torch
     import vllm
 
-    print(f"CPU: {facts.model}; {len(facts.cpus)} allowed cores ({os.cpu_count()} online); flags: "
-          + ", ".join(f"{f}={'yes' if f in facts.flags else 'no'}" for f in ("avx2", "avx512f", "avx512_bf16",
-                                                                             "amx_tile", "amx_bf16")))
+    print(
+        f"CPU: {facts.model}; {len(facts.cpus)} allowed cores ({os.cpu_count()} online); flags: "
+        + ", ".join(
+            f"{f}={'yes' if f in facts.flags else 'no'}"
+            for f in ("avx2", "avx512f", "avx512_bf16", "amx_tile", "amx_bf16")
+        )
+    )
     print(f"vLLM {vllm.__version__}, torch {torch.__version__}; load average {os.getloadavg()}")
     workdir = Path(tempfile.mkdtemp(prefix="bench-serving-"))
     results = []
@@ -399,13 +472,16 @@ def main() -> None:
                 shutil.rmtree(p, ignore_errors=True)
     print(f"\nwall {time.monotonic() - t0:.0f} s; logs: {workdir}")
     for r in results:
-        print(f"{r.setting.name}: {r.isa_check}; served dtype {r.served_dtype}; shm busy loop "
-              f"{(r.cpu_plan or {}).get('shm_busy_loop_s')} s (plugin ran in: {', '.join(r.plugin_processes) or 'none'})")
+        print(
+            f"{r.setting.name}: {r.isa_check}; served dtype {r.served_dtype}; shm busy loop "
+            f"{(r.cpu_plan or {}).get('shm_busy_loop_s')} s (plugin ran in: {', '.join(r.plugin_processes) or 'none'})"
+        )
     print()
     print(table(results, a))
     if a.json:
-        a.json.write_text(json.dumps([{**r.__dict__, "setting": r.setting.__dict__} for r in results], indent=2,
-                                     default=str) + "\n")
+        a.json.write_text(
+            json.dumps([{**r.__dict__, "setting": r.setting.__dict__} for r in results], indent=2, default=str) + "\n"
+        )
         print(f"\n{a.json} written ({len(keep)} logs kept in {workdir})")
 
 

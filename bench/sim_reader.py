@@ -84,7 +84,7 @@ def split_task(prompt: str | list[dict[str, Any]]) -> Task | None:
     q = text.rfind(_QUESTION)
     if q < start:
         return None
-    question = text[q + len(_QUESTION):]
+    question = text[q + len(_QUESTION) :]
     question = question.split("\nAnswer:", 1)[0].strip()
     return Task(context=text[start:q].strip(), question=question)
 
@@ -97,8 +97,9 @@ def subject_of(question: str) -> str | None:
 class Reader:
     """The answering logic, apart from HTTP (tests call it directly)."""
 
-    def __init__(self, seed: int = 0, max_needles: int = 64, base: float = 0.97, decay: float = 0.04,
-                 middle: float = 0.15):
+    def __init__(
+        self, seed: int = 0, max_needles: int = 64, base: float = 0.97, decay: float = 0.04, middle: float = 0.15
+    ):
         from harness import registry
 
         scen = self.scenario = registry.get("scenario", "bio-needle")(seed=seed)
@@ -172,8 +173,12 @@ class SimServer(fake_openai.Server):
     def __init__(self, reader: Reader, model: str = fake_openai.MODEL, max_model_len: int = 131072):
         super().__init__(model=model, max_model_len=max_model_len)
         self.reader = reader
-        self._models = json.dumps({"object": "list", "data": [
-            {"id": model, "object": "model", "root": f"sim/{model}", "max_model_len": max_model_len}]}).encode()
+        self._models = json.dumps(
+            {
+                "object": "list",
+                "data": [{"id": model, "object": "model", "root": f"sim/{model}", "max_model_len": max_model_len}],
+            }
+        ).encode()
 
     async def route(self, method: bytes, path: bytes, headers: dict, body: bytes) -> tuple[int, bytes]:
         if path not in (b"/v1/completions", b"/v1/chat/completions"):
@@ -196,12 +201,21 @@ class SimServer(fake_openai.Server):
         usage = {"prompt_tokens": max(1, len(flat) // 4), "completion_tokens": max(1, len(text) // 4)}
         usage["total_tokens"] = usage["prompt_tokens"] + usage["completion_tokens"]
         usage["prompt_tokens_details"] = {"cached_tokens": 0}
-        choice = ({"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"} if chat
-                  else {"index": 0, "text": text, "logprobs": None, "finish_reason": "stop"})
-        return 200, json.dumps({
-            "id": "sim", "object": "chat.completion" if chat else "text_completion", "created": 0,
-            "model": self.model, "choices": [choice], "usage": usage,
-        }).encode()
+        choice = (
+            {"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}
+            if chat
+            else {"index": 0, "text": text, "logprobs": None, "finish_reason": "stop"}
+        )
+        return 200, json.dumps(
+            {
+                "id": "sim",
+                "object": "chat.completion" if chat else "text_completion",
+                "created": 0,
+                "model": self.model,
+                "choices": [choice],
+                "usage": usage,
+            }
+        ).encode()
 
 
 def start_subprocess(*args: str):

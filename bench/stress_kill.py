@@ -81,18 +81,55 @@ def main() -> None:
     proc = None
     if a.endpoint:
         url = a.endpoint
-        grid = ["--lengths", "500,800", "--depths", "0,50,100", "--needles", "2", "-s", "full-context",
-                "--shots", "0", "--concurrency", "4"]
+        grid = [
+            "--lengths",
+            "500,800",
+            "--depths",
+            "0,50,100",
+            "--needles",
+            "2",
+            "-s",
+            "full-context",
+            "--shots",
+            "0",
+            "--concurrency",
+            "4",
+        ]
     else:
         from fake_openai import start_subprocess
 
         proc, url = start_subprocess("--latency", "0.01")
-        grid = ["--lengths", "300", "--depths", ",".join(str(d) for d in range(0, 101, 5)), "--needles", "10",
-                "-s", "full-context", "--shots", "1", "--concurrency", "8"]
+        grid = [
+            "--lengths",
+            "300",
+            "--depths",
+            ",".join(str(d) for d in range(0, 101, 5)),
+            "--needles",
+            "10",
+            "-s",
+            "full-context",
+            "--shots",
+            "1",
+            "--concurrency",
+            "8",
+        ]
 
     def cmd(out: Path) -> list[str]:
-        return [sys.executable, "-m", "harness.cli", "compare", "--endpoint", url, "--model", a.model,
-                "--api", "completions", "--out", str(out), *grid]
+        return [
+            sys.executable,
+            "-m",
+            "harness.cli",
+            "compare",
+            "--endpoint",
+            url,
+            "--model",
+            a.model,
+            "--api",
+            "completions",
+            "--out",
+            str(out),
+            *grid,
+        ]
 
     def env(cache: Path) -> dict:
         e = dict(os.environ, HARNESS_RESPONSE_CACHE=str(cache), TOKENIZERS_PARALLELISM="false")
@@ -117,14 +154,17 @@ def main() -> None:
             if a.endpoint:  # answers for most queries from the reference; the model is asked for a few
                 shutil.copy(ref_cache, cache)
                 with sqlite3.connect(cache) as db:
-                    db.executemany("DELETE FROM responses WHERE key = ?",
-                                   [(k,) for k in rng.sample(keys, min(len(keys), rng.randint(2, 4)))])
+                    db.executemany(
+                        "DELETE FROM responses WHERE key = ?",
+                        [(k,) for k in rng.sample(keys, min(len(keys), rng.randint(2, 4)))],
+                    )
                 trial_env = env(cache)
             else:  # canned answers: no cache at all, every query goes to the stand-in
                 trial_env = env(cache)
                 trial_env["HARNESS_RESPONSE_CACHE"] = str(work / f"none{trial}.sqlite")
-            proc_h = subprocess.Popen(cmd(out), env=trial_env, cwd=ROOT, stdout=subprocess.DEVNULL,
-                                      stderr=subprocess.DEVNULL)
+            proc_h = subprocess.Popen(
+                cmd(out), env=trial_env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+            )
             if rng.random() < 0.5:
                 delay = rng.uniform(0.2, t_ref)
                 how = f"t={delay:.2f}s"
@@ -157,9 +197,11 @@ def main() -> None:
             stats["torn lines"] += torn
             stats["finished before the kill"] += finished
             stats["killed with 1..n-1 records"] += 0 < kept < len(want)
-            print(f"trial {trial:3d}: kill at {how:12s} kept {kept:4d}/{len(want)} torn {torn} "
-                  f"{'(had finished) ' if finished else ''}{'OK' if problem is None else 'FAIL ' + problem}",
-                  flush=True)
+            print(
+                f"trial {trial:3d}: kill at {how:12s} kept {kept:4d}/{len(want)} torn {torn} "
+                f"{'(had finished) ' if finished else ''}{'OK' if problem is None else 'FAIL ' + problem}",
+                flush=True,
+            )
         print()
         for k, v in stats.items():
             print(f"{k:28s} {v}")

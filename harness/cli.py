@@ -139,8 +139,6 @@ def parse_kv(items: list[str], what: str) -> dict[str, str]:
     return out
 
 
-
-
 def deprecated_params(**flags: str | None) -> dict[str, str]:
     """Old flags that are now scenario parameters (`--haystack-file X` is `-P haystack_file=X`): mapped,
     with a note. The scenario checks them like any -P."""
@@ -160,49 +158,129 @@ def compare(
     lengths: str = typer.Option(None, "--lengths", help="context lengths in the model's tokens: 1k,2k,4k"),
     depths: str = typer.Option(None, "--depths", help="needle depths in percent: 0,50,100"),
     needles: int = typer.Option(None, "--needles", help="needles per (length, depth) cell"),
-    shots: int = typer.Option(None, "--shots", help="few-shot examples in every prompt (default: 0 for a tuned reader, 2 otherwise)"),
+    shots: int = typer.Option(
+        None, "--shots", help="few-shot examples in every prompt (default: 0 for a tuned reader, 2 otherwise)"
+    ),
     seed: int = typer.Option(None, "--seed"),
     scenario_param: list[str] = typer.Option(None, "--scenario-param", "-P", help="scenario option key=value"),
-    endpoint: list[str] = typer.Option(None, "--endpoint", help="OpenAI-compatible URL; default: serve the embedded model. Give it again for replicas of the same model: requests go to the least busy, a lost replica's requests to the others"),
-    executor: Optional[str] = typer.Option(None, "--executor", help="local (default) or ray: grid cells on a Ray cluster, records written here"),
-    ray_address: Optional[str] = typer.Option(None, "--ray-address", help="--executor ray: a running cluster (auto, ray://HOST:10001); default: $RAY_ADDRESS or a local one"),
-    ray_workers: Optional[int] = typer.Option(None, "--ray-workers", help="--executor ray: actors preparing and answering cells (default: one per cluster CPU)"),
-    replica_concurrency: Optional[int] = typer.Option(None, "--replica-concurrency", help="requests in flight per replica (default: --concurrency / replicas)"),
-    model: Optional[str] = typer.Option(None, "--model", help="served model name at --endpoint; without --endpoint: a local folder or Hugging Face id to serve, gemma-3-270m (the embedded base) or a shipped tuned reader (default: the scenario's tuned reader, gemma-3-270m-<scenario>, else gemma-3-270m)"),
-    api: str = typer.Option(None, "--api", help="completions (base models) or chat; default: completions for the embedded model, chat otherwise"),
+    endpoint: list[str] = typer.Option(
+        None,
+        "--endpoint",
+        help="OpenAI-compatible URL; default: serve the embedded model. Give it again for replicas of the same model: requests go to the least busy, a lost replica's requests to the others",
+    ),
+    executor: Optional[str] = typer.Option(
+        None, "--executor", help="local (default) or ray: grid cells on a Ray cluster, records written here"
+    ),
+    ray_address: Optional[str] = typer.Option(
+        None,
+        "--ray-address",
+        help="--executor ray: a running cluster (auto, ray://HOST:10001); default: $RAY_ADDRESS or a local one",
+    ),
+    ray_workers: Optional[int] = typer.Option(
+        None,
+        "--ray-workers",
+        help="--executor ray: actors preparing and answering cells (default: one per cluster CPU)",
+    ),
+    replica_concurrency: Optional[int] = typer.Option(
+        None, "--replica-concurrency", help="requests in flight per replica (default: --concurrency / replicas)"
+    ),
+    model: Optional[str] = typer.Option(
+        None,
+        "--model",
+        help="served model name at --endpoint; without --endpoint: a local folder or Hugging Face id to serve, gemma-3-270m (the embedded base) or a shipped tuned reader (default: the scenario's tuned reader, gemma-3-270m-<scenario>, else gemma-3-270m)",
+    ),
+    api: str = typer.Option(
+        None,
+        "--api",
+        help="completions (base models) or chat; default: completions for the embedded model, chat otherwise",
+    ),
     api_key_env: str = typer.Option(None, "--api-key-env", help="environment variable holding the API key"),
-    max_model_len: Optional[int] = typer.Option(None, "--max-model-len", help="context window of the started server; past the model's native window this implies YaRN (factor ceil(N/native))"),
-    rope_scaling: Optional[str] = typer.Option(None, "--rope-scaling", help="RoPE scaling of the started server: yarn, linear, dynamic, or none (no implied YaRN)"),
-    rope_factor: Optional[float] = typer.Option(None, "--rope-factor", help="RoPE scaling factor (window = original x factor)"),
-    original_max_len: Optional[int] = typer.Option(None, "--original-max-len", help="the pre-training window the scaling starts from (default: the model's max_position_embeddings)"),
+    max_model_len: Optional[int] = typer.Option(
+        None,
+        "--max-model-len",
+        help="context window of the started server; past the model's native window this implies YaRN (factor ceil(N/native))",
+    ),
+    rope_scaling: Optional[str] = typer.Option(
+        None,
+        "--rope-scaling",
+        help="RoPE scaling of the started server: yarn, linear, dynamic, or none (no implied YaRN)",
+    ),
+    rope_factor: Optional[float] = typer.Option(
+        None, "--rope-factor", help="RoPE scaling factor (window = original x factor)"
+    ),
+    original_max_len: Optional[int] = typer.Option(
+        None,
+        "--original-max-len",
+        help="the pre-training window the scaling starts from (default: the model's max_position_embeddings)",
+    ),
     revision: Optional[str] = typer.Option(None, "--revision", help="Hugging Face revision of --model"),
-    tensor_parallel_size: Optional[int] = typer.Option(None, "--tensor-parallel-size", help="GPUs to shard the model over"),
-    gpu_memory_utilization: Optional[float] = typer.Option(None, "--gpu-memory-utilization", help="fraction of GPU memory vLLM may use (GPU build)"),
-    dtype: Optional[str] = typer.Option(None, "--dtype", help="weights/activations dtype: auto, bfloat16, float16, float32"),
-    adapter: Optional[Path] = typer.Option(None, "--adapter", help="a LoRA adapter folder from `harness finetune`: served merged into the embedded model"),
-    concurrency: int = typer.Option(None, "--concurrency", help="requests in flight (default: chosen for this CPU for the embedded model, 8 for --endpoint)"),
+    tensor_parallel_size: Optional[int] = typer.Option(
+        None, "--tensor-parallel-size", help="GPUs to shard the model over"
+    ),
+    gpu_memory_utilization: Optional[float] = typer.Option(
+        None, "--gpu-memory-utilization", help="fraction of GPU memory vLLM may use (GPU build)"
+    ),
+    dtype: Optional[str] = typer.Option(
+        None, "--dtype", help="weights/activations dtype: auto, bfloat16, float16, float32"
+    ),
+    adapter: Optional[Path] = typer.Option(
+        None, "--adapter", help="a LoRA adapter folder from `harness finetune`: served merged into the embedded model"
+    ),
+    concurrency: int = typer.Option(
+        None,
+        "--concurrency",
+        help="requests in flight (default: chosen for this CPU for the embedded model, 8 for --endpoint)",
+    ),
     timeout: Optional[float] = typer.Option(None, "--timeout", help="seconds per request attempt (default 600)"),
-    max_retries: Optional[int] = typer.Option(None, "--max-retries", help="retries of a request on 429/5xx/timeouts/connection errors (default 3)"),
-    no_cache: bool = typer.Option(False, "--no-cache", help="ask the model even when the response cache holds the answer"),
+    max_retries: Optional[int] = typer.Option(
+        None, "--max-retries", help="retries of a request on 429/5xx/timeouts/connection errors (default 3)"
+    ),
+    no_cache: bool = typer.Option(
+        False, "--no-cache", help="ask the model even when the response cache holds the answer"
+    ),
     max_tokens: int = typer.Option(None, "--max-tokens", help="answer token limit"),
     include: list[Path] = typer.Option(None, "--include", help="Python file that registers scenarios/strategies"),
-    out: Optional[Path] = typer.Option(None, "--out", help="run folder (default results/<run-id>); an existing one is resumed"),
+    out: Optional[Path] = typer.Option(
+        None, "--out", help="run folder (default results/<run-id>); an existing one is resumed"
+    ),
     resume: Optional[Path] = typer.Option(None, "--resume", help="finish an interrupted run folder"),
     config_file: Optional[Path] = typer.Option(None, "--config", help="replay a run's config.yaml (flags override it)"),
-    faithfulness: str = typer.Option("none", "--faithfulness", help="none, or ragas: ragas Faithfulness through a judge endpoint"),
-    judge_endpoint: Optional[str] = typer.Option(None, "--judge-endpoint", help="OpenAI-compatible judge URL (default: the run's own endpoint)"),
-    judge_model: Optional[str] = typer.Option(None, "--judge-model", help="judge model name (default: the run's model)"),
-    judge_api: Optional[str] = typer.Option(None, "--judge-api", help="completions or chat (default: the run's API; chat for another --judge-endpoint)"),
-    judge_api_key_env: Optional[str] = typer.Option(None, "--judge-api-key-env", help="environment variable holding the judge's API key"),
+    faithfulness: str = typer.Option(
+        "none", "--faithfulness", help="none, or ragas: ragas Faithfulness through a judge endpoint"
+    ),
+    judge_endpoint: Optional[str] = typer.Option(
+        None, "--judge-endpoint", help="OpenAI-compatible judge URL (default: the run's own endpoint)"
+    ),
+    judge_model: Optional[str] = typer.Option(
+        None, "--judge-model", help="judge model name (default: the run's model)"
+    ),
+    judge_api: Optional[str] = typer.Option(
+        None, "--judge-api", help="completions or chat (default: the run's API; chat for another --judge-endpoint)"
+    ),
+    judge_api_key_env: Optional[str] = typer.Option(
+        None, "--judge-api-key-env", help="environment variable holding the judge's API key"
+    ),
     judge_concurrency: int = typer.Option(2, "--judge-concurrency", help="judge queries in flight"),
     judge_max_tokens: int = typer.Option(1024, "--judge-max-tokens", help="judge answer token limit"),
     prices: Optional[Path] = typer.Option(None, "--prices", help="YAML price table overriding the shipped one"),
-    tolerance: float = typer.Option(2.0, "--tolerance", help="verdict: accuracy points within which the cheapest strategy counts"),
-    alpha: float = typer.Option(0.05, "--alpha", help="significance level of the verdict's paired tests (and of --until-decided)"),
-    until_decided: bool = typer.Option(False, "--until-decided", help="add needles in rounds, per length, until the verdict there is settled"),
-    max_needles: Optional[int] = typer.Option(None, "--max-needles", help="--until-decided: needles per cell at most (default 32)"),
-    haystack_file: Optional[str] = typer.Option(None, "--haystack-file", hidden=True, help="deprecated: -P haystack_file=PATH"),
-    needles_file: Optional[str] = typer.Option(None, "--needles-file", hidden=True, help="deprecated: -P needles_file=PATH"),
+    tolerance: float = typer.Option(
+        2.0, "--tolerance", help="verdict: accuracy points within which the cheapest strategy counts"
+    ),
+    alpha: float = typer.Option(
+        0.05, "--alpha", help="significance level of the verdict's paired tests (and of --until-decided)"
+    ),
+    until_decided: bool = typer.Option(
+        False, "--until-decided", help="add needles in rounds, per length, until the verdict there is settled"
+    ),
+    max_needles: Optional[int] = typer.Option(
+        None, "--max-needles", help="--until-decided: needles per cell at most (default 32)"
+    ),
+    haystack_file: Optional[str] = typer.Option(
+        None, "--haystack-file", hidden=True, help="deprecated: -P haystack_file=PATH"
+    ),
+    needles_file: Optional[str] = typer.Option(
+        None, "--needles-file", hidden=True, help="deprecated: -P needles_file=PATH"
+    ),
 ):
     """Run every strategy over the same haystacks and print the comparison."""
     base = harness_api.load_config(config_file, resume)
@@ -228,12 +306,24 @@ def compare(
         update={
             k: v
             for k, v in dict(
-                url=endpoint[0] if endpoint else None, replicas=list(endpoint[1:]) if endpoint else None,
-                replica_concurrency=replica_concurrency, model=model, api=api, api_key_env=api_key_env, max_model_len=max_model_len,
-                concurrency=concurrency, max_tokens=max_tokens, timeout_s=timeout, max_retries=max_retries,
-                rope_scaling=rope_scaling, rope_factor=rope_factor, original_max_len=original_max_len,
-                revision=revision, tensor_parallel_size=tensor_parallel_size,
-                gpu_memory_utilization=gpu_memory_utilization, dtype=dtype,
+                url=endpoint[0] if endpoint else None,
+                replicas=list(endpoint[1:]) if endpoint else None,
+                replica_concurrency=replica_concurrency,
+                model=model,
+                api=api,
+                api_key_env=api_key_env,
+                max_model_len=max_model_len,
+                concurrency=concurrency,
+                max_tokens=max_tokens,
+                timeout_s=timeout,
+                max_retries=max_retries,
+                rope_scaling=rope_scaling,
+                rope_factor=rope_factor,
+                original_max_len=original_max_len,
+                revision=revision,
+                tensor_parallel_size=tensor_parallel_size,
+                gpu_memory_utilization=gpu_memory_utilization,
+                dtype=dtype,
                 adapter=str(adapter) if adapter is not None else None,
             ).items()
             if v is not None
@@ -243,8 +333,11 @@ def compare(
         raise UsageError("--executor must be local or ray")
     if ray_workers is not None and ray_workers < 1:
         raise UsageError("--ray-workers must be at least 1")
-    xc = config.executor.model_copy(update={k: v for k, v in dict(
-        kind=executor, ray_address=ray_address, workers=ray_workers).items() if v is not None})
+    xc = config.executor.model_copy(
+        update={
+            k: v for k, v in dict(kind=executor, ray_address=ray_address, workers=ray_workers).items() if v is not None
+        }
+    )
     if (ray_address or ray_workers) and xc.kind != "ray":
         raise UsageError("--ray-address and --ray-workers go with --executor ray")
     config.executor = xc
@@ -265,13 +358,15 @@ def compare(
                 tolerance=tolerance / 100 if until_decided else prior.tolerance,
             )
         except Exception:
-            raise UsageError("--until-decided: --max-needles must be at least 1, --alpha in (0, 1), "
-                             "--tolerance in 0-100 points") from None
+            raise UsageError(
+                "--until-decided: --max-needles must be at least 1, --alpha in (0, 1), --tolerance in 0-100 points"
+            ) from None
         if until_decided and needles is None and not base.get("adaptive"):
             config.needles = config.adaptive.first_round()
         if config.needles > config.adaptive.max_needles:
-            raise UsageError(f"--needles {config.needles} (the first round) is more than --max-needles "
-                             f"{config.adaptive.max_needles}")
+            raise UsageError(
+                f"--needles {config.needles} (the first round) is more than --max-needles {config.adaptive.max_needles}"
+            )
     if config.needles < 1:
         raise UsageError("--needles must be at least 1")
     if config.shots is not None and config.shots < 0:
@@ -285,38 +380,73 @@ def compare(
     if config.endpoint.timeout_s <= 0 or config.endpoint.max_retries < 0:
         raise UsageError("--timeout must be positive and --max-retries 0 or more")
     report = harness_api.ReportOptions(  # an --until-decided run's verdict tests at its own alpha / planned looks
-        prices=prices, tolerance=tolerance, alpha=None if config.adaptive else alpha, faithfulness=faithfulness,
+        prices=prices,
+        tolerance=tolerance,
+        alpha=None if config.adaptive else alpha,
+        faithfulness=faithfulness,
         judge_endpoint=judge_endpoint,
-        judge_model=judge_model, judge_api=judge_api, judge_api_key_env=judge_api_key_env,
-        judge_concurrency=judge_concurrency, judge_max_tokens=judge_max_tokens,
+        judge_model=judge_model,
+        judge_api=judge_api,
+        judge_api_key_env=judge_api_key_env,
+        judge_concurrency=judge_concurrency,
+        judge_max_tokens=judge_max_tokens,
     )
     report.check()
     harness_api.compare(config, use_cache=not no_cache, report=report)
 
 
-
 @app.command()
 def serve(
-    model: Optional[str] = typer.Option(None, "--model", help="a local folder or Hugging Face id (default: the embedded gemma-3-270m)"),
-    max_model_len: Optional[int] = typer.Option(None, "--max-model-len", help="context window; past the model's native window this implies YaRN (factor ceil(N/native))"),
-    rope_scaling: Optional[str] = typer.Option(None, "--rope-scaling", help="yarn, linear, dynamic, or none (no implied YaRN)"),
-    rope_factor: Optional[float] = typer.Option(None, "--rope-factor", help="RoPE scaling factor (window = original x factor)"),
-    original_max_len: Optional[int] = typer.Option(None, "--original-max-len", help="the pre-training window the scaling starts from (default: the model's max_position_embeddings)"),
+    model: Optional[str] = typer.Option(
+        None, "--model", help="a local folder or Hugging Face id (default: the embedded gemma-3-270m)"
+    ),
+    max_model_len: Optional[int] = typer.Option(
+        None,
+        "--max-model-len",
+        help="context window; past the model's native window this implies YaRN (factor ceil(N/native))",
+    ),
+    rope_scaling: Optional[str] = typer.Option(
+        None, "--rope-scaling", help="yarn, linear, dynamic, or none (no implied YaRN)"
+    ),
+    rope_factor: Optional[float] = typer.Option(
+        None, "--rope-factor", help="RoPE scaling factor (window = original x factor)"
+    ),
+    original_max_len: Optional[int] = typer.Option(
+        None,
+        "--original-max-len",
+        help="the pre-training window the scaling starts from (default: the model's max_position_embeddings)",
+    ),
     revision: Optional[str] = typer.Option(None, "--revision", help="Hugging Face revision of --model"),
-    tensor_parallel_size: Optional[int] = typer.Option(None, "--tensor-parallel-size", help="GPUs to shard the model over"),
-    gpu_memory_utilization: Optional[float] = typer.Option(None, "--gpu-memory-utilization", help="fraction of GPU memory vLLM may use (GPU build)"),
+    tensor_parallel_size: Optional[int] = typer.Option(
+        None, "--tensor-parallel-size", help="GPUs to shard the model over"
+    ),
+    gpu_memory_utilization: Optional[float] = typer.Option(
+        None, "--gpu-memory-utilization", help="fraction of GPU memory vLLM may use (GPU build)"
+    ),
     dtype: Optional[str] = typer.Option(None, "--dtype", help="auto, bfloat16, float16, float32"),
-    adapter: Optional[Path] = typer.Option(None, "--adapter", help="a LoRA adapter folder from `harness finetune`: served merged into the embedded model"),
+    adapter: Optional[Path] = typer.Option(
+        None, "--adapter", help="a LoRA adapter folder from `harness finetune`: served merged into the embedded model"
+    ),
     log: Optional[Path] = typer.Option(None, "--log", help="server log file"),
-    replicas: int = typer.Option(1, "--replicas", help="servers of the same model on their own ports (GPUs: tensor-parallel-size devices each, by CUDA_VISIBLE_DEVICES); use them with --endpoint given once per replica"),
+    replicas: int = typer.Option(
+        1,
+        "--replicas",
+        help="servers of the same model on their own ports (GPUs: tensor-parallel-size devices each, by CUDA_VISIBLE_DEVICES); use them with --endpoint given once per replica",
+    ),
 ):
     """Serve a model (default: the embedded one; --model gemma-3-270m-<scenario> or --adapter DIR a tuned reader) on 127.0.0.1 until Ctrl-C; use its URL with `compare --endpoint`."""
     if rope_scaling is not None and rope_scaling not in ("yarn", "linear", "dynamic", "none"):
         raise UsageError("--rope-scaling must be yarn, linear, dynamic or none")
     ec = EndpointConfig(
-        model=model, max_model_len=max_model_len, rope_scaling=rope_scaling, rope_factor=rope_factor,
-        original_max_len=original_max_len, revision=revision, tensor_parallel_size=tensor_parallel_size,
-        gpu_memory_utilization=gpu_memory_utilization, dtype=dtype,
+        model=model,
+        max_model_len=max_model_len,
+        rope_scaling=rope_scaling,
+        rope_factor=rope_factor,
+        original_max_len=original_max_len,
+        revision=revision,
+        tensor_parallel_size=tensor_parallel_size,
+        gpu_memory_utilization=gpu_memory_utilization,
+        dtype=dtype,
         adapter=str(adapter) if adapter is not None else None,
     )
     harness_api.serve(ec, log, replicas)
@@ -326,22 +456,44 @@ def serve(
 def report(
     run_dir: Path = typer.Argument(..., help="a run folder written by `harness compare`"),
     prices: Optional[Path] = typer.Option(None, "--prices", help="YAML price table overriding the shipped one"),
-    tolerance: float = typer.Option(2.0, "--tolerance", help="verdict: accuracy points within which the cheapest strategy counts"),
-    alpha: Optional[float] = typer.Option(None, "--alpha", help="significance level of the verdict's paired tests (default 0.05, or the run's own --alpha for an --until-decided run; divided by its planned looks there)"),
+    tolerance: float = typer.Option(
+        2.0, "--tolerance", help="verdict: accuracy points within which the cheapest strategy counts"
+    ),
+    alpha: Optional[float] = typer.Option(
+        None,
+        "--alpha",
+        help="significance level of the verdict's paired tests (default 0.05, or the run's own --alpha for an --until-decided run; divided by its planned looks there)",
+    ),
     faithfulness: str = typer.Option("none", "--faithfulness", help="ragas: judge the records not judged yet first"),
-    judge_endpoint: Optional[str] = typer.Option(None, "--judge-endpoint", help="OpenAI-compatible judge URL (default: the run's endpoint)"),
-    judge_model: Optional[str] = typer.Option(None, "--judge-model", help="judge model name (default: the run's model)"),
+    judge_endpoint: Optional[str] = typer.Option(
+        None, "--judge-endpoint", help="OpenAI-compatible judge URL (default: the run's endpoint)"
+    ),
+    judge_model: Optional[str] = typer.Option(
+        None, "--judge-model", help="judge model name (default: the run's model)"
+    ),
     judge_api: Optional[str] = typer.Option(None, "--judge-api", help="completions or chat"),
-    judge_api_key_env: Optional[str] = typer.Option(None, "--judge-api-key-env", help="environment variable holding the judge's API key"),
+    judge_api_key_env: Optional[str] = typer.Option(
+        None, "--judge-api-key-env", help="environment variable holding the judge's API key"
+    ),
     judge_concurrency: int = typer.Option(2, "--judge-concurrency", help="judge queries in flight"),
     judge_max_tokens: int = typer.Option(1024, "--judge-max-tokens", help="judge answer token limit"),
 ):
     """Recompute the summary, the verdict and report.html of a run folder (no model calls unless --faithfulness ragas)."""
-    harness_api.report(run_dir, harness_api.ReportOptions(
-        prices=prices, tolerance=tolerance, alpha=alpha, faithfulness=faithfulness, judge_endpoint=judge_endpoint,
-        judge_model=judge_model, judge_api=judge_api, judge_api_key_env=judge_api_key_env,
-        judge_concurrency=judge_concurrency, judge_max_tokens=judge_max_tokens,
-    ))
+    harness_api.report(
+        run_dir,
+        harness_api.ReportOptions(
+            prices=prices,
+            tolerance=tolerance,
+            alpha=alpha,
+            faithfulness=faithfulness,
+            judge_endpoint=judge_endpoint,
+            judge_model=judge_model,
+            judge_api=judge_api,
+            judge_api_key_env=judge_api_key_env,
+            judge_concurrency=judge_concurrency,
+            judge_max_tokens=judge_max_tokens,
+        ),
+    )
 
 
 @app.command()
@@ -359,18 +511,32 @@ def recommend(
 @app.command()
 def finetune(
     scenario: str = typer.Option("bio-needle", "--scenario", help="scenario whose training split is learned"),
-    lengths: str = typer.Option("256..2k", "--lengths", help="haystack lengths in the model's tokens: a range lo..hi (drawn log-uniformly) or a list 512,1k"),
+    lengths: str = typer.Option(
+        "256..2k",
+        "--lengths",
+        help="haystack lengths in the model's tokens: a range lo..hi (drawn log-uniformly) or a list 512,1k",
+    ),
     steps: int = typer.Option(None, "--steps", help="optimizer steps (default 250)"),
     batch: int = typer.Option(None, "--batch", help="examples per step (default 1)"),
     lr: float = typer.Option(None, "--lr", help="peak learning rate (default 1e-3)"),
     rank: int = typer.Option(None, "--rank", help="LoRA rank (default 16; alpha is twice the rank)"),
-    strategies: list[str] = typer.Option(None, "--strategies", "-s", help="one-shot strategies showing the contexts, in turn (default full-context)"),
-    answerable_share: float = typer.Option(None, "--answerable-share", help="share of examples in the answerable (self-route) form, half of them without the needle (default 0.2)"),
+    strategies: list[str] = typer.Option(
+        None, "--strategies", "-s", help="one-shot strategies showing the contexts, in turn (default full-context)"
+    ),
+    answerable_share: float = typer.Option(
+        None,
+        "--answerable-share",
+        help="share of examples in the answerable (self-route) form, half of them without the needle (default 0.2)",
+    ),
     seed: int = typer.Option(0, "--seed"),
     scenario_param: list[str] = typer.Option(None, "--scenario-param", "-P", help="scenario option key=value"),
     include: list[Path] = typer.Option(None, "--include", help="Python file that registers scenarios/strategies"),
-    name: Optional[str] = typer.Option(None, "--name", help="served model name of the tuned reader (default gemma-3-270m-<scenario>)"),
-    out: Optional[Path] = typer.Option(None, "--out", help="adapter folder (default results/finetune/<scenario>-<settings hash>); rerunning resumes it"),
+    name: Optional[str] = typer.Option(
+        None, "--name", help="served model name of the tuned reader (default gemma-3-270m-<scenario>)"
+    ),
+    out: Optional[Path] = typer.Option(
+        None, "--out", help="adapter folder (default results/finetune/<scenario>-<settings hash>); rerunning resumes it"
+    ),
     threads: Optional[int] = typer.Option(None, "--threads", help="torch threads (default: every allowed CPU)"),
     no_bf16: bool = typer.Option(False, "--no-bf16", help="train in float32 (slower on CPUs with AVX512-BF16)"),
 ):
@@ -379,12 +545,25 @@ def finetune(
 
     values, is_range = parse_length_spec(lengths)
     try:
-        data = DataConfig(scenario=scenario, scenario_params=parse_kv(scenario_param or [], "--scenario-param"),
-                          includes=[str(p) for p in include or []], lengths=values, length_range=is_range, seed=seed,
-                          **{k: v for k, v in dict(strategies=split_strategies(strategies) if strategies else None,
-                                                   answerable_share=answerable_share).items() if v is not None})
+        data = DataConfig(
+            scenario=scenario,
+            scenario_params=parse_kv(scenario_param or [], "--scenario-param"),
+            includes=[str(p) for p in include or []],
+            lengths=values,
+            length_range=is_range,
+            seed=seed,
+            **{
+                k: v
+                for k, v in dict(
+                    strategies=split_strategies(strategies) if strategies else None, answerable_share=answerable_share
+                ).items()
+                if v is not None
+            },
+        )
         given = dict(steps=steps, batch=batch, lr=lr, rank=rank, alpha=2.0 * rank if rank else None, threads=threads)
-        config = FinetuneConfig(data=data, out=out, bf16=not no_bf16, **{k: v for k, v in given.items() if v is not None})
+        config = FinetuneConfig(
+            data=data, out=out, bf16=not no_bf16, **{k: v for k, v in given.items() if v is not None}
+        )
     except ValueError as e:
         raise UsageError(f"finetune: {_first_error(e)}") from None
     harness_api.finetune(config, command=_command_line(), name=name)
@@ -396,22 +575,39 @@ def export_finetune(
     lengths: str = typer.Option("256..2k", "--lengths", help="haystack lengths: a range lo..hi or a list 512,1k"),
     n: int = typer.Option(1000, "--n", help="training examples"),
     test_n: int = typer.Option(None, "--test-n", help="held-out test-split examples (default n/10)"),
-    strategies: list[str] = typer.Option(None, "--strategies", "-s", help="one-shot strategies showing the contexts (default full-context)"),
-    answerable_share: float = typer.Option(None, "--answerable-share", help="share in the answerable (self-route) form (default 0.2)"),
+    strategies: list[str] = typer.Option(
+        None, "--strategies", "-s", help="one-shot strategies showing the contexts (default full-context)"
+    ),
+    answerable_share: float = typer.Option(
+        None, "--answerable-share", help="share in the answerable (self-route) form (default 0.2)"
+    ),
     seed: int = typer.Option(0, "--seed"),
     scenario_param: list[str] = typer.Option(None, "--scenario-param", "-P", help="scenario option key=value"),
     include: list[Path] = typer.Option(None, "--include", help="Python file that registers scenarios/strategies"),
-    out: Path = typer.Option(Path("train.jsonl"), "--out", help="JSONL file: chat messages, a split field (train/test)"),
+    out: Path = typer.Option(
+        Path("train.jsonl"), "--out", help="JSONL file: chat messages, a split field (train/test)"
+    ),
 ):
     """Write the fine-tuning examples `harness finetune` trains on as chat-format JSONL, with a held-out test split."""
     from harness.finetune.config import DataConfig, ExportConfig
 
     values, is_range = parse_length_spec(lengths)
     try:
-        data = DataConfig(scenario=scenario, scenario_params=parse_kv(scenario_param or [], "--scenario-param"),
-                          includes=[str(p) for p in include or []], lengths=values, length_range=is_range, seed=seed,
-                          **{k: v for k, v in dict(strategies=split_strategies(strategies) if strategies else None,
-                                                   answerable_share=answerable_share).items() if v is not None})
+        data = DataConfig(
+            scenario=scenario,
+            scenario_params=parse_kv(scenario_param or [], "--scenario-param"),
+            includes=[str(p) for p in include or []],
+            lengths=values,
+            length_range=is_range,
+            seed=seed,
+            **{
+                k: v
+                for k, v in dict(
+                    strategies=split_strategies(strategies) if strategies else None, answerable_share=answerable_share
+                ).items()
+                if v is not None
+            },
+        )
         config = ExportConfig(data=data, n=n, test_n=max(1, n // 10) if test_n is None else test_n, out=out)
     except ValueError as e:
         raise UsageError(f"export-finetune: {_first_error(e)}") from None

@@ -38,10 +38,17 @@ class EndpointConfig(BaseModel):
     tensor_parallel_size: int | None = None
     gpu_memory_utilization: float | None = None
     dtype: str | None = None
-    adapter: str | None = Field(None, description="a LoRA adapter folder from `harness finetune`, merged into the "
-                                                   "embedded model and served under its own name")
-    concurrency: int = Field(0, ge=0, description="requests in flight (the whole run, every replica); 0 picks a "
-                                                   "default per endpoint (8 per --endpoint)")
+    adapter: str | None = Field(
+        None,
+        description="a LoRA adapter folder from `harness finetune`, merged into the "
+        "embedded model and served under its own name",
+    )
+    concurrency: int = Field(
+        0,
+        ge=0,
+        description="requests in flight (the whole run, every replica); 0 picks a "
+        "default per endpoint (8 per --endpoint)",
+    )
     timeout_s: float = 600.0
     max_retries: int = 3
     max_tokens: int = 160
@@ -91,8 +98,11 @@ class ExecutorConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     kind: Literal["local", "ray"] = "local"
-    ray_address: str | None = Field(None, description="a running cluster (ray://host:10001, auto); None: "
-                                                       "$RAY_ADDRESS or a local cluster started for the run")
+    ray_address: str | None = Field(
+        None,
+        description="a running cluster (ray://host:10001, auto); None: "
+        "$RAY_ADDRESS or a local cluster started for the run",
+    )
     workers: int = Field(0, ge=0, description="Ray actors preparing and answering cells; 0: one per cluster CPU")
 
 

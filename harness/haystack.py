@@ -55,8 +55,9 @@ def joined_tokens(counts: Sequence[int]) -> int:
     return sum(counts) + SEP_TOKENS * max(0, len(counts) - 1)
 
 
-def fill(source: Iterable[T], budget: int, cache: TokenCache, text: Callable[[T], str] = str,
-         sep_tokens: int = SEP_TOKENS) -> list[T]:
+def fill(
+    source: Iterable[T], budget: int, cache: TokenCache, text: Callable[[T], str] = str, sep_tokens: int = SEP_TOKENS
+) -> list[T]:
     """The longest prefix of `source` whose texts, joined, fit in `budget` tokens.
 
     Each item costs its tokens plus `sep_tokens` for the join before it (none before the first).

@@ -37,7 +37,10 @@ def join_documents(docs: Sequence[Document]) -> str:
 
 
 def build_prompt(
-    instructions: str, shots: Sequence[Any], context: str, question: str,
+    instructions: str,
+    shots: Sequence[Any],
+    context: str,
+    question: str,
     encode: Callable[[Any], Any] = lambda a: a,
 ) -> Prompt:
     """`shots` are harness.scenario.Shot objects (documents, question, answer in the scored form);

@@ -26,8 +26,8 @@ from harness.endpoints.client import Completion, Endpoint, RequestFailed, Sessio
 from harness.errors import HarnessError
 from harness.prompting import Prompt, build_prompt
 from harness.record import MAX_RAW, Call
-from harness.scoring.answers import wire_answer, wire_schema
 from harness.samples import Sample
+from harness.scoring.answers import wire_answer, wire_schema
 
 DEFAULT = object()  # "the scenario's answer schema"
 
@@ -36,8 +36,9 @@ class WindowExceeded(HarnessError):
     """A call's prompt (plus its answer budget) does not fit the served context window."""
 
     def __init__(self, prompt_tokens: int, max_tokens: int, window: int):
-        super().__init__(f"a {prompt_tokens}-token prompt (+{max_tokens} to answer) does not fit the "
-                         f"{window:,}-token window")
+        super().__init__(
+            f"a {prompt_tokens}-token prompt (+{max_tokens} to answer) does not fit the {window:,}-token window"
+        )
         self.prompt_tokens, self.max_tokens, self.window = prompt_tokens, max_tokens, window
 
 
@@ -59,9 +60,17 @@ class Asker:
     with the records, in batches, off the event loop.
     """
 
-    def __init__(self, endpoint: Endpoint, session: Session, *, max_tokens: int, window: int | None,
-                 concurrency: int, cache: ResponseCache | None = None,
-                 cache_writes: Callable[[str, dict[str, Any]], None] | None = None):
+    def __init__(
+        self,
+        endpoint: Endpoint,
+        session: Session,
+        *,
+        max_tokens: int,
+        window: int | None,
+        concurrency: int,
+        cache: ResponseCache | None = None,
+        cache_writes: Callable[[str, dict[str, Any]], None] | None = None,
+    ):
         self.endpoint, self.session = endpoint, session
         self.max_tokens, self.window = max_tokens, window
         self.slots = asyncio.Semaphore(max(1, concurrency))
@@ -74,8 +83,14 @@ class Asker:
         # what its prefix cache holds, so asking twice would record two answers where the cache keeps one.
         self.answered: dict[str, asyncio.Future] = {}
 
-    def request(self, prompt: Prompt, schema: dict[str, Any] | None, max_tokens: int,
-                tools: list[dict[str, Any]] | None = None, tool_choice: Any = None) -> tuple[str, dict[str, Any]]:
+    def request(
+        self,
+        prompt: Prompt,
+        schema: dict[str, Any] | None,
+        max_tokens: int,
+        tools: list[dict[str, Any]] | None = None,
+        tool_choice: Any = None,
+    ) -> tuple[str, dict[str, Any]]:
         return self.endpoint.request(prompt, schema, max_tokens, tools=tools, tool_choice=tool_choice)
 
     def key(self, request: tuple[str, dict[str, Any]]) -> str:
@@ -98,8 +113,11 @@ class Asker:
         one byte of text, plus a margin for special and template tokens."""
         if not self.window:
             return True
-        size = (sum(len((m.get("content") or "").encode()) + 16 for m in prompt.messages) if api_chat
-                else len(prompt.text.encode()))
+        size = (
+            sum(len((m.get("content") or "").encode()) + 16 for m in prompt.messages)
+            if api_chat
+            else len(prompt.text.encode())
+        )
         return size + 64 + max_tokens <= self.window
 
 
@@ -121,13 +139,21 @@ class Query:
         """The schema the model answers in (the scenario's, wrapped when it is not an object)."""
         return wire_schema(self.scenario)
 
-    def prompt(self, context: str, question: str | None = None, instructions: str | None = None,
-               shots: Sequence[Any] | None = None) -> Prompt:
+    def prompt(
+        self,
+        context: str,
+        question: str | None = None,
+        instructions: str | None = None,
+        shots: Sequence[Any] | None = None,
+    ) -> Prompt:
         """Instructions and shots first (shared by every request), then `context`, the question last."""
-        return build_prompt(instructions if instructions is not None else self.scenario.instructions,
-                            self.shots if shots is None else shots, context,
-                            question if question is not None else self.sample.question,
-                            lambda gold: wire_answer(self.scenario, gold))
+        return build_prompt(
+            instructions if instructions is not None else self.scenario.instructions,
+            self.shots if shots is None else shots,
+            context,
+            question if question is not None else self.sample.question,
+            lambda gold: wire_answer(self.scenario, gold),
+        )
 
     # -- usage so far ----------------------------------------------------------------------------
     @property
@@ -143,9 +169,17 @@ class Query:
         return out
 
     # -- the model ---------------------------------------------------------------------------------
-    async def generate(self, prompt: Prompt, *, schema: Any = DEFAULT, max_tokens: int | None = None,
-                       purpose: str = "answer", tools: list[dict[str, Any]] | None = None,
-                       tool_choice: Any = None, counted: int | None = None) -> Generation:
+    async def generate(
+        self,
+        prompt: Prompt,
+        *,
+        schema: Any = DEFAULT,
+        max_tokens: int | None = None,
+        purpose: str = "answer",
+        tools: list[dict[str, Any]] | None = None,
+        tool_choice: Any = None,
+        counted: int | None = None,
+    ) -> Generation:
         """Ask the model once. Raises RequestFailed (after retries; the call is recorded with its error),
         WindowExceeded (nothing sent), or EndpointError (the endpoint is gone: the run stops)."""
         a = self.asker
@@ -175,12 +209,18 @@ class Query:
         if shared is not None:
             shared.set_result((generation.completion, generation.call.prompt_tokens_counted))
             if key is not None and a.cache_writes is not None and generation.completion.problem is None:
-                a.cache_writes(key, {"completion": generation.completion.model_dump(),
-                                     "prompt_tokens_counted": generation.call.prompt_tokens_counted})
+                a.cache_writes(
+                    key,
+                    {
+                        "completion": generation.completion.model_dump(),
+                        "prompt_tokens_counted": generation.call.prompt_tokens_counted,
+                    },
+                )
         return generation
 
-    async def _ask(self, request: tuple[str, dict[str, Any]], prompt: Prompt, purpose: str, max_tokens: int,
-                   counted: int | None) -> Generation:
+    async def _ask(
+        self, request: tuple[str, dict[str, Any]], prompt: Prompt, purpose: str, max_tokens: int, counted: int | None
+    ) -> Generation:
         """Send one request (the window checked first; its prompt counted alongside when not yet)."""
         a = self.asker
         chat = a.endpoint.api == "chat"
@@ -206,18 +246,31 @@ class Query:
         counted = await _settle(count_task, cancel=False, fallback=counted)
         return self._record(purpose, completion, counted)
 
-    def _record(self, purpose: str, completion: Completion, counted: int | None, from_cache: bool = False) -> Generation:
+    def _record(
+        self, purpose: str, completion: Completion, counted: int | None, from_cache: bool = False
+    ) -> Generation:
         text = completion.text
         call = Call(
-            purpose=purpose, prompt_tokens=completion.prompt_tokens, prompt_tokens_counted=counted,
-            completion_tokens=completion.completion_tokens, cached_tokens=completion.cached_tokens,
-            latency_s=round(completion.latency_s, 4), finish_reason=completion.finish_reason,
-            attempts=0 if from_cache else completion.attempts, from_cache=from_cache,
-            raw=text[:MAX_RAW], raw_chars=len(text) if len(text) > MAX_RAW else None,
+            purpose=purpose,
+            prompt_tokens=completion.prompt_tokens,
+            prompt_tokens_counted=counted,
+            completion_tokens=completion.completion_tokens,
+            cached_tokens=completion.cached_tokens,
+            latency_s=round(completion.latency_s, 4),
+            finish_reason=completion.finish_reason,
+            attempts=0 if from_cache else completion.attempts,
+            from_cache=from_cache,
+            raw=text[:MAX_RAW],
+            raw_chars=len(text) if len(text) > MAX_RAW else None,
         )
         self.calls.append(call)
-        return Generation(text=text, call=call, tool_calls=list(completion.tool_calls or []), problem=completion.problem,
-                          completion=completion)
+        return Generation(
+            text=text,
+            call=call,
+            tool_calls=list(completion.tool_calls or []),
+            problem=completion.problem,
+            completion=completion,
+        )
 
 
 async def _settle(task: asyncio.Future | None, *, cancel: bool, fallback: int | None) -> int | None:

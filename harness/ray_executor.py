@@ -52,10 +52,19 @@ def _ray():
 # -- the endpoint as the workers rebuild it -------------------------------------------------------------
 def endpoint_spec(endpoint) -> dict[str, Any]:
     """What a worker needs to talk to the same endpoint (or pool) as the driver, without asking it again."""
+
     def one(ep) -> dict[str, Any]:
-        return {"base_url": ep.base_url, "model": ep.model, "api": ep.api, "api_key_env": ep.api_key_env,
-                "timeout_s": ep.timeout_s, "max_retries": ep.max_retries, "info": dict(ep.info),
-                "settings": dict(ep.settings), "tokenize_ok": ep._tokenize_ok}
+        return {
+            "base_url": ep.base_url,
+            "model": ep.model,
+            "api": ep.api,
+            "api_key_env": ep.api_key_env,
+            "timeout_s": ep.timeout_s,
+            "max_retries": ep.max_retries,
+            "info": dict(ep.info),
+            "settings": dict(ep.settings),
+            "tokenize_ok": ep._tokenize_ok,
+        }
 
     replicas = getattr(endpoint, "replicas", None)
     spec = one(endpoint)
@@ -94,6 +103,7 @@ class RemoteSlots:
         try:
             await asyncio.shield(ref)  # type: ignore[arg-type]  (an ObjectRef is awaitable)
         except asyncio.CancelledError:
+
             async def give_back():  # acquired after we stopped waiting: hand it back
                 with contextlib.suppress(Exception):
                     await ref
@@ -128,8 +138,18 @@ def _actor_classes():
     class CellWorker:
         """Prepares cells and answers their queries (see the module docstring)."""
 
-        def __init__(self, config: dict[str, Any], spec: dict[str, Any], shots: list, run_id: str,
-                     cache_path: str | None, max_tokens: int, window: int | None, concurrency: int, slots) -> None:
+        def __init__(
+            self,
+            config: dict[str, Any],
+            spec: dict[str, Any],
+            shots: list,
+            run_id: str,
+            cache_path: str | None,
+            max_tokens: int,
+            window: int | None,
+            concurrency: int,
+            slots,
+        ) -> None:
             os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
             from harness import registry
             from harness.api import build_scenario, build_strategies, cache_dir
@@ -156,9 +176,15 @@ def _actor_classes():
 
                 self.cache = ResponseCache(self.cache_path) if self.cache_path else None
                 session = self.endpoint.session(max(2 * self.concurrency, 8))
-                self.asker = Asker(self.endpoint, session, max_tokens=self.max_tokens, window=self.window,
-                                   concurrency=self.concurrency, cache=self.cache,
-                                   cache_writes=lambda k, v: self.writes.append((k, v)))
+                self.asker = Asker(
+                    self.endpoint,
+                    session,
+                    max_tokens=self.max_tokens,
+                    window=self.window,
+                    concurrency=self.concurrency,
+                    cache=self.cache,
+                    cache_writes=lambda k, v: self.writes.append((k, v)),
+                )
                 self.asker.slots = RemoteSlots(self.slots)
             return self.asker
 
@@ -167,8 +193,9 @@ def _actor_classes():
             from harness import runner
 
             asker = self._asker()
-            plan = await asyncio.to_thread(runner.plan_queries, self.scenario, [self.strategies[label]], samples,
-                                           self.shots, set(), asker)
+            plan = await asyncio.to_thread(
+                runner.plan_queries, self.scenario, [self.strategies[label]], samples, self.shots, set(), asker
+            )
             await runner.count_preflight(plan, asker, self.concurrency, self.max_tokens)
             for p in plan:
                 self.planned[(label, p.sample.id)] = p
@@ -216,11 +243,26 @@ def assign(cells: Sequence[tuple[str, int, list]], workers: int) -> list[int]:
     return out
 
 
-def run(*, run_id: str, config, scenario, strategies: Sequence, samples: Sequence, endpoint, store, shots: Sequence,
-        concurrency: int, max_tokens: int, window: int | None, cache=None,
-        on_planned: Callable[[int], None] = lambda n: None, on_done: Callable[[Any], None] = lambda r: None,
-        on_strategy: Callable[[str | None], None] | None = None, address: str | None = None,
-        workers: int = 0):
+def run(
+    *,
+    run_id: str,
+    config,
+    scenario,
+    strategies: Sequence,
+    samples: Sequence,
+    endpoint,
+    store,
+    shots: Sequence,
+    concurrency: int,
+    max_tokens: int,
+    window: int | None,
+    cache=None,
+    on_planned: Callable[[int], None] = lambda n: None,
+    on_done: Callable[[Any], None] = lambda r: None,
+    on_strategy: Callable[[str | None], None] | None = None,
+    address: str | None = None,
+    workers: int = 0,
+):
     """`runner.run` on Ray: same records, same store, same callbacks (see the module docstring)."""
     from harness import runner
     from harness.record import Record
@@ -235,8 +277,13 @@ def run(*, run_id: str, config, scenario, strategies: Sequence, samples: Sequenc
             return stats
         started = not ray.is_initialized()
         if started:
-            ray.init(address=address, include_dashboard=False, logging_level="WARNING", log_to_driver=False,
-                     ignore_reinit_error=True)
+            ray.init(
+                address=address,
+                include_dashboard=False,
+                logging_level="WARNING",
+                log_to_driver=False,
+                ignore_reinit_error=True,
+            )
         CallSlots, CellWorker = _actor_classes()
         n = workers or max(1, int(ray.cluster_resources().get("CPU", 1) // WORKER_CPUS))
         n = max(1, min(n, len(cells)))
@@ -244,16 +291,27 @@ def run(*, run_id: str, config, scenario, strategies: Sequence, samples: Sequenc
         spec = endpoint_spec(endpoint)
         per_worker = max(1, math.ceil(concurrency / n))  # an actor's own queries in progress follow from this
         in_progress = per_worker * runner.PROGRESS_PER_SLOT
-        actors = [CellWorker.options(max_concurrency=in_progress + 2).remote(
-            config.dump(), spec, list(shots), run_id, str(cache.path) if cache is not None else None, max_tokens, window,
-            per_worker, slots) for _ in range(n)]
+        actors = [
+            CellWorker.options(max_concurrency=in_progress + 2).remote(
+                config.dump(),
+                spec,
+                list(shots),
+                run_id,
+                str(cache.path) if cache is not None else None,
+                max_tokens,
+                window,
+                per_worker,
+                slots,
+            )
+            for _ in range(n)
+        ]
         writer = runner._Writer(store, cache)
         try:
             owner = assign(cells, n)
             # plan every cell (prepare, preflight, counting) on the workers, then the window check here
             counted = _get(ray, [actors[w].plan.remote(label, group) for (label, _, group), w in zip(cells, owner)])
             shims = []
-            for (label, _, group), result in zip(cells, counted):
+            for (_label, _, group), result in zip(cells, counted):
                 by_id = {s.id: s for s in group}
                 shims += [types.SimpleNamespace(sample=by_id[sid], counts=counts) for sid, counts in result]
             runner.check_window(shims, window, max_tokens)
@@ -264,8 +322,10 @@ def run(*, run_id: str, config, scenario, strategies: Sequence, samples: Sequenc
                     continue
                 if on_strategy is not None:
                     on_strategy(label)
-                order = sorted(((s, w) for (_, _, group), w in mine for s in group),
-                               key=lambda sw: (sw[0].length, -sw[0].depth, sw[0].needle_index))
+                order = sorted(
+                    ((s, w) for (_, _, group), w in mine for s in group),
+                    key=lambda sw: (sw[0].length, -sw[0].depth, sw[0].needle_index),
+                )
                 pending = [actors[w].answer.remote(label, s.id) for s, w in order]
                 while pending:
                     ready, pending = ray.wait(pending, num_returns=1)

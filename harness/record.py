@@ -42,7 +42,7 @@ class ModelIdentity(BaseModel):
         """The parts that decide the answers (the port of a local server does not)."""
         return self.model_dump(mode="json")
 
-    def differences(self, other: "ModelIdentity") -> list[str]:
+    def differences(self, other: ModelIdentity) -> list[str]:
         mine, theirs = self.key(), other.key()
         return [k for k in sorted(set(mine) | set(theirs)) if mine.get(k) != theirs.get(k)]
 
@@ -90,8 +90,16 @@ class ShownRecord(BaseModel):
     retrieval: dict[str, Any] = Field(default_factory=dict)
 
 
-_FLAT_CALL = ("prompt_tokens", "prompt_tokens_counted", "completion_tokens", "cached_tokens", "latency_s",
-              "finish_reason", "raw", "raw_chars")
+_FLAT_CALL = (
+    "prompt_tokens",
+    "prompt_tokens_counted",
+    "completion_tokens",
+    "cached_tokens",
+    "latency_s",
+    "finish_reason",
+    "raw",
+    "raw_chars",
+)
 
 
 class Record(BaseModel):
@@ -139,8 +147,9 @@ class Record(BaseModel):
         if isinstance(data, dict) and "calls" not in data and any(k in data for k in _FLAT_CALL):
             data = dict(data)
             call = {k: data.get(k) for k in _FLAT_CALL if k in data}
-            call.update(attempts=data.get("attempts") or 0, from_cache=bool(data.get("from_cache")),
-                        error=data.get("error"))
+            call.update(
+                attempts=data.get("attempts") or 0, from_cache=bool(data.get("from_cache")), error=data.get("error")
+            )
             data["calls"] = [call]
         return data
 

@@ -18,9 +18,12 @@ from typing import Any
 
 from harness.errors import HarnessError, UsageError
 
-GROUPS = {"scenario": "harness.scenarios", "strategy": "harness.strategies",
-          # `harness data NAME`: a typer command function (or a typer.Typer / click command)
-          "data_command": "harness.data_commands"}
+GROUPS = {
+    "scenario": "harness.scenarios",
+    "strategy": "harness.strategies",
+    # `harness data NAME`: a typer command function (or a typer.Typer / click command)
+    "data_command": "harness.data_commands",
+}
 _registered: dict[str, dict[str, Any]] = {kind: {} for kind in GROUPS}
 
 

@@ -89,8 +89,16 @@ def check_window(plan: Sequence[Planned], window: int | None, max_tokens: int) -
         )
 
 
-def make_record(run_id: str, strategy: Strategy, sample: Sample, query: Query, outcome: Outcome | None, *,
-                error: str | None = None, identity: dict[str, Any] | None = None) -> Record:
+def make_record(
+    run_id: str,
+    strategy: Strategy,
+    sample: Sample,
+    query: Query,
+    outcome: Outcome | None,
+    *,
+    error: str | None = None,
+    identity: dict[str, Any] | None = None,
+) -> Record:
     """The record of one query from what its strategy returned (or the error that stopped it)."""
     scenario = query.scenario
     doc_ids = {d.id for d in sample.documents}
@@ -246,8 +254,12 @@ async def count_preflight(plan: Sequence[Planned], asker: Asker, concurrency: in
     the window is refused: `check_window`); the rest are counted alongside their own request."""
     session = asker.session
     chat = asker.endpoint.api == "chat"
-    unsure = [(p, i) for p in plan for i, pr in enumerate(p.prompts)
-              if asker.counting and not asker.surely_fits(pr, chat, max_tokens)]
+    unsure = [
+        (p, i)
+        for p in plan
+        for i, pr in enumerate(p.prompts)
+        if asker.counting and not asker.surely_fits(pr, chat, max_tokens)
+    ]
     for p in plan:
         p.counts = [None] * len(p.prompts)
     it = iter(unsure)
@@ -259,10 +271,20 @@ async def count_preflight(plan: Sequence[Planned], asker: Asker, concurrency: in
     await _all(count_worker() for _ in range(min(max(concurrency, 8), len(unsure))))
 
 
-async def _run(plan: list[Planned], strategies: Sequence[Strategy], endpoint: Endpoint, asker: Asker, run_id: str,
-               writer: _Writer, concurrency: int, max_tokens: int, window: int | None,
-               on_planned: Callable[[int], None], on_done: Callable[[Record], None],
-               on_strategy: Callable[[str | None], None] | None) -> None:
+async def _run(
+    plan: list[Planned],
+    strategies: Sequence[Strategy],
+    endpoint: Endpoint,
+    asker: Asker,
+    run_id: str,
+    writer: _Writer,
+    concurrency: int,
+    max_tokens: int,
+    window: int | None,
+    on_planned: Callable[[int], None],
+    on_done: Callable[[Record], None],
+    on_strategy: Callable[[str | None], None] | None,
+) -> None:
     await count_preflight(plan, asker, concurrency, max_tokens)
     check_window(plan, window, max_tokens)
     on_planned(len(plan))
@@ -300,8 +322,9 @@ def _by_strategy(plan: Sequence[Planned]) -> list[tuple[str, list[Planned]]]:
     return out
 
 
-def plan_queries(scenario, strategies: Sequence[Strategy], samples: Sequence[Sample], shots, done: set,
-                 asker: Asker) -> list[Planned]:
+def plan_queries(
+    scenario, strategies: Sequence[Strategy], samples: Sequence[Sample], shots, done: set, asker: Asker
+) -> list[Planned]:
     """Every (strategy, sample) not yet in the store, with its preflight prompts, in asking order."""
     plan: list[Planned] = []
     for strategy in strategies:
@@ -352,16 +375,35 @@ def run(
         async def main() -> None:
             writer = _Writer(store, cache)
             session = endpoint.session(max(2 * concurrency, 8))  # a worker may count its prompt while it asks
-            asker = Asker(endpoint, session, max_tokens=max_tokens, window=window, concurrency=concurrency,
-                          cache=cache, cache_writes=writer.put_cache)
+            asker = Asker(
+                endpoint,
+                session,
+                max_tokens=max_tokens,
+                window=window,
+                concurrency=concurrency,
+                cache=cache,
+                cache_writes=writer.put_cache,
+            )
             try:
                 # Planning runs strategies' synchronous code (embedding, retrieval, token counting through
                 # the endpoint's blocking client): off the event loop.
                 plan = await asyncio.to_thread(plan_queries, scenario, strategies, samples, shots, done, asker)
                 stats.planned = len(plan)
                 if plan:
-                    await _run(plan, strategies, endpoint, asker, run_id, writer, concurrency, max_tokens, window,
-                               on_planned, on_done, on_strategy)
+                    await _run(
+                        plan,
+                        strategies,
+                        endpoint,
+                        asker,
+                        run_id,
+                        writer,
+                        concurrency,
+                        max_tokens,
+                        window,
+                        on_planned,
+                        on_done,
+                        on_strategy,
+                    )
             finally:
                 try:
                     writer.close()

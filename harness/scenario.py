@@ -104,7 +104,7 @@ class Scenario(ABC):
         self.params = params if params is not None else self.Params()
         self.seed = seed
 
-    def check(self) -> None:
+    def check(self) -> None:  # noqa: B027 (an optional hook: nothing by default)
         """Validate the scenario's inputs (data files, parameters) before any server starts.
 
         Raise harness.errors.UsageError with a one-line reason; the default checks nothing."""
@@ -149,8 +149,10 @@ class Scenario(ABC):
         if self.answer_field:
             return self.answer_field
         if len(self.fields) != 1:
-            raise TypeError(f"{type(self).__name__}: a non-object answer_schema needs answer_field "
-                            "(or exactly one field), or its own encode_answer/decode_answer")
+            raise TypeError(
+                f"{type(self).__name__}: a non-object answer_schema needs answer_field "
+                "(or exactly one field), or its own encode_answer/decode_answer"
+            )
         return self.fields[0]
 
     @abstractmethod
@@ -176,15 +178,17 @@ class Scenario(ABC):
         or a fraction in [0, 1] for a set-valued answer (harness.scoring.answers.set_precision_recall).
         A query's score is the mean of its marks."""
 
-    def split(self, name: str, seed: int | None = None) -> "Scenario":
+    def split(self, name: str, seed: int | None = None) -> Scenario:
         """This scenario drawing its samples from split `name`: "test" (what compare asks about) or
         "train" (fine-tuning data: `harness finetune`, `harness data export-finetune`), whose
         documents no test sample of any seed may hold. `seed` draws another sample of the split (a
         fresh haystack per training example). Only scenarios that list "train" in `splits` have one."""
         if name == "test" and seed is None:
             return self
-        raise UsageError(f"scenario {self.name} has no {name!r} split (it has: {', '.join(self.splits)}); "
-                         "fine-tuning needs a scenario with a training split")
+        raise UsageError(
+            f"scenario {self.name} has no {name!r} split (it has: {', '.join(self.splits)}); "
+            "fine-tuning needs a scenario with a training split"
+        )
 
     def questions(self, sample: Sample) -> list[Sample]:
         """Every question the sample's documents answer, each as a sample sharing its documents (the sample
@@ -237,8 +241,8 @@ class Scenario(ABC):
         """The answer a know-nothing model would give: the most common value of each field in `golds`
         (override when the scored form is not one value per field, e.g. a list scored by set
         precision and recall)."""
-        from collections import Counter
         import json
+        from collections import Counter
 
         out: dict[str, Any] = {}
         for f in self.fields:

@@ -30,7 +30,7 @@ class RunStore:
         self.records_path = self.path / "records.jsonl"
         self._lock = threading.Lock()
 
-    def create(self) -> "RunStore":
+    def create(self) -> RunStore:
         self.path.mkdir(parents=True, exist_ok=True)
         return self
 
@@ -61,9 +61,7 @@ class RunStore:
         _atomic_write(self.path / "samples.jsonl", "\n".join(lines) + "\n")
 
     def read_samples(self) -> list[Sample]:
-        corpus = {
-            row["id"]: row["text"] for row in _read_jsonl(self.path / "corpus.jsonl")
-        }
+        corpus = {row["id"]: row["text"] for row in _read_jsonl(self.path / "corpus.jsonl")}
         out = []
         for row in _read_jsonl(self.path / "samples.jsonl"):
             ids = row.pop("doc_ids")
@@ -85,7 +83,7 @@ class RunStore:
                 _repair_tail(fd, self.records_path)
                 view = memoryview(data)
                 while view:  # a regular file takes it in one go; a short write is finished, never torn
-                    view = view[os.write(fd, view):]
+                    view = view[os.write(fd, view) :]
                 os.fsync(fd)
             finally:
                 os.close(fd)

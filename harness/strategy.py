@@ -72,15 +72,13 @@ class Strategy(ABC):
     @property
     def label(self) -> str:
         """Name plus the parameters that differ from defaults: tells two settings of one arm apart."""
-        changed = {
-            k: v for k, v in self.params.model_dump().items() if v != type(self.params).model_fields[k].default
-        }
+        changed = {k: v for k, v in self.params.model_dump().items() if v != type(self.params).model_fields[k].default}
         return self.name + (":" + ",".join(f"{k}={v}" for k, v in changed.items()) if changed else "")
 
-    def prepare(self, samples: Sequence[Sample]) -> None:
+    def prepare(self, samples: Sequence[Sample]) -> None:  # noqa: B027 (an optional hook: nothing by default)
         """Optional batch work before any query (e.g. embed every unique chunk once)."""
 
-    def preflight(self, sample: Sample, query: "Query") -> list["Prompt"]:
+    def preflight(self, sample: Sample, query: Query) -> list[Prompt]:
         """Prompts this strategy will send for `sample` that are known before any call.
 
         The runner counts them and refuses a grid whose prompts exceed the window before any request;
@@ -88,7 +86,7 @@ class Strategy(ABC):
         return []
 
     @abstractmethod
-    async def solve(self, sample: Sample, query: "Query") -> Outcome:
+    async def solve(self, sample: Sample, query: Query) -> Outcome:
         """Answer one sample, calling `query.generate` as often as needed."""
 
 
@@ -105,11 +103,11 @@ class OneShot(Strategy):
     def show(self, sample: Sample) -> Shown:
         """What the model sees for this sample, and where each piece came from."""
 
-    def preflight(self, sample: Sample, query: "Query") -> list["Prompt"]:
+    def preflight(self, sample: Sample, query: Query) -> list[Prompt]:
         shown = self._shown[sample.id] = self.show(sample)
         return [query.prompt(shown.context)]
 
-    async def solve(self, sample: Sample, query: "Query") -> Outcome:
+    async def solve(self, sample: Sample, query: Query) -> Outcome:
         shown = self._shown.pop(sample.id, None)
         if shown is None:
             shown = self.show(sample)
@@ -138,7 +136,5 @@ def build_params(model: type[BaseModel], raw: dict[str, Any], what: str) -> Base
     try:
         return model(**raw)
     except ValidationError as e:
-        problems = "; ".join(
-            f"{'.'.join(map(str, err['loc'])) or 'params'}: {err['msg']}" for err in e.errors()
-        )
+        problems = "; ".join(f"{'.'.join(map(str, err['loc'])) or 'params'}: {err['msg']}" for err in e.errors())
         raise UsageError(f"{what}: {problems}") from None

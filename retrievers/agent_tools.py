@@ -42,8 +42,9 @@ def _chat_model_class():
             return "harness"
 
         def bind_tools(self, tools, *, tool_choice=None, **kwargs):
-            return self.bind(tools=[convert_to_openai_tool(t) for t in tools],
-                             tool_choice=tool_choice or self.tool_choice, **kwargs)
+            return self.bind(
+                tools=[convert_to_openai_tool(t) for t in tools], tool_choice=tool_choice or self.tool_choice, **kwargs
+            )
 
         def _generate(self, messages, stop=None, run_manager=None, **kwargs):
             raise NotImplementedError("the harness's chat model is async only")
@@ -52,16 +53,23 @@ def _chat_model_class():
             if self.before_call is not None:
                 self.before_call()
             prompt = Prompt(text="", messages=convert_to_openai_messages(messages))
-            gen = await self.query.generate(prompt, schema=None, tools=kwargs.get("tools"),
-                                            tool_choice=kwargs.get("tool_choice"), purpose="agent")
+            gen = await self.query.generate(
+                prompt, schema=None, tools=kwargs.get("tools"), tool_choice=kwargs.get("tool_choice"), purpose="agent"
+            )
             calls = []
             for i, tc in enumerate(gen.tool_calls):
                 try:
                     args = json.loads(tc["arguments"] or "{}")
                 except ValueError:
                     args = {"_unparsed": tc["arguments"]}
-                calls.append({"name": tc["name"], "args": args if isinstance(args, dict) else {"value": args},
-                              "id": tc["id"] or f"call_{len(self.query.calls)}_{i}", "type": "tool_call"})
+                calls.append(
+                    {
+                        "name": tc["name"],
+                        "args": args if isinstance(args, dict) else {"value": args},
+                        "id": tc["id"] or f"call_{len(self.query.calls)}_{i}",
+                        "type": "tool_call",
+                    }
+                )
             message = AIMessage(content=gen.text or "", tool_calls=calls)
             return ChatResult(generations=[ChatGeneration(message=message)])
 
@@ -96,14 +104,20 @@ async def run_tool_agent(arm, sample: Sample, query, tools) -> tuple[str | None,
     toolset = [
         StructuredTool.from_function(coroutine=search, name="search", description=SEARCH_DESCRIPTION),
         StructuredTool.from_function(coroutine=read, name="read", description=READ_DESCRIPTION),
-        StructuredTool.from_function(coroutine=answer, name="answer", description=ANSWER_DESCRIPTION,
-                                     args_schema=query.schema, return_direct=True),
+        StructuredTool.from_function(
+            coroutine=answer,
+            name="answer",
+            description=ANSWER_DESCRIPTION,
+            args_schema=query.schema,
+            return_direct=True,
+        ),
     ]
     model = _chat_model_class()(query=query, before_call=lambda: arm.check_budget(query))
     agent = create_agent(model, toolset, system_prompt=arm.instructions(query, sample))
     try:
-        await agent.ainvoke({"messages": [HumanMessage(sample.question)]},
-                            config={"recursion_limit": 2 * arm.params.max_steps + 1})
+        await agent.ainvoke(
+            {"messages": [HumanMessage(sample.question)]}, config={"recursion_limit": 2 * arm.params.max_steps + 1}
+        )
     except GraphRecursionError:
         return None, "max_steps"
     if "text" in answered:

@@ -44,8 +44,10 @@ RESULT_CHARS = 600  # of one passage, as shown to the agent
 
 
 class AgenticParams(StrategyParams):
-    driver: Literal["auto", "tools", "json"] = Field("auto", description="tools (OpenAI tool calls), json (action "
-                                                     "protocol under structured output), auto: tools on chat")
+    driver: Literal["auto", "tools", "json"] = Field(
+        "auto",
+        description="tools (OpenAI tool calls), json (action protocol under structured output), auto: tools on chat",
+    )
     max_steps: int = Field(4, ge=1, le=32, description="model calls for actions, before a forced final answer")
     token_budget: int = Field(12000, ge=256, description="prompt + completion tokens per query, all calls")
     k: int = Field(3, ge=1, le=20, description="passages a search returns (the model may ask for fewer)")
@@ -79,14 +81,22 @@ class Tools:
         hits = (await asyncio.to_thread(self.rag.retrieve, self.sample, query))[:k] if query else []
         out = []
         for rank, (c, score) in enumerate(hits):
-            self.pieces.setdefault(c.id, ShownPiece(id=c.id, doc_ids=list(c.doc_ids), text=c.text, rank=rank,
-                                                    score=float(score)))
+            self.pieces.setdefault(
+                c.id, ShownPiece(id=c.id, doc_ids=list(c.doc_ids), text=c.text, rank=rank, score=float(score))
+            )
             self.hits.append((c, score))
             out.append({"id": c.id, "documents": list(c.doc_ids), "text": c.text[:RESULT_CHARS]})
         ids = [d for c, _ in hits for d in c.doc_ids]
         self._note_needle(ids)
-        self.steps.append(Step(kind="search", arguments={"query": query, "k": k}, call=call,
-                               result_ids=[c.id for c, _ in hits], result_chars=sum(len(c.text) for c, _ in hits)))
+        self.steps.append(
+            Step(
+                kind="search",
+                arguments={"query": query, "k": k},
+                call=call,
+                result_ids=[c.id for c, _ in hits],
+                result_chars=sum(len(c.text) for c, _ in hits),
+            )
+        )
         return out
 
     async def read(self, doc_id: str, call: int | None = None) -> str:
@@ -98,8 +108,9 @@ class Tools:
         start = next(a for a, _, d in doc_spans(self.sample) if d == doc.id)
         self.hits.append((Chunk(doc.id, doc.text, start, (doc.id,)), 0.0))
         self._note_needle([doc.id])
-        self.steps.append(Step(kind="read", arguments={"doc_id": doc.id}, call=call, result_ids=[doc.id],
-                               result_chars=len(doc.text)))
+        self.steps.append(
+            Step(kind="read", arguments={"doc_id": doc.id}, call=call, result_ids=[doc.id], result_chars=len(doc.text))
+        )
         return doc.text
 
     def shown(self) -> Shown:
@@ -107,7 +118,8 @@ class Tools:
         searches = [s for s in self.steps if s.kind == "search"]
         surname = (self.sample.subject or "").split()[-1:]  # the name the question asks about, its last part
         return Shown(
-            context=SEPARATOR.join(p.text for p in pieces), pieces=pieces,
+            context=SEPARATOR.join(p.text for p in pieces),
+            pieces=pieces,
             retrieval={
                 "needle_retrieved": any(set(p.doc_ids) & set(self.sample.gold_ids) for p in pieces),
                 "gold_recall": gold_recall(self.sample, [p.doc_ids for p in pieces]),
@@ -115,9 +127,10 @@ class Tools:
                 "needle_coverage": needle_coverage(self.sample, self.hits) if self.hits else 0.0,
                 "searches": len(searches),
                 "reads": sum(s.kind == "read" for s in self.steps),
-                "searched_subject": bool(surname) and any(
-                    surname[0].lower() in str(s.arguments.get("query", "")).lower() for s in searches),
-            })
+                "searched_subject": bool(surname)
+                and any(surname[0].lower() in str(s.arguments.get("query", "")).lower() for s in searches),
+            },
+        )
 
 
 def passages_text(results: list[dict[str, Any]]) -> str:
@@ -140,14 +153,22 @@ Reply with one JSON action per step:
 
 def action_schema(answer_schema: dict[str, Any]) -> dict[str, Any]:
     """One step of the JSON protocol: a search, a read, or the answer (anyOf: the server enforces it)."""
+
     def obj(props: dict[str, Any]) -> dict[str, Any]:
         return {"type": "object", "properties": props, "required": list(props), "additionalProperties": False}
 
-    return {"anyOf": [
-        obj({"action": {"type": "string", "enum": ["search"]}, "query": {"type": "string", "maxLength": MAX_QUERY_CHARS}}),
-        obj({"action": {"type": "string", "enum": ["read"]}, "doc_id": {"type": "string", "maxLength": 40}}),
-        obj({"action": {"type": "string", "enum": ["answer"]}, "answer": answer_schema}),
-    ]}
+    return {
+        "anyOf": [
+            obj(
+                {
+                    "action": {"type": "string", "enum": ["search"]},
+                    "query": {"type": "string", "maxLength": MAX_QUERY_CHARS},
+                }
+            ),
+            obj({"action": {"type": "string", "enum": ["read"]}, "doc_id": {"type": "string", "maxLength": 40}}),
+            obj({"action": {"type": "string", "enum": ["answer"]}, "answer": answer_schema}),
+        ]
+    }
 
 
 class Agentic(Strategy):
@@ -159,8 +180,9 @@ class Agentic(Strategy):
         from retrievers.dense import DenseRAG
 
         cls = DenseRAG if params.retriever == "dense" else BM25RAG
-        self.rag = cls(cls.Params(chunk_size=params.chunk_size, chunk_overlap=params.chunk_overlap, top_k=params.k),
-                       resources)
+        self.rag = cls(
+            cls.Params(chunk_size=params.chunk_size, chunk_overlap=params.chunk_overlap, top_k=params.k), resources
+        )
 
     def prepare(self, samples: Sequence[Sample]) -> None:
         self.rag.prepare(samples)  # chunk and embed every sample once, before any agent runs
@@ -172,8 +194,9 @@ class Agentic(Strategy):
 
     def preflight(self, sample: Sample, query: Query) -> list[Prompt]:
         if self.driver(query) == "tools" and query.asker.endpoint.api != "chat":
-            raise UsageError("agentic: driver=tools needs a chat endpoint (--api chat); "
-                             "driver=json works on completions")
+            raise UsageError(
+                "agentic: driver=tools needs a chat endpoint (--api chat); driver=json works on completions"
+            )
         return []
 
     def instructions(self, query: Query, sample: Sample) -> str:
@@ -205,15 +228,22 @@ class Agentic(Strategy):
             except WindowExceeded:
                 limit = "context_window"
             tools.steps.append(Step(kind="final", note=limit, call=len(query.calls) - 1))
-        return Outcome(text=text, shown=tools.shown(), steps=tools.steps, limit=limit,
-                       reason=None if text is not None else f"no answer ({limit})")
+        return Outcome(
+            text=text,
+            shown=tools.shown(),
+            steps=tools.steps,
+            limit=limit,
+            reason=None if text is not None else f"no answer ({limit})",
+        )
 
     # -- the JSON action protocol -------------------------------------------------------------------------
     def json_prompt(self, sample: Sample, query: Query, transcript: list[tuple[str, str]]) -> Prompt:
         head = self.instructions(query, sample) + "\n" + JSON_NOTE
         lines = [head, "", f"Question: {sample.question}", ""]
-        messages: list[dict[str, Any]] = [{"role": "system", "content": head},
-                                          {"role": "user", "content": f"Question: {sample.question}"}]
+        messages: list[dict[str, Any]] = [
+            {"role": "system", "content": head},
+            {"role": "user", "content": f"Question: {sample.question}"},
+        ]
         for i, (action, result) in enumerate(transcript, 1):
             lines += [f"Step {i}: {action}", f"Result: {result}", ""]
             messages += [{"role": "assistant", "content": action}, {"role": "user", "content": f"Result: {result}"}]
@@ -239,6 +269,6 @@ class Agentic(Strategy):
             if kind == "search":
                 result = passages_text(await tools.search(action.get("query", ""), call=call))
             else:
-                result = (await tools.read(action.get("doc_id", ""), call=call))[:RESULT_CHARS * 2]
+                result = (await tools.read(action.get("doc_id", ""), call=call))[: RESULT_CHARS * 2]
             transcript.append((json.dumps(action, ensure_ascii=False), result))
         return None, "max_steps"

@@ -2,5 +2,11 @@
 import it from here."""
 
 from harness.strategy import (  # noqa: F401
-    OneShot, Outcome, Resources, Strategy, StrategyParams, build_params, parse_spec,
+    OneShot,
+    Outcome,
+    Resources,
+    Strategy,
+    StrategyParams,
+    build_params,
+    parse_spec,
 )

@@ -57,8 +57,13 @@ class BM25RAG(RagStrategy):
         for s in samples:
             self.index(s)
         n = sum(len(self.chunks(s)) for s in samples)
-        self.stats = {"chunks": n, "unique": len({c.text for s in samples for c in self.chunks(s)}),
-                      "embedded": 0, "split_s": time.perf_counter() - t0, "embed_s": 0.0}
+        self.stats = {
+            "chunks": n,
+            "unique": len({c.text for s in samples for c in self.chunks(s)}),
+            "embedded": 0,
+            "split_s": time.perf_counter() - t0,
+            "embed_s": 0.0,
+        }
 
     def retrieve(self, sample: Sample, query: str) -> list[tuple[Chunk, float]]:
         chunks = self.chunks(sample)

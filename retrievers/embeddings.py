@@ -90,7 +90,9 @@ class EmbeddingCache:
                 # Longest first: a framework that cuts the list into batches then pads little.
                 items = sorted(missing.items(), key=lambda kv: -len(kv[1]))
                 missing = dict(items)
-                vecs = self._normalised(encode(list(missing.values())) if encode else self._encode(list(missing.values())))
+                vecs = self._normalised(
+                    encode(list(missing.values())) if encode else self._encode(list(missing.values()))
+                )
                 if vecs.shape[0] != len(missing):
                     raise RuntimeError(f"embedder returned {vecs.shape[0]} vectors for {len(missing)} texts")
                 self.computed += len(missing)
@@ -193,8 +195,11 @@ def _llamaindex_class():
 
         def __init__(self, cache: EmbeddingCache):
             super().__init__(
-                model_name=str(cache.model_path), device="cpu", embed_batch_size=cache.batch_size,
-                normalize=True, show_progress_bar=False,
+                model_name=str(cache.model_path),
+                device="cpu",
+                embed_batch_size=cache.batch_size,
+                normalize=True,
+                show_progress_bar=False,
             )
             self._cache = cache
 

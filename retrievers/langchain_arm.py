@@ -68,7 +68,9 @@ class LangChainRAG(RagStrategy):
                     raise RuntimeError(f"{self.name}: chunk {i} of sample {s.id} is not a span of the corpus")
                 after = start
                 d.metadata["chunk"] = i
-                chunks.append(Chunk(f"c{i}", d.page_content, start, docs_overlapping(spans, start, start + len(d.page_content))))
+                chunks.append(
+                    Chunk(f"c{i}", d.page_content, start, docs_overlapping(spans, start, start + len(d.page_content)))
+                )
             self._docs[s.id] = docs
             self._chunks[s.id] = chunks
 
@@ -82,8 +84,11 @@ class LangChainRAG(RagStrategy):
         self.embeddings.embed_unique(unique)
         t2 = time.perf_counter()
         self.stats = {
-            "chunks": len(texts), "unique": len(unique), "embedded": self.cache.computed - before,
-            "split_s": t1 - t0, "embed_s": t2 - t1,
+            "chunks": len(texts),
+            "unique": len(unique),
+            "embedded": self.cache.computed - before,
+            "split_s": t1 - t0,
+            "embed_s": t2 - t1,
         }
 
     def store(self, sample: Sample):

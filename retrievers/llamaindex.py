@@ -121,7 +121,9 @@ class LlamaIndexRAG(RagStrategy):
                 if start < 0:
                     raise RuntimeError(f"{self.name}: chunk {i} of sample {s.id} is not a span of the corpus")
                 after = start
-                chunk_of[node.node_id] = Chunk(f"c{i}", piece, start, docs_overlapping(spans, start, start + len(piece)))
+                chunk_of[node.node_id] = Chunk(
+                    f"c{i}", piece, start, docs_overlapping(spans, start, start + len(piece))
+                )
             self._nodes[s.id] = nodes
             self._chunk_of[s.id] = chunk_of
 
@@ -138,8 +140,11 @@ class LlamaIndexRAG(RagStrategy):
         self.embed_model.embed_unique(unique)
         t2 = time.perf_counter()
         self.stats = {
-            "chunks": len(texts), "unique": len(unique), "embedded": self.cache.computed - before,
-            "split_s": t1 - t0, "embed_s": t2 - t1,
+            "chunks": len(texts),
+            "unique": len(unique),
+            "embedded": self.cache.computed - before,
+            "split_s": t1 - t0,
+            "embed_s": t2 - t1,
         }
 
     def index(self, sample: Sample):

@@ -31,7 +31,9 @@ class RagParams(StrategyParams):
     @model_validator(mode="after")
     def _overlap_below_size(self):
         if self.chunk_overlap >= self.chunk_size:
-            raise ValueError(f"chunk_overlap ({self.chunk_overlap}) must be smaller than chunk_size ({self.chunk_size})")
+            raise ValueError(
+                f"chunk_overlap ({self.chunk_overlap}) must be smaller than chunk_size ({self.chunk_size})"
+            )
         return self
 
 
@@ -111,8 +113,7 @@ class RagStrategy(OneShot):
         hits = self.retrieve(sample, self.query(sample))
         placed = place(hits, self.params.order)
         pieces = [
-            ShownPiece(id=c.id, doc_ids=list(c.doc_ids), text=c.text, rank=r, score=float(s))
-            for r, c, s in placed
+            ShownPiece(id=c.id, doc_ids=list(c.doc_ids), text=c.text, rank=r, score=float(s)) for r, c, s in placed
         ]
         gold = set(sample.gold_ids)
         ranks = [r for r, (c, _) in enumerate(hits) if gold & set(c.doc_ids)]

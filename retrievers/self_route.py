@@ -36,8 +36,10 @@ class SelfRouteParams(RagParams):
 
 def full_shown(sample: Sample) -> Shown:
     """Everything, as full-context shows it."""
-    return Shown(context=sample.joined(SEPARATOR),
-                 pieces=[ShownPiece(id=d.id, doc_ids=[d.id], text=d.text) for d in sample.documents])
+    return Shown(
+        context=sample.joined(SEPARATOR),
+        pieces=[ShownPiece(id=d.id, doc_ids=[d.id], text=d.text) for d in sample.documents],
+    )
 
 
 class SelfRoute(Strategy):
@@ -47,8 +49,10 @@ class SelfRoute(Strategy):
         super().__init__(params, resources)
         cls = registry.get("strategy", params.rag)
         if not issubclass(cls, RagStrategy):
-            raise UsageError(f"self-route: rag={params.rag} is not a retrieval arm; use one of "
-                             f"{', '.join(n for n in registry.names('strategy') if n.startswith('rag-'))}")
+            raise UsageError(
+                f"self-route: rag={params.rag} is not a retrieval arm; use one of "
+                f"{', '.join(n for n in registry.names('strategy') if n.startswith('rag-'))}"
+            )
         inner = {k: v for k, v in params.model_dump().items() if k in cls.Params.model_fields}
         self.rag = cls(cls.Params(**inner), resources)
         self._shown: dict[str, Shown] = {}
@@ -66,15 +70,26 @@ class SelfRoute(Strategy):
 
     async def solve(self, sample: Sample, query: Query) -> Outcome:
         shown = self._shown.pop(sample.id, None) or self.rag.show(sample)
-        gen = await query.generate(self._route_prompt(query, shown), schema=answerable_schema(query.scenario),
-                                   purpose="route")
+        gen = await query.generate(
+            self._route_prompt(query, shown), schema=answerable_schema(query.scenario), purpose="route"
+        )
         answerable, text, reason = read_answerable(gen.text, query.scenario)
-        step = Step(kind="route", arguments={"answerable": answerable}, call=len(query.calls) - 1,
-                    note=reason, result_ids=[p.id for p in shown.pieces])
+        step = Step(
+            kind="route",
+            arguments={"answerable": answerable},
+            call=len(query.calls) - 1,
+            note=reason,
+            result_ids=[p.id for p in shown.pieces],
+        )
         if answerable:
             return Outcome(text=text, shown=shown, steps=[step], route="rag")
         everything = full_shown(sample)
         final = await query.generate(query.prompt(everything.context), purpose="answer")
         everything.retrieval = {"first_route": shown.retrieval}  # what retrieval found, kept for the diagnosis
-        return Outcome(text=None if final.problem else final.text, reason=final.problem, shown=everything,
-                       steps=[step], route="full-context")
+        return Outcome(
+            text=None if final.problem else final.text,
+            reason=final.problem,
+            shown=everything,
+            steps=[step],
+            route="full-context",
+        )

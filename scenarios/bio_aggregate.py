@@ -63,7 +63,9 @@ question asks for, as the biography writes it.""",
 
 
 class AggregateParams(ScenarioParams):
-    question: Literal["count", "list"] = Field("count", description="count: how many (exact); list: the names (set P/R)")
+    question: Literal["count", "list"] = Field(
+        "count", description="count: how many (exact); list: the names (set P/R)"
+    )
     targets: int = Field(4, ge=1, le=50, description="each question has 1..targets matching biographies")
     spread: float = Field(50.0, ge=0, le=100, description="percent of the context the matches are spread over")
 
@@ -142,17 +144,17 @@ class BioAggregate(Scenario):
             crit = draw_criterion(rng, i)
             want = rng.randint(1, self.params.targets)
             found: list[BioRecord] = []
-            j = 0
+            start = 0
             while len(found) < want:
-                people = self.generator.records("needles", j + 64)
-                for j in range(j, len(people)):
+                people = self.generator.records("needles", start + 64)
+                for j in range(start, len(people)):
                     if j not in self._used and crit.matches(people[j].labels):
                         found.append(people[j])
                         self._used.add(j)
                         if len(found) == want:
                             break
-                j += 1
-                if j > 200_000:
+                start = j + 1
+                if start > 200_000:
                     raise UsageError(f"bio-aggregate: too few people match {crit}")
             self._questions.append(Question(crit, tuple(found)))
         return self._questions[:n]
@@ -165,8 +167,10 @@ class BioAggregate(Scenario):
     def reference_labels(self) -> list[dict[str, Any]]:
         if self.form != "count":
             return []  # the null answer is the empty list whatever the golds (null_answer)
-        return [{"count": random.Random(f"bio-aggregate/{self.seed}/reference/{j}").randint(1, self.params.targets)}
-                for j in range(REFERENCE_SIZE)]
+        return [
+            {"count": random.Random(f"bio-aggregate/{self.seed}/reference/{j}").randint(1, self.params.targets)}
+            for j in range(REFERENCE_SIZE)
+        ]
 
     @property
     def null_source(self) -> str:
@@ -190,8 +194,9 @@ class BioAggregate(Scenario):
                 j += 1
 
     # -- the grid ---------------------------------------------------------------------------------------
-    def samples(self, lengths: Sequence[int], depths: Sequence[float], needles: int,
-                count_tokens: TokenCounter) -> list[Sample]:
+    def samples(
+        self, lengths: Sequence[int], depths: Sequence[float], needles: int, count_tokens: TokenCounter
+    ) -> list[Sample]:
         lengths = list(dict.fromkeys(lengths))
         depths = [float(d) for d in dict.fromkeys(depths)]
         check_grid(self.name, lengths, depths, needles)
@@ -205,11 +210,12 @@ class BioAggregate(Scenario):
             for i, q in enumerate(qs):
                 match_tokens = joined_tokens([cache[r.bio] for r in q.matches])
                 if L < match_tokens:
-                    raise UsageError(f"bio-aggregate: length {L} is too small for question {i}'s "
-                                     f"{len(q.matches)} matching biographies ({match_tokens} tokens); "
-                                     "give a longer length or fewer -P targets")
-                bg = fill(self._background(q.criterion), L - match_tokens - SEP_TOKENS, cache,
-                          text=lambda x: x[1].bio)
+                    raise UsageError(
+                        f"bio-aggregate: length {L} is too small for question {i}'s "
+                        f"{len(q.matches)} matching biographies ({match_tokens} tokens); "
+                        "give a longer length or fewer -P targets"
+                    )
+                bg = fill(self._background(q.criterion), L - match_tokens - SEP_TOKENS, cache, text=lambda x: x[1].bio)
                 docs = [Document(id=doc_id, text=r.bio) for doc_id, r in bg]
                 counts = [cache[d.text] for d in docs]
                 ids = [f"n{i}.{m}" for m in range(len(q.matches))]
@@ -225,14 +231,27 @@ class BioAggregate(Scenario):
                         if k < len(docs):
                             documents.append(docs[k])
                             doc_counts.append(counts[k])
-                    out.append(Sample(
-                        id=f"bio-aggregate/L{L}/d{d:g}/n{i}", scenario=self.name, length=L, depth=d,
-                        needle_index=i, documents=documents, gold_ids=ids, subject=q.criterion.phrase(),
-                        question=q.criterion.question(self.form), gold=self.gold(q),
-                        context_tokens=joined_tokens(doc_counts),
-                        meta={"match_positions": slots, "matches": len(q.matches), "haystack_documents": len(docs),
-                              "criterion": {"kind": q.criterion.kind, "value": q.criterion.value}},
-                    ))
+                    out.append(
+                        Sample(
+                            id=f"bio-aggregate/L{L}/d{d:g}/n{i}",
+                            scenario=self.name,
+                            length=L,
+                            depth=d,
+                            needle_index=i,
+                            documents=documents,
+                            gold_ids=ids,
+                            subject=q.criterion.phrase(),
+                            question=q.criterion.question(self.form),
+                            gold=self.gold(q),
+                            context_tokens=joined_tokens(doc_counts),
+                            meta={
+                                "match_positions": slots,
+                                "matches": len(q.matches),
+                                "haystack_documents": len(docs),
+                                "criterion": {"kind": q.criterion.kind, "value": q.criterion.value},
+                            },
+                        )
+                    )
         out.sort(key=lambda s: (s.length, s.depth, s.needle_index))
         return out
 
@@ -261,8 +280,13 @@ class BioAggregate(Scenario):
                 if crit is not None:
                     break
             gold = self.gold(Question(crit, tuple(r for r in recs if crit.matches(r.labels))))
-            out.append(Shot(documents=[Document(id=f"s{first + m}", text=r.bio) for m, r in enumerate(recs)],
-                            question=crit.question(self.form), answer=gold))
+            out.append(
+                Shot(
+                    documents=[Document(id=f"s{first + m}", text=r.bio) for m, r in enumerate(recs)],
+                    question=crit.question(self.form),
+                    answer=gold,
+                )
+            )
         return out
 
     # -- marking --------------------------------------------------------------------------------------
@@ -281,8 +305,9 @@ def _shot_criterion(rng: random.Random, recs: Sequence[BioRecord]) -> Criterion 
     """A criterion one of `recs` matches (its nationality, or its role born before its year + 1)."""
     for anchor in rng.sample(list(recs), len(recs)):
         lab = anchor.labels
-        options = [Criterion(kind, lab.date_of_birth.year + 1) for kind in ("politician", "sportsperson")
-                   if getattr(lab, kind)]
+        options = [
+            Criterion(kind, lab.date_of_birth.year + 1) for kind in ("politician", "sportsperson") if getattr(lab, kind)
+        ]
         if lab.nationality != "unknown":
             options.append(Criterion("nationality", lab.nationality))
         if options:

@@ -44,8 +44,9 @@ person's biography. Reply with a JSON object {"answer": YEAR}, YEAR being the ye
 
 
 class MDQAParams(ScenarioParams):
-    documents: int = Field(20, ge=0, le=1000,
-                           description="biographies per context, the gold one included (0: as many as fill the length)")
+    documents: int = Field(
+        20, ge=0, le=1000, description="biographies per context, the gold one included (0: as many as fill the length)"
+    )
 
 
 def question_for(name: str) -> str:
@@ -82,8 +83,9 @@ class BioMDQA(Scenario):
         return f"birth years of {REFERENCE_SIZE:,} haystack biographies"
 
     # -- the grid -----------------------------------------------------------------------------------
-    def samples(self, lengths: Sequence[int], depths: Sequence[float], needles: int,
-                count_tokens: TokenCounter) -> list[Sample]:
+    def samples(
+        self, lengths: Sequence[int], depths: Sequence[float], needles: int, count_tokens: TokenCounter
+    ) -> list[Sample]:
         lengths = list(dict.fromkeys(lengths))
         depths = [float(d) for d in dict.fromkeys(depths)]
         check_grid(self.name, lengths, depths, needles)
@@ -106,14 +108,22 @@ class BioMDQA(Scenario):
             for d in depths:
                 pos = round(d / 100 * n)
                 for i, rec in enumerate(people):
-                    out.append(Sample(
-                        id=f"bio-mdqa/L{L}/d{d:g}/n{i}", scenario=self.name, length=L, depth=d, needle_index=i,
-                        documents=docs[:pos] + [Document(id=f"n{i}", text=rec.bio)] + docs[pos:],
-                        gold_ids=[f"n{i}"], subject=rec.name, question=question_for(rec.name),
-                        gold={"year": rec.labels.date_of_birth.year},
-                        context_tokens=joined_tokens(counts[:pos] + [needle_tokens[i]] + counts[pos:]),
-                        meta={"needle_position": pos, "gold_position": pos + 1, "documents": n + 1},
-                    ))
+                    out.append(
+                        Sample(
+                            id=f"bio-mdqa/L{L}/d{d:g}/n{i}",
+                            scenario=self.name,
+                            length=L,
+                            depth=d,
+                            needle_index=i,
+                            documents=docs[:pos] + [Document(id=f"n{i}", text=rec.bio)] + docs[pos:],
+                            gold_ids=[f"n{i}"],
+                            subject=rec.name,
+                            question=question_for(rec.name),
+                            gold={"year": rec.labels.date_of_birth.year},
+                            context_tokens=joined_tokens(counts[:pos] + [needle_tokens[i]] + counts[pos:]),
+                            meta={"needle_position": pos, "gold_position": pos + 1, "documents": n + 1},
+                        )
+                    )
         return out
 
     def _pool(self, limit: int | None):
@@ -137,8 +147,13 @@ class BioMDQA(Scenario):
             m = rng.choice((2, 3))
             recs = self.generator.records("shots", pos + m)[pos:]
             target = recs[rng.randrange(m)]
-            out.append(Shot(documents=[Document(id=f"s{pos + q}", text=r.bio) for q, r in enumerate(recs)],
-                            question=question_for(target.name), answer={"year": target.labels.date_of_birth.year}))
+            out.append(
+                Shot(
+                    documents=[Document(id=f"s{pos + q}", text=r.bio) for q, r in enumerate(recs)],
+                    question=question_for(target.name),
+                    answer={"year": target.labels.date_of_birth.year},
+                )
+            )
             pos += m
         return out
 

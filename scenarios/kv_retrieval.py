@@ -46,7 +46,8 @@ and reply with a JSON object {"answer": VALUE}, VALUE being that pair's value.""
 
 class KVParams(ScenarioParams):
     variant: Literal["uuid", "multi_subkey"] = Field(
-        "uuid", description="uuid: random keys; multi_subkey: background keys share 2-3 of the needle key's 5 groups")
+        "uuid", description="uuid: random keys; multi_subkey: background keys share 2-3 of the needle key's 5 groups"
+    )
 
 
 def _uuid(rng: random.Random) -> str:
@@ -123,8 +124,9 @@ class KVRetrieval(Scenario):
         return f"values of {REFERENCE_SIZE:,} haystack pairs, all distinct"
 
     # -- the grid ---------------------------------------------------------------------------------
-    def samples(self, lengths: Sequence[int], depths: Sequence[float], needles: int,
-                count_tokens: TokenCounter) -> list[Sample]:
+    def samples(
+        self, lengths: Sequence[int], depths: Sequence[float], needles: int, count_tokens: TokenCounter
+    ) -> list[Sample]:
         lengths = list(dict.fromkeys(lengths))
         depths = [float(d) for d in dict.fromkeys(depths)]
         check_grid(self.name, lengths, depths, needles)
@@ -137,7 +139,7 @@ class KVRetrieval(Scenario):
         shared = self.params.variant == "uuid"
         out: list[Sample] = []
         for L in lengths:
-            for i, (key, value) in enumerate(pairs):
+            for i in range(len(pairs)):
                 if L < needle_tokens[i] + SEP_TOKENS + 1:
                     raise UsageError(f"kv-retrieval: length {L} is too small for a pair ({needle_tokens[i]} tokens)")
             for i, (key, value) in enumerate(pairs):
@@ -149,13 +151,26 @@ class KVRetrieval(Scenario):
                 for d in depths:
                     k = depth_index(counts, d)
                     documents = docs[:k] + [Document(id=f"n{i}", text=texts[i])] + docs[k:]
-                    out.append(Sample(
-                        id=f"kv-retrieval/L{L}/d{d:g}/n{i}", scenario=self.name, length=L, depth=d,
-                        needle_index=i, documents=documents, gold_ids=[f"n{i}"], subject=key,
-                        question=question_for(key), gold={"value": value},
-                        context_tokens=joined_tokens(counts[:k] + [needle_tokens[i]] + counts[k:]),
-                        meta={"needle_position": k, "haystack_documents": len(docs), "variant": self.params.variant},
-                    ))
+                    out.append(
+                        Sample(
+                            id=f"kv-retrieval/L{L}/d{d:g}/n{i}",
+                            scenario=self.name,
+                            length=L,
+                            depth=d,
+                            needle_index=i,
+                            documents=documents,
+                            gold_ids=[f"n{i}"],
+                            subject=key,
+                            question=question_for(key),
+                            gold={"value": value},
+                            context_tokens=joined_tokens(counts[:k] + [needle_tokens[i]] + counts[k:]),
+                            meta={
+                                "needle_position": k,
+                                "haystack_documents": len(docs),
+                                "variant": self.params.variant,
+                            },
+                        )
+                    )
         out.sort(key=lambda s: (s.length, s.depth, s.needle_index))
         return out
 
@@ -173,8 +188,13 @@ class KVRetrieval(Scenario):
                 pairs.append((other, _uuid(rng)))
             rng.shuffle(pairs)
             value = dict(pairs)[key]
-            out.append(Shot(documents=[Document(id=f"s{j}.{m}", text=pair_text(k, v)) for m, (k, v) in enumerate(pairs)],
-                            question=question_for(key), answer={"value": value}))
+            out.append(
+                Shot(
+                    documents=[Document(id=f"s{j}.{m}", text=pair_text(k, v)) for m, (k, v) in enumerate(pairs)],
+                    question=question_for(key),
+                    answer={"value": value},
+                )
+            )
         return out
 
     # -- marking ----------------------------------------------------------------------------------------

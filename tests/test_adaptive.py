@@ -23,8 +23,9 @@ import sim_reader  # noqa: E402
 
 
 def harness(*args: str, env: dict | None = None, timeout: int = 600) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "harness.cli", *args], capture_output=True, text=True,
-                          timeout=timeout, cwd=ROOT, env=env)
+    return subprocess.run(
+        [sys.executable, "-m", "harness.cli", *args], capture_output=True, text=True, timeout=timeout, cwd=ROOT, env=env
+    )
 
 
 def records(out: Path) -> list[dict]:
@@ -39,9 +40,29 @@ def reader_url():
 
 
 def adaptive_args(url: str, out: Path) -> list[str]:
-    return ["compare", "--endpoint", url, "--model", "gemma-3-270m", "--api", "completions",
-            "-s", "full-context,rag-bm25", "--lengths", "1k,4k", "--depths", "0,100", "--until-decided",
-            "--needles", "8", "--max-needles", "16", "--no-cache", "--out", str(out)]
+    return [
+        "compare",
+        "--endpoint",
+        url,
+        "--model",
+        "gemma-3-270m",
+        "--api",
+        "completions",
+        "-s",
+        "full-context,rag-bm25",
+        "--lengths",
+        "1k,4k",
+        "--depths",
+        "0,100",
+        "--until-decided",
+        "--needles",
+        "8",
+        "--max-needles",
+        "16",
+        "--no-cache",
+        "--out",
+        str(out),
+    ]
 
 
 def test_settled_lengths_get_no_more_needles_and_resume_takes_the_same_path(reader_url, tmp_path):
@@ -68,8 +89,9 @@ def test_settled_lengths_get_no_more_needles_and_resume_takes_the_same_path(read
     part.mkdir()
     (part / "config.yaml").write_text((out / "config.yaml").read_text())
     lines = (out / "records.jsonl").read_text().splitlines()
-    kept = [l for l in lines if json.loads(l)["needle_index"] < 8] + \
-        [l for l in lines if json.loads(l)["needle_index"] >= 8][:3]
+    kept = [l for l in lines if json.loads(l)["needle_index"] < 8] + [
+        l for l in lines if json.loads(l)["needle_index"] >= 8
+    ][:3]
     (part / "records.jsonl").write_text("\n".join(kept) + "\n")
     p = harness("compare", "--resume", str(part), env=env)
     assert p.returncode == 0, p.stderr[-2000:]
@@ -79,9 +101,11 @@ def test_settled_lengths_get_no_more_needles_and_resume_takes_the_same_path(read
 
 
 def test_adaptive_flags_are_checked_before_anything_starts(tmp_path):
-    for args, msg in ((["--max-needles", "8"], "--max-needles goes with --until-decided"),
-                      (["--until-decided", "--needles", "10", "--max-needles", "4"], "more than --max-needles"),
-                      (["--until-decided", "--alpha", "2"], "--alpha")):
+    for args, msg in (
+        (["--max-needles", "8"], "--max-needles goes with --until-decided"),
+        (["--until-decided", "--needles", "10", "--max-needles", "4"], "more than --max-needles"),
+        (["--until-decided", "--alpha", "2"], "--alpha"),
+    ):
         p = harness("compare", "--out", str(tmp_path / "x"), *args, timeout=120)
         assert p.returncode != 0 and msg in p.stderr, p.stderr
         assert "Traceback" not in p.stderr and len(p.stderr.strip().splitlines()) == 1
@@ -92,15 +116,35 @@ def test_adaptive_flags_are_checked_before_anything_starts(tmp_path):
 def test_rounds_on_the_real_server(vllm_server, tmp_path):
     """Near chance nothing settles on two needles: round two runs, with ordinary records."""
     out = tmp_path / "real"
-    p = harness("compare", "--endpoint", vllm_server.base_url, "--model", vllm_server.model, "--api", "completions",
-                "-s", "full-context,rag-bm25", "--lengths", "500", "--depths", "0", "--until-decided",
-                "--needles", "2", "--max-needles", "4", "--out", str(out))
+    p = harness(
+        "compare",
+        "--endpoint",
+        vllm_server.base_url,
+        "--model",
+        vllm_server.model,
+        "--api",
+        "completions",
+        "-s",
+        "full-context,rag-bm25",
+        "--lengths",
+        "500",
+        "--depths",
+        "0",
+        "--until-decided",
+        "--needles",
+        "2",
+        "--max-needles",
+        "4",
+        "--out",
+        str(out),
+    )
     assert p.returncode == 0, p.stderr[-2000:]
     rounds = [json.loads(line) for line in (out / "rounds.jsonl").read_text().splitlines()]
     assert [r["needles"] for r in rounds] == [2, 4] and rounds[0]["settled"] == []  # p >= 0.5 on two needles
     recs = records(out)
     assert sorted((r["strategy"], r["needle_index"]) for r in recs) == sorted(
-        (s, i) for s in ("full-context", "rag-bm25") for i in range(4))
+        (s, i) for s in ("full-context", "rag-bm25") for i in range(4)
+    )
     assert all(r["error"] is None and r["prompt_tokens"] > 0 for r in recs)
     config = (out / "config.yaml").read_text()
     assert "adaptive:" in config and "max_needles: 4" in config
@@ -122,8 +166,13 @@ def adaptive_folder(tmp_path: Path, adaptive: bool = True) -> Path:
 
     run = tmp_path / ("adaptive" if adaptive else "plain")
     store = RunStore(run).create()
-    config = RunConfig(strategies=[FC, RAG], lengths=[1000], depths=[0.0, 100.0], needles=8,
-                       adaptive=AdaptiveConfig(max_needles=32) if adaptive else None)
+    config = RunConfig(
+        strategies=[FC, RAG],
+        lengths=[1000],
+        depths=[0.0, 100.0],
+        needles=8,
+        adaptive=AdaptiveConfig(max_needles=32) if adaptive else None,
+    )
     store.write_config({"run_id": "t", "config": config.dump(), "endpoint": {"model": "gemma-3-270m"}})
     recs = []
     for s in (FC, RAG):
@@ -132,20 +181,35 @@ def adaptive_folder(tmp_path: Path, adaptive: bool = True) -> Path:
                 right = 4 if s == FC else round(4 * acc)  # of the needle's four marks, the first `right`
                 k = 0 if d == 0.0 else 2
                 marks = {"a": k < right, "b": k + 1 < right}
-                recs.append({"strategy": s, "length": 1000, "depth": d, "sample_id": f"d{d:g}-n{i}", "needle_index": i,
-                             "score": sum(marks.values()) / 2, "valid": True, "error": None,
-                             "prompt_tokens": 1200 if s == FC else 300, "completion_tokens": 20,
-                             "latency_s": 0.5 if s == FC else 0.1, "gold": {"a": 1, "b": 1},
-                             "answer": {k: int(v) for k, v in marks.items()}, "raw": "{}", "marks": marks,
-                             "shown": {"needle_shown": True, "retrieval": {}}})
+                recs.append(
+                    {
+                        "strategy": s,
+                        "length": 1000,
+                        "depth": d,
+                        "sample_id": f"d{d:g}-n{i}",
+                        "needle_index": i,
+                        "score": sum(marks.values()) / 2,
+                        "valid": True,
+                        "error": None,
+                        "prompt_tokens": 1200 if s == FC else 300,
+                        "completion_tokens": 20,
+                        "latency_s": 0.5 if s == FC else 0.1,
+                        "gold": {"a": 1, "b": 1},
+                        "answer": {k: int(v) for k, v in marks.items()},
+                        "raw": "{}",
+                        "marks": marks,
+                        "shown": {"needle_shown": True, "retrieval": {}},
+                    }
+                )
     store.append_many(recs)
     return run
 
 
 def test_adaptive_verdict_uses_the_rounds_level(tmp_path):
+    from toy_scenario import TwoFieldScenario
+
     from harness.report.summary import summarize_run
     from harness.store import RunStore
-    from toy_scenario import TwoFieldScenario
 
     plain, _, _ = summarize_run(RunStore(adaptive_folder(tmp_path, adaptive=False)), TwoFieldScenario())
     c = plain["verdict"][0]["comparisons"][0]
@@ -164,9 +228,10 @@ def test_adaptive_verdict_uses_the_rounds_level(tmp_path):
 @pytest.fixture
 def toy_run(tmp_path, monkeypatch):
     """An adaptive folder that `harness report` / `recommend` open with the two-field scenario."""
+    from toy_scenario import TwoFieldScenario
+
     from harness import api
     from harness.store import RunStore
-    from toy_scenario import TwoFieldScenario
 
     run = adaptive_folder(tmp_path)
     monkeypatch.setattr(api, "open_run", lambda d: (RunStore(d), TwoFieldScenario(), RunStore(d).read_config()))
@@ -191,7 +256,7 @@ def test_report_and_compare_end_print_no_unadjusted_better(toy_run, capsys):
     assert "better than" not in out and f"{FC} vs {RAG}: too few samples to tell at 1,000 tokens" in out
     assert "alpha 0.0167 = 0.05 / 3 planned looks (--until-decided)" in out
     page = (toy_run / "report.html").read_text()
-    section = page[page.index('<section id="verdict"'):page.index('<section id="heatmaps"')]
+    section = page[page.index('<section id="verdict"') : page.index('<section id="heatmaps"')]
     assert 'data-status="undecided"' in section and 'data-status="worse"' not in section and "not settled" in section
     assert "alpha 0.0167 = 0.05 / 3 planned looks (--until-decided)" in section
     assert json.loads((toy_run / "summary.json").read_text())["verdict"][0]["comparisons"][0]["status"] == "undecided"

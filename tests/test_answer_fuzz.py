@@ -13,7 +13,8 @@ import json
 
 import httpx
 import pytest
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from harness.endpoints.client import Endpoint, parse_completion
 from harness.prompting import build_prompt
@@ -39,8 +40,14 @@ def job_and_scenario(tmp_path_factory):
         return [max(1, len(t) // 4) for t in texts]
 
     # The nested answer form: its schema has the most to get wrong (typed date parts, nested objects).
-    config = RunConfig(strategies=["full-context"], lengths=[300], depths=[50.0], needles=1, shots=0,
-                       scenario_params={"answer_form": "nested"})
+    config = RunConfig(
+        strategies=["full-context"],
+        lengths=[300],
+        depths=[50.0],
+        needles=1,
+        shots=0,
+        scenario_params={"answer_form": "nested"},
+    )
     scen = build_scenario(config)
     (strategy,) = build_strategies(config, tmp_path_factory.mktemp("cache"), count)
     (sample,) = scen.samples(config.lengths, config.depths, config.needles, count)
@@ -62,8 +69,9 @@ def _send(body: bytes, api: str = "completions"):
 def _envelope(text, api="completions") -> bytes:
     if api == "chat":
         return json.dumps({"choices": [{"message": {"role": "assistant", "content": text}}]}).encode()
-    return json.dumps({"choices": [{"text": text, "finish_reason": "length"}],
-                       "usage": {"prompt_tokens": 5, "completion_tokens": 7}}).encode()
+    return json.dumps(
+        {"choices": [{"text": text, "finish_reason": "length"}], "usage": {"prompt_tokens": 5, "completion_tokens": 7}}
+    ).encode()
 
 
 def _answer(job, scen, body: bytes):
@@ -105,19 +113,25 @@ def _answers():
         "valid": (json.dumps(GOOD), None),
         "truncated JSON": (truncated[: len(truncated) // 2], "not JSON"),
         "wrong type (string for bool)": (json.dumps({**GOOD, "sportsperson": "yes"}), "sportsperson"),
-        "wrong type (string for int)": (json.dumps({**GOOD, "date_of_birth": {"day": "1", "month": 2, "year": 1}}),
-                                        "date_of_birth"),
+        "wrong type (string for int)": (
+            json.dumps({**GOOD, "date_of_birth": {"day": "1", "month": 2, "year": 1}}),
+            "date_of_birth",
+        ),
         "wrong type (list)": (json.dumps([GOOD]), "not an object"),
         "extra key": (json.dumps({**GOOD, "confidence": 0.9}), "schema"),
-        "nested extra key": (json.dumps({**GOOD, "date_of_death": {"day": 0, "month": 0, "year": 0, "era": "AD"}}),
-                             "schema"),
+        "nested extra key": (
+            json.dumps({**GOOD, "date_of_death": {"day": 0, "month": 0, "year": 0, "era": "AD"}}),
+            "schema",
+        ),
         "missing key": (json.dumps({k: v for k, v in GOOD.items() if k != "politician"}), "politician"),
         "megabytes of text": ("x" * 3_000_000, "not JSON"),
         "megabytes inside JSON": (json.dumps({**GOOD, "nationality": "a" * 2_000_000}), "nationality"),
         "deep nesting": ("[" * 100_000 + "]" * 100_000, "not"),
         "empty": ("", "empty"),
-        "NaN and Infinity": (json.dumps({**GOOD, "date_of_birth": {"day": float("nan"), "month": 1,
-                                                                   "year": float("inf")}}), "date_of_birth"),
+        "NaN and Infinity": (
+            json.dumps({**GOOD, "date_of_birth": {"day": float("nan"), "month": 1, "year": float("inf")}}),
+            "date_of_birth",
+        ),
         "lone surrogate": (json.dumps({**GOOD, "nationality": "\ud800"}), None),
         "null bytes": (json.dumps({**GOOD, "nationality": "fr\x00ench"}), None),
     }
@@ -134,18 +148,21 @@ def test_hand_picked_outputs_are_recorded_never_raised(case, job_and_scenario, t
         assert not record.valid and why in record.invalid_reason, record.invalid_reason
 
 
-@pytest.mark.parametrize("body,why", [
-    (b'{"choices": [{"text": "{\\"nationality\\": \\"fr\xff\xfench\\"}"}]}', "not valid UTF-8"),
-    (b"\xff\xfe\x00garbage", "not valid UTF-8"),
-    (b'{"choices": [{"text": "ok"', "not JSON"),
-    (b"<html>502 Bad Gateway</html>", "not JSON"),
-    (b'{"choices": []}', "no text"),
-    (b'{"choices": [{"text": 42}]}', "no text"),
-    (b'{"choices": "nope", "usage": "many"}', "no text"),
-    (b'[1, 2, 3]', "no text"),
-    (b'null', "no text"),
-    (b'{"choices": [{"text": "{}", "finish_reason": 7}], "usage": {"prompt_tokens": "x"}}', "schema"),
-])
+@pytest.mark.parametrize(
+    "body,why",
+    [
+        (b'{"choices": [{"text": "{\\"nationality\\": \\"fr\xff\xfench\\"}"}]}', "not valid UTF-8"),
+        (b"\xff\xfe\x00garbage", "not valid UTF-8"),
+        (b'{"choices": [{"text": "ok"', "not JSON"),
+        (b"<html>502 Bad Gateway</html>", "not JSON"),
+        (b'{"choices": []}', "no text"),
+        (b'{"choices": [{"text": 42}]}', "no text"),
+        (b'{"choices": "nope", "usage": "many"}', "no text"),
+        (b"[1, 2, 3]", "no text"),
+        (b"null", "no text"),
+        (b'{"choices": [{"text": "{}", "finish_reason": 7}], "usage": {"prompt_tokens": "x"}}', "schema"),
+    ],
+)
 def test_broken_response_bodies_are_invalid_with_a_reason(body, why, job_and_scenario, tmp_path):
     job, scen = job_and_scenario
     record = _record_round_trip(tmp_path, job, scen, body)
@@ -183,12 +200,16 @@ def test_generated_model_outputs(job_and_scenario, tmp_path, text):
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(st.one_of(
-    st.binary(max_size=400),
-    model_text.map(lambda t: _envelope(t)).flatmap(  # a valid envelope with random bytes spliced in
-        lambda b: st.tuples(st.integers(0, len(b)), st.binary(min_size=1, max_size=8)).map(
-            lambda t: b[: t[0]] + t[1] + b[t[0]:])),
-))
+@given(
+    st.one_of(
+        st.binary(max_size=400),
+        model_text.map(lambda t: _envelope(t)).flatmap(  # a valid envelope with random bytes spliced in
+            lambda b: st.tuples(st.integers(0, len(b)), st.binary(min_size=1, max_size=8)).map(
+                lambda t: b[: t[0]] + t[1] + b[t[0] :]
+            )
+        ),
+    )
+)
 def test_generated_response_bodies(job_and_scenario, tmp_path, body):
     job, scen = job_and_scenario
     _record_round_trip(tmp_path, job, scen, body)

@@ -2,7 +2,8 @@
 
 import json
 
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from harness.scoring.answers import mark, parse_answer
 
@@ -43,9 +44,15 @@ def test_invalid_answers_have_reasons():
 
 
 @settings(max_examples=200, deadline=None)
-@given(st.one_of(st.text(), st.binary().map(lambda b: b.decode("utf-8", "replace")),
-                 st.recursive(st.none() | st.booleans() | st.integers() | st.text(),
-                              lambda c: st.lists(c) | st.dictionaries(st.text(), c)).map(json.dumps)))
+@given(
+    st.one_of(
+        st.text(),
+        st.binary().map(lambda b: b.decode("utf-8", "replace")),
+        st.recursive(
+            st.none() | st.booleans() | st.integers() | st.text(), lambda c: st.lists(c) | st.dictionaries(st.text(), c)
+        ).map(json.dumps),
+    )
+)
 def test_parse_never_raises(raw):
     answer, reason = parse_answer(raw, SCHEMA)
     assert (answer is None) != (reason is None)

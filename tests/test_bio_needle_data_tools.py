@@ -18,21 +18,27 @@ from harness.errors import HarnessError, UsageError
 from scenarios.bio_needle import anonymize as A
 from scenarios.bio_needle.generator import BioGenerator, surname_split
 from scenarios.bio_needle.loader import load_jsonl
-from scenarios.bio_needle.wikibio import import_wikibio, not_one_person, read_source, SourceEntry
+from scenarios.bio_needle.wikibio import SourceEntry, import_wikibio, not_one_person, read_source
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "bench"))
 sys.path.insert(0, str(ROOT / "tests"))
 
 import fake_openai  # noqa: E402
-from wikibio_rows import HAND, generated, row, write_arrow, write_parquet  # noqa: E402
+from wikibio_rows import HAND, generated, write_arrow, write_parquet  # noqa: E402
 
 ENV = {**os.environ, "HARNESS_NO_COLOR": "1", "COLUMNS": "200"}
 
 
 def harness(*args: str, env: dict | None = None, timeout: int = 120) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "harness.cli", *args], capture_output=True, text=True,
-                          timeout=timeout, cwd=ROOT, env=env or ENV)
+    return subprocess.run(
+        [sys.executable, "-m", "harness.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=ROOT,
+        env=env or ENV,
+    )
 
 
 def real_words(rows) -> dict[int, set[str]]:
@@ -56,16 +62,17 @@ def test_data_commands_are_mounted_from_entry_points_and_loaded_lazily():
     for name in ("check", "import-wikibio", "label", "inspect"):
         assert name in p.stdout
     # other commands never import the biography tools
-    code = ("import sys; from harness import cli; cli.app(['scenarios'], standalone_mode=False); "
-            "print('scenarios.bio_needle.data_cli' in sys.modules)")
+    code = (
+        "import sys; from harness import cli; cli.app(['scenarios'], standalone_mode=False); "
+        "print('scenarios.bio_needle.data_cli' in sys.modules)"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120)
     assert out.stdout.strip().splitlines()[-1] == "False", out.stderr[-2000:]
 
 
 def test_a_plugin_can_add_a_data_command():
-    from typer.testing import CliRunner
-
     import typer
+    from typer.testing import CliRunner
 
     from harness import cli, registry
 
@@ -91,11 +98,19 @@ def test_check_prints_what_it_found_and_fails_on_refused_lines(tmp_path):
             fh.write(json.dumps({"name": r.name, "bio": r.bio, "num_tokens": len(r.bio) // 4}) + "\n")
         fh.write(json.dumps({"name": "Nobody Here", "bio": "A text about someone else."}) + "\n")
     n = g.records("needles", 3)
-    lines = [json.dumps({"name": r.name, "bio": r.bio, "json": {**r.labels.model_dump(), "politician": "No"}})
-             for r in n]
+    lines = [
+        json.dumps({"name": r.name, "bio": r.bio, "json": {**r.labels.model_dump(), "politician": "No"}}) for r in n
+    ]
     lines.append(json.dumps({"name": recs[2].name, "bio": recs[2].bio, "json": recs[2].labels.model_dump()}))
-    lines.append(json.dumps({"name": "Zed Oru", "bio": "Zed Oru.",
-                             "json": {**recs[2].labels.model_dump(), "date_of_birth": {"day": 30, "month": 2, "year": 1950}}}))
+    lines.append(
+        json.dumps(
+            {
+                "name": "Zed Oru",
+                "bio": "Zed Oru.",
+                "json": {**recs[2].labels.model_dump(), "date_of_birth": {"day": 30, "month": 2, "year": 1950}},
+            }
+        )
+    )
     needles.write_text("\n".join(lines) + "\n\n")
     p = harness("data", "check", str(hay), str(needles))
     out = p.stdout
@@ -103,7 +118,7 @@ def test_check_prints_what_it_found_and_fails_on_refused_lines(tmp_path):
     assert p.stderr.strip().splitlines() == ["error: 1 line refused (listed above); a run would stop at the first"]
     assert "lines       32: 32 biographies read, 0 refused" in out
     assert "labels      0 labeled, 32 unlabeled: usable as a haystack; needles need labels" in out
-    assert "tokens/bio  min" in out and "the file's \"num_tokens\"" in out
+    assert "tokens/bio  min" in out and 'the file\'s "num_tokens"' in out
     assert re.search(r"duplicates  1 name occurs more than once: \"[a-z .]+\" \(lines 1, 31\)", out)
     assert "unnamed     1 biography does not mention the name (lines 32)" in out
     assert "lines       5 (1 blank line skipped): 4 biographies read, 1 refused" in out
@@ -113,23 +128,31 @@ def test_check_prints_what_it_found_and_fails_on_refused_lines(tmp_path):
     ok = harness("data", "check", str(hay))
     assert ok.returncode == 0 and ok.stderr == ""
     missing = harness("data", "check", str(tmp_path / "nope.jsonl"))
-    assert missing.returncode == 2 and missing.stderr.strip() == f"error: {tmp_path / 'nope.jsonl'}: no such file or folder"
+    assert (
+        missing.returncode == 2
+        and missing.stderr.strip() == f"error: {tmp_path / 'nope.jsonl'}: no such file or folder"
+    )
 
 
 # ------------------------------------------------------------------------------ anonymization
 def test_every_form_of_the_name_is_replaced_and_nothing_else():
     forms = A.name_forms(["j. r. r. kolvane", "john ronald reuel kolvane", "j. r. r. kolvane\n"])
     fake = A.FakeName("Renin", "Nimeton")
-    text = ("john ronald reuel kolvane ( 3 january 1892 -- 2 september 1973 ) was an english writer . kolvane 's "
-            "books sold well . j. r. r. kolvane and his son met john . he died in may 1973 .")
+    text = (
+        "john ronald reuel kolvane ( 3 january 1892 -- 2 september 1973 ) was an english writer . kolvane 's "
+        "books sold well . j. r. r. kolvane and his son met john . he died in may 1973 ."
+    )
     new, n = A.anonymize(text, forms, fake, lowercase=True)
-    assert new == ("renin nimeton ( 3 january 1892 -- 2 september 1973 ) was an english writer . nimeton 's "
-                   "books sold well . renin nimeton and his son met renin . he died in may 1973 .")
+    assert new == (
+        "renin nimeton ( 3 january 1892 -- 2 september 1973 ) was an english writer . nimeton 's "
+        "books sold well . renin nimeton and his son met renin . he died in may 1973 ."
+    )
     assert n == 4 and A.leaks(new, forms) == []
     # particles belong to the name only next to its words; "of", "the" never start a mention
     forms = A.name_forms(["jean-luc van der berghe"])
-    new, _ = A.anonymize("Jean-Luc van der Berghe rode the Tour de France; Van der Berghe won. Son of Berghe.",
-                         forms, fake)
+    new, _ = A.anonymize(
+        "Jean-Luc van der Berghe rode the Tour de France; Van der Berghe won. Son of Berghe.", forms, fake
+    )
     assert new == "Renin Nimeton rode the Tour de France; Nimeton won. Son of Nimeton."
 
 
@@ -160,10 +183,12 @@ def test_one_person_filter():
     assert not_one_person(entry("x", {"current_members": "a", "origin": "b"}))
     assert not_one_person(entry("x", {"founded": "1990", "headquarters": "oslo"}))
     assert not_one_person(entry("ed and jo were a duo .", names=("ed tolly and jo brisk",)))
-    for person in ("john smith is a club cricketer who played for kent .",
-                   "john smith is a member of the band the who .",
-                   "john smith was a group captain in the raf .",
-                   "john smith ( born 1950 ) is an english former footballer ."):
+    for person in (
+        "john smith is a club cricketer who played for kent .",
+        "john smith is a member of the band the who .",
+        "john smith was a group captain in the raf .",
+        "john smith ( born 1950 ) is an english former footballer .",
+    ):
         assert not_one_person(entry(person, {"founded": "x", "birth_date": "1950"})) is None, person
 
 
@@ -182,8 +207,11 @@ def test_import_reads_the_datasets_files_and_anonymizes(tmp_path, form):
     report = import_wikibio(out, source=src, needles=2, seed=1)
     kept = [i for i, (_, expect) in enumerate(HAND) if expect == "keep"]
     assert (report.read, report.written, report.needles, report.haystack) == (len(HAND), len(kept), 2, len(kept) - 2)
-    assert report.left_out == {"not about one person": 3, "name is a word the labels are read from": 1,
-                               "name not in the text": 1}
+    assert report.left_out == {
+        "not about one person": 3,
+        "name is a word the labels are read from": 1,
+        "name not in the text": 1,
+    }
     assert report.still_named == 0
     written = load_jsonl(out / "needles.jsonl") + load_jsonl(out / "haystack.jsonl")
     words = real_words(HAND)
@@ -199,8 +227,12 @@ def test_import_reads_the_datasets_files_and_anonymizes(tmp_path, form):
     assert [int(r["row"]) for r in table] == list(range(len(HAND)))
     assert all(int(r["names_replaced"]) >= 2 for r in table if not r["left_out"])
     assert [r["left_out"].split(":")[0] for r in table if r["left_out"]] == [
-        "not about one person", "not about one person", "not about one person",
-        "name is a word the labels are read from", "name not in the text"]
+        "not about one person",
+        "not about one person",
+        "not about one person",
+        "name is a word the labels are read from",
+        "name not in the text",
+    ]
     saved = json.loads((out / "import-report.json").read_text())
     assert saved["still_named"] == 0 and saved["written"] == len(kept)
     assert "kolvane" not in (out / "import-report.json").read_text()
@@ -215,8 +247,11 @@ def test_import_from_a_folder_with_a_limit_and_name_bio_jsonl_keeping_labels(tmp
     report = import_wikibio(tmp_path / "a", source=src, needles=0, limit=8)
     assert report.written == 8 and report.haystack == 8 and report.read >= 8
     people = tmp_path / "people.jsonl"
-    people.write_text("".join(json.dumps({"name": p.name, "bio": p.record.bio, "json": p.labels.model_dump()}) + "\n"
-                              for _, p in gen[:3]))
+    people.write_text(
+        "".join(
+            json.dumps({"name": p.name, "bio": p.record.bio, "json": p.labels.model_dump()}) + "\n" for _, p in gen[:3]
+        )
+    )
     report = import_wikibio(tmp_path / "b", source=people, needles=3)
     needles = load_jsonl(tmp_path / "b" / "needles.jsonl", need_labels=True)
     assert [r.labels for r in needles] == [p.labels for _, p in gen[:3]]
@@ -242,7 +277,8 @@ def test_import_without_files_fails_at_once_with_what_to_pass(tmp_path):
     assert p.stderr.strip().splitlines() == [
         "error: cannot load michaelauli/wiki_bio (huggingface.co cannot be reached and it is not in the local "
         "datasets cache); pass the dataset's files with --source PATH (its parquet or arrow files, or JSONL with "
-        "name and bio)"]
+        "name and bio)"
+    ]
     assert not (tmp_path / "out").exists()  # nothing created
     bad = harness("data", "import-wikibio", "--out", str(tmp_path / "o"), "--source", str(tmp_path / "x.csv"))
     assert bad.returncode == 2 and bad.stderr.strip() == f"error: {tmp_path / 'x.csv'}: no such file or folder"
@@ -268,13 +304,38 @@ def test_source_rows_that_are_not_wiki_bio_are_refused_with_row(tmp_path):
 def test_inspect_writes_an_inert_escaped_page(tmp_path):
     path = tmp_path / "needles.jsonl"
     path.write_text(
-        json.dumps({"name": "Ana <b>Kovi</b>", "bio": "Ana <b>Kovi</b> <script>alert(1)</script> is a cyclist.",
-                    "json": {"nationality": " French ", "date_of_birth": {"day": None, "month": 3, "year": "1951"},
-                             "date_of_death": None, "sportsperson": "yes", "politician": False},
-                    "labeled_by": "gemma-3-270m"}) + "\n"
-        + json.dumps({"name": "Bo Tel", "bio": "Bo Tel."}) + "\n"
-        + json.dumps({"name": "Cy", "bio": "Cy.", "json": {"nationality": "x", "date_of_birth": "1951?",
-                                                          "date_of_death": "", "sportsperson": 1, "politician": 0}}) + "\n")
+        json.dumps(
+            {
+                "name": "Ana <b>Kovi</b>",
+                "bio": "Ana <b>Kovi</b> <script>alert(1)</script> is a cyclist.",
+                "json": {
+                    "nationality": " French ",
+                    "date_of_birth": {"day": None, "month": 3, "year": "1951"},
+                    "date_of_death": None,
+                    "sportsperson": "yes",
+                    "politician": False,
+                },
+                "labeled_by": "gemma-3-270m",
+            }
+        )
+        + "\n"
+        + json.dumps({"name": "Bo Tel", "bio": "Bo Tel."})
+        + "\n"
+        + json.dumps(
+            {
+                "name": "Cy",
+                "bio": "Cy.",
+                "json": {
+                    "nationality": "x",
+                    "date_of_birth": "1951?",
+                    "date_of_death": "",
+                    "sportsperson": 1,
+                    "politician": 0,
+                },
+            }
+        )
+        + "\n"
+    )
     p = harness("data", "inspect", str(path))
     assert p.returncode == 0 and "wrote" in p.stdout
     html = (tmp_path / "needles.html").read_text()
@@ -282,7 +343,7 @@ def test_inspect_writes_an_inert_escaped_page(tmp_path):
     assert "Content-Security-Policy" in html and "default-src 'none'" in html
     assert "http://" not in html and "https://" not in html
     assert "<mark>Ana &lt;b&gt;Kovi&lt;/b&gt;</mark>" in html
-    assert "<td class=\"lab\">french</td><td class=\"lab\">1951-03-??</td><td class=\"lab\">—</td>" in html
+    assert '<td class="lab">french</td><td class="lab">1951-03-??</td><td class="lab">—</td>' in html
     assert "gemma-3-270m" in html and "months written as names" not in html and "numbers written as strings" in html
     assert "unlabeled" in html
     assert "refused: json.date_of_birth: &quot;1951?&quot; is not a date" in html
@@ -296,8 +357,7 @@ def _unlabeled(tmp_path: Path) -> Path:
     g = BioGenerator(seed=9)
     path = tmp_path / "needles.jsonl"
     rows = [{"name": r.name, "bio": r.bio, "num_tokens": 5} for r in g.records("needles", 3)]
-    rows.insert(1, {"name": "Done Already", "bio": "Done Already.", "json": {**ANSWER, "born": "1950",
-                                                                            "died": None}})
+    rows.insert(1, {"name": "Done Already", "bio": "Done Already.", "json": {**ANSWER, "born": "1950", "died": None}})
     path.write_text("".join(json.dumps(r) + "\n" for r in rows) + "{broken\n")
     return path
 
@@ -308,10 +368,24 @@ def test_label_fills_unlabeled_entries_in_place_through_the_cache(tmp_path, monk
     path = _unlabeled(tmp_path)
     before = path.read_text().splitlines()
     with fake_openai.running("--answer", json.dumps(ANSWER)) as url:
-        p = harness("data", "label", str(path), "--endpoint", url, "--model", "gemma-3-270m", "--api",
-                    "completions", "--concurrency", "2", env=env)
+        p = harness(
+            "data",
+            "label",
+            str(path),
+            "--endpoint",
+            url,
+            "--model",
+            "gemma-3-270m",
+            "--api",
+            "completions",
+            "--concurrency",
+            "2",
+            env=env,
+        )
         assert p.returncode == 0, p.stderr
-        assert "labelled 3, failed 0, skipped 1, unreadable lines left as they are 1 (0 answers from the cache" in p.stdout
+        assert (
+            "labelled 3, failed 0, skipped 1, unreadable lines left as they are 1 (0 answers from the cache" in p.stdout
+        )
         after = path.read_text().splitlines()
         assert after[1] == before[1] and after[4] == "{broken"  # other lines kept as they were
         for line in (after[0], after[2], after[3]):
@@ -319,8 +393,19 @@ def test_label_fills_unlabeled_entries_in_place_through_the_cache(tmp_path, monk
             assert obj["json"]["date_of_birth"] == {"day": 3, "month": 3, "year": 1951}
             assert obj["labeled_by"] == "gemma-3-270m" and obj["num_tokens"] == 5
         # audit: the same requests again (answered from the cache), nothing written
-        audit = harness("data", "label", str(path), "--endpoint", url, "--model", "gemma-3-270m", "--api",
-                        "completions", "--audit", env=env)
+        audit = harness(
+            "data",
+            "label",
+            str(path),
+            "--endpoint",
+            url,
+            "--model",
+            "gemma-3-270m",
+            "--api",
+            "completions",
+            "--audit",
+            env=env,
+        )
         assert audit.returncode == 0, audit.stderr
         assert "asked about 4, failed 0" in audit.stdout and "(3 answers from the cache" in audit.stdout
         assert "agreement with the file's labels over 4 biographies: mean" in audit.stdout
@@ -332,8 +417,9 @@ def test_a_label_the_checks_refuse_is_a_failure_not_a_label(tmp_path, monkeypatc
     path = _unlabeled(tmp_path)
     before = path.read_text()
     with fake_openai.running("--answer", json.dumps({**ANSWER, "born": "1951-02-31"})) as url:
-        p = harness("data", "label", str(path), "--endpoint", url, "--model", "gemma-3-270m", "--api",
-                    "completions", env=env)
+        p = harness(
+            "data", "label", str(path), "--endpoint", url, "--model", "gemma-3-270m", "--api", "completions", env=env
+        )
     assert p.returncode == 0, p.stderr
     assert "labelled 0, failed 3, skipped 1" in p.stdout
     assert "the model's label is refused: date_of_birth.day: 31 is not a day of February 1951" in p.stdout

@@ -17,8 +17,13 @@ from scenarios.bio_needle.generator import BioGenerator
 from scenarios.bio_needle.labels import LabelError, normalise_labels
 from scenarios.bio_needle.loader import ReadReport, load_jsonl, read_bios
 
-GOLD = {"nationality": "french", "date_of_birth": {"day": 3, "month": 3, "year": 1951},
-        "date_of_death": {"day": 0, "month": 0, "year": 0}, "sportsperson": True, "politician": False}
+GOLD = {
+    "nationality": "french",
+    "date_of_birth": {"day": 3, "month": 3, "year": 1951},
+    "date_of_death": {"day": 0, "month": 0, "year": 0},
+    "sportsperson": True,
+    "politician": False,
+}
 
 
 def words(texts):
@@ -26,24 +31,37 @@ def words(texts):
 
 
 # ------------------------------------------------------------------------------ normalise or refuse
-@pytest.mark.parametrize("change, expected, note", [
-    ({"nationality": " French "}, {"nationality": "french"}, "nationality: case or spaces normalised"),
-    ({"nationality": None}, {"nationality": "unknown"}, 'nationality: null read as "unknown"'),
-    ({"nationality": "N/A"}, {"nationality": "unknown"}, 'nationality: "n/a" read as "unknown"'),
-    ({"date_of_birth": {"day": "3", "month": "03", "year": "1951"}}, {}, "date parts: numbers written as strings"),
-    ({"date_of_birth": {"day": 3, "month": "March", "year": 1951}}, {}, "months written as names"),
-    ({"date_of_birth": "1951-03-03"}, {}, 'date_of_birth: written as a "YYYY-MM-DD" string'),
-    ({"date_of_birth": {"day": None, "month": None, "year": 1951}},
-     {"date_of_birth": {"day": 0, "month": 0, "year": 1951}}, "date parts: null read as 0 (unknown)"),
-    ({"date_of_birth": {"year": 1951}}, {"date_of_birth": {"day": 0, "month": 0, "year": 1951}},
-     "date_of_birth: a missing part read as 0 (unknown)"),
-    ({"date_of_death": None}, {}, "date_of_death: null read as no date (zeros)"),
-    ({"date_of_death": ""}, {}, "date_of_death: empty string read as no date (zeros)"),
-    ({"sportsperson": "Yes", "politician": "no"}, {}, "booleans written as words (yes/no, true/false)"),
-    ({"sportsperson": 1}, {}, "booleans written as 1/0"),
-    ({"date_of_birth": {"day": 3.0, "month": 3, "year": 1951}}, {}, "date parts: whole numbers written as decimals"),
-    ({"occupation": "cyclist"}, {}, "extra label keys ignored (occupation)"),
-])
+@pytest.mark.parametrize(
+    "change, expected, note",
+    [
+        ({"nationality": " French "}, {"nationality": "french"}, "nationality: case or spaces normalised"),
+        ({"nationality": None}, {"nationality": "unknown"}, 'nationality: null read as "unknown"'),
+        ({"nationality": "N/A"}, {"nationality": "unknown"}, 'nationality: "n/a" read as "unknown"'),
+        ({"date_of_birth": {"day": "3", "month": "03", "year": "1951"}}, {}, "date parts: numbers written as strings"),
+        ({"date_of_birth": {"day": 3, "month": "March", "year": 1951}}, {}, "months written as names"),
+        ({"date_of_birth": "1951-03-03"}, {}, 'date_of_birth: written as a "YYYY-MM-DD" string'),
+        (
+            {"date_of_birth": {"day": None, "month": None, "year": 1951}},
+            {"date_of_birth": {"day": 0, "month": 0, "year": 1951}},
+            "date parts: null read as 0 (unknown)",
+        ),
+        (
+            {"date_of_birth": {"year": 1951}},
+            {"date_of_birth": {"day": 0, "month": 0, "year": 1951}},
+            "date_of_birth: a missing part read as 0 (unknown)",
+        ),
+        ({"date_of_death": None}, {}, "date_of_death: null read as no date (zeros)"),
+        ({"date_of_death": ""}, {}, "date_of_death: empty string read as no date (zeros)"),
+        ({"sportsperson": "Yes", "politician": "no"}, {}, "booleans written as words (yes/no, true/false)"),
+        ({"sportsperson": 1}, {}, "booleans written as 1/0"),
+        (
+            {"date_of_birth": {"day": 3.0, "month": 3, "year": 1951}},
+            {},
+            "date parts: whole numbers written as decimals",
+        ),
+        ({"occupation": "cyclist"}, {}, "extra label keys ignored (occupation)"),
+    ],
+)
 def test_label_forms_an_llm_writes_are_normalised_and_named(change, expected, note):
     raw = {**GOLD, **change}
     labels, notes = normalise_labels(raw)
@@ -57,31 +75,44 @@ def test_compact_keys_are_read():
     assert labels == GOLD and "compact keys born/died read as date_of_birth/date_of_death" in notes
 
 
-@pytest.mark.parametrize("change, field, why", [
-    ({"date_of_birth": "1951?"}, "date_of_birth", "is not a date"),
-    ({"date_of_birth": {"day": 3, "month": 3, "year": "1951?"}}, "date_of_birth.year", "is not a number"),
-    ({"date_of_birth": {"day": 3, "month": 3, "year": "c. 1951"}}, "date_of_birth.year", "is not a number"),
-    ({"date_of_birth": {"day": 3, "month": 3, "year": "1950s"}}, "date_of_birth.year", "is not a number"),
-    ({"date_of_birth": {"day": 31, "month": 2, "year": 1951}}, "date_of_birth.day", "31 is not a day of February 1951"),
-    ({"date_of_birth": {"day": 29, "month": 2, "year": 1951}}, "date_of_birth.day", "(1-28"),
-    ({"date_of_birth": {"day": 3, "month": 13, "year": 1951}}, "date_of_birth.month", "13 is not a month"),
-    ({"date_of_birth": {"day": 32, "month": 0, "year": 1951}}, "date_of_birth.day", "32 is not a day"),
-    ({"date_of_birth": {"day": -1, "month": 3, "year": 1951}}, "date_of_birth.day", "-1 is not a day"),
-    ({"date_of_birth": {"day": 3.5, "month": 3, "year": 1951}}, "date_of_birth.day", "expected an integer"),
-    ({"date_of_birth": {"day": True, "month": 3, "year": 1951}}, "date_of_birth.day", "expected an integer"),
-    ({"date_of_birth": "28/01/1951"}, "date_of_birth", "is not a date"),
-    ({"date_of_birth": {"day": 3, "month": 3, "year": 1951, "era": "AD"}}, "date_of_birth.era", "not a date part"),
-    ({"date_of_death": {"day": 0, "month": 0, "year": 1940}}, "date_of_death", "before the date of birth"),
-    ({"date_of_birth": {"day": 13, "month": 12, "year": 1310}, "date_of_death": {"day": 13, "month": 4, "year": 1969}},
-     "date_of_death", "659 years after the date of birth (more than 125)"),
-    ({"sportsperson": "maybe"}, "sportsperson", '"maybe" is not true or false'),
-    ({"sportsperson": None}, "sportsperson", "null is not true or false"),
-    ({"politician": 2}, "politician", "2 is not true or false"),
-    ({"nationality": "french?"}, "nationality", "is not one nationality"),
-    ({"nationality": "french/italian"}, "nationality", "is not one nationality"),
-    ({"nationality": "  "}, "nationality", "must not be empty"),
-    ({"nationality": 3}, "nationality", "expected a string"),
-])
+@pytest.mark.parametrize(
+    "change, field, why",
+    [
+        ({"date_of_birth": "1951?"}, "date_of_birth", "is not a date"),
+        ({"date_of_birth": {"day": 3, "month": 3, "year": "1951?"}}, "date_of_birth.year", "is not a number"),
+        ({"date_of_birth": {"day": 3, "month": 3, "year": "c. 1951"}}, "date_of_birth.year", "is not a number"),
+        ({"date_of_birth": {"day": 3, "month": 3, "year": "1950s"}}, "date_of_birth.year", "is not a number"),
+        (
+            {"date_of_birth": {"day": 31, "month": 2, "year": 1951}},
+            "date_of_birth.day",
+            "31 is not a day of February 1951",
+        ),
+        ({"date_of_birth": {"day": 29, "month": 2, "year": 1951}}, "date_of_birth.day", "(1-28"),
+        ({"date_of_birth": {"day": 3, "month": 13, "year": 1951}}, "date_of_birth.month", "13 is not a month"),
+        ({"date_of_birth": {"day": 32, "month": 0, "year": 1951}}, "date_of_birth.day", "32 is not a day"),
+        ({"date_of_birth": {"day": -1, "month": 3, "year": 1951}}, "date_of_birth.day", "-1 is not a day"),
+        ({"date_of_birth": {"day": 3.5, "month": 3, "year": 1951}}, "date_of_birth.day", "expected an integer"),
+        ({"date_of_birth": {"day": True, "month": 3, "year": 1951}}, "date_of_birth.day", "expected an integer"),
+        ({"date_of_birth": "28/01/1951"}, "date_of_birth", "is not a date"),
+        ({"date_of_birth": {"day": 3, "month": 3, "year": 1951, "era": "AD"}}, "date_of_birth.era", "not a date part"),
+        ({"date_of_death": {"day": 0, "month": 0, "year": 1940}}, "date_of_death", "before the date of birth"),
+        (
+            {
+                "date_of_birth": {"day": 13, "month": 12, "year": 1310},
+                "date_of_death": {"day": 13, "month": 4, "year": 1969},
+            },
+            "date_of_death",
+            "659 years after the date of birth (more than 125)",
+        ),
+        ({"sportsperson": "maybe"}, "sportsperson", '"maybe" is not true or false'),
+        ({"sportsperson": None}, "sportsperson", "null is not true or false"),
+        ({"politician": 2}, "politician", "2 is not true or false"),
+        ({"nationality": "french?"}, "nationality", "is not one nationality"),
+        ({"nationality": "french/italian"}, "nationality", "is not one nationality"),
+        ({"nationality": "  "}, "nationality", "must not be empty"),
+        ({"nationality": 3}, "nationality", "expected a string"),
+    ],
+)
 def test_labels_that_could_be_wrong_are_refused_naming_the_field(change, field, why):
     with pytest.raises(LabelError) as e:
         normalise_labels({**GOLD, **change})
@@ -89,8 +120,13 @@ def test_labels_that_could_be_wrong_are_refused_naming_the_field(change, field, 
 
 
 def test_a_leap_day_is_a_day_and_death_on_an_unknown_day_of_the_birth_year_is_not_before_it():
-    labels, _ = normalise_labels({**GOLD, "date_of_birth": {"day": 29, "month": 2, "year": 1952},
-                                  "date_of_death": {"day": 0, "month": 0, "year": 1952}})
+    labels, _ = normalise_labels(
+        {
+            **GOLD,
+            "date_of_birth": {"day": 29, "month": 2, "year": 1952},
+            "date_of_death": {"day": 0, "month": 0, "year": 1952},
+        }
+    )
     assert labels["date_of_birth"]["day"] == 29
     labels, _ = normalise_labels({**GOLD, "date_of_birth": {"day": 29, "month": 2, "year": 0}})  # year unknown
     assert labels["date_of_birth"] == {"day": 29, "month": 2, "year": 0}
@@ -102,9 +138,13 @@ def test_a_leap_day_is_a_day_and_death_on_an_unknown_day_of_the_birth_year_is_no
 def test_haystack_lines_need_only_name_and_bio(tmp_path):
     path = tmp_path / "haystack.jsonl"
     path.write_text(
-        json.dumps({"name": "Ana Kovi", "bio": "Ana Kovi is a painter.", "num_tokens": 7, "source": "x"}) + "\n"
-        + json.dumps({"name": "Bo Tel", "bio": "Bo Tel is a poet.", "json": None}) + "\n"
-        + json.dumps({"name": " Cy  Ran ", "bio": "Cy Ran is a cook.", "json": {**GOLD, "sportsperson": "no"}}) + "\n")
+        json.dumps({"name": "Ana Kovi", "bio": "Ana Kovi is a painter.", "num_tokens": 7, "source": "x"})
+        + "\n"
+        + json.dumps({"name": "Bo Tel", "bio": "Bo Tel is a poet.", "json": None})
+        + "\n"
+        + json.dumps({"name": " Cy  Ran ", "bio": "Cy Ran is a cook.", "json": {**GOLD, "sportsperson": "no"}})
+        + "\n"
+    )
     report = ReadReport(str(path))
     lines = list(read_bios(path, report=report))
     assert [line.record.labels is None for line in lines] == [True, True, False]
@@ -128,8 +168,12 @@ def test_needles_must_be_labeled_and_the_error_says_how(tmp_path):
 def test_counting_mode_collects_every_refusal_with_file_line_field(tmp_path):
     path = tmp_path / "labeled.jsonl"
     good = {"name": "Ana Kovi", "bio": "Ana Kovi.", "json": GOLD}
-    rows = [good, {**good, "json": {**GOLD, "date_of_birth": {"day": 31, "month": 2, "year": 1951}}}, good,
-            {**good, "json": {**GOLD, "politician": "maybe"}}]
+    rows = [
+        good,
+        {**good, "json": {**GOLD, "date_of_birth": {"day": 31, "month": 2, "year": 1951}}},
+        good,
+        {**good, "json": {**GOLD, "politician": "maybe"}},
+    ]
     path.write_text("".join(json.dumps(r) + "\n" for r in rows) + "{oops\n")
     report = ReadReport(str(path))
     assert len(list(read_bios(path, strict=False, report=report))) == 2
@@ -156,9 +200,12 @@ def _published(tmp_path: Path, labeled_haystack: bool = False, n: int = 150) -> 
     with open(needles, "w") as fh:
         for r in g.records("needles", 4):
             lab = r.labels.model_dump()
-            llm = {**lab, "nationality": lab["nationality"].upper(),
-                   "date_of_birth": {k: str(v) if v else None for k, v in lab["date_of_birth"].items()},
-                   "sportsperson": "yes" if lab["sportsperson"] else "no"}
+            llm = {
+                **lab,
+                "nationality": lab["nationality"].upper(),
+                "date_of_birth": {k: str(v) if v else None for k, v in lab["date_of_birth"].items()},
+                "sportsperson": "yes" if lab["sportsperson"] else "no",
+            }
             fh.write(json.dumps({"name": r.name, "bio": r.bio, "json": llm}) + "\n")
     return hay, needles
 
@@ -173,8 +220,10 @@ def test_an_unlabeled_haystack_runs_and_chance_level_comes_from_the_needles(tmp_
     assert sc.reference_labels() == truth
     assert sc.null_source == "needle labels of 4 biographies; haystack unlabeled"
     notes = sc.input_notes()
-    assert any(n.startswith(f"{needles}: date parts: numbers written as strings (4 biographies, first on line 1)")
-               for n in notes)
+    assert any(
+        n.startswith(f"{needles}: date parts: numbers written as strings (4 biographies, first on line 1)")
+        for n in notes
+    )
     assert any("booleans written as words" in n and "(4 biographies" in n for n in notes)
     assert any(n.startswith(f"{hay}: no labels") and "needles' labels" in n for n in notes)
 
@@ -205,13 +254,17 @@ def test_a_bad_haystack_line_far_down_is_found_before_any_run(tmp_path):
 
 
 def test_null_source_is_shown_beside_the_null_baseline():
-    from harness.report.terminal import comparison_table, fields_table
     from rich.console import Console
 
-    summary = {"by_strategy": [{"strategy": "full-context", "accuracy": 0.5}],
-               "by_strategy_length": [{"strategy": "full-context", "length": 1000, "accuracy": 0.5}],
-               "fields": ["nationality"], "null_baseline": {"accuracy": 0.2, "nationality": 0.2},
-               "null_source": "needle labels of 4 biographies; haystack unlabeled"}
+    from harness.report.terminal import comparison_table, fields_table
+
+    summary = {
+        "by_strategy": [{"strategy": "full-context", "accuracy": 0.5}],
+        "by_strategy_length": [{"strategy": "full-context", "length": 1000, "accuracy": 0.5}],
+        "fields": ["nationality"],
+        "null_baseline": {"accuracy": 0.2, "nationality": 0.2},
+        "null_source": "needle labels of 4 biographies; haystack unlabeled",
+    }
     console = Console(width=200, record=True)
     console.print(comparison_table(summary, extras=False))
     console.print(fields_table(summary))
@@ -221,11 +274,11 @@ def test_null_source_is_shown_beside_the_null_baseline():
 
 def test_report_html_names_where_the_null_baseline_comes_from(tmp_path):
     import yaml
+    from test_report_html import make_run
 
     from harness.report.html import write_report
     from harness.report.summary import summarize_run
     from harness.store import RunStore
-    from test_report_html import make_run
 
     run = make_run(tmp_path, payload=False)
     config = yaml.safe_load((run / "config.yaml").read_text())

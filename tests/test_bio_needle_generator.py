@@ -269,8 +269,7 @@ def test_haystack_is_prefix_stable_and_splits_independent():
 
 def test_names_unique_across_splits():
     g = BioGenerator(seed=0)
-    people = [p for split, n in (("haystack", 1500), ("needles", 100), ("shots", 200))
-              for p in g.people(split, n)]
+    people = [p for split, n in (("haystack", 1500), ("needles", 100), ("shots", 200)) for p in g.people(split, n)]
     names = [p.name for p in people]
     surnames = [p.surname for p in people]
     assert len(set(names)) == len(names)

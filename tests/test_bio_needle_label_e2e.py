@@ -39,8 +39,9 @@ def _endpoint(vllm_server):
 
 
 def _harness(*args: str, env: dict, log: list[str]) -> subprocess.CompletedProcess:
-    p = subprocess.run([sys.executable, "-m", "harness.cli", *args], capture_output=True, text=True, cwd=ROOT,
-                       env=env, timeout=900)
+    p = subprocess.run(
+        [sys.executable, "-m", "harness.cli", *args], capture_output=True, text=True, cwd=ROOT, env=env, timeout=900
+    )
     log.append(f"$ harness {' '.join(args)}\n{p.stdout}{p.stderr}")
     return p
 
@@ -64,14 +65,20 @@ def test_labeling_generated_biographies_agrees_with_the_truth_as_printed(vllm_se
     assert truth.read_text() == "".join(r.to_json_line() + "\n" for r in people)  # audit writes nothing
     got = {r.name: r.labels for r in load_jsonl(bare)}
     assert len([lab for lab in got.values() if lab is not None]) == filled.labelled
-    assert all(json.loads(line).get("labeled_by") == vllm_server.model
-               for line in bare.read_text().splitlines() if "json" in json.loads(line))
+    assert all(
+        json.loads(line).get("labeled_by") == vllm_server.model
+        for line in bare.read_text().splitlines()
+        if "json" in json.loads(line)
+    )
     # the printed agreement is the written labels' agreement with the truth, field by field
     if filled.labelled:
         assert audit.compared == filled.labelled
         for f in scenario.fields:
-            agree = sum(scenario.score(got[r.name].model_dump(), r.labels.model_dump())[f]
-                        for r in people if got[r.name] is not None)
+            agree = sum(
+                scenario.score(got[r.name].model_dump(), r.labels.model_dump())[f]
+                for r in people
+                if got[r.name] is not None
+            )
             assert audit.agreement[f] == pytest.approx(agree / filled.labelled)
 
 
@@ -83,8 +90,9 @@ def test_real_style_files_through_check_import_label_and_compare(vllm_server, tm
     gen = generated(30, seed=41)
     source = write_parquet(tmp_path / "train-00000-of-00001.parquet", [r for r, _ in HAND] + [r for r, _ in gen])
     data = tmp_path / "data"
-    p = _harness("data", "import-wikibio", "--source", str(source), "--out", str(data), "--needles", "3",
-                 env=env, log=log)
+    p = _harness(
+        "data", "import-wikibio", "--source", str(source), "--out", str(data), "--needles", "3", env=env, log=log
+    )
     assert p.returncode == 0
     assert "read 39 entries; wrote 34 (3 needles, 31 haystack)" in p.stdout
     assert "entries where the original name still occurs: 0" in p.stdout
@@ -92,8 +100,21 @@ def test_real_style_files_through_check_import_label_and_compare(vllm_server, tm
     p = _harness("data", "check", str(data / "haystack.jsonl"), str(data / "needles.jsonl"), env=env, log=log)
     assert p.returncode == 0 and "needles need labels" in p.stdout
     # 3. label the imported needles with the embedded model
-    p = _harness("data", "label", str(data / "needles.jsonl"), "--endpoint", vllm_server.base_url, "--model",
-                 vllm_server.model, "--api", "completions", "--concurrency", "2", env=env, log=log)
+    p = _harness(
+        "data",
+        "label",
+        str(data / "needles.jsonl"),
+        "--endpoint",
+        vllm_server.base_url,
+        "--model",
+        vllm_server.model,
+        "--api",
+        "completions",
+        "--concurrency",
+        "2",
+        env=env,
+        log=log,
+    )
     assert p.returncode == 0 and "labelled" in p.stdout
     labelled = [r for r in load_jsonl(data / "needles.jsonl") if r.labels is not None]
     # 4. needles as an LLM writes labels, in the published form, ahead of the model-labeled ones
@@ -102,12 +123,22 @@ def test_real_style_files_through_check_import_label_and_compare(vllm_server, tm
     with open(needles, "w") as fh:
         for r in known:
             lab = r.labels.model_dump()
-            fh.write(json.dumps({"name": r.name, "bio": r.bio, "json": {
-                "nationality": f" {lab['nationality'].title()} ",
-                "date_of_birth": {k: (str(v) if v else None) for k, v in lab["date_of_birth"].items()},
-                "date_of_death": lab["date_of_death"] if any(lab["date_of_death"].values()) else None,
-                "sportsperson": "yes" if lab["sportsperson"] else "no",
-                "politician": "true" if lab["politician"] else "false"}}) + "\n")
+            fh.write(
+                json.dumps(
+                    {
+                        "name": r.name,
+                        "bio": r.bio,
+                        "json": {
+                            "nationality": f" {lab['nationality'].title()} ",
+                            "date_of_birth": {k: (str(v) if v else None) for k, v in lab["date_of_birth"].items()},
+                            "date_of_death": lab["date_of_death"] if any(lab["date_of_death"].values()) else None,
+                            "sportsperson": "yes" if lab["sportsperson"] else "no",
+                            "politician": "true" if lab["politician"] else "false",
+                        },
+                    }
+                )
+                + "\n"
+            )
         for r in labelled:
             fh.write(r.to_json_line() + "\n")
     p = _harness("data", "check", str(needles), env=env, log=log)
@@ -116,19 +147,28 @@ def test_real_style_files_through_check_import_label_and_compare(vllm_server, tm
     n = 2 + min(1, len(labelled))
     out = tmp_path / "run"
     capsys.readouterr()
-    api.compare(RunConfig(
-        strategies=["full-context"], lengths=[1000], depths=[50.0], needles=n, shots=1, out=out,
-        scenario_params={"haystack_file": str(data / "haystack.jsonl"), "needles_file": str(needles)},
-        endpoint=EndpointConfig(url=vllm_server.base_url, model=vllm_server.model, api="completions"),
-    ))
+    api.compare(
+        RunConfig(
+            strategies=["full-context"],
+            lengths=[1000],
+            depths=[50.0],
+            needles=n,
+            shots=1,
+            out=out,
+            scenario_params={"haystack_file": str(data / "haystack.jsonl"), "needles_file": str(needles)},
+            endpoint=EndpointConfig(url=vllm_server.base_url, model=vllm_server.model, api="completions"),
+        )
+    )
     printed = capsys.readouterr()
     with capsys.disabled():  # what each step printed (pytest -s shows it)
         print("\n".join(log) + printed.err[-3000:] + printed.out[:3000])
     config = yaml.safe_load((out / "config.yaml").read_text())
     source_line = f"needle labels of {2 + len(labelled)} biographies; haystack unlabeled"
     assert config["null_source"] == source_line
-    assert any("date parts: numbers written as strings (2 biographies, first on line 1)" in note
-               for note in config["input_notes"])
+    assert any(
+        "date parts: numbers written as strings (2 biographies, first on line 1)" in note
+        for note in config["input_notes"]
+    )
     assert f"note: {needles}: booleans written as words" in " ".join(printed.err.split())
     records = RunStore(out).latest_records()
     assert len(records) == n and all(r.error is None for r in records)

@@ -10,9 +10,9 @@ import pytest
 
 from harness.errors import UsageError
 from scenarios.bio_needle import BioNeedle
-from scenarios.bio_needle.scenario import BioNeedleParams
 from scenarios.bio_needle.generator import BioGenerator
 from scenarios.bio_needle.loader import load_jsonl
+from scenarios.bio_needle.scenario import BioNeedleParams
 
 
 def words(texts):
@@ -234,13 +234,23 @@ def test_nested_answer_schema_is_self_contained():
 def test_compact_answer_form_is_the_default_and_round_trips():
     sc = BioNeedle()
     schema = sc.answer_schema()
-    assert list(schema["properties"]) == schema["required"] == ["nationality", "born", "died", "sportsperson", "politician"]
+    assert (
+        list(schema["properties"])
+        == schema["required"]
+        == ["nationality", "born", "died", "sportsperson", "politician"]
+    )
     assert schema["additionalProperties"] is False
     written = sc.encode_answer(GOLD)
-    assert written == {"nationality": "french", "born": "1950-03-12", "died": "", "sportsperson": True,
-                       "politician": False}
+    assert written == {
+        "nationality": "french",
+        "born": "1950-03-12",
+        "died": "",
+        "sportsperson": True,
+        "politician": False,
+    }
     assert sc.decode_answer(written) == GOLD
     from harness.scoring.answers import parse_answer
+
     assert parse_answer(json.dumps(written), schema) == (written, None)
     for bad in ("12.3.1950", "1950-3-12", "19500", "unknown"):
         assert parse_answer(json.dumps({**written, "born": bad}), schema)[0] is None
@@ -251,18 +261,26 @@ def test_compact_answer_form_is_the_default_and_round_trips():
         assert parse_answer(json.dumps(sc.encode_answer(gold)), schema)[0] is not None
 
 
-@pytest.mark.parametrize("date,text", [
-    ({"day": 28, "month": 1, "year": 1951}, "1951-01-28"), ({"day": 0, "month": 1, "year": 1951}, "1951-01"),
-    ({"day": 0, "month": 0, "year": 1951}, "1951"), ({"day": 0, "month": 0, "year": 0}, ""),
-    ({"day": 0, "month": 3, "year": 0}, "0000-03"), ({"day": 5, "month": 0, "year": 1900}, "1900-00-05"),
-])
+@pytest.mark.parametrize(
+    "date,text",
+    [
+        ({"day": 28, "month": 1, "year": 1951}, "1951-01-28"),
+        ({"day": 0, "month": 1, "year": 1951}, "1951-01"),
+        ({"day": 0, "month": 0, "year": 1951}, "1951"),
+        ({"day": 0, "month": 0, "year": 0}, ""),
+        ({"day": 0, "month": 3, "year": 0}, "0000-03"),
+        ({"day": 5, "month": 0, "year": 1900}, "1900-00-05"),
+    ],
+)
 def test_compact_dates(date, text):
     from scenarios.bio_needle.scenario import decode_date, encode_date
+
     assert encode_date(date) == text and decode_date(text) == date
 
 
 def test_compact_answers_are_scored_after_decoding():
     from harness.scoring.answers import mark, read_answer
+
     sc = BioNeedle()
     raw = json.dumps({**sc.encode_answer(GOLD), "born": "1950-03"})
     answer, reason = read_answer(raw, sc)
@@ -341,18 +359,28 @@ def test_loader_reads_good_file_with_blank_lines(tmp_path):
     "mutate, expected",
     [
         (lambda o: "{not json", "invalid JSON"),
-        (lambda o: {**o, "json": {**o["json"], "date_of_birth": {**o["json"]["date_of_birth"], "month": "3?"}}},
-         'json.date_of_birth.month: "3?" is not a number'),
-        (lambda o: {**o, "json": {**o["json"], "date_of_birth": {**o["json"]["date_of_birth"], "month": 3.5}}},
-         "json.date_of_birth.month: expected an integer"),
-        (lambda o: {**o, "json": {k: v for k, v in o["json"].items() if k != "politician"}},
-         "json.politician: missing"),
+        (
+            lambda o: {**o, "json": {**o["json"], "date_of_birth": {**o["json"]["date_of_birth"], "month": "3?"}}},
+            'json.date_of_birth.month: "3?" is not a number',
+        ),
+        (
+            lambda o: {**o, "json": {**o["json"], "date_of_birth": {**o["json"]["date_of_birth"], "month": 3.5}}},
+            "json.date_of_birth.month: expected an integer",
+        ),
+        (
+            lambda o: {**o, "json": {k: v for k, v in o["json"].items() if k != "politician"}},
+            "json.politician: missing",
+        ),
         (lambda o: {**o, "json": {**o["json"], "sportsperson": 2}}, "json.sportsperson: 2 is not true or false"),
-        (lambda o: {**o, "json": {**o["json"], "sportsperson": "maybe"}},
-         'json.sportsperson: "maybe" is not true or false'),
+        (
+            lambda o: {**o, "json": {**o["json"], "sportsperson": "maybe"}},
+            'json.sportsperson: "maybe" is not true or false',
+        ),
         (lambda o: {k: v for k, v in o.items() if k != "bio"}, "bio: missing"),
-        (lambda o: {**o, "json": {**o["json"], "date_of_death": {"day": 0, "month": 13, "year": 0}}},
-         "json.date_of_death.month"),
+        (
+            lambda o: {**o, "json": {**o["json"], "date_of_death": {"day": 0, "month": 13, "year": 0}}},
+            "json.date_of_death.month",
+        ),
         (lambda o: [1, 2], "expected a JSON object"),
     ],
 )

@@ -100,8 +100,12 @@ def test_pairing_needle_i_is_the_same_item_at_every_depth(grid):
             gold_texts = lambda s: sorted(d.text for d in s.documents if d.id in s.gold_ids)  # noqa: E731
             background = lambda s: [d.id for d in s.documents if d.id not in s.gold_ids]  # noqa: E731
             for s in cell[1:]:
-                assert (s.question, s.gold, s.subject, s.gold_ids) == (first.question, first.gold, first.subject,
-                                                                        first.gold_ids)
+                assert (s.question, s.gold, s.subject, s.gold_ids) == (
+                    first.question,
+                    first.gold,
+                    first.subject,
+                    first.gold_ids,
+                )
                 assert gold_texts(s) == gold_texts(first)
                 assert background(s) == background(first)
         # and across lengths, needle i asks the same thing
@@ -165,8 +169,11 @@ def test_kv_multi_subkey_distractors_share_parts_of_the_key():
             assert 2 <= shared <= 4 and key != s.subject
     _, plain = build(KVRetrieval, {}, lengths=[1200], depths=[50], needles=1)
     gold = plain[0].subject.split("-")
-    assert all(sum(a == b for a, b in zip(json.loads(d.text).popitem()[0].split("-"), gold)) == 0
-               for d in plain[0].documents if d.id not in plain[0].gold_ids)
+    assert all(
+        sum(a == b for a, b in zip(json.loads(d.text).popitem()[0].split("-"), gold)) == 0
+        for d in plain[0].documents
+        if d.id not in plain[0].gold_ids
+    )
 
 
 def _people(seed=0, n=3000):
@@ -331,9 +338,23 @@ def test_harness_scenarios_lists_the_built_ins():
 def test_old_file_flags_are_bio_needle_parameters(tmp_path):
     """--haystack-file/--needles-file are deprecated spellings of -P haystack_file=/needles_file=: the
     scenario checks them (here: before any server starts) and the note says what to write instead."""
-    p = subprocess.run([sys.executable, "-m", "harness.cli", "compare", "--haystack-file", str(tmp_path / "h.jsonl"),
-                        "--needles-file", str(tmp_path / "n.jsonl"), "--out", str(tmp_path / "run")],
-                       capture_output=True, text=True, timeout=120)
+    p = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "harness.cli",
+            "compare",
+            "--haystack-file",
+            str(tmp_path / "h.jsonl"),
+            "--needles-file",
+            str(tmp_path / "n.jsonl"),
+            "--out",
+            str(tmp_path / "run"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert p.returncode != 0 and "Traceback" not in p.stderr
     assert "use -P haystack_file=PATH" in p.stderr and "use -P needles_file=PATH" in p.stderr
     assert f"{tmp_path / 'h.jsonl'}: no such file" in p.stderr

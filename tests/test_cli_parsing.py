@@ -28,7 +28,10 @@ def test_depths():
 
 def test_strategy_params_survive_comma_separation():
     assert split_strategies(["full-context,rag-dense:chunk_size=256,top_k=4,rag-dense:top_k=8"]) == [
-        "full-context", "rag-dense:chunk_size=256,top_k=4", "rag-dense:top_k=8"]
+        "full-context",
+        "rag-dense:chunk_size=256,top_k=4",
+        "rag-dense:top_k=8",
+    ]
     assert parse_spec("rag-dense:chunk_size=256,top_k=4") == ("rag-dense", {"chunk_size": "256", "top_k": "4"})
     with pytest.raises(UsageError):
         split_strategies(["top_k=4"])

@@ -61,8 +61,9 @@ def test_context_lengths_are_counted_in_model_tokens(tiny_run, vllm_server):
     store = RunStore(out)
     root = vllm_server.base_url.rsplit("/v1", 1)[0]
     for s in store.read_samples():
-        n = httpx.post(f"{root}/tokenize", json={"model": vllm_server.model, "prompt": s.joined(),
-                                                 "add_special_tokens": False}).json()["count"]
+        n = httpx.post(
+            f"{root}/tokenize", json={"model": vllm_server.model, "prompt": s.joined(), "add_special_tokens": False}
+        ).json()["count"]
         assert n <= s.length
         # Whole biographies only: the gap is less than one biography that did not fit plus the
         # difference between the cell's largest needle and this one (a biography is < 250 tokens).
@@ -111,7 +112,8 @@ def test_resume_finishes_only_missing_queries(tiny_run, tmp_path):
     resumed = RunStore(partial).rows()
     assert len(resumed) == len(lines)
     assert {(r["strategy"], r["sample_id"]) for r in resumed} == {
-        (json.loads(l)["strategy"], json.loads(l)["sample_id"]) for l in lines}
+        (json.loads(l)["strategy"], json.loads(l)["sample_id"]) for l in lines
+    }
     # temperature 0: the redone queries give the same answers
     by_key = {(json.loads(l)["strategy"], json.loads(l)["sample_id"]): json.loads(l) for l in lines}
     for r in resumed:
@@ -120,10 +122,29 @@ def test_resume_finishes_only_missing_queries(tiny_run, tmp_path):
 
 def test_cli_prints_the_comparison_table(vllm_server, tmp_path):
     p = subprocess.run(
-        [sys.executable, "-m", "harness.cli", "compare", "--endpoint", vllm_server.base_url,
-         "--model", vllm_server.model, "--api", "completions", "--lengths", "400", "--depths", "50",
-         "--needles", "1", "--out", str(tmp_path / "cli")],
-        capture_output=True, text=True, timeout=600,
+        [
+            sys.executable,
+            "-m",
+            "harness.cli",
+            "compare",
+            "--endpoint",
+            vllm_server.base_url,
+            "--model",
+            vllm_server.model,
+            "--api",
+            "completions",
+            "--lengths",
+            "400",
+            "--depths",
+            "50",
+            "--needles",
+            "1",
+            "--out",
+            str(tmp_path / "cli"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert p.returncode == 0, p.stderr[-2000:]
     assert "full-context" in p.stdout and "rag-dense" in p.stdout and "null baseline" in p.stdout
@@ -132,9 +153,23 @@ def test_cli_prints_the_comparison_table(vllm_server, tmp_path):
 
 def test_length_smaller_than_the_needle_is_refused(vllm_server, tmp_path):
     p = subprocess.run(
-        [sys.executable, "-m", "harness.cli", "compare", "--endpoint", vllm_server.base_url,
-         "--model", vllm_server.model, "--lengths", "20", "--out", str(tmp_path / "x")],
-        capture_output=True, text=True, timeout=300,
+        [
+            sys.executable,
+            "-m",
+            "harness.cli",
+            "compare",
+            "--endpoint",
+            vllm_server.base_url,
+            "--model",
+            vllm_server.model,
+            "--lengths",
+            "20",
+            "--out",
+            str(tmp_path / "x"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert p.returncode != 0
     assert "Traceback" not in p.stderr and len(p.stderr.strip().splitlines()) == 1

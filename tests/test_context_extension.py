@@ -55,8 +55,11 @@ def test_yarn_server_reports_the_extended_window(yarn_server):
 
 
 def test_yarn_server_answers(yarn_server):
-    r = httpx.post(yarn_server.base_url + "/completions", timeout=300, json={
-        "model": "gemma-3-270m", "prompt": "The capital of France is", "max_tokens": 8, "temperature": 0})
+    r = httpx.post(
+        yarn_server.base_url + "/completions",
+        timeout=300,
+        json={"model": "gemma-3-270m", "prompt": "The capital of France is", "max_tokens": 8, "temperature": 0},
+    )
     assert r.status_code == 200, r.text
     body = r.json()
     assert body["choices"][0]["text"].strip() and body["usage"]["completion_tokens"] >= 1
@@ -86,8 +89,15 @@ def test_a_run_records_the_effective_settings_and_server_metrics(yarn_server, tm
     monkeypatch.setattr(vs, "start_server", fake_start)
     monkeypatch.setenv("HARNESS_RESPONSE_CACHE", str(tmp_path / "cache.sqlite"))
     out = tmp_path / "run"
-    config = RunConfig(strategies=["full-context", "rag-bm25:top_k=1"], lengths=[400], depths=[50.0], needles=1,
-                       shots=1, out=out, endpoint=EndpointConfig(max_model_len=WINDOW))
+    config = RunConfig(
+        strategies=["full-context", "rag-bm25:top_k=1"],
+        lengths=[400],
+        depths=[50.0],
+        needles=1,
+        shots=1,
+        out=out,
+        endpoint=EndpointConfig(max_model_len=WINDOW),
+    )
     run_compare(config, use_cache=False)
     assert asked["opts"].max_model_len == WINDOW and asked["opts"].embedded
 
@@ -115,7 +125,12 @@ def test_a_length_beyond_the_window_is_refused_before_any_request(vllm_server, t
     monkeypatch.setenv("HARNESS_RESPONSE_CACHE", str(tmp_path / "cache.sqlite"))
     out = tmp_path / "run"
     config = RunConfig(
-        strategies=["full-context"], lengths=[window + 1000], depths=[50.0], needles=1, shots=0, out=out,
+        strategies=["full-context"],
+        lengths=[window + 1000],
+        depths=[50.0],
+        needles=1,
+        shots=0,
+        out=out,
         endpoint=EndpointConfig(url=vllm_server.base_url, model=vllm_server.model, api="completions"),
     )
     with pytest.raises(UsageError) as e:

@@ -47,9 +47,29 @@ def test_old_records_load_typed_and_summarise_as_the_old_core_did(old_run):
     assert len(records) == 36 and all(len(r.calls) == 1 for r in records)
     old = json.loads((old_run / "summary.json").read_text())
     new, _, _ = summarize_run(store, _scenario({"answer_form": "nested"}))
-    keys = ["n", "accuracy", "accuracy_lo", "accuracy_hi", *old["fields"], "valid_rate", "failed", "prompt_tokens",
-            "completion_tokens", "latency_s", "needle_shown", "needle_recall", "needle_rank", "tokens_retrieved",
-            "wrong_fields", "cost_per_query", "grounded_rate", "misread", "distractor", "hallucination", "omitted"]
+    keys = [
+        "n",
+        "accuracy",
+        "accuracy_lo",
+        "accuracy_hi",
+        *old["fields"],
+        "valid_rate",
+        "failed",
+        "prompt_tokens",
+        "completion_tokens",
+        "latency_s",
+        "needle_shown",
+        "needle_recall",
+        "needle_rank",
+        "tokens_retrieved",
+        "wrong_fields",
+        "cost_per_query",
+        "grounded_rate",
+        "misread",
+        "distractor",
+        "hallucination",
+        "omitted",
+    ]
     for part in ("by_strategy_length", "by_strategy"):
         for a, b in zip(old[part], new[part], strict=True):
             for k in keys:
@@ -59,7 +79,10 @@ def test_old_records_load_typed_and_summarise_as_the_old_core_did(old_run):
     # wrong fields are now split three ways; the old two-way split is the new one with partial misses
     # counted where the needle was overlapped at all
     for a, b in zip(old["by_strategy"], new["by_strategy"], strict=True):
-        assert a["retrieval_misses"] + a["reading_errors"] == b["retrieval_misses"] + b["partial_misses"] + b["reading_errors"]
+        assert (
+            a["retrieval_misses"] + a["reading_errors"]
+            == b["retrieval_misses"] + b["partial_misses"] + b["reading_errors"]
+        )
         assert a["retrieval_misses"] == b["retrieval_misses"]
 
 
@@ -86,18 +109,35 @@ def test_one_shot_arms_send_the_same_requests_and_record_the_same_answers(old_ru
         return httpx.Response(200, content=queue.pop(0).encode()) if queue else httpx.Response(400, json={"error": "?"})
 
     real_session = client_mod.Endpoint.session
-    monkeypatch.setattr(client_mod.Endpoint, "session",
-                        lambda self, n=8, transport=None: real_session(self, n, httpx.MockTransport(handler)))
-    config = RunConfig(strategies=["full-context", "rag-dense:top_k=2", "rag-bm25:top_k=2"], seed=7, shots=0,
-                       scenario_params={"answer_form": "nested"})
+    monkeypatch.setattr(
+        client_mod.Endpoint,
+        "session",
+        lambda self, n=8, transport=None: real_session(self, n, httpx.MockTransport(handler)),
+    )
+    config = RunConfig(
+        strategies=["full-context", "rag-dense:top_k=2", "rag-bm25:top_k=2"],
+        seed=7,
+        shots=0,
+        scenario_params={"answer_form": "nested"},
+    )
     scen = _scenario(config.scenario_params)
     old_store = RunStore(old_run)
     samples = old_store.read_samples()
     ep = Endpoint("http://replay.test/v1", "gemma-3-270m", "completions", None, timeout_s=30, max_retries=0)
     ep._tokenize_ok = False
     store = RunStore(tmp_path / "new").create()
-    stats = runner.run(run_id="new", scenario=scen, strategies=build_strategies(config, tmp_path / "cache", None),
-                       samples=samples, endpoint=ep, store=store, shots=[], concurrency=1, max_tokens=160, window=None)
+    stats = runner.run(
+        run_id="new",
+        scenario=scen,
+        strategies=build_strategies(config, tmp_path / "cache", None),
+        samples=samples,
+        endpoint=ep,
+        store=store,
+        shots=[],
+        concurrency=1,
+        max_tokens=160,
+        window=None,
+    )
     assert stats.planned == 36
     old_bodies = sorted(json.dumps(x["body"], sort_keys=True) for x in exchanges)
     assert sorted(json.dumps(b, sort_keys=True) for b in sent) == old_bodies  # the same 36 requests
@@ -108,7 +148,11 @@ def test_one_shot_arms_send_the_same_requests_and_record_the_same_answers(old_ru
         b = new[key]
         assert (b.raw, b.answer, b.valid, b.marks, b.score) == (a.raw, a.answer, a.valid, a.marks, a.score), key
         assert (b.prompt_tokens, b.completion_tokens, b.cached_tokens, b.finish_reason) == (
-            a.prompt_tokens, a.completion_tokens, a.cached_tokens, a.finish_reason), key
+            a.prompt_tokens,
+            a.completion_tokens,
+            a.cached_tokens,
+            a.finish_reason,
+        ), key
         assert [p["id"] for p in b.shown.pieces] == [p["id"] for p in a.shown.pieces], key
         assert b.shown.needle_shown == a.shown.needle_shown and b.gold == a.gold, key
         assert len(b.calls) == 1 and b.calls[0].purpose == "answer"

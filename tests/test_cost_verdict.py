@@ -6,12 +6,11 @@ import subprocess
 import sys
 
 import pytest
+from test_report_html import make_run
 
 from harness.errors import UsageError
 from harness.report.verdict import recommend, recommend_lines, verdict, verdict_lines
 from harness.scoring.cost import cost_summary, find_price, fmt_money, load_prices, query_cost
-
-from test_report_html import make_run
 
 
 # -- prices ---------------------------------------------------------------------------------------------
@@ -23,8 +22,14 @@ def test_shipped_table_and_overrides(tmp_path):
     f.write_text("models:\n  gemma-3-270m: {gpu_hour: 4.0}\n  my-model: {input: 1, output: 2}\n")
     table = load_prices(f)
     assert table["gemma-3-270m"] == {"gpu_hour": 4.0} and table["my-model"]["output"] == 2
-    for bad in ("nope: 1\n", "models:\n  x: {input: 1}\n", "models:\n  x: {gpu_hour: -1}\n", "models: [1]\n",
-                "models:\n  x: {input: '1', output: 2}\n", ": : :\n"):
+    for bad in (
+        "nope: 1\n",
+        "models:\n  x: {input: 1}\n",
+        "models:\n  x: {gpu_hour: -1}\n",
+        "models: [1]\n",
+        "models:\n  x: {input: '1', output: 2}\n",
+        ": : :\n",
+    ):
         f.write_text(bad)
         with pytest.raises(UsageError):
             load_prices(f)
@@ -44,17 +49,31 @@ def test_model_names_match_sensibly():
 
 def rec(strategy="full-context", length=1000, prompt=1000, completion=100, cached=0, latency=2.0, marks=None, **kw):
     marks = marks if marks is not None else {"a": True, "b": False}
-    return {"strategy": strategy, "strategy_name": strategy.split(":")[0], "length": length,
-            "prompt_tokens": prompt, "completion_tokens": completion, "cached_tokens": cached,
-            "latency_s": latency, "marks": marks, "error": None, **kw}
+    return {
+        "strategy": strategy,
+        "strategy_name": strategy.split(":")[0],
+        "length": length,
+        "prompt_tokens": prompt,
+        "completion_tokens": completion,
+        "cached_tokens": cached,
+        "latency_s": latency,
+        "marks": marks,
+        "error": None,
+        **kw,
+    }
 
 
 def test_query_cost_tokens_cache_and_gpu_hours():
-    table = {"api": {"input": 2.0, "output": 8.0, "cached_input": 0.5}, "nocache": {"input": 2.0, "output": 8.0},
-             "gpu": {"gpu_hour": 3.6}}
+    table = {
+        "api": {"input": 2.0, "output": 8.0, "cached_input": 0.5},
+        "nocache": {"input": 2.0, "output": 8.0},
+        "gpu": {"gpu_hour": 3.6},
+    }
     api, nocache, gpu = (find_price(m, table) for m in ("api", "nocache", "gpu"))
     assert query_cost(rec(prompt=1000, completion=100), api) == pytest.approx((1000 * 2 + 100 * 8) / 1e6)
-    assert query_cost(rec(prompt=1000, completion=100, cached=600), api) == pytest.approx((400 * 2 + 600 * 0.5 + 800) / 1e6)
+    assert query_cost(rec(prompt=1000, completion=100, cached=600), api) == pytest.approx(
+        (400 * 2 + 600 * 0.5 + 800) / 1e6
+    )
     assert query_cost(rec(prompt=1000, completion=100, cached=600), nocache) == pytest.approx((1000 * 2 + 800) / 1e6)
     assert query_cost(rec(latency=2.0), gpu) == pytest.approx(3.6 * 2.0 / 3600)
     assert query_cost(rec(error="HTTP 500", prompt=None), api) is None
@@ -63,11 +82,13 @@ def test_query_cost_tokens_cache_and_gpu_hours():
 
 def test_cost_summary_columns_and_ratio():
     table = {"m": {"input": 1.0, "output": 1.0}}
-    records = [rec("full-context", prompt=9000, completion=100, marks={"a": True, "b": True}),
-               rec("full-context", prompt=9000, completion=100, marks={"a": True, "b": False}),
-               rec("rag-dense", prompt=900, completion=100, marks={"a": True, "b": False}),
-               rec("rag-dense", prompt=900, completion=100, marks={"a": False, "b": False}),
-               rec("rag-dense", prompt=None, completion=None, error="timeout", marks={"a": False, "b": False})]
+    records = [
+        rec("full-context", prompt=9000, completion=100, marks={"a": True, "b": True}),
+        rec("full-context", prompt=9000, completion=100, marks={"a": True, "b": False}),
+        rec("rag-dense", prompt=900, completion=100, marks={"a": True, "b": False}),
+        rec("rag-dense", prompt=900, completion=100, marks={"a": False, "b": False}),
+        rec("rag-dense", prompt=None, completion=None, error="timeout", marks={"a": False, "b": False}),
+    ]
     c = cost_summary(records, "m", table)
     fc, rag = c["by_strategy"]["full-context"], c["by_strategy"]["rag-dense"]
     assert fc["cost_per_query"] == pytest.approx(9100 / 1e6) and fc["cost_per_1k"] == pytest.approx(9.1)
@@ -104,12 +125,21 @@ def summary(*rows, needles: int = 0):
 
 
 def test_verdict_best_and_cheapest_within_tolerance():
-    rows = (("full-context", 1000, 0.90, 10.0), ("rag-dense", 1000, 0.89, 2.0), ("rag-bm25", 1000, 0.85, 1.0),
-            ("full-context", 4000, 0.70, 40.0), ("rag-dense", 4000, 0.80, 2.5), ("rag-bm25", 4000, 0.795, 2.0))
+    rows = (
+        ("full-context", 1000, 0.90, 10.0),
+        ("rag-dense", 1000, 0.89, 2.0),
+        ("rag-bm25", 1000, 0.85, 1.0),
+        ("full-context", 4000, 0.70, 40.0),
+        ("rag-dense", 4000, 0.80, 2.5),
+        ("rag-bm25", 4000, 0.795, 2.0),
+    )
     s = summary(*rows, needles=8)  # 8 needles: the sign-flip tests can reach alpha 0.05
     v = {x["length"]: x for x in verdict(s)}
     assert v[1000]["best"] == "full-context" and v[1000]["cheapest_within_tolerance"] == "rag-dense"
-    assert {c["strategy"]: c["status"] for c in v[1000]["comparisons"]} == {"rag-dense": "equivalent", "rag-bm25": "worse"}
+    assert {c["strategy"]: c["status"] for c in v[1000]["comparisons"]} == {
+        "rag-dense": "equivalent",
+        "rag-bm25": "worse",
+    }
     assert v[1000]["cost_ratio"] == pytest.approx(5.0) and v[1000]["settled"] and v[1000]["candidate"] is None
     assert v[4000]["best"] == "rag-dense" and v[4000]["cheapest_within_tolerance"] == "rag-bm25"
     assert v[4000]["cost_ratio"] == pytest.approx(1.25)
@@ -136,8 +166,13 @@ def test_verdict_without_prices():
 
 
 def test_recommend():
-    s = summary(("full-context", 1000, 0.95, 10.0), ("rag-dense", 1000, 0.91, 2.0), ("rag-bm25", 1000, 0.80, 1.0),
-                ("full-context", 4000, 0.70, 40.0), ("rag-dense", 4000, 0.85, 2.5))
+    s = summary(
+        ("full-context", 1000, 0.95, 10.0),
+        ("rag-dense", 1000, 0.91, 2.0),
+        ("rag-bm25", 1000, 0.80, 1.0),
+        ("full-context", 4000, 0.70, 40.0),
+        ("rag-dense", 4000, 0.85, 2.5),
+    )
     r = {x["length"]: x for x in recommend(s, 0.9)}
     assert r[1000]["strategy"] == "rag-dense" and r[4000]["strategy"] is None
     assert r[4000]["closest"] == "rag-dense"
@@ -187,7 +222,9 @@ def test_a_cpu_run_is_charged_cpu_time_at_a_cpu_price_never_a_gpu_price():
     records = [rec("full-context", latency=36.0), rec("rag-dense", latency=3.6)]
     cpu = cost_summary(records, "m", table, hardware=run_hardware({"endpoint": {"launch": {"flavour": "cpu"}}}))
     assert cpu["by_strategy"]["full-context"]["cost_per_query"] == pytest.approx(0.05 * 36 / 3600)
-    assert cpu["price"]["basis"] == "cpu_hour" and "self-hosted on CPU, $0.05/hour (2-vCPU VM)" in cpu["price"]["describe"]
+    assert (
+        cpu["price"]["basis"] == "cpu_hour" and "self-hosted on CPU, $0.05/hour (2-vCPU VM)" in cpu["price"]["describe"]
+    )
     gpu = cost_summary(records, "m", table, hardware="gpu")
     assert gpu["by_strategy"]["full-context"]["cost_per_query"] == pytest.approx(0.8 * 36 / 3600)
     assert "on GPU" in gpu["price"]["describe"]

@@ -80,8 +80,12 @@ def test_isa_restriction_on_an_avx512_bf16_box_means_no_native_bf16(env):
 
 
 def test_restrictions_that_keep_bf16_are_not_restrictions():
-    for env in ({"ATEN_CPU_CAPABILITY": "avx512"}, {"ONEDNN_MAX_CPU_ISA": "AVX512_CORE_BF16"},
-                {"ONEDNN_MAX_CPU_ISA": "ALL"}, {"ATEN_CPU_CAPABILITY": ""}):
+    for env in (
+        {"ATEN_CPU_CAPABILITY": "avx512"},
+        {"ONEDNN_MAX_CPU_ISA": "AVX512_CORE_BF16"},
+        {"ONEDNN_MAX_CPU_ISA": "ALL"},
+        {"ATEN_CPU_CAPABILITY": ""},
+    ):
         plan = plan_for(EPYC_ZEN5, env)
         assert plan.dtype == "bfloat16", env
         assert plan.facts.restrictions == {}
@@ -157,8 +161,13 @@ def test_the_plan_description_for_config_yaml_holds_the_cpu_section():
     launch = plan_server(ServerOptions(), "/m/gemma", GEMMA3, cpu=plan).describe()
     section = launch["cpu"]
     assert section["model"] == "AMD EPYC 7B12"
-    assert section["flags"] == {"avx2": True, "avx512f": False, "avx512_bf16": False, "amx_tile": False,
-                                "amx_bf16": False}
+    assert section["flags"] == {
+        "avx2": True,
+        "avx512f": False,
+        "avx512_bf16": False,
+        "amx_tile": False,
+        "amx_bf16": False,
+    }
     assert section["dtype"] == "float32" and section["dtype_why"]
     assert section["threads"] == 2 and section["threads_bind"] == "0-1"
     for key in ("enforce_eager", "eager_why", "omp_env", "omp_why", "concurrency", "concurrency_why", "kind"):

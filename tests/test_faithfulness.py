@@ -21,10 +21,10 @@ import pytest
 pytest.importorskip("ragas")
 pytest.importorskip("langchain_openai")
 
+from test_report_html import make_run  # noqa: E402  (the synthetic run folder shared by the report tests)
+
 from harness.scoring import faithfulness as F  # noqa: E402
 from harness.store import RunStore  # noqa: E402
-
-from test_report_html import make_run  # noqa: E402  (the synthetic run folder shared by the report tests)
 
 
 # -- a scripted judge --------------------------------------------------------------------------------
@@ -42,10 +42,18 @@ def _judge_reply(prompt: str) -> tuple[int, str, str]:
             return 200, json.dumps({"statements": []}), "stop"
         return 200, json.dumps({"statements": ["The person is french.", "The person was born in 1950."]}), "stop"
     if "judge the faithfulness" in prompt:  # NLI verdicts
-        return 200, json.dumps({"statements": [
-            {"statement": "The person is french.", "reason": "stated", "verdict": 1},
-            {"statement": "The person was born in 1950.", "reason": "not stated", "verdict": 0},
-        ]}), "stop"
+        return (
+            200,
+            json.dumps(
+                {
+                    "statements": [
+                        {"statement": "The person is french.", "reason": "stated", "verdict": 1},
+                        {"statement": "The person was born in 1950.", "reason": "not stated", "verdict": 0},
+                    ]
+                }
+            ),
+            "stop",
+        )
     return 200, "??", "stop"  # e.g. ragas's fix-the-format prompt: still no JSON
 
 
@@ -66,14 +74,23 @@ class _Judge(BaseHTTPRequestHandler):
         if status != 200:
             payload = {"error": {"message": "judge exploded", "type": "server_error"}}
         elif self.path.endswith("/chat/completions"):
-            payload = {"id": "x", "object": "chat.completion", "created": 0, "model": body["model"],
-                       "choices": [{"index": 0, "finish_reason": finish,
-                                    "message": {"role": "assistant", "content": text}}],
-                       "usage": {"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15}}
+            payload = {
+                "id": "x",
+                "object": "chat.completion",
+                "created": 0,
+                "model": body["model"],
+                "choices": [{"index": 0, "finish_reason": finish, "message": {"role": "assistant", "content": text}}],
+                "usage": {"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15},
+            }
         else:
-            payload = {"id": "x", "object": "text_completion", "created": 0, "model": body["model"],
-                       "choices": [{"index": 0, "text": text, "finish_reason": finish, "logprobs": None}],
-                       "usage": {"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15}}
+            payload = {
+                "id": "x",
+                "object": "text_completion",
+                "created": 0,
+                "model": body["model"],
+                "choices": [{"index": 0, "text": text, "finish_reason": finish, "logprobs": None}],
+                "usage": {"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15},
+            }
         data = json.dumps(payload).encode()
         self.send_response(status)
         self.send_header("Content-Type", "application/json")
@@ -182,8 +199,12 @@ def test_summary_and_report_show_failures(tmp_path, judge_url, offline):
     run = make_run(tmp_path)
     _rewrite_raw(run, lambda i, r: "GARBAGE" if (i // 2) % 2 else None)  # half of each strategy's
     store = RunStore(run)
-    F.run_ragas(run, store.latest_records(), store.read_samples(),
-                F.Judge(url=judge_url, model="judge", api="chat", concurrency=2, max_tokens=128))
+    F.run_ragas(
+        run,
+        store.latest_records(),
+        store.read_samples(),
+        F.Judge(url=judge_url, model="judge", api="chat", concurrency=2, max_tokens=128),
+    )
     assert all(c.endswith("/chat/completions") for c in _Judge.calls)
     summary, records, samples = summarize_run(store, BioNeedle())
     assert summary["faithfulness"]["available"]
@@ -227,10 +248,17 @@ def test_cli_rejects_bad_faithfulness_flags(tmp_path):
     import sys
 
     run = make_run(tmp_path)
-    for args in (["--faithfulness", "maybe"], ["--faithfulness", "ragas", "--judge-endpoint", "http://x"],
-                 ["--judge-api", "smoke"]):
-        p = subprocess.run([sys.executable, "-m", "harness.cli", "report", str(run), *args],
-                           capture_output=True, text=True, timeout=120)
+    for args in (
+        ["--faithfulness", "maybe"],
+        ["--faithfulness", "ragas", "--judge-endpoint", "http://x"],
+        ["--judge-api", "smoke"],
+    ):
+        p = subprocess.run(
+            [sys.executable, "-m", "harness.cli", "report", str(run), *args],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
         assert p.returncode != 0
         assert "Traceback" not in p.stderr and len(p.stderr.strip().splitlines()) == 1, p.stderr
 

@@ -42,8 +42,10 @@ sys.path.insert(0, str(ROOT / "bench"))
 import fake_openai  # noqa: E402
 
 PROMPT = Prompt(text="hello", messages=[{"role": "user", "content": "hello"}])
-OK_BODY = {"choices": [{"text": '{"a": 1}', "finish_reason": "stop"}],
-           "usage": {"prompt_tokens": 3, "completion_tokens": 4}}
+OK_BODY = {
+    "choices": [{"text": '{"a": 1}', "finish_reason": "stop"}],
+    "usage": {"prompt_tokens": 3, "completion_tokens": 4},
+}
 
 
 # -- the retry policy, through a mock transport ----------------------------------------------------
@@ -80,8 +82,20 @@ def _script(*responses):
     return handler, seen
 
 
-@pytest.mark.parametrize("fault", [429, 500, 502, 503, 504, 408, httpx.ConnectError("refused"),
-                                   httpx.ReadError("reset"), httpx.RemoteProtocolError("closed")])
+@pytest.mark.parametrize(
+    "fault",
+    [
+        429,
+        500,
+        502,
+        503,
+        504,
+        408,
+        httpx.ConnectError("refused"),
+        httpx.ReadError("reset"),
+        httpx.RemoteProtocolError("closed"),
+    ],
+)
 def test_transient_faults_are_retried_and_counted(fault):
     handler, seen = _script(fault, fault, 200)
     c = _complete(_endpoint(), handler)
@@ -95,8 +109,10 @@ def test_timeouts_are_retried_within_a_hard_deadline():
     assert c.attempts == 2 and time.monotonic() - t0 < 5
 
 
-@pytest.mark.parametrize("fault,why", [(500, "HTTP 500"), ("hang", "timeout after 0.2 s"),
-                                       (httpx.ReadError("reset by peer"), "connection error")])
+@pytest.mark.parametrize(
+    "fault,why",
+    [(500, "HTTP 500"), ("hang", "timeout after 0.2 s"), (httpx.ReadError("reset by peer"), "connection error")],
+)
 def test_the_final_failure_is_bounded_and_has_a_reason(fault, why):
     handler, seen = _script(*[fault] * 10)
     with pytest.raises(RequestFailed) as e:
@@ -176,7 +192,9 @@ def test_failed_queries_are_recorded_and_redone_on_resume(tmp_path, monkeypatch)
 
     scen, strategies, samples = _bio(tmp_path, count)
     answer = json.dumps(fake_openai.ANSWER)
-    prompts = {s.id: build_prompt(scen.instructions, [], strategies[0].show(s).context, s.question).text for s in samples}
+    prompts = {
+        s.id: build_prompt(scen.instructions, [], strategies[0].show(s).context, s.question).text for s in samples
+    }
     doomed = prompts[samples[2].id]
     doomed_ids = {i for i, p in prompts.items() if p == doomed}  # short haystacks: depths can coincide
     broken = {"on": True}
@@ -192,13 +210,26 @@ def test_failed_queries_are_recorded_and_redone_on_resume(tmp_path, monkeypatch)
         return httpx.Response(200, json={"choices": [{"text": answer, "finish_reason": "stop"}]})
 
     real_session = client_mod.Endpoint.session
-    monkeypatch.setattr(client_mod.Endpoint, "session",
-                        lambda self, n=8, transport=None: real_session(self, n, httpx.MockTransport(handler)))
+    monkeypatch.setattr(
+        client_mod.Endpoint,
+        "session",
+        lambda self, n=8, transport=None: real_session(self, n, httpx.MockTransport(handler)),
+    )
     ep = _endpoint(max_retries=2)
     ep._tokenize_ok = False  # a hosted API: no /tokenize
     store = RunStore(tmp_path / "run").create()
-    kw = dict(run_id="r", scenario=scen, strategies=strategies, samples=samples, endpoint=ep, store=store,
-              shots=[], concurrency=3, max_tokens=50, window=None)
+    kw = dict(
+        run_id="r",
+        scenario=scen,
+        strategies=strategies,
+        samples=samples,
+        endpoint=ep,
+        store=store,
+        shots=[],
+        concurrency=3,
+        max_tokens=50,
+        window=None,
+    )
     assert runner.run(**kw).planned == 6
     recs = store.rows()
     assert len(recs) == 6
@@ -233,8 +264,12 @@ def test_a_torn_multibyte_line_mid_file_is_skipped_not_fatal(tmp_path):
     line = json.dumps({"strategy": "a", "sample_id": "s2", "raw": "Zoë"}, ensure_ascii=False).encode()
     with open(store.records_path, "ab") as f:
         f.write(line[: line.index("ë".encode()) + 1])  # half of the two-byte ë
-    store.append_many([{"strategy": "a", "sample_id": "s2", "raw": "Zoë"},
-                       {"strategy": "a", "sample_id": "s3", "raw": "\ud800 lone surrogate"}])
+    store.append_many(
+        [
+            {"strategy": "a", "sample_id": "s2", "raw": "Zoë"},
+            {"strategy": "a", "sample_id": "s3", "raw": "\ud800 lone surrogate"},
+        ]
+    )
     assert [r["sample_id"] for r in store.rows()] == ["s1", "s2", "s3"]
     assert store.rows()[2]["raw"] == "\ud800 lone surrogate"
 
@@ -249,8 +284,21 @@ def _env(cache: Path | None = None, **extra) -> dict[str, str]:
 
 
 def _compare(url: str, out: Path, *args: str) -> list[str]:
-    return [sys.executable, "-m", "harness.cli", "compare", "--endpoint", url, "--model", "gemma-3-270m",
-            "--api", "completions", "--out", str(out), *args]
+    return [
+        sys.executable,
+        "-m",
+        "harness.cli",
+        "compare",
+        "--endpoint",
+        url,
+        "--model",
+        "gemma-3-270m",
+        "--api",
+        "completions",
+        "--out",
+        str(out),
+        *args,
+    ]
 
 
 def _run(cmd, env, timeout=600) -> subprocess.CompletedProcess:
@@ -307,8 +355,23 @@ def _check_file_integrity(out: Path, expected_keys: set) -> dict:
     return latest
 
 
-SAME = ("raw", "answer", "valid", "invalid_reason", "marks", "score", "prompt_tokens", "prompt_tokens_counted",
-        "completion_tokens", "gold", "shown", "length", "depth", "needle_index", "context_tokens")
+SAME = (
+    "raw",
+    "answer",
+    "valid",
+    "invalid_reason",
+    "marks",
+    "score",
+    "prompt_tokens",
+    "prompt_tokens_counted",
+    "completion_tokens",
+    "gold",
+    "shown",
+    "length",
+    "depth",
+    "needle_index",
+    "context_tokens",
+)
 
 
 def _assert_same(got: dict, want: dict, fields=SAME):
@@ -321,8 +384,21 @@ def _assert_same(got: dict, want: dict, fields=SAME):
 def test_kill9_at_random_points_loses_and_duplicates_nothing_standin(tmp_path):
     proc, url = fake_openai.start_subprocess("--latency", "0.01")
     try:
-        grid = ["--lengths", "300", "--depths", ",".join(str(d) for d in range(0, 101, 5)), "--needles", "5",
-                "-s", "full-context", "--shots", "1", "--concurrency", "8", "--no-cache"]
+        grid = [
+            "--lengths",
+            "300",
+            "--depths",
+            ",".join(str(d) for d in range(0, 101, 5)),
+            "--needles",
+            "5",
+            "-s",
+            "full-context",
+            "--shots",
+            "1",
+            "--concurrency",
+            "8",
+            "--no-cache",
+        ]
         t0 = time.monotonic()
         ref = _run(_compare(url, tmp_path / "ref", *grid), _env())
         t_ref = time.monotonic() - t0
@@ -385,8 +461,20 @@ def test_kill9_at_random_points_real_server(vllm_server, tmp_path, monkeypatch):
     from harness.config import EndpointConfig, RunConfig
 
     # full-context only: a retrieval arm adds seconds of imports to every process start, not coverage
-    grid = ["--lengths", "500,800", "--depths", "0,50,100", "--needles", "2", "-s", "full-context",
-            "--shots", "0", "--concurrency", "4"]
+    grid = [
+        "--lengths",
+        "500,800",
+        "--depths",
+        "0,50,100",
+        "--needles",
+        "2",
+        "-s",
+        "full-context",
+        "--shots",
+        "0",
+        "--concurrency",
+        "4",
+    ]
     url = vllm_server.base_url
     ref_cache = tmp_path / "ref.sqlite"
     t0 = time.monotonic()
@@ -399,9 +487,15 @@ def test_kill9_at_random_points_real_server(vllm_server, tmp_path, monkeypatch):
     assert len(all_keys) == 12  # 12 different prompts
 
     def config(out):
-        return RunConfig(strategies=["full-context"], lengths=[500, 800], depths=[0.0, 50.0, 100.0], needles=2,
-                         shots=0, out=out,
-                         endpoint=EndpointConfig(url=url, model=vllm_server.model, api="completions", concurrency=4))
+        return RunConfig(
+            strategies=["full-context"],
+            lengths=[500, 800],
+            depths=[0.0, 50.0, 100.0],
+            needles=2,
+            shots=0,
+            out=out,
+            endpoint=EndpointConfig(url=url, model=vllm_server.model, api="completions", concurrency=4),
+        )
 
     key_of = _request_keys(config(None), url, vllm_server.model, tmp_path / "cache")
     assert sorted(key_of.values()) == all_keys
@@ -441,10 +535,16 @@ def test_fault_proxy_20_percent_errors_same_scores_as_a_clean_run(vllm_server, t
 
     def config(url: str, out: str) -> RunConfig:
         return RunConfig(
-            strategies=["full-context"], lengths=[300], depths=[0.0, 50.0, 100.0], needles=2, shots=0,
-            endpoint=EndpointConfig(url=url, model=vllm_server.model, api="completions", concurrency=1,
-                                    timeout_s=20, max_retries=8),
-            out=tmp_path / out)
+            strategies=["full-context"],
+            lengths=[300],
+            depths=[0.0, 50.0, 100.0],
+            needles=2,
+            shots=0,
+            endpoint=EndpointConfig(
+                url=url, model=vllm_server.model, api="completions", concurrency=1, timeout_s=20, max_retries=8
+            ),
+            out=tmp_path / out,
+        )
 
     monkeypatch.setenv("HARNESS_RESPONSE_CACHE", str(tmp_path / "clean.sqlite"))
     run_compare(config(vllm_server.base_url, "warm"))  # warms the server's prefix cache for both runs
@@ -467,6 +567,7 @@ def test_fault_proxy_20_percent_errors_same_scores_as_a_clean_run(vllm_server, t
     assert sum(r["attempts"] for r in faulty) > len(faulty)  # retried, and counted
     assert not any("injected" in (r["raw"] or "") for r in faulty)
     _assert_same(got, clean, ("raw", "answer", "marks", "score", "prompt_tokens", "prompt_tokens_counted"))
+
     def scores(run):  # the accuracy columns (time and money columns differ, naturally)
         summary = json.loads((tmp_path / run / "summary.json").read_text())
         keep = ["strategy", "n", "accuracy", "valid_rate", "failed", *summary["fields"]]
@@ -478,8 +579,21 @@ def test_fault_proxy_20_percent_errors_same_scores_as_a_clean_run(vllm_server, t
 # -- the model server dies mid-run -----------------------------------------------------------------------
 def test_model_server_dying_mid_run_one_line_records_kept_resume_finishes(tmp_path):
     # --no-cache: at 300 tokens some depths give the same prompt, which the cache would answer in-run
-    grid = ["--lengths", "300", "--depths", "0,25,50,75,100", "--needles", "2", "-s", "full-context",
-            "--shots", "0", "--concurrency", "2", "--no-cache"]
+    grid = [
+        "--lengths",
+        "300",
+        "--depths",
+        "0,25,50,75,100",
+        "--needles",
+        "2",
+        "-s",
+        "full-context",
+        "--shots",
+        "0",
+        "--concurrency",
+        "2",
+        "--no-cache",
+    ]
     env = _env(tmp_path / "cache.sqlite")
     proc, url = fake_openai.start_subprocess("--exit-after", "5")
     try:
@@ -494,8 +608,11 @@ def test_model_server_dying_mid_run_one_line_records_kept_resume_finishes(tmp_pa
     assert 3 <= len(kept) <= 5 and not any(r["error"] for r in kept)
     proc, url2 = fake_openai.start_subprocess()
     try:
-        p = _run([sys.executable, "-m", "harness.cli", "compare", "--resume", str(tmp_path / "run"),
-                  "--endpoint", url2], env, timeout=120)
+        p = _run(
+            [sys.executable, "-m", "harness.cli", "compare", "--resume", str(tmp_path / "run"), "--endpoint", url2],
+            env,
+            timeout=120,
+        )
     finally:
         proc.kill()
         proc.wait()
@@ -515,13 +632,27 @@ def _interrupt_when(p: subprocess.Popen, records: Path, n: int, timeout: float =
 
 
 def test_ctrl_c_cancels_in_flight_requests_keeps_records_and_resumes(tmp_path):
-    grid = ["--lengths", "300", "--depths", ",".join(str(d) for d in range(0, 101, 10)), "--needles", "4",
-            "-s", "full-context", "--shots", "0", "--concurrency", "4", "--no-cache"]
+    grid = [
+        "--lengths",
+        "300",
+        "--depths",
+        ",".join(str(d) for d in range(0, 101, 10)),
+        "--needles",
+        "4",
+        "-s",
+        "full-context",
+        "--shots",
+        "0",
+        "--concurrency",
+        "4",
+        "--no-cache",
+    ]
     proc, url = fake_openai.start_subprocess("--latency", "0.5")
     try:
         out = tmp_path / "run"
-        p = subprocess.Popen(_compare(url, out, *grid), env=_env(), cwd=ROOT, stdout=subprocess.PIPE,
-                             stderr=subprocess.PIPE, text=True)
+        p = subprocess.Popen(
+            _compare(url, out, *grid), env=_env(), cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
         try:
             _interrupt_when(p, out / "records.jsonl", 4)
             t0 = time.monotonic()
@@ -586,8 +717,24 @@ def test_ctrl_c_stops_the_server_the_harness_started(tmp_path):
     """Without --endpoint the harness starts the server (here a stand-in for vLLM, in its own session as
     vLLM is); Ctrl-C stops it and the run resumes."""
     out, pidfile = tmp_path / "run", tmp_path / "server.pid"
-    args = ["compare", "--lengths", "300", "--depths", "0,50,100", "--needles", "4", "-s", "full-context",
-            "--shots", "0", "--concurrency", "2", "--no-cache", "--out", str(out)]
+    args = [
+        "compare",
+        "--lengths",
+        "300",
+        "--depths",
+        "0,50,100",
+        "--needles",
+        "4",
+        "-s",
+        "full-context",
+        "--shots",
+        "0",
+        "--concurrency",
+        "2",
+        "--no-cache",
+        "--out",
+        str(out),
+    ]
     driver = tmp_path / "driver.py"
     driver.write_text(_EMBEDDED_DRIVER)
     cmd = [sys.executable, str(driver), str(ROOT / "bench"), str(pidfile), *args]
@@ -613,11 +760,30 @@ def test_ctrl_c_stops_the_server_the_harness_started(tmp_path):
 
 @pytest.mark.server
 def test_ctrl_c_against_the_real_server_then_resume(vllm_server, tmp_path):
-    grid = ["--lengths", "300", "--depths", "0,50,100", "--needles", "2", "-s", "full-context",
-            "--shots", "0", "--concurrency", "2", "--no-cache"]
+    grid = [
+        "--lengths",
+        "300",
+        "--depths",
+        "0,50,100",
+        "--needles",
+        "2",
+        "-s",
+        "full-context",
+        "--shots",
+        "0",
+        "--concurrency",
+        "2",
+        "--no-cache",
+    ]
     out = tmp_path / "run"
-    p = subprocess.Popen(_compare(vllm_server.base_url, out, *grid), env=_env(), cwd=ROOT,
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    p = subprocess.Popen(
+        _compare(vllm_server.base_url, out, *grid),
+        env=_env(),
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         _interrupt_when(p, out / "records.jsonl", 1)
         _, stderr = p.communicate(timeout=60)

@@ -69,8 +69,9 @@ def test_train_split_samples_hold_only_training_people():
     for s in samples:
         assert all(d.text in bios for d in s.documents)
         assert TRAIN_LETTERS & set(s.subject.split()[-1].lower())
-    assert BioNeedle().split("test", seed=3).samples([600], [50], 1, count_words) == \
-        BioNeedle(seed=3).samples([600], [50], 1, count_words)
+    assert BioNeedle().split("test", seed=3).samples([600], [50], 1, count_words) == BioNeedle(seed=3).samples(
+        [600], [50], 1, count_words
+    )
 
 
 def test_test_split_unchanged_by_the_training_split():
@@ -98,9 +99,15 @@ _ORDINAL = re.compile(r"\b\d{1,2}(st|nd|rd|th) of ", re.I)
 
 # A distinctive phrase of each held-out occupation's defining sentence.
 HELD_OUT_ROLE_PHRASES = {
-    "fencer": "title at the world championships", "skier": "winter olympics", "governor": "was governor of the",
-    "senator": "served in the senate", "boxer_mp": "retiring from the ring", "stadium_architect": "olympic stadium",
-    "pollster": "polling firm", "botanist": "species of flowering plants", "chef": "first restaurant",
+    "fencer": "title at the world championships",
+    "skier": "winter olympics",
+    "governor": "was governor of the",
+    "senator": "served in the senate",
+    "boxer_mp": "retiring from the ring",
+    "stadium_architect": "olympic stadium",
+    "pollster": "polling firm",
+    "botanist": "species of flowering plants",
+    "chef": "first restaurant",
 }
 
 
@@ -114,8 +121,11 @@ def training_people():
 
 
 def test_held_out_forms_are_absent_from_training_text(training_people):
-    held_words = set(HELD_OUT_DEMONYMS) | {V.NATIONALITIES[d][0].lower() for d in HELD_OUT_DEMONYMS} | {
-        c.lower() for d in HELD_OUT_DEMONYMS for c in V.NATIONALITIES[d][1]}
+    held_words = (
+        set(HELD_OUT_DEMONYMS)
+        | {V.NATIONALITIES[d][0].lower() for d in HELD_OUT_DEMONYMS}
+        | {c.lower() for d in HELD_OUT_DEMONYMS for c in V.NATIONALITIES[d][1]}
+    )
     for p in training_people:
         text = p.record.bio.lower()
         assert p.role.key not in HELD_OUT_ROLES and p.labels.nationality not in HELD_OUT_DEMONYMS
@@ -296,8 +306,11 @@ def test_export_is_chat_jsonl_with_a_held_out_split(exported):
         assert system.startswith(scen.instructions.strip()[:60])
         assert user.startswith("Documents:\n") and "\n\nQuestion: What is known about " in user
         assert assistant == r["completion"] and r["prompt"].endswith("Answer:")
-        schema_ok = (parse_answer(assistant, answerable_schema(scen))[0] if r["meta"]["form"] == "answerable"
-                     else read_answer(assistant, scen)[0])
+        schema_ok = (
+            parse_answer(assistant, answerable_schema(scen))[0]
+            if r["meta"]["form"] == "answerable"
+            else read_answer(assistant, scen)[0]
+        )
         assert schema_ok is not None
     train = {r["meta"]["subject"] for r in rows if r["split"] == "train"}
     assert not train & {r["meta"]["subject"] for r in rows if r["split"] == "test"}
@@ -319,10 +332,38 @@ def test_export_equals_the_training_data(exported, tmp_path):
 
 
 def test_export_cli_errors_are_one_line(tmp_path):
-    p = subprocess.run([sys.executable, "-m", "harness.cli", "data", "export-finetune", "--scenario", "nope",
-                        "--out", str(tmp_path / "x.jsonl")], capture_output=True, text=True, timeout=120)
+    p = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "harness.cli",
+            "data",
+            "export-finetune",
+            "--scenario",
+            "nope",
+            "--out",
+            str(tmp_path / "x.jsonl"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert p.returncode == 2 and "Traceback" not in p.stderr and "unknown scenario 'nope'" in p.stderr
-    p = subprocess.run([sys.executable, "-m", "harness.cli", "data", "export-finetune", "--lengths", "2k..1k",
-                        "--out", str(tmp_path / "x.jsonl")], capture_output=True, text=True, timeout=120)
+    p = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "harness.cli",
+            "data",
+            "export-finetune",
+            "--lengths",
+            "2k..1k",
+            "--out",
+            str(tmp_path / "x.jsonl"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert p.returncode == 2 and "Traceback" not in p.stderr and "lo < hi" in p.stderr
     assert not Path(tmp_path / "x.jsonl").exists()

@@ -18,8 +18,13 @@ def _adapter(folder, scen, **info):
     folder.mkdir(parents=True)
     (folder / "adapter_config.json").write_text("{}")
     (folder / "adapter_model.safetensors").write_bytes(b"weights")
-    info = {"served_name": "gemma-3-270m-bio-needle", "scenario": "bio-needle", "shots": 0,
-            "prompt_form": prompt_form(scen), **info}
+    info = {
+        "served_name": "gemma-3-270m-bio-needle",
+        "scenario": "bio-needle",
+        "shots": 0,
+        "prompt_form": prompt_form(scen),
+        **info,
+    }
     (folder / "finetune.json").write_text(json.dumps(info))
     return folder
 

@@ -25,8 +25,14 @@ def tuned_run(tmp_path_factory, monkeypatch_module):
         pytest.skip("vLLM is not installed")
     out = tmp_path_factory.mktemp("tuned") / "run"
     monkeypatch_module.setenv("HARNESS_RESPONSE_CACHE", str(out.parent / "cache.sqlite"))
-    config = RunConfig(strategies=["full-context", "rag-dense"], lengths=[700], depths=[0.0, 100.0], needles=2,
-                       endpoint=EndpointConfig(max_model_len=4096), out=out)
+    config = RunConfig(
+        strategies=["full-context", "rag-dense"],
+        lengths=[700],
+        depths=[0.0, 100.0],
+        needles=2,
+        endpoint=EndpointConfig(max_model_len=4096),
+        out=out,
+    )
     compare(config)
     return out
 

@@ -136,7 +136,9 @@ def test_merged_model_folder_and_its_provenance(tiny, base, tmp_path):
     tok = trainer.load_tokenizer(base)
     got = trainer.evaluate_loss(merged, tok, two, True)
     want = trainer.evaluate_loss(model, tok, two, True)
-    base_loss = trainer.evaluate_loss(AutoModelForCausalLM.from_pretrained(str(base), dtype=torch.bfloat16), tok, two, True)
+    base_loss = trainer.evaluate_loss(
+        AutoModelForCausalLM.from_pretrained(str(base), dtype=torch.bfloat16), tok, two, True
+    )
     assert abs(got - want) < 0.25 * (base_loss - want), (got, want, base_loss)
 
 

@@ -13,6 +13,7 @@ import sys
 
 import numpy as np
 import pytest
+from toy_scenario import TwoFieldScenario
 
 from harness import registry
 from harness.cli import split_strategies
@@ -23,7 +24,6 @@ from harness.samples import Document, Sample
 from harness.strategy import Resources, build_params, parse_spec
 from retrievers.chunking import SEPARATOR
 from retrievers.embeddings import EmbeddingCache, langchain_embeddings, llamaindex_embedding, shared_cache
-from toy_scenario import TwoFieldScenario
 
 ARMS = ["rag-llamaindex", "rag-langchain", "rag-bm25", "rag-hybrid"]
 TOPICS = ["a french chef", "an italian painter", "a kenyan runner", "a dutch architect", "a chilean poet"]
@@ -35,8 +35,18 @@ def _sample(n=30, needle_at=15, sid="s", question="What is known about Zorblat Q
         for i in range(n)
     ]
     docs.insert(needle_at, Document(id="n0", text="Zorblat Quenx is a brazilian senator born 3 march 1950."))
-    return Sample(id=sid, scenario="t", length=1000, depth=50.0, needle_index=0, documents=docs,
-                  gold_ids=["n0"], subject="Zorblat Quenx", question=question, gold={})
+    return Sample(
+        id=sid,
+        scenario="t",
+        length=1000,
+        depth=50.0,
+        needle_index=0,
+        documents=docs,
+        gold_ids=["n0"],
+        subject="Zorblat Quenx",
+        question=question,
+        gold={},
+    )
 
 
 def _arm(name, tmp_cache, **params):
@@ -95,8 +105,10 @@ def test_ends_order_and_tokens_counted_by_the_endpoint(name, cache_dir):
         return [7] * len(texts)
 
     cls = registry.get("strategy", name)
-    arm = cls(cls.Params(chunk_size=48, chunk_overlap=8, top_k=4, order="ends"),
-              Resources(cache_dir=cache_dir, count_tokens=count))
+    arm = cls(
+        cls.Params(chunk_size=48, chunk_overlap=8, top_k=4, order="ends"),
+        Resources(cache_dir=cache_dir, count_tokens=count),
+    )
     arm.prepare([s])
     shown = arm.show(s)
     assert [p.rank for p in shown.pieces] == [0, 2, 3, 1]
@@ -118,8 +130,12 @@ def test_parameters_parse_from_a_spec(cache_dir):
     name, raw = parse_spec("rag-llamaindex:chunk_size=64,chunk_overlap=8,top_k=2,order=ends")
     p = build_params(registry.get("strategy", name).Params, raw, name)
     assert (p.chunk_size, p.chunk_overlap, p.top_k, p.order) == (64, 8, 2, "ends")
-    for bad in ("rag-bm25:top_k=0", "rag-bm25:order=random", "rag-hybrid:chunk_size=64,chunk_overlap=64",
-                "rag-llamaindex:k=3"):
+    for bad in (
+        "rag-bm25:top_k=0",
+        "rag-bm25:order=random",
+        "rag-hybrid:chunk_size=64,chunk_overlap=64",
+        "rag-llamaindex:k=3",
+    ):
         name, raw = parse_spec(bad)
         with pytest.raises(UsageError):
             build_params(registry.get("strategy", name).Params, raw, bad)
@@ -210,14 +226,28 @@ def test_frameworks_are_imported_only_when_their_arm_runs():
 
 
 def _record(strategy, sid, marks, retrieved=None, error=None, coverage=None):
-    retrieval = {} if retrieved is None else {"needle_retrieved": retrieved, "needle_rank": 0 if retrieved else None,
-                                              "tokens_retrieved": 100}
+    retrieval = (
+        {}
+        if retrieved is None
+        else {"needle_retrieved": retrieved, "needle_rank": 0 if retrieved else None, "tokens_retrieved": 100}
+    )
     if coverage is not None:
         retrieval["needle_coverage"] = coverage
-    return {"strategy": strategy, "length": 1000, "depth": 0.0, "sample_id": sid,
-            "score": sum(marks.values()) / 2, "valid": error is None, "error": error,
-            "prompt_tokens": 10, "completion_tokens": 5, "latency_s": 0.1, "gold": {"a": 1, "b": 1},
-            "marks": marks, "shown": {"needle_shown": retrieved is not False, "retrieval": retrieval}}
+    return {
+        "strategy": strategy,
+        "length": 1000,
+        "depth": 0.0,
+        "sample_id": sid,
+        "score": sum(marks.values()) / 2,
+        "valid": error is None,
+        "error": error,
+        "prompt_tokens": 10,
+        "completion_tokens": 5,
+        "latency_s": 0.1,
+        "gold": {"a": 1, "b": 1},
+        "marks": marks,
+        "shown": {"needle_shown": retrieved is not False, "retrieval": retrieval},
+    }
 
 
 def test_summary_splits_wrong_fields_into_misses_and_reading_errors():
@@ -230,15 +260,24 @@ def test_summary_splits_wrong_fields_into_misses_and_reading_errors():
     ]
     summary = summarize(records, TwoFieldScenario())
     by = {r["strategy"]: r for r in summary["by_strategy"]}
-    assert (by["full-context"]["wrong_fields"], by["full-context"]["retrieval_misses"],
-            by["full-context"]["reading_errors"]) == (3, 0, 3)
+    assert (
+        by["full-context"]["wrong_fields"],
+        by["full-context"]["retrieval_misses"],
+        by["full-context"]["reading_errors"],
+    ) == (3, 0, 3)
     assert by["full-context"]["needle_recall"] is None and by["full-context"]["tokens_retrieved"] is None
     assert (by["rag-x"]["wrong_fields"], by["rag-x"]["retrieval_misses"], by["rag-x"]["reading_errors"]) == (3, 2, 1)
     assert by["rag-x"]["needle_recall"] == pytest.approx(1 / 3) and by["rag-x"]["failed"] == 1
     assert by["rag-x"]["tokens_retrieved"] == 100
     per_field = {(a["strategy"], a["field"]): a for a in summary["attribution"]}
-    assert per_field[("rag-x", "a")] == {"strategy": "rag-x", "field": "a", "wrong": 1,
-                                         "retrieval_misses": 1, "partial_misses": 0, "reading_errors": 0}
+    assert per_field[("rag-x", "a")] == {
+        "strategy": "rag-x",
+        "field": "a",
+        "wrong": 1,
+        "retrieval_misses": 1,
+        "partial_misses": 0,
+        "reading_errors": 0,
+    }
     assert per_field[("rag-x", "b")]["retrieval_misses"] == 1 and per_field[("rag-x", "b")]["reading_errors"] == 1
     json.dumps(summary)  # serialisable as is
 
@@ -246,8 +285,10 @@ def test_summary_splits_wrong_fields_into_misses_and_reading_errors():
 def test_terminal_prints_the_attribution_table():
     from rich.console import Console
 
-    records = [_record("rag-x", "s1", {"a": False, "b": False}, retrieved=False),
-               _record("full-context", "s1", {"a": True, "b": False})]
+    records = [
+        _record("rag-x", "s1", {"a": False, "b": False}, retrieved=False),
+        _record("full-context", "s1", {"a": True, "b": False}),
+    ]
     console = Console(record=True, width=200)
     print_summary(summarize(records, TwoFieldScenario()), console)
     text = console.export_text()

@@ -52,8 +52,13 @@ def test_the_readme_links_the_guide():
 
 
 def test_harness_scenarios_lists_an_included_file():
-    p = subprocess.run([sys.executable, "-m", "harness.cli", "scenarios", "--include", str(EXAMPLE)],
-                       capture_output=True, text=True, timeout=120, cwd=ROOT)
+    p = subprocess.run(
+        [sys.executable, "-m", "harness.cli", "scenarios", "--include", str(EXAMPLE)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=ROOT,
+    )
     assert p.returncode == 0, p.stderr
     assert "flight-gates  city_in_question=False" in p.stdout and "kv-retrieval" in p.stdout
 
@@ -99,18 +104,54 @@ def test_compare_runs_the_included_scenario_end_to_end(tmp_path):
     env = dict(os.environ, TOKENIZERS_PARALLELISM="false", HARNESS_RESPONSE_CACHE=str(tmp_path / "cache"))
     with fake_openai.running() as url:
         p = subprocess.run(
-            [sys.executable, "-m", "harness.cli", "compare", "--endpoint", url, "--model", fake_openai.MODEL,
-             "--api", "completions", "--include", str(EXAMPLE), "--scenario", "flight-gates",
-             "--lengths", "300", "--depths", "0,100", "--needles", "2", "-s", "full-context", "--shots", "1",
-             "--out", str(out)],
-            capture_output=True, text=True, timeout=300, cwd=ROOT, env=env)
+            [
+                sys.executable,
+                "-m",
+                "harness.cli",
+                "compare",
+                "--endpoint",
+                url,
+                "--model",
+                fake_openai.MODEL,
+                "--api",
+                "completions",
+                "--include",
+                str(EXAMPLE),
+                "--scenario",
+                "flight-gates",
+                "--lengths",
+                "300",
+                "--depths",
+                "0,100",
+                "--needles",
+                "2",
+                "-s",
+                "full-context",
+                "--shots",
+                "1",
+                "--out",
+                str(out),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=300,
+            cwd=ROOT,
+            env=env,
+        )
     assert p.returncode == 0, p.stderr[-2000:]
     rows = RunStore(out).rows()
     assert len(rows) == 4 and {r["sample_id"] for r in rows} == {
-        f"flight-gates/L300/d{d}/n{i}" for d in (0, 100) for i in (0, 1)}
+        f"flight-gates/L300/d{d}/n{i}" for d in (0, 100) for i in (0, 1)
+    }
     assert all(r["valid"] is False for r in rows)
     assert "null baseline" in p.stdout
     assert (out / "report.html").exists() and "flight · gold" in (out / "report.html").read_text()
-    r = subprocess.run([sys.executable, "-m", "harness.cli", "report", str(out)], capture_output=True, text=True,
-                       timeout=300, cwd=ROOT, env=env)
+    r = subprocess.run(
+        [sys.executable, "-m", "harness.cli", "report", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=ROOT,
+        env=env,
+    )
     assert r.returncode == 0, r.stderr[-2000:]

@@ -31,8 +31,16 @@ def _own_cache(tmp_path, monkeypatch):
 
 
 def _config(url: str, out: Path, **kw) -> RunConfig:
-    return RunConfig(strategies=["full-context"], lengths=[600], depths=[0.0, 100.0], needles=1, shots=0,
-                     endpoint=EndpointConfig(url=url, model="gemma-3-270m", api="completions"), out=out, **kw)
+    return RunConfig(
+        strategies=["full-context"],
+        lengths=[600],
+        depths=[0.0, 100.0],
+        needles=1,
+        shots=0,
+        endpoint=EndpointConfig(url=url, model="gemma-3-270m", api="completions"),
+        out=out,
+        **kw,
+    )
 
 
 # -- a run folder holds one experiment ----------------------------------------------------------------------
@@ -42,7 +50,8 @@ def test_every_record_names_the_model_that_answered_it(tmp_path):
     records = RunStore(out).latest_records()
     assert records and all(r.model is not None for r in records)
     assert {(r.model.model, r.model.served, r.model.max_model_len) for r in records} == {
-        ("gemma-3-270m", "fake/gemma-3-270m", 32768)}
+        ("gemma-3-270m", "fake/gemma-3-270m", 32768)
+    }
 
 
 def test_resuming_a_folder_with_another_model_is_refused(tmp_path):
@@ -76,8 +85,16 @@ def test_a_run_that_fails_before_its_first_query_leaves_no_folder(tmp_path):
         api.compare(_config("http://127.0.0.1:9/v1", out))
     assert not out.exists()
     with pytest.raises(UsageError, match="no such file"):
-        api.compare(_config("http://127.0.0.1:9/v1", out, scenario_params={
-            "haystack_file": str(tmp_path / "nope.jsonl"), "needles_file": str(tmp_path / "nope2.jsonl")}))
+        api.compare(
+            _config(
+                "http://127.0.0.1:9/v1",
+                out,
+                scenario_params={
+                    "haystack_file": str(tmp_path / "nope.jsonl"),
+                    "needles_file": str(tmp_path / "nope2.jsonl"),
+                },
+            )
+        )
     assert not out.exists()
 
 
@@ -86,8 +103,13 @@ def test_input_files_are_checked_before_any_server_starts(tmp_path, monkeypatch)
         raise AssertionError("a server was started before the input files were checked")
 
     monkeypatch.setattr(api, "launch_server", no_server)
-    bad = RunConfig(scenario_params={"haystack_file": str(tmp_path / "missing.jsonl"),
-                                     "needles_file": str(tmp_path / "missing.jsonl")}, out=tmp_path / "x")
+    bad = RunConfig(
+        scenario_params={
+            "haystack_file": str(tmp_path / "missing.jsonl"),
+            "needles_file": str(tmp_path / "missing.jsonl"),
+        },
+        out=tmp_path / "x",
+    )
     with pytest.raises(UsageError, match="missing.jsonl: no such file"):
         api.compare(bad)
     with pytest.raises(UsageError, match="unknown strategy"):
@@ -98,9 +120,24 @@ def test_input_files_are_checked_before_any_server_starts(tmp_path, monkeypatch)
 def test_cli_input_file_error_is_one_line_and_fast_to_come(tmp_path):
     import subprocess
 
-    p = subprocess.run([sys.executable, "-m", "harness.cli", "compare", "-P", f"haystack_file={tmp_path}/h.jsonl",
-                        "-P", f"needles_file={tmp_path}/n.jsonl", "--out", str(tmp_path / "r")],
-                       capture_output=True, text=True, timeout=120, cwd=ROOT)
+    p = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "harness.cli",
+            "compare",
+            "-P",
+            f"haystack_file={tmp_path}/h.jsonl",
+            "-P",
+            f"needles_file={tmp_path}/n.jsonl",
+            "--out",
+            str(tmp_path / "r"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=ROOT,
+    )
     assert p.returncode == 2 and "h.jsonl: no such file" in p.stderr
     assert "starting vLLM" not in p.stderr and len(p.stderr.strip().splitlines()) == 1, p.stderr
     assert not (tmp_path / "r").exists()
@@ -144,6 +181,8 @@ def test_no_stale_words_in_docs_and_docstrings():
     from pathlib import Path
 
     root = Path(__file__).resolve().parent.parent
-    texts = {p: p.read_text() for p in [*root.glob("harness/**/*.py"), root / "docs" / "architecture.md", root / "README.md"]}
+    texts = {
+        p: p.read_text() for p in [*root.glob("harness/**/*.py"), root / "docs" / "architecture.md", root / "README.md"]
+    }
     assert not [p for p, t in texts.items() if "(later)" in t]
     assert "endpoint through `Resources`" not in texts[root / "docs" / "architecture.md"]

@@ -13,13 +13,19 @@ import re
 
 import pytest
 from rich.console import Console
+from toy_scenario import TwoFieldScenario
 
 from harness.report.html import line_chart_svg, render_report
 from harness.report.summary import summarize
 from harness.report.terminal import (
-    comparison_table, comparison_tables, fields_table, print_summary, print_verdict, verdict_header)
+    comparison_table,
+    comparison_tables,
+    fields_table,
+    print_summary,
+    print_verdict,
+    verdict_header,
+)
 from harness.report.verdict import comparison_line, interval, verdict, verdict_lines
-from toy_scenario import TwoFieldScenario
 
 NEEDLES = 8
 LENGTHS = [1000, 4000]
@@ -41,14 +47,27 @@ def make_records(strategies=(FC, RAG), lengths=LENGTHS, depths=DEPTHS, needles=N
                 for i in range(needles):
                     marks = _marks(s, L, i)
                     sid = f"L{L}-d{d:g}-n{i}"
-                    out.append({
-                        "strategy": s, "length": L, "depth": d, "sample_id": sid, "needle_index": i,
-                        "score": sum(marks.values()) / len(marks), "valid": True, "error": None,
-                        "prompt_tokens": L + 200 if s == FC else 300, "completion_tokens": 20, "latency_s": 0.5,
-                        "gold": {"a": 1, "b": 1}, "answer": {"a": int(marks["a"]), "b": int(marks["b"])},
-                        "raw": "{}", "marks": marks, "subject": f"person {i}",
-                        "shown": {"needle_shown": True, "retrieval": {}},
-                    })
+                    out.append(
+                        {
+                            "strategy": s,
+                            "length": L,
+                            "depth": d,
+                            "sample_id": sid,
+                            "needle_index": i,
+                            "score": sum(marks.values()) / len(marks),
+                            "valid": True,
+                            "error": None,
+                            "prompt_tokens": L + 200 if s == FC else 300,
+                            "completion_tokens": 20,
+                            "latency_s": 0.5,
+                            "gold": {"a": 1, "b": 1},
+                            "answer": {"a": int(marks["a"]), "b": int(marks["b"])},
+                            "raw": "{}",
+                            "marks": marks,
+                            "subject": f"person {i}",
+                            "shown": {"needle_shown": True, "retrieval": {}},
+                        }
+                    )
     return out
 
 
@@ -94,8 +113,11 @@ def test_the_synthetic_summary_has_proper_intervals_and_both_outcomes(summary):
 def test_comparison_table_shows_each_accuracy_with_its_interval(summary):
     text = _text(comparison_table(summary))
     assert "field accuracy (%) with 95% intervals over needles" in text
-    rows = {line.split("│")[1].strip(): [c.strip() for c in line.split("│")[2:-1]]
-            for line in text.splitlines() if line.startswith("│")}
+    rows = {
+        line.split("│")[1].strip(): [c.strip() for c in line.split("│")[2:-1]]
+        for line in text.splitlines()
+        if line.startswith("│")
+    }
     header = next(line for line in text.splitlines() if line.startswith("┃"))
     cols = [c.strip() for c in header.split("┃")[2:-1]]
     assert cols[:4] == ["1,000 tok", "4,000 tok", "all", "needles"]
@@ -150,8 +172,10 @@ def test_print_summary_fits_160_columns_and_prints_the_verdict(summary):
     print_summary(summary, console)
     text = console.export_text()
     assert max(len(l) for l in text.splitlines() if l[:1] in "┏┃┡│└") <= 160  # the tables; verdict lines are unwrapped
-    head = ("verdict (mean field accuracy [95% interval over needles]; paired sign-flip tests, alpha 0.05; "
-            "cheapest within 2 points of the best when the data shows it)")
+    head = (
+        "verdict (mean field accuracy [95% interval over needles]; paired sign-flip tests, alpha 0.05; "
+        "cheapest within 2 points of the best when the data shows it)"
+    )
     assert head in text.splitlines()
     lines = [l.rstrip() for l in text.splitlines()]
     for line in verdict_lines(summary["verdict"]):
@@ -165,7 +189,9 @@ def test_verdict_header_follows_alpha_and_tolerance(summary):
     console = Console(record=True, width=160)
     print_verdict(other, console)
     text = console.export_text()
-    assert text.startswith("verdict (mean field accuracy [95% interval over needles]; paired sign-flip tests, alpha 0.01")
+    assert text.startswith(
+        "verdict (mean field accuracy [95% interval over needles]; paired sign-flip tests, alpha 0.01"
+    )
 
 
 # -- report.html -----------------------------------------------------------------------------------------
@@ -176,8 +202,11 @@ def html(summary):
 
 def test_line_chart_error_bar_coordinates():
     svg = str(line_chart_svg({"s": {1000: 0.5}}, [1000], {"s": "#123456"}, None, {"s": {1000: (0.25, 0.75)}}))
-    bars = re.findall(r'<g class="errbar" stroke="#123456"[^>]*><title>([^<]*)</title>'
-                      r'<line class="err" x1="([\d.]+)" x2="([\d.]+)" y1="([\d.]+)" y2="([\d.]+)"/>', svg)
+    bars = re.findall(
+        r'<g class="errbar" stroke="#123456"[^>]*><title>([^<]*)</title>'
+        r'<line class="err" x1="([\d.]+)" x2="([\d.]+)" y1="([\d.]+)" y2="([\d.]+)"/>',
+        svg,
+    )
     assert len(bars) == 1
     title, x1, x2, y1, y2 = bars[0]
     # plot: top margin 16, height 256; y(v) = 16 + 256 * (1 - v): lo 25% at 208, hi 75% at 80 (above)
@@ -192,10 +221,13 @@ def test_line_chart_error_bar_coordinates():
 
 
 def test_report_chart_has_an_error_bar_per_point_through_the_point(summary, html):
-    chart = html[html.index('id="acc-vs-length"'):]
-    chart = chart[:chart.index("</svg>")]
-    bars = re.findall(r'<g class="errbar"[^>]*><title>([^<]*)</title><line class="err" x1="([\d.]+)" x2="[\d.]+" '
-                      r'y1="([\d.]+)" y2="([\d.]+)"/>', chart)
+    chart = html[html.index('id="acc-vs-length"') :]
+    chart = chart[: chart.index("</svg>")]
+    bars = re.findall(
+        r'<g class="errbar"[^>]*><title>([^<]*)</title><line class="err" x1="([\d.]+)" x2="[\d.]+" '
+        r'y1="([\d.]+)" y2="([\d.]+)"/>',
+        chart,
+    )
     assert len(bars) == len(summary["by_strategy_length"])
     for r in summary["by_strategy_length"]:
         title, x, y_lo, y_hi = next(b for b in bars if b[0].startswith(f"{r['strategy']} | {r['length']:,} tokens"))
@@ -228,43 +260,49 @@ def test_heatmap_falls_back_to_records_without_by_cell(summary):
 
 
 def test_accuracy_tables_show_intervals(summary, html):
-    table = html[html.index('id="accuracy-table"'):]
-    table = table[:table.index("</table>")]
+    table = html[html.index('id="accuracy-table"') :]
+    table = table[: table.index("</table>")]
     fc = next(s for s in summary["by_strategy"] if s["strategy"] == FC)
-    row = table[table.index(f'<tr class="acc" data-strategy="{FC}">'):]
-    row = row[:row.index("</tr>")]
+    row = table[table.index(f'<tr class="acc" data-strategy="{FC}">') :]
+    row = row[: row.index("</tr>")]
     for key in ("accuracy", "a", "b"):
         assert f'{100 * fc[key]:.1f}% <span class="ci">{interval(fc[f"{key}_lo"], fc[f"{key}_hi"])}</span>' in row
     assert f'<td class="n">{NEEDLES}</td>' in row
     for r in summary["by_strategy_length"]:
-        assert f'{100 * r["accuracy"]:.1f}% <span class="ci">{interval(r["accuracy_lo"], r["accuracy_hi"])}</span>' in table
+        assert (
+            f'{100 * r["accuracy"]:.1f}% <span class="ci">{interval(r["accuracy_lo"], r["accuracy_hi"])}</span>'
+            in table
+        )
 
 
 def test_verdict_section_lists_each_comparison_with_status_interval_and_p(summary, html):
-    section = html[html.index('<section id="verdict"'):html.index('<section id="heatmaps"')]
+    section = html[html.index('<section id="verdict"') : html.index('<section id="heatmaps"')]
     for word in ("bootstrap", "over needles", "sign-flip", "TOST", "alpha 0.05"):
         assert word in section
     for v in summary["verdict"]:
         best = f'{100 * v["best_accuracy"]:.1f}% <span class="ci">{interval(v["best_accuracy_lo"], v["best_accuracy_hi"])}</span>'
         assert best in section
-        table = section[section.index(f'<table class="comparisons" data-length="{v["length"]}">'):]
-        table = table[:table.index("</table>")]
+        table = section[section.index(f'<table class="comparisons" data-length="{v["length"]}">') :]
+        table = table[: table.index("</table>")]
         for c in v["comparisons"]:
-            row = table[table.index(f'data-strategy="{c["strategy"]}" data-status="{c["status"]}"'):]
-            row = row[:row.index("</tr>")]
-            assert f'p = {c["p"]:.2g}' in row and f'p = {c["p_equivalent"]:.2g}' in row
+            row = table[table.index(f'data-strategy="{c["strategy"]}" data-status="{c["status"]}"') :]
+            row = row[: row.index("</tr>")]
+            assert f"p = {c['p']:.2g}" in row and f"p = {c['p_equivalent']:.2g}" in row
             assert f'{100 * c["diff"]:+.1f} <span class="ci">{interval(c["diff_lo"], c["diff_hi"])}</span>' in row
             assert f'title="{comparison_line(v, c)}"' in row
     assert "no detectable difference (within tolerance)" in section and ">worse<" in section
     n = len(summary["verdict"])  # every length settled: in the summary table and in each length's heading
-    assert section.count('<td class="settled">settled</td>') == n and section.count('<span class="settled">settled</span>') == n
+    assert (
+        section.count('<td class="settled">settled</td>') == n
+        and section.count('<span class="settled">settled</span>') == n
+    )
     assert "not settled" not in section
 
 
 def test_unsettled_verdict_says_so_in_the_page():
     s = make_summary(make_records(needles=3))  # 3 needles: p >= 0.25, nothing can be shown
     page = render_report(s, make_records(needles=3), [], TwoFieldScenario())
-    section = page[page.index('<section id="verdict"'):page.index('<section id="heatmaps"')]
+    section = page[page.index('<section id="verdict"') : page.index('<section id="heatmaps"')]
     assert all(not v["settled"] for v in s["verdict"])
     assert f"not settled: {RAG} undecided" in section or f"not settled: {FC} undecided" in section
     assert "too few needles to tell" in section and "more needles would tell" in section
@@ -295,16 +333,22 @@ def test_several_comparisons_show_holm_adjusted_p_beside_the_raw_one():
         assert c["comparisons"] == 2 and c["p_holm"] == pytest.approx(4 / 2**6)
     assert not v4["settled"]
     v1 = next(v for v in s["verdict"] if v["length"] == 1000)
-    assert all(c["status"] == "equivalent" and c["p_equivalent_holm"] == pytest.approx(2 * c["p_equivalent"])
-               for c in v1["comparisons"])
+    assert all(
+        c["status"] == "equivalent" and c["p_equivalent_holm"] == pytest.approx(2 * c["p_equivalent"])
+        for c in v1["comparisons"]
+    )
     text = _text(verdict_header(s), *verdict_lines(s["verdict"]), width=1000)
     assert "paired sign-flip tests, Holm-adjusted over the comparisons at each length, alpha 0.05;" in text
-    assert f"{FC} vs {RAG}: too few samples to tell at 4,000 tokens (+62.5 pts, p = 0.062, Holm-adjusted over 2 " \
-           "comparisons (raw p = 0.031), 8 needles)" in text
+    assert (
+        f"{FC} vs {RAG}: too few samples to tell at 4,000 tokens (+62.5 pts, p = 0.062, Holm-adjusted over 2 "
+        "comparisons (raw p = 0.031), 8 needles)" in text
+    )
     page = render_report(s, records, [], TwoFieldScenario())
-    section = page[page.index('<section id="verdict"'):page.index('<section id="heatmaps"')]
+    section = page[page.index('<section id="verdict"') : page.index('<section id="heatmaps"')]
     assert "Holm-adjusted together" in section
-    row = section[section.index('<table class="comparisons" data-length="4000">'):]
-    row = row[row.index(f'data-strategy="{RAG}"'):]
-    row = row[:row.index("</tr>")]
-    assert '<td class="n">p = 0.062 <span class="note">Holm-adjusted over 2 comparisons; raw p = 0.031</span></td>' in row
+    row = section[section.index('<table class="comparisons" data-length="4000">') :]
+    row = row[row.index(f'data-strategy="{RAG}"') :]
+    row = row[: row.index("</tr>")]
+    assert (
+        '<td class="n">p = 0.062 <span class="note">Holm-adjusted over 2 comparisons; raw p = 0.031</span></td>' in row
+    )

@@ -60,10 +60,26 @@ def test_parse_and_snapshot_sum_over_label_sets():
 
 
 def test_diff_and_derived_figures():
-    a = Snapshot(prompt_tokens=1000, generation_tokens=10, prefix_cache_queries=1000, prefix_cache_hits=0,
-                 prefill_s=1.0, prefill_count=1, ttft_s=1.1, ttft_count=1)
-    b = Snapshot(prompt_tokens=5400, generation_tokens=50, prefix_cache_queries=5400, prefix_cache_hits=3200,
-                 prefill_s=2.1, prefill_count=3, ttft_s=2.5, ttft_count=3)
+    a = Snapshot(
+        prompt_tokens=1000,
+        generation_tokens=10,
+        prefix_cache_queries=1000,
+        prefix_cache_hits=0,
+        prefill_s=1.0,
+        prefill_count=1,
+        ttft_s=1.1,
+        ttft_count=1,
+    )
+    b = Snapshot(
+        prompt_tokens=5400,
+        generation_tokens=50,
+        prefix_cache_queries=5400,
+        prefix_cache_hits=3200,
+        prefill_s=2.1,
+        prefill_count=3,
+        ttft_s=2.5,
+        ttft_count=3,
+    )
     d = diff(a, b)
     assert d.prompt_tokens == 4400 and d.prefix_cache_hits == 3200
     assert d.prefix_cache_hit_rate == pytest.approx(3200 / 4400)
@@ -107,8 +123,10 @@ class MetricsServer(fake_openai.Server):
         if path == b"/metrics":
             c, lab = self.c, '{engine="0",model_name="gemma-3-270m"}'
             lines = [
-                f"vllm:prompt_tokens_total{lab} {c['prompt']}", f"vllm:generation_tokens_total{lab} {c['gen']}",
-                f"vllm:prefix_cache_queries_total{lab} {c['prompt']}", f"vllm:prefix_cache_hits_total{lab} {c['hits']}",
+                f"vllm:prompt_tokens_total{lab} {c['prompt']}",
+                f"vllm:generation_tokens_total{lab} {c['gen']}",
+                f"vllm:prefix_cache_queries_total{lab} {c['prompt']}",
+                f"vllm:prefix_cache_hits_total{lab} {c['hits']}",
                 f"vllm:e2e_request_latency_seconds_count{lab} {c['n']}",
                 f"vllm:request_prefill_time_seconds_sum{lab} {c['prefill']}",
                 f"vllm:request_prefill_time_seconds_count{lab} {c['n']}",
@@ -165,16 +183,21 @@ def test_recorder_splits_at_boundaries(stand_in):
 
 def test_a_run_records_per_strategy_metrics_with_concurrency(stand_in, tmp_path, monkeypatch):
     """Strategies go one after another (the boundary is exact) while requests overlap within one."""
+    from rich.console import Console
+
     from harness.api import compare as run_compare
     from harness.config import EndpointConfig, RunConfig
     from harness.report.terminal import server_table
-    from rich.console import Console
 
     monkeypatch.setenv("HARNESS_RESPONSE_CACHE", str(tmp_path / "cache.sqlite"))
     out = tmp_path / "run"
     config = RunConfig(
-        strategies=["full-context", "rag-bm25:top_k=2"], lengths=[400, 800], depths=[0.0, 100.0], needles=1,
-        shots=0, out=out,
+        strategies=["full-context", "rag-bm25:top_k=2"],
+        lengths=[400, 800],
+        depths=[0.0, 100.0],
+        needles=1,
+        shots=0,
+        out=out,
         endpoint=EndpointConfig(url=stand_in.root + "/v1", model="gemma-3-270m", api="completions", concurrency=4),
     )
     run_compare(config, use_cache=False)
@@ -206,8 +229,11 @@ def test_real_server_metrics_are_non_zero_after_a_tiny_run(vllm_server):
     assert before is not None and before.prompt_tokens is not None
     prompt = "The harness measures long context against retrieval. " * 40  # > 128 tokens: whole blocks
     for _ in range(2):
-        r = httpx.post(vllm_server.base_url + "/completions", timeout=300,
-                       json={"model": vllm_server.model, "prompt": prompt, "max_tokens": 4, "temperature": 0})
+        r = httpx.post(
+            vllm_server.base_url + "/completions",
+            timeout=300,
+            json={"model": vllm_server.model, "prompt": prompt, "max_tokens": 4, "temperature": 0},
+        )
         assert r.status_code == 200
     d = diff(before, scrape(vllm_server.root_url))
     assert d.prompt_tokens >= 2 * 128 and d.generation_tokens >= 2

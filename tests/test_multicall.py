@@ -55,9 +55,10 @@ def _run(strategy_spec: str, scen, sample, replies, tmp_path: Path, api: str = "
         if api == "chat":
             msg = {"role": "assistant", "content": reply.get("text")}
             if reply.get("tool_calls"):
-                msg["tool_calls"] = [{"id": f"c{i}", "type": "function",
-                                      "function": {"name": n, "arguments": json.dumps(a)}}
-                                     for i, (n, a) in enumerate(reply["tool_calls"])]
+                msg["tool_calls"] = [
+                    {"id": f"c{i}", "type": "function", "function": {"name": n, "arguments": json.dumps(a)}}
+                    for i, (n, a) in enumerate(reply["tool_calls"])
+                ]
             choice = {"index": 0, "message": msg, "finish_reason": "stop"}
         else:
             choice = {"index": 0, "text": reply["text"], "finish_reason": "stop"}
@@ -86,9 +87,11 @@ def _action(**kw) -> dict:
 def test_json_agent_searches_reads_and_answers_with_every_step_recorded(sample_and_scenario, tmp_path):
     sample, scen = sample_and_scenario
     needle = sample.gold_ids[0]
-    replies = [_action(action="search", query=sample.subject) | {"usage": (300, 15)},
-               _action(action="read", doc_id=needle) | {"usage": (500, 10)},
-               {"text": json.dumps({"action": "answer", "answer": scen.encode_answer(sample.gold)}), "usage": (900, 40)}]
+    replies = [
+        _action(action="search", query=sample.subject) | {"usage": (300, 15)},
+        _action(action="read", doc_id=needle) | {"usage": (500, 10)},
+        {"text": json.dumps({"action": "answer", "answer": scen.encode_answer(sample.gold)}), "usage": (900, 40)},
+    ]
     r, bodies = _run("agentic:driver=json", scen, sample, replies, tmp_path)
     assert [s.kind for s in r.steps] == ["search", "read", "answer"]
     assert r.steps[0].arguments["query"] == sample.subject and r.steps[1].result_ids == [needle]
@@ -100,13 +103,18 @@ def test_json_agent_searches_reads_and_answers_with_every_step_recorded(sample_a
     assert r.shown.retrieval["needle_coverage"] == 1.0 and r.shown.needle_shown
     # each step's request holds the transcript so far, and is constrained to an action
     assert "anyOf" in bodies[0]["response_format"]["json_schema"]["schema"]
-    assert "Step 1:" in bodies[1]["prompt"] and sample.subject in bodies[1]["prompt"] and "Step 2:" in bodies[1]["prompt"]
+    assert (
+        "Step 1:" in bodies[1]["prompt"] and sample.subject in bodies[1]["prompt"] and "Step 2:" in bodies[1]["prompt"]
+    )
 
 
 def test_json_agent_stopped_by_max_steps_answers_from_what_it_was_shown(sample_and_scenario, tmp_path):
     sample, scen = sample_and_scenario
-    replies = [_action(action="search", query="somebody else"), _action(action="search", query="still not"),
-               {"text": _gold_text(scen, sample)}]  # the forced final extraction call
+    replies = [
+        _action(action="search", query="somebody else"),
+        _action(action="search", query="still not"),
+        {"text": _gold_text(scen, sample)},
+    ]  # the forced final extraction call
     r, bodies = _run("agentic:driver=json,max_steps=2", scen, sample, replies, tmp_path)
     assert r.limit == "max_steps" and [s.kind for s in r.steps] == ["search", "search", "final"]
     assert [c.purpose for c in r.calls] == ["agent", "agent", "final"]
@@ -116,7 +124,10 @@ def test_json_agent_stopped_by_max_steps_answers_from_what_it_was_shown(sample_a
 
 def test_json_agent_token_budget(sample_and_scenario, tmp_path):
     sample, scen = sample_and_scenario
-    replies = [_action(action="search", query=sample.subject) | {"usage": (5000, 20)}, {"text": _gold_text(scen, sample)}]
+    replies = [
+        _action(action="search", query=sample.subject) | {"usage": (5000, 20)},
+        {"text": _gold_text(scen, sample)},
+    ]
     r, _ = _run("agentic:driver=json,token_budget=1000", scen, sample, replies, tmp_path)
     assert r.limit == "token_budget" and [c.purpose for c in r.calls] == ["agent", "final"]
 
@@ -126,11 +137,23 @@ def test_agent_failure_classes(sample_and_scenario, tmp_path):
 
     sample, scen = sample_and_scenario
     wrong = dict(scen.encode_answer(sample.gold), nationality="martian")
-    never, _ = _run("agentic:driver=json", scen, sample,  # answers without looking
-                    [{"text": json.dumps({"action": "answer", "answer": wrong})}], tmp_path)
-    misread, _ = _run("agentic:driver=json", scen, sample,
-                      [_action(action="read", doc_id=sample.gold_ids[0]),
-                       {"text": json.dumps({"action": "answer", "answer": wrong})}], tmp_path)
+    never, _ = _run(
+        "agentic:driver=json",
+        scen,
+        sample,  # answers without looking
+        [{"text": json.dumps({"action": "answer", "answer": wrong})}],
+        tmp_path,
+    )
+    misread, _ = _run(
+        "agentic:driver=json",
+        scen,
+        sample,
+        [
+            _action(action="read", doc_id=sample.gold_ids[0]),
+            {"text": json.dumps({"action": "answer", "answer": wrong})},
+        ],
+        tmp_path,
+    )
     assert agent_outcome(never) == "never_searched" and agent_outcome(misread) == "misread"
     (row,) = agent_rows([never, misread])
     assert row["n"] == 2 and row["never_searched"] == 1 and row["misread"] == 1 and row["needle_found"] == 0.5
@@ -139,15 +162,19 @@ def test_agent_failure_classes(sample_and_scenario, tmp_path):
 # -- agentic, OpenAI tool calls through LangChain's agent -------------------------------------------------------
 def test_tool_agent_runs_langchains_agent_over_the_harness_model(sample_and_scenario, tmp_path):
     sample, scen = sample_and_scenario
-    replies = [{"text": "", "tool_calls": [("search", {"query": sample.subject})]},
-               {"text": "", "tool_calls": [("answer", scen.encode_answer(sample.gold))]}]
+    replies = [
+        {"text": "", "tool_calls": [("search", {"query": sample.subject})]},
+        {"text": "", "tool_calls": [("answer", scen.encode_answer(sample.gold))]},
+    ]
     r, bodies = _run("agentic:driver=tools", scen, sample, replies, tmp_path, api="chat")
     assert [s.kind for s in r.steps] == ["search", "answer"] and r.score == 1 and r.n_calls == 2
     assert {t["function"]["name"] for t in bodies[0]["tools"]} == {"search", "read", "answer"}
     assert bodies[0]["tool_choice"] == "required"
     # the tool result went back to the model as a tool message
-    assert any(m.get("role") == "tool" and sample.subject.split()[-1].lower() in m["content"].lower()
-               for m in bodies[1]["messages"])
+    assert any(
+        m.get("role") == "tool" and sample.subject.split()[-1].lower() in m["content"].lower()
+        for m in bodies[1]["messages"]
+    )
 
 
 def test_tool_driver_on_a_completions_endpoint_is_refused_before_any_call(sample_and_scenario, tmp_path):
@@ -169,8 +196,10 @@ def test_self_route_answers_from_retrieval_when_the_model_says_it_can(sample_and
 
 def test_self_route_falls_back_to_full_context(sample_and_scenario, tmp_path):
     sample, scen = sample_and_scenario
-    replies = [{"text": '{"answerable":false,"answer":null}', "usage": (200, 8)},
-               {"text": _gold_text(scen, sample), "usage": (700, 40)}]
+    replies = [
+        {"text": '{"answerable":false,"answer":null}', "usage": (200, 8)},
+        {"text": _gold_text(scen, sample), "usage": (700, 40)},
+    ]
     r, bodies = _run("self-route:top_k=1", scen, sample, replies, tmp_path)
     assert r.route == "full-context" and [c.purpose for c in r.calls] == ["route", "answer"]
     assert (r.prompt_tokens, r.completion_tokens) == (900, 48)
@@ -182,9 +211,16 @@ def test_route_summary(sample_and_scenario, tmp_path):
     from harness.report.multicall import route_rows
 
     sample, scen = sample_and_scenario
-    rag, _ = _run("self-route", scen, sample,
-                  [{"text": json.dumps({"answerable": True, "answer": scen.encode_answer(sample.gold)})}], tmp_path)
-    full, _ = _run("self-route", scen, sample, [{"text": '{"answerable":false,"answer":null}'}, {"text": "{}"}], tmp_path)
+    rag, _ = _run(
+        "self-route",
+        scen,
+        sample,
+        [{"text": json.dumps({"answerable": True, "answer": scen.encode_answer(sample.gold)})}],
+        tmp_path,
+    )
+    full, _ = _run(
+        "self-route", scen, sample, [{"text": '{"answerable":false,"answer":null}'}, {"text": "{}"}], tmp_path
+    )
     (row,) = route_rows([rag, full])
     assert row["share_rag"] == row["share_full-context"] == 0.5
     assert row["accuracy_rag"] == 1.0 and row["accuracy_full-context"] == 0.0  # "{}" is invalid: all fields wrong

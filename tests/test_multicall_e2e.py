@@ -22,7 +22,10 @@ def run(vllm_server, tmp_path_factory):
     out = tmp_path_factory.mktemp("multicall")
     config = RunConfig(
         strategies=["full-context", "rag-dense:top_k=2", "agentic:driver=json,max_steps=3", "self-route:top_k=2"],
-        lengths=[600], depths=[0.0, 100.0], needles=1, shots=0,
+        lengths=[600],
+        depths=[0.0, 100.0],
+        needles=1,
+        shots=0,
         endpoint=EndpointConfig(url=vllm_server.base_url, model=vllm_server.model, api="completions"),
         out=out,
     )
@@ -74,7 +77,11 @@ def test_tool_calling_driver_on_the_real_server(vllm_server, tmp_path):
     """OpenAI tool calls through LangChain's agent, on vLLM's chat endpoint (the embedded model's
     chat template renders the tools; tool_choice "required" makes vLLM enforce valid calls)."""
     config = RunConfig(
-        strategies=["agentic:driver=tools,max_steps=2"], lengths=[600], depths=[50.0], needles=1, shots=0,
+        strategies=["agentic:driver=tools,max_steps=2"],
+        lengths=[600],
+        depths=[50.0],
+        needles=1,
+        shots=0,
         endpoint=EndpointConfig(url=vllm_server.base_url, model=vllm_server.model, api="chat", max_tokens=120),
         out=tmp_path / "tools",
     )

@@ -115,8 +115,9 @@ def test_the_health_check_moves_requests_off_a_hung_replica():
 
     async def go():
         async with pool.session(4, transport=httpx.MockTransport(handler)) as s:
-            return await asyncio.wait_for(asyncio.gather(*(s.complete(Prompt(text=str(i), messages=[]), None, 5)
-                                                           for i in range(6))), 10)
+            return await asyncio.wait_for(
+                asyncio.gather(*(s.complete(Prompt(text=str(i), messages=[]), None, 5) for i in range(6))), 10
+            )
 
     out = asyncio.run(go())
     assert len(out) == 6

@@ -46,7 +46,7 @@ def _chunks(sample, size=240):
         pos += len(d.text) + 2
     out = []
     for i, start in enumerate(range(0, len(joined), size)):
-        text = joined[start:start + size]
+        text = joined[start : start + size]
         ids = [d for a, b, d in spans if a < start + len(text) and b > start]
         out.append({"id": f"c{i}", "doc_ids": ids, "text": text, "start": start})
     return out
@@ -58,18 +58,26 @@ def make_run(tmp_path: Path, model: str = "gemma-3-270m", payload: bool = True, 
     run = tmp_path / "run"
     store = RunStore(run).create()
     config = RunConfig(strategies=STRATEGIES, lengths=LENGTHS, depths=DEPTHS, needles=needles, shots=0)
-    store.write_config({
-        "run_id": "test-run", "config": config.dump(),
-        "endpoint": {"base_url": "http://127.0.0.1:9/v1", "model": model, "api": "completions"},
-        "null_answer": scen.null_answer(scen.reference_labels(200)),
-    })
+    store.write_config(
+        {
+            "run_id": "test-run",
+            "config": config.dump(),
+            "endpoint": {"base_url": "http://127.0.0.1:9/v1", "model": model, "api": "completions"},
+            "null_answer": scen.null_answer(scen.reference_labels(200)),
+        }
+    )
     store.write_samples(samples)
     lines = []
     for k, s in enumerate(samples):
         needle = next(d for d in s.documents if d.id in s.gold_ids)
         other = next((d for d in s.documents if d.id not in s.gold_ids), None)  # None: the needle fills the length
-        other_nat = "martian" if other is None else next(
-            r.labels for i, r in enumerate(scen.generator.records("haystack", 400)) if f"h{i}" == other.id).nationality
+        other_nat = (
+            "martian"
+            if other is None
+            else next(
+                r.labels for i, r in enumerate(scen.generator.records("haystack", 400)) if f"h{i}" == other.id
+            ).nationality
+        )
         for strategy in STRATEGIES:
             fc = strategy == "full-context"
             if fc:
@@ -80,12 +88,20 @@ def make_run(tmp_path: Path, model: str = "gemma-3-270m", payload: bool = True, 
                 chunks = _chunks(s)
                 hit = [c for c in chunks if needle.id in c["doc_ids"]][:1]
                 miss = s.depth == 50.0  # the fake retriever misses the needle at mid depth
-                picked = ([] if miss else hit) + [c for c in chunks if needle.id not in c["doc_ids"]][:2 if miss else 1]
-                pieces = [{"id": c["id"], "doc_ids": c["doc_ids"], "text": c["text"], "rank": i, "score": 1.0 - i / 10}
-                          for i, c in enumerate(picked)]
+                picked = ([] if miss else hit) + [c for c in chunks if needle.id not in c["doc_ids"]][
+                    : 2 if miss else 1
+                ]
+                pieces = [
+                    {"id": c["id"], "doc_ids": c["doc_ids"], "text": c["text"], "rank": i, "score": 1.0 - i / 10}
+                    for i, c in enumerate(picked)
+                ]
                 shown = not miss
-                retrieval = {"needle_retrieved": shown, "needle_rank": 0 if shown else None, "chunks": len(pieces),
-                             "tokens_retrieved": sum(len(p["text"]) // 4 for p in pieces)}
+                retrieval = {
+                    "needle_retrieved": shown,
+                    "needle_rank": 0 if shown else None,
+                    "chunks": len(pieces),
+                    "tokens_retrieved": sum(len(p["text"]) // 4 for p in pieces),
+                }
             answer = json.loads(json.dumps(s.gold))
             raw_override = None
             if s.depth == 50.0:
@@ -102,27 +118,51 @@ def make_run(tmp_path: Path, model: str = "gemma-3-270m", payload: bool = True, 
             valid = raw_override is None
             marks = scen.score(answer, s.gold) if valid else {f: False for f in scen.fields}
             prompt_tokens = (s.context_tokens + 300) if fc else 260
-            lines.append({
-                "run_id": "test-run", "scenario": "bio-needle", "strategy": strategy, "strategy_name": strategy.split(":")[0],
-                "strategy_params": {}, "sample_id": s.id, "length": s.length, "depth": s.depth,
-                "needle_index": s.needle_index, "needle_id": s.gold_ids[0], "subject": s.subject,
-                "context_tokens": s.context_tokens, "prompt_tokens": prompt_tokens, "prompt_tokens_counted": prompt_tokens,
-                "completion_tokens": 60, "cached_tokens": 200 if k else 0,
-                "latency_s": round((0.002 * prompt_tokens) + 0.5, 4), "finish_reason": "stop",
-                "raw": raw, "answer": answer if valid else None, "valid": valid,
-                "invalid_reason": None if valid else "not JSON: Expecting value", "error": None,
-                "gold": s.gold, "marks": marks, "score": sum(marks.values()) / len(marks),
-                "shown": {"pieces": pieces, "doc_ids": [d for p in pieces for d in p["doc_ids"]],
-                          "needle_shown": shown, "retrieval": retrieval},
-                "time": 1_700_000_000 + k,
-            })
+            lines.append(
+                {
+                    "run_id": "test-run",
+                    "scenario": "bio-needle",
+                    "strategy": strategy,
+                    "strategy_name": strategy.split(":")[0],
+                    "strategy_params": {},
+                    "sample_id": s.id,
+                    "length": s.length,
+                    "depth": s.depth,
+                    "needle_index": s.needle_index,
+                    "needle_id": s.gold_ids[0],
+                    "subject": s.subject,
+                    "context_tokens": s.context_tokens,
+                    "prompt_tokens": prompt_tokens,
+                    "prompt_tokens_counted": prompt_tokens,
+                    "completion_tokens": 60,
+                    "cached_tokens": 200 if k else 0,
+                    "latency_s": round((0.002 * prompt_tokens) + 0.5, 4),
+                    "finish_reason": "stop",
+                    "raw": raw,
+                    "answer": answer if valid else None,
+                    "valid": valid,
+                    "invalid_reason": None if valid else "not JSON: Expecting value",
+                    "error": None,
+                    "gold": s.gold,
+                    "marks": marks,
+                    "score": sum(marks.values()) / len(marks),
+                    "shown": {
+                        "pieces": pieces,
+                        "doc_ids": [d for p in pieces for d in p["doc_ids"]],
+                        "needle_shown": shown,
+                        "retrieval": retrieval,
+                    },
+                    "time": 1_700_000_000 + k,
+                }
+            )
     (run / "records.jsonl").write_text("".join(json.dumps(r) + "\n" for r in lines))
     return run
 
 
 def _report(run: Path, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "harness.cli", "report", str(run), *args],
-                          capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "harness.cli", "report", str(run), *args], capture_output=True, text=True, timeout=300
+    )
 
 
 # -- without a browser ---------------------------------------------------------------------------------
@@ -133,7 +173,7 @@ def test_report_command_writes_a_self_contained_escaped_page(tmp_path):
     assert "verdict" in p.stdout and "report:" in p.stdout
     html = (run / "report.html").read_text()
     # self-contained: nothing to fetch
-    for needle in ("http://", "https://", "src=\"//", "@import", "url("):
+    for needle in ("http://", "https://", 'src="//', "@import", "url("):
         assert needle not in html.replace("http://127.0.0.1:9/v1", "").replace('xmlns="http://www.w3.org/2000/svg"', "")
     # every piece of model output escaped
     assert PAYLOAD not in html and NAT_PAYLOAD not in html
@@ -183,8 +223,10 @@ def test_report_command_prints_and_draws_intervals(tmp_path):
     assert tables and max(len(line) for line in tables) <= 160  # piped: tables pasteable at 160 columns
     assert "field accuracy (%) with 95% intervals over needles" in out
     assert "per-field accuracy (%) with 95% intervals over needles" in out
-    assert "verdict (mean field accuracy [95% interval over needles]; paired sign-flip tests, alpha 0.05; " \
-           "cheapest within 2 points of the best when the data shows it)" in out
+    assert (
+        "verdict (mean field accuracy [95% interval over needles]; paired sign-flip tests, alpha 0.05; "
+        "cheapest within 2 points of the best when the data shows it)" in out
+    )
     summary = json.loads((run / "summary.json").read_text())
     from harness.report.verdict import interval
 
@@ -223,10 +265,21 @@ def browser():
     profile = tempfile.mkdtemp(prefix="harness-chromium-")
     opts = webdriver.ChromeOptions()
     opts.binary_location = binary
-    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                "--disable-dev-shm-usage", "--disable-extensions", "--disable-default-apps",
-                f"--user-data-dir={profile}", "--window-size=1440,1000"):
+    for arg in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--disable-dev-shm-usage",
+        "--disable-extensions",
+        "--disable-default-apps",
+        f"--user-data-dir={profile}",
+        "--window-size=1440,1000",
+    ):
         opts.add_argument(arg)
     opts.set_capability("goog:loggingPrefs", {"browser": "ALL"})
     driver = webdriver.Chrome(service=Service(driver_path), options=opts)  # no Selenium Manager download
@@ -238,7 +291,9 @@ def browser():
 
 
 def artifacts_dir() -> Path:
-    d = Path(os.environ.get("HARNESS_TEST_ARTIFACTS") or Path(__file__).resolve().parents[1] / "results" / "test-artifacts")
+    d = Path(
+        os.environ.get("HARNESS_TEST_ARTIFACTS") or Path(__file__).resolve().parents[1] / "results" / "test-artifacts"
+    )
     d.mkdir(parents=True, exist_ok=True)
     return d
 
@@ -260,18 +315,24 @@ def full_page_screenshot(driver, path: Path) -> Path:
 
     metrics = driver.execute_cdp_cmd("Page.getLayoutMetrics", {})
     size = metrics.get("cssContentSize") or metrics["contentSize"]
-    shot = driver.execute_cdp_cmd("Page.captureScreenshot", {
-        "format": "png", "captureBeyondViewport": True,
-        "clip": {"x": 0, "y": 0, "width": size["width"], "height": min(size["height"], 16000), "scale": 1},
-    })
+    shot = driver.execute_cdp_cmd(
+        "Page.captureScreenshot",
+        {
+            "format": "png",
+            "captureBeyondViewport": True,
+            "clip": {"x": 0, "y": 0, "width": size["width"], "height": min(size["height"], 16000), "scale": 1},
+        },
+    )
     path.write_bytes(base64.b64decode(shot["data"]))
     return path
 
 
 def check_rendered(driver, n_strategies: int, n_cells: int, n_rows: int) -> None:
     js = driver.execute_script
-    heatmaps = js("return Array.from(document.querySelectorAll('svg.heatmap')).map("
-                  "s => [s.getBoundingClientRect().width, s.querySelectorAll('rect.cell').length])")
+    heatmaps = js(
+        "return Array.from(document.querySelectorAll('svg.heatmap')).map("
+        "s => [s.getBoundingClientRect().width, s.querySelectorAll('rect.cell').length])"
+    )
     assert len(heatmaps) == n_strategies
     assert all(w > 50 and cells == n_cells for w, cells in heatmaps), heatmaps
     assert js("return document.querySelector('#acc-vs-length').getBoundingClientRect().height") > 100
@@ -302,10 +363,14 @@ def test_report_in_chromium(browser, tmp_path):
     score_th = browser.find_element(By.XPATH, "//table[@id='queries']/thead/tr/th[normalize-space()='score']")
     score_th.click()
     col = [th.text for th in browser.find_elements(By.CSS_SELECTOR, "#queries thead th")].index(score_th.text)
-    scores = js(f"return Array.from(document.querySelectorAll('#queries tbody tr')).map(r => parseFloat(r.cells[{col}].getAttribute('data-v')))")
+    scores = js(
+        f"return Array.from(document.querySelectorAll('#queries tbody tr')).map(r => parseFloat(r.cells[{col}].getAttribute('data-v')))"
+    )
     assert scores == sorted(scores)
     score_th.click()
-    scores = js(f"return Array.from(document.querySelectorAll('#queries tbody tr')).map(r => parseFloat(r.cells[{col}].getAttribute('data-v')))")
+    scores = js(
+        f"return Array.from(document.querySelectorAll('#queries tbody tr')).map(r => parseFloat(r.cells[{col}].getAttribute('data-v')))"
+    )
     assert scores == sorted(scores, reverse=True)
     # ... and filters
     visible = "return Array.from(document.querySelectorAll('#queries tbody tr')).filter(r => !r.hidden).length"
@@ -330,10 +395,14 @@ def test_intervals_render_in_chromium(browser, tmp_path):
     logs = open_report(browser, run / "report.html")
     assert [m for m in logs if m.get("level") in ("SEVERE", "ERROR")] == []
     js = browser.execute_script
-    caps = js("return Array.from(document.querySelectorAll('#acc-vs-length g.errbar line.cap')).map("
-              "l => l.getBoundingClientRect().width)")
+    caps = js(
+        "return Array.from(document.querySelectorAll('#acc-vs-length g.errbar line.cap')).map("
+        "l => l.getBoundingClientRect().width)"
+    )
     assert len(caps) == 2 * len(STRATEGIES) * len(LENGTHS) and all(w > 4 for w in caps)  # drawn, two caps a bar
-    assert js("return document.querySelectorAll('table.comparisons tr.cmp').length") == len(LENGTHS) * (len(STRATEGIES) - 1)
+    assert js("return document.querySelectorAll('table.comparisons tr.cmp').length") == len(LENGTHS) * (
+        len(STRATEGIES) - 1
+    )
     text = js("return document.getElementById('verdict').innerText")
     assert "TOST" in text and "p = " in text and "settled" in text
     shot = full_page_screenshot(browser, artifacts_dir() / "report_html_intervals.png")
@@ -345,10 +414,33 @@ def test_real_compare_writes_report_and_verdict(vllm_server, tmp_path, browser):
     """A real (tiny) run on the embedded model: the verdict prints and the report renders cleanly."""
     out = tmp_path / "real"
     p = subprocess.run(
-        [sys.executable, "-m", "harness.cli", "compare", "--endpoint", vllm_server.base_url, "--model",
-         vllm_server.model, "--api", "completions", "--strategies", "full-context,rag-bm25:top_k=2",
-         "--lengths", "400,800", "--depths", "0,100", "--needles", "1", "--shots", "1", "--out", str(out)],
-        capture_output=True, text=True, timeout=900,
+        [
+            sys.executable,
+            "-m",
+            "harness.cli",
+            "compare",
+            "--endpoint",
+            vllm_server.base_url,
+            "--model",
+            vllm_server.model,
+            "--api",
+            "completions",
+            "--strategies",
+            "full-context,rag-bm25:top_k=2",
+            "--lengths",
+            "400,800",
+            "--depths",
+            "0,100",
+            "--needles",
+            "1",
+            "--shots",
+            "1",
+            "--out",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=900,
     )
     assert p.returncode == 0, p.stderr[-2000:]
     assert "verdict" in p.stdout and "most accurate" in p.stdout and "money" in p.stdout

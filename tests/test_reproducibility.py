@@ -24,8 +24,9 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def harness(*args: str, timeout: int = 900, cwd: Path = ROOT) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "harness.cli", *args], capture_output=True, text=True,
-                          timeout=timeout, cwd=cwd)
+    return subprocess.run(
+        [sys.executable, "-m", "harness.cli", *args], capture_output=True, text=True, timeout=timeout, cwd=cwd
+    )
 
 
 def by_query(out: Path) -> dict[tuple[str, str], dict]:
@@ -44,10 +45,30 @@ def cold_prefix_cache(server) -> None:
 def test_replay_from_config_gives_identical_samples_and_scores(vllm_server, tmp_path):
     first = tmp_path / "first"
     cold_prefix_cache(vllm_server)
-    p = harness("compare", "--endpoint", vllm_server.base_url, "--model", vllm_server.model, "--api", "completions",
-                "--lengths", "500,1000", "--depths", "0,100", "--needles", "2", "--seed", "7",
-                "--strategies", "full-context,rag-dense:top_k=2", "--concurrency", "1", "--no-cache",
-                "--out", str(first))
+    p = harness(
+        "compare",
+        "--endpoint",
+        vllm_server.base_url,
+        "--model",
+        vllm_server.model,
+        "--api",
+        "completions",
+        "--lengths",
+        "500,1000",
+        "--depths",
+        "0,100",
+        "--needles",
+        "2",
+        "--seed",
+        "7",
+        "--strategies",
+        "full-context,rag-dense:top_k=2",
+        "--concurrency",
+        "1",
+        "--no-cache",
+        "--out",
+        str(first),
+    )
     assert p.returncode == 0, p.stderr[-3000:]
 
     saved = yaml.safe_load((first / "config.yaml").read_text())
@@ -77,8 +98,9 @@ def test_replay_from_config_gives_identical_samples_and_scores(vllm_server, tmp_
     assert {k: (r["marks"], r["score"]) for k, r in a.items()} == {k: (r["marks"], r["score"]) for k, r in b.items()}
     sa, sb = (json.loads((d / "summary.json").read_text()) for d in (first, second))
     keys = ["strategy", "length", "n", "n_needles", "accuracy", "accuracy_lo", "accuracy_hi", *sa["fields"]]
-    assert [{k: r[k] for k in keys} for r in sa["by_strategy_length"]] == \
-        [{k: r[k] for k in keys} for r in sb["by_strategy_length"]]
+    assert [{k: r[k] for k in keys} for r in sa["by_strategy_length"]] == [
+        {k: r[k] for k in keys} for r in sb["by_strategy_length"]
+    ]
 
 
 def test_a_config_that_is_not_yaml_is_one_line(tmp_path):

@@ -60,8 +60,7 @@ def test_store_and_read_back_across_connections(tmp_path):
         c.put_many([("k1", {"completion": {"text": "x", "latency_s": 1.0}}), ("k2", {"v": 2})])
         assert len(c) == 2
     with ResponseCache(tmp_path / "c.sqlite") as c:
-        assert c.get_many(["k1", "k2", "k3"]) == {"k1": {"completion": {"text": "x", "latency_s": 1.0}},
-                                                  "k2": {"v": 2}}
+        assert c.get_many(["k1", "k2", "k3"]) == {"k1": {"completion": {"text": "x", "latency_s": 1.0}}, "k2": {"v": 2}}
         assert c.get("nope") is None
 
 
@@ -82,9 +81,29 @@ def test_an_unusable_cache_is_a_one_line_error(tmp_path):
 # -- through the CLI, against the stand-in server (it counts the requests it answers) -----------------
 def _compare(url, out, *args):
     # 9 queries with 9 different prompts (a haystack long enough for the depths to differ)
-    return [sys.executable, "-m", "harness.cli", "compare", "--endpoint", url, "--model", "gemma-3-270m",
-            "--api", "completions", "--lengths", "800", "--depths", "0,50,100", "--needles", "3",
-            "-s", "full-context", "--out", str(out), *args]
+    return [
+        sys.executable,
+        "-m",
+        "harness.cli",
+        "compare",
+        "--endpoint",
+        url,
+        "--model",
+        "gemma-3-270m",
+        "--api",
+        "completions",
+        "--lengths",
+        "800",
+        "--depths",
+        "0,50,100",
+        "--needles",
+        "3",
+        "-s",
+        "full-context",
+        "--out",
+        str(out),
+        *args,
+    ]
 
 
 def _stats(url):
@@ -119,8 +138,9 @@ def test_identical_compare_makes_zero_model_calls_and_no_cache_turns_it_off(stan
     for ra, rb in zip(sorted(a, key=key), sorted(b, key=key)):
         for f in ("raw", "answer", "score", "marks", "prompt_tokens", "prompt_tokens_counted"):
             assert ra[f] == rb[f]
-    p = subprocess.run(_compare(standin, tmp_path / "c", "--no-cache"), env=env, capture_output=True, text=True,
-                       cwd=ROOT)
+    p = subprocess.run(
+        _compare(standin, tmp_path / "c", "--no-cache"), env=env, capture_output=True, text=True, cwd=ROOT
+    )
     assert p.returncode == 0, p.stderr
     assert _stats(standin)["generations"] == first["generations"] + 9
     assert not any(r["from_cache"] for r in RunStore(tmp_path / "c").rows())
@@ -130,8 +150,13 @@ def test_failures_are_not_cached(tmp_path):
     proc, url = fake_openai.start_subprocess("--echo-auth")  # every 5th generation: HTTP 500
     try:
         env = _env(tmp_path / "responses.sqlite")
-        p = subprocess.run(_compare(url, tmp_path / "a", "--max-retries", "0", "--concurrency", "1"), env=env,
-                           capture_output=True, text=True, cwd=ROOT)
+        p = subprocess.run(
+            _compare(url, tmp_path / "a", "--max-retries", "0", "--concurrency", "1"),
+            env=env,
+            capture_output=True,
+            text=True,
+            cwd=ROOT,
+        )
         assert p.returncode == 0, p.stderr
         recs = RunStore(tmp_path / "a").rows()
         failed = [r for r in recs if r["error"]]
@@ -168,10 +193,15 @@ def test_identical_compare_on_the_real_server_is_free_and_much_faster(vllm_serve
     monkeypatch.setenv("HARNESS_RESPONSE_CACHE", str(tmp_path / "responses.sqlite"))
     times = []
     for out in ("first", "second"):
-        config = RunConfig(strategies=["full-context", "rag-dense"], lengths=[400, 800], depths=[0.0, 100.0],
-                           needles=1, shots=1, out=tmp_path / out,
-                           endpoint=EndpointConfig(url=vllm_server.base_url, model=vllm_server.model,
-                                                   api="completions"))
+        config = RunConfig(
+            strategies=["full-context", "rag-dense"],
+            lengths=[400, 800],
+            depths=[0.0, 100.0],
+            needles=1,
+            shots=1,
+            out=tmp_path / out,
+            endpoint=EndpointConfig(url=vllm_server.base_url, model=vllm_server.model, api="completions"),
+        )
         t0 = time.perf_counter()
         run_compare(config)
         times.append(time.perf_counter() - t0)
@@ -190,11 +220,38 @@ def test_identical_requests_in_one_run_are_asked_once_and_share_the_answer(tmp_p
     harness asks once and records that answer for each: the cache then holds what every record says."""
     out = tmp_path / "run"
     with fake_openai.running("--latency", "0.2") as url:
-        p = subprocess.run([sys.executable, "-m", "harness.cli", "compare", "--endpoint", url, "--model",
-                            "gemma-3-270m", "--api", "completions", "--lengths", "300", "--depths",
-                            "0,25,50,75,100", "--needles", "1", "-s", "full-context", "--shots", "0",
-                            "--concurrency", "4", "--out", str(out)],
-                           env=_env(tmp_path / "responses.sqlite"), capture_output=True, text=True, cwd=ROOT)
+        p = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "harness.cli",
+                "compare",
+                "--endpoint",
+                url,
+                "--model",
+                "gemma-3-270m",
+                "--api",
+                "completions",
+                "--lengths",
+                "300",
+                "--depths",
+                "0,25,50,75,100",
+                "--needles",
+                "1",
+                "-s",
+                "full-context",
+                "--shots",
+                "0",
+                "--concurrency",
+                "4",
+                "--out",
+                str(out),
+            ],
+            env=_env(tmp_path / "responses.sqlite"),
+            capture_output=True,
+            text=True,
+            cwd=ROOT,
+        )
         assert p.returncode == 0, p.stderr
         asked = _stats(url)["generations"]
     rows = RunStore(out).rows()

@@ -19,8 +19,18 @@ def _sample(n=30, needle_at=15, sid="s"):
         for i in range(n)
     ]
     docs.insert(needle_at, Document(id="n0", text="Zorblat Quenx is a brazilian senator born 3 march 1950."))
-    return Sample(id=sid, scenario="t", length=1000, depth=50.0, needle_index=0, documents=docs,
-                  gold_ids=["n0"], subject="Zorblat Quenx", question="What is known about Zorblat Quenx?", gold={})
+    return Sample(
+        id=sid,
+        scenario="t",
+        length=1000,
+        depth=50.0,
+        needle_index=0,
+        documents=docs,
+        gold_ids=["n0"],
+        subject="Zorblat Quenx",
+        question="What is known about Zorblat Quenx?",
+        gold={},
+    )
 
 
 @pytest.fixture(scope="module")

@@ -48,8 +48,12 @@ GEMMA3 = {
 GEMMA3_YARN_65K = {
     "max_position_embeddings": 65536,
     "rope_parameters": {
-        "full_attention": {"rope_type": "yarn", "factor": 2.0, "original_max_position_embeddings": 32768,
-                           "rope_theta": 1000000.0},
+        "full_attention": {
+            "rope_type": "yarn",
+            "factor": 2.0,
+            "original_max_position_embeddings": 32768,
+            "rope_theta": 1000000.0,
+        },
         "sliding_attention": {"rope_type": "default", "rope_theta": 10000.0},
     },
 }
@@ -69,8 +73,14 @@ LLAMA_V4 = {  # the same model as transformers 4 wrote it
 LLAMA31 = {  # already extended by its makers (llama3 scaling 8k -> 128k)
     "model_type": "llama",
     "max_position_embeddings": 131072,
-    "rope_parameters": {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
-                        "original_max_position_embeddings": 8192, "rope_theta": 500000.0},
+    "rope_parameters": {
+        "rope_type": "llama3",
+        "factor": 8.0,
+        "low_freq_factor": 1.0,
+        "high_freq_factor": 4.0,
+        "original_max_position_embeddings": 8192,
+        "rope_theta": 500000.0,
+    },
 }
 
 
@@ -123,14 +133,22 @@ def test_flat_llama_gets_the_flat_form():
     plan = plan_context(LLAMA_V5, RopeRequest(max_model_len=32768))
     assert _overrides(plan) == {
         "max_position_embeddings": 32768,
-        "rope_parameters": {"rope_theta": 500000.0, "rope_type": "yarn", "factor": 4.0,
-                            "original_max_position_embeddings": 8192},
+        "rope_parameters": {
+            "rope_theta": 500000.0,
+            "rope_type": "yarn",
+            "factor": 4.0,
+            "original_max_position_embeddings": 8192,
+        },
     }
 
 
 def test_legacy_config_keeps_its_theta_in_the_flat_form():
     assert _overrides(plan_context(LLAMA_V4, RopeRequest(max_model_len=32768)))["rope_parameters"] == {
-        "rope_theta": 500000.0, "rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 8192}
+        "rope_theta": 500000.0,
+        "rope_type": "yarn",
+        "factor": 4.0,
+        "original_max_position_embeddings": 8192,
+    }
 
 
 def test_older_vllm_takes_rope_scaling():
@@ -212,12 +230,26 @@ def test_load_model_config_reads_a_folder_and_normalises_legacy_configs(tmp_path
     # a transformers-4 Gemma 3 config: transformers 5 (which vLLM uses) nests it per layer type
     legacy = tmp_path / "legacy"
     legacy.mkdir()
-    (legacy / "config.json").write_text(json.dumps({
-        "architectures": ["Gemma3ForCausalLM"], "model_type": "gemma3_text", "hidden_size": 64,
-        "intermediate_size": 128, "num_attention_heads": 4, "num_hidden_layers": 6, "num_key_value_heads": 1,
-        "head_dim": 16, "vocab_size": 1000, "max_position_embeddings": 32768, "rope_theta": 1000000.0,
-        "rope_local_base_freq": 10000.0, "rope_scaling": None, "sliding_window": 512,
-    }))
+    (legacy / "config.json").write_text(
+        json.dumps(
+            {
+                "architectures": ["Gemma3ForCausalLM"],
+                "model_type": "gemma3_text",
+                "hidden_size": 64,
+                "intermediate_size": 128,
+                "num_attention_heads": 4,
+                "num_hidden_layers": 6,
+                "num_key_value_heads": 1,
+                "head_dim": 16,
+                "vocab_size": 1000,
+                "max_position_embeddings": 32768,
+                "rope_theta": 1000000.0,
+                "rope_local_base_freq": 10000.0,
+                "rope_scaling": None,
+                "sliding_window": 512,
+            }
+        )
+    )
     cfg = load_model_config(str(legacy), rope_key=detect_rope_key())
     ov = _overrides(plan_context(cfg, RopeRequest(max_model_len=65536), rope_key=detect_rope_key()))
     assert ov == GEMMA3_YARN_65K
@@ -261,15 +293,21 @@ def test_embedded_with_max_model_len_65536_full_argv():
     assert pairs["--max-model-len"] == "65536"
     assert json.loads(pairs["--hf-overrides"]) == GEMMA3_YARN_65K
     # the embedded flags are kept, before the overrides
-    assert argv[-len(plan.extra_args):][: len(EMBEDDED_SERVER_ARGS)] == list(EMBEDDED_SERVER_ARGS)
+    assert argv[-len(plan.extra_args) :][: len(EMBEDDED_SERVER_ARGS)] == list(EMBEDDED_SERVER_ARGS)
     d = plan.describe()
     assert d["rope_scaling"] == "yarn" and d["rope_factor"] == 2.0 and d["rope_implied"]
     assert d["native_max_len"] == 32768 and d["hf_overrides"] == GEMMA3_YARN_65K
 
 
 def test_gpu_options_for_a_hub_model():
-    opts = ServerOptions(model="meta-llama/Llama-3.1-8B-Instruct", revision="0e9e39f", tensor_parallel_size=2,
-                         gpu_memory_utilization=0.85, dtype="bfloat16", max_model_len=16384)
+    opts = ServerOptions(
+        model="meta-llama/Llama-3.1-8B-Instruct",
+        revision="0e9e39f",
+        tensor_parallel_size=2,
+        gpu_memory_utilization=0.85,
+        dtype="bfloat16",
+        max_model_len=16384,
+    )
     plan = plan_server(opts, opts.model, LLAMA_V5 | {"max_position_embeddings": 131072}, flavour="gpu")
     pairs = _pairs(build_args(plan.model_path, plan.served_name, 8000, plan.max_model_len, plan.extra_args)[2:])
     assert pairs["--model"] == "meta-llama/Llama-3.1-8B-Instruct"
@@ -347,8 +385,13 @@ def test_server_flags_with_an_external_endpoint_are_refused():
 def test_window_text():
     from harness.report.terminal import window_text
 
-    launch = {"rope_scaling": "yarn", "rope_factor": 2.0, "original_max_len": 32768, "native_max_len": 32768,
-              "rope_implied": True}
+    launch = {
+        "rope_scaling": "yarn",
+        "rope_factor": 2.0,
+        "original_max_len": 32768,
+        "native_max_len": 32768,
+        "rope_implied": True,
+    }
     assert window_text(65536, launch) == "65,536 tokens (YaRN x2 over the native 32,768, implied by --max-model-len)"
     assert window_text(8192, {"native_max_len": 32768}) == "8,192 tokens (native 32,768)"
     assert window_text(16384, None) == "16,384 tokens"

@@ -28,9 +28,30 @@ sys.path.insert(0, str(ROOT / "bench"))
 import fake_openai  # noqa: E402
 
 # What a record says about the answer and what was asked; not when, how fast or after how many attempts.
-SAME = ("strategy", "sample_id", "length", "depth", "needle_index", "raw", "answer", "valid", "invalid_reason", "error",
-        "gold", "marks", "score", "shown", "route", "limit", "steps", "context_tokens", "prompt_tokens",
-        "prompt_tokens_counted", "completion_tokens", "model")
+SAME = (
+    "strategy",
+    "sample_id",
+    "length",
+    "depth",
+    "needle_index",
+    "raw",
+    "answer",
+    "valid",
+    "invalid_reason",
+    "error",
+    "gold",
+    "marks",
+    "score",
+    "shown",
+    "route",
+    "limit",
+    "steps",
+    "context_tokens",
+    "prompt_tokens",
+    "prompt_tokens_counted",
+    "completion_tokens",
+    "model",
+)
 SAME_CALL = ("purpose", "prompt_tokens", "prompt_tokens_counted", "completion_tokens", "finish_reason", "raw", "error")
 
 
@@ -53,11 +74,25 @@ def cold_prefix_cache(server) -> None:
 def grid(urls: list[str], model: str, out: Path, **kw):
     from harness.config import EndpointConfig, RunConfig
 
-    return RunConfig(strategies=["full-context", "rag-bm25:top_k=2"], lengths=[300], depths=[0.0, 50.0, 100.0],
-                     needles=2, shots=0, seed=5,
-                     endpoint=EndpointConfig(url=urls[0], replicas=urls[1:], model=model, api="completions",
-                                             concurrency=kw.pop("concurrency", 1), timeout_s=60, max_retries=3),
-                     out=out, **kw)
+    return RunConfig(
+        strategies=["full-context", "rag-bm25:top_k=2"],
+        lengths=[300],
+        depths=[0.0, 50.0, 100.0],
+        needles=2,
+        shots=0,
+        seed=5,
+        endpoint=EndpointConfig(
+            url=urls[0],
+            replicas=urls[1:],
+            model=model,
+            api="completions",
+            concurrency=kw.pop("concurrency", 1),
+            timeout_s=60,
+            max_retries=3,
+        ),
+        out=out,
+        **kw,
+    )
 
 
 @pytest.mark.server
@@ -71,8 +106,9 @@ def test_two_endpoints_one_lost_mid_run_completes_with_the_same_records(vllm_ser
     cold_prefix_cache(vllm_server)
     compare(grid([vllm_server.base_url], vllm_server.model, tmp_path / "alone"), use_cache=False)
 
-    proxy, purl = fake_openai.start_subprocess("--target", vllm_server.root_url, "--rate", "0", "--die-at", "2",
-                                               script=str(ROOT / "bench" / "fault_proxy.py"))
+    proxy, purl = fake_openai.start_subprocess(
+        "--target", vllm_server.root_url, "--rate", "0", "--die-at", "2", script=str(ROOT / "bench" / "fault_proxy.py")
+    )
     try:
         cold_prefix_cache(vllm_server)
         compare(grid([purl, vllm_server.base_url], vllm_server.model, tmp_path / "pool"), use_cache=False)
@@ -134,8 +170,12 @@ def test_ray_executor_gives_the_local_executors_records(vllm_server, ray_local, 
 
     local, asked, replayed = (content(tmp_path / d) for d in ("local", "asked", "replayed"))
     assert len(local) == 12 and not any(r["error"] for r in asked.values())
+
     def shared(run):  # calls answered by an identical request of the same run (in-run sharing)
-        return {(r["strategy"], r["sample_id"]): [c["from_cache"] for c in r["calls"]] for r in RunStore(tmp_path / run).rows()}
+        return {
+            (r["strategy"], r["sample_id"]): [c["from_cache"] for c in r["calls"]]
+            for r in RunStore(tmp_path / run).rows()
+        }
 
     assert shared("asked") == shared("local") and not all(sum(shared("asked").values(), []))
     assert asked == local
@@ -151,7 +191,9 @@ def test_ray_executor_gives_the_local_executors_records(vllm_server, ray_local, 
 def test_the_local_executor_never_imports_ray():
     import subprocess
 
-    code = ("import sys, harness.api, harness.cli, harness.runner; from harness.config import RunConfig; "
-            "RunConfig(); print('ray' in sys.modules)")
+    code = (
+        "import sys, harness.api, harness.cli, harness.runner; from harness.config import RunConfig; "
+        "RunConfig(); print('ray' in sys.modules)"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "False"

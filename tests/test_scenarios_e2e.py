@@ -34,8 +34,13 @@ def runs(vllm_server, tmp_path_factory):
     for label, (scenario, params, length) in RUNS.items():
         folder = tmp_path_factory.mktemp(label)
         config = RunConfig(
-            scenario=scenario, scenario_params=params, strategies=["full-context", "rag-dense"],
-            lengths=[length], depths=[0.0, 100.0], needles=1, shots=1,
+            scenario=scenario,
+            scenario_params=params,
+            strategies=["full-context", "rag-dense"],
+            lengths=[length],
+            depths=[0.0, 100.0],
+            needles=1,
+            shots=1,
             endpoint=EndpointConfig(url=vllm_server.base_url, model=vllm_server.model, api="completions"),
             out=folder,
         )
@@ -72,8 +77,9 @@ def test_lengths_in_model_tokens_and_summary(runs, label, vllm_server):
     store = RunStore(folder)
     root = vllm_server.base_url.rsplit("/v1", 1)[0]
     for s in store.read_samples():
-        n = httpx.post(f"{root}/tokenize", json={"model": vllm_server.model, "prompt": s.joined(),
-                                                 "add_special_tokens": False}).json()["count"]
+        n = httpx.post(
+            f"{root}/tokenize", json={"model": vllm_server.model, "prompt": s.joined(), "add_special_tokens": False}
+        ).json()["count"]
         assert n <= s.length + len(s.documents)  # separators are estimated
         assert abs(n - s.context_tokens) <= len(s.documents)
     summary = json.loads((folder / "summary.json").read_text())
@@ -87,12 +93,36 @@ def test_lengths_in_model_tokens_and_summary(runs, label, vllm_server):
 def test_the_guides_example_on_the_real_server(vllm_server, tmp_path):
     out = tmp_path / "flights"
     p = subprocess.run(
-        [sys.executable, "-m", "harness.cli", "compare", "--endpoint", vllm_server.base_url,
-         "--model", vllm_server.model, "--api", "completions",
-         "--include", "docs/examples/flight_gates.py", "--scenario", "flight-gates",
-         "--lengths", "512", "--depths", "0,100", "--needles", "1", "-s", "full-context,rag-dense",
-         "--out", str(out)],
-        capture_output=True, text=True, timeout=600, cwd=ROOT,
+        [
+            sys.executable,
+            "-m",
+            "harness.cli",
+            "compare",
+            "--endpoint",
+            vllm_server.base_url,
+            "--model",
+            vllm_server.model,
+            "--api",
+            "completions",
+            "--include",
+            "docs/examples/flight_gates.py",
+            "--scenario",
+            "flight-gates",
+            "--lengths",
+            "512",
+            "--depths",
+            "0,100",
+            "--needles",
+            "1",
+            "-s",
+            "full-context,rag-dense",
+            "--out",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=ROOT,
     )
     assert p.returncode == 0, p.stderr[-2000:]
     rows = RunStore(out).rows()

@@ -30,26 +30,63 @@ def _grep(folder: Path, needle: str) -> list[str]:
 
 
 def _compare(url: str, out: Path, *args: str) -> list[str]:
-    return [sys.executable, "-m", "harness.cli", "compare", "--endpoint", url, "--model", "gemma-3-270m",
-            "--api", "completions", "--lengths", "800", "--depths", "0,50,100", "--needles", "2",
-            "-s", "full-context", "--shots", "0", "--out", str(out), *args]
+    return [
+        sys.executable,
+        "-m",
+        "harness.cli",
+        "compare",
+        "--endpoint",
+        url,
+        "--model",
+        "gemma-3-270m",
+        "--api",
+        "completions",
+        "--lengths",
+        "800",
+        "--depths",
+        "0,50,100",
+        "--needles",
+        "2",
+        "-s",
+        "full-context",
+        "--shots",
+        "0",
+        "--out",
+        str(out),
+        *args,
+    ]
 
 
 def test_planted_key_is_sent_but_never_written(tmp_path):
     """The stand-in answers every 5th request with HTTP 500 and the Authorization header it got in the
     body: the error recorded for that query must carry the body without the key."""
     proc, url = fake_openai.start_subprocess("--echo-auth")
-    env = dict(os.environ, MY_PROVIDER_KEY=PLANTED, HARNESS_RESPONSE_CACHE=str(tmp_path / "cache" / "r.sqlite"),
-               TOKENIZERS_PARALLELISM="false")
+    env = dict(
+        os.environ,
+        MY_PROVIDER_KEY=PLANTED,
+        HARNESS_RESPONSE_CACHE=str(tmp_path / "cache" / "r.sqlite"),
+        TOKENIZERS_PARALLELISM="false",
+    )
     try:
         out = tmp_path / "run"
-        p = subprocess.run(_compare(url, out, "--api-key-env", "MY_PROVIDER_KEY", "--max-retries", "0",
-                                    "--concurrency", "1"),
-                           env=env, capture_output=True, text=True, cwd=ROOT, timeout=300)
+        p = subprocess.run(
+            _compare(url, out, "--api-key-env", "MY_PROVIDER_KEY", "--max-retries", "0", "--concurrency", "1"),
+            env=env,
+            capture_output=True,
+            text=True,
+            cwd=ROOT,
+            timeout=300,
+        )
         assert p.returncode == 0, p.stderr
         # a rerun finishes the failed query; then a report of the folder
-        p2 = subprocess.run(_compare(url, out, "--api-key-env", "MY_PROVIDER_KEY", "--concurrency", "1"),
-                            env=env, capture_output=True, text=True, cwd=ROOT, timeout=300)
+        p2 = subprocess.run(
+            _compare(url, out, "--api-key-env", "MY_PROVIDER_KEY", "--concurrency", "1"),
+            env=env,
+            capture_output=True,
+            text=True,
+            cwd=ROOT,
+            timeout=300,
+        )
         assert p2.returncode == 0, p2.stderr
     finally:
         proc.kill()
@@ -95,12 +132,37 @@ def test_a_rejected_key_is_one_line_without_the_key(tmp_path):
 
 @pytest.mark.server
 def test_planted_key_against_the_real_server(vllm_server, tmp_path):
-    env = dict(os.environ, OPENAI_API_KEY=PLANTED, HARNESS_RESPONSE_CACHE=str(tmp_path / "cache" / "r.sqlite"),
-               TOKENIZERS_PARALLELISM="false")
+    env = dict(
+        os.environ,
+        OPENAI_API_KEY=PLANTED,
+        HARNESS_RESPONSE_CACHE=str(tmp_path / "cache" / "r.sqlite"),
+        TOKENIZERS_PARALLELISM="false",
+    )
     out = tmp_path / "run"
-    cmd = [sys.executable, "-m", "harness.cli", "compare", "--endpoint", vllm_server.base_url, "--model",
-           vllm_server.model, "--api", "completions", "--lengths", "300", "--depths", "50", "--needles", "1",
-           "-s", "full-context,rag-dense", "--shots", "0", "--out", str(out)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "harness.cli",
+        "compare",
+        "--endpoint",
+        vllm_server.base_url,
+        "--model",
+        vllm_server.model,
+        "--api",
+        "completions",
+        "--lengths",
+        "300",
+        "--depths",
+        "50",
+        "--needles",
+        "1",
+        "-s",
+        "full-context,rag-dense",
+        "--shots",
+        "0",
+        "--out",
+        str(out),
+    ]
     p = subprocess.run(cmd, env=env, capture_output=True, text=True, cwd=ROOT, timeout=600)
     assert p.returncode == 0, p.stderr
     assert len(RunStore(out).rows()) == 2

@@ -21,7 +21,6 @@ import pytest
 
 from harness import registry
 from harness.prompting import build_prompt
-from harness.samples import Document
 from harness.scenario import Shot
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -150,8 +149,9 @@ def test_http_routes_answer_and_count(scen, reader_url):
     assert sum(scen.score(ans, s.gold).values()) >= 3
     assert body["usage"]["prompt_tokens"] == len(p.text) // 4
     assert body["usage"]["completion_tokens"] == len(body["choices"][0]["text"]) // 4
-    chat = httpx.post(reader_url + "/chat/completions", json={"model": "gemma-3-270m", "messages": p.messages},
-                      timeout=30).json()
+    chat = httpx.post(
+        reader_url + "/chat/completions", json={"model": "gemma-3-270m", "messages": p.messages}, timeout=30
+    ).json()
     assert json.loads(chat["choices"][0]["message"]["content"]) == same.answer(p.messages)
     root = reader_url.removesuffix("/v1")
     assert httpx.post(root + "/tokenize", json={"prompt": "x" * 400}).json()["count"] == 100
@@ -162,10 +162,35 @@ def test_compare_against_the_reader_and_the_bench_reads_it(reader_url, tmp_path)
     """full-context through `harness compare`: accuracy falls with length; the bench's bookkeeping."""
     out = tmp_path / "full"
     env = dict(os.environ, HARNESS_RESPONSE_CACHE=str(tmp_path / "r.sqlite"), TOKENIZERS_PARALLELISM="false")
-    p = subprocess.run([sys.executable, "-m", "harness.cli", "compare", "--endpoint", reader_url, "--model",
-                        "gemma-3-270m", "--api", "completions", "-s", "full-context", "--lengths", "1k,4k",
-                        "--depths", "0,50,100", "--needles", "4", "--no-cache", "--out", str(out)],
-                       env=env, capture_output=True, text=True, cwd=ROOT)
+    p = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "harness.cli",
+            "compare",
+            "--endpoint",
+            reader_url,
+            "--model",
+            "gemma-3-270m",
+            "--api",
+            "completions",
+            "-s",
+            "full-context",
+            "--lengths",
+            "1k,4k",
+            "--depths",
+            "0,50,100",
+            "--needles",
+            "4",
+            "--no-cache",
+            "--out",
+            str(out),
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+    )
     assert p.returncode == 0, p.stderr[-2000:]
     summary = json.loads((out / "summary.json").read_text())
     acc = {r["length"]: r["accuracy"] for r in summary["by_strategy_length"]}

@@ -44,8 +44,15 @@ REAL_OOM = r"""(EngineCore pid=8355) INFO 12-01 19:40:50 [core.py:402] init engi
 (APIServer pid=8242) ERROR 12-01 19:41:21 [async_llm.py:906] vllm.v1.engine.exceptions.EngineDeadError: EngineCore encountered an issue. See stack trace (above) for the root cause.
 """
 
-EXPECTED = [startup.STARTING, startup.ENGINE, startup.LOADING, startup.COMPILING, startup.KV_CACHE, startup.API,
-            startup.HEALTH]
+EXPECTED = [
+    startup.STARTING,
+    startup.ENGINE,
+    startup.LOADING,
+    startup.COMPILING,
+    startup.KV_CACHE,
+    startup.API,
+    startup.HEALTH,
+]
 
 
 def phases_of(text: str) -> list[str]:
@@ -63,8 +70,10 @@ def test_real_log_lines_give_the_startup_phases_in_order():
 
 
 def test_single_lines():
-    assert phase_of("(Worker pid=1) INFO 12-01 19:28:27 [cpu_model_runner.py:87] Warming up model for the "
-                    "compilation...") == startup.COMPILING
+    assert (
+        phase_of("(Worker pid=1) INFO 12-01 19:28:27 [cpu_model_runner.py:87] Warming up model for the compilation...")
+        == startup.COMPILING
+    )
     assert phase_of("(APIServer pid=6601) INFO 12-01 19:29:14 [entry.py:136] Supported tasks: ['generate']") is None
     assert phase_of("") is None
     assert dtype_of(REAL_START.splitlines()[4]) == "float32"
@@ -86,7 +95,9 @@ def test_watcher_follows_a_growing_file_with_partial_lines_and_carriage_returns(
     log.write_text("")
     w = StartupWatcher(log)
     assert w.poll() == startup.STARTING
-    text = REAL_START.replace("\nLoading safetensors checkpoint shards: 100%", "\rLoading safetensors checkpoint shards: 100%")
+    text = REAL_START.replace(
+        "\nLoading safetensors checkpoint shards: 100%", "\rLoading safetensors checkpoint shards: 100%"
+    )
     cut = text.index("Warming up model") + 10  # mid-line: the phase waits for the end of the line
     with open(log, "a") as fh:
         fh.write(text[:cut])
@@ -132,7 +143,13 @@ class FakeServer(VLLMServer):
 
     def command(self) -> list[str]:
         folder = Path(self.model_path)
-        return [sys.executable, str(folder / "fake.py"), str(self.port), self._mode, str(folder / f"{self._mode}.lines")]
+        return [
+            sys.executable,
+            str(folder / "fake.py"),
+            str(self.port),
+            self._mode,
+            str(folder / f"{self._mode}.lines"),
+        ]
 
 
 def test_launcher_records_phases_and_reports_progress(tmp_path):
@@ -152,8 +169,9 @@ def test_launcher_records_phases_and_reports_progress(tmp_path):
 
 
 def test_engine_death_under_a_live_api_process_fails_fast_in_one_line(tmp_path):
-    srv = FakeServer(tmp_path, "dead-engine", REAL_START.split("Starting vLLM server")[0] + REAL_OOM,
-                     startup_timeout=300)
+    srv = FakeServer(
+        tmp_path, "dead-engine", REAL_START.split("Starting vLLM server")[0] + REAL_OOM, startup_timeout=300
+    )
     t0 = time.monotonic()
     with pytest.raises(EndpointError) as ei:
         srv.start()

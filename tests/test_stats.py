@@ -84,8 +84,12 @@ def test_sign_flip_is_exact_past_fourteen_needles_and_with_ties():
     from fractions import Fraction
     from math import comb
 
-    ref = sum(Fraction(comb(300, b1) * comb(20, b2), 2**320) for b1 in range(301) for b2 in range(21)
-              if abs((2 * b1 - 300) + 3 * (2 * b2 - 20)) >= 60)
+    ref = sum(
+        Fraction(comb(300, b1) * comb(20, b2), 2**320)
+        for b1 in range(301)
+        for b2 in range(21)
+        if abs((2 * b1 - 300) + 3 * (2 * b2 - 20)) >= 60
+    )
     mixed = stats.sign_flip(np.r_[np.full(150, 0.1), np.full(150, -0.1), np.full(20, 0.3)])
     assert mixed.exact and mixed.p == pytest.approx(float(ref), rel=1e-9)
     assert stats.sign_flip(np.full(32, 0.2)).method == "exact"
@@ -99,7 +103,7 @@ def test_sign_flip_says_monte_carlo_where_it_is_not_exact():
     assert not mc.exact and mc.method == f"Monte Carlo, {stats.MC_RESAMPLES:,} resamples"
     assert exact.exact and exact.method == "exact"
     # the Monte Carlo p is near the normal approximation's, and never 0 (the observed pattern counts)
-    z = abs(distinct.sum()) / np.sqrt((distinct ** 2).sum())
+    z = abs(distinct.sum()) / np.sqrt((distinct**2).sum())
     assert mc.p == pytest.approx(2 * (1 - norm_cdf(z)), abs=0.01) and mc.p > 0
     p = stats.paired(0.5 + distinct, np.full(40, 0.5))
     assert p.method == mc.method and stats.paired(0.5 + lattice, np.full(40, 0.5)).method == "exact"
@@ -150,8 +154,18 @@ def make_summary(data: dict[str, dict[int, list[float]]], costs: dict[str, float
     for s, by_len in data.items():
         for L, xs in by_len.items():
             lo, hi = stats.bootstrap_ci(xs)
-            rows.append({"strategy": s, "length": L, "n": 5 * len(xs), "n_needles": len(xs), "accuracy": float(np.mean(xs)),
-                         "accuracy_lo": lo, "accuracy_hi": hi, "cost_per_1k": costs.get(s)})
+            rows.append(
+                {
+                    "strategy": s,
+                    "length": L,
+                    "n": 5 * len(xs),
+                    "n_needles": len(xs),
+                    "accuracy": float(np.mean(xs)),
+                    "accuracy_lo": lo,
+                    "accuracy_hi": hi,
+                    "cost_per_1k": costs.get(s),
+                }
+            )
             per.setdefault(s, {})[str(L)] = {str(i): float(x) for i, x in enumerate(xs)}
     return {"by_strategy_length": rows, "per_needle": per}
 
@@ -159,9 +173,13 @@ def make_summary(data: dict[str, dict[int, list[float]]], costs: dict[str, float
 def test_verdict_names_a_winner_only_when_the_test_says_so():
     rng = np.random.default_rng(4)
     base = rng.uniform(0.3, 0.7, 12)
-    s = make_summary({"full-context": {1000: list(base + 0.25), 4000: list(base[:3] + 0.25)},
-                      "rag-dense": {1000: list(base), 4000: list(base[:3])}},
-                     {"full-context": 10.0, "rag-dense": 2.0})
+    s = make_summary(
+        {
+            "full-context": {1000: list(base + 0.25), 4000: list(base[:3] + 0.25)},
+            "rag-dense": {1000: list(base), 4000: list(base[:3])},
+        },
+        {"full-context": 10.0, "rag-dense": 2.0},
+    )
     v = {x["length"]: x for x in verdict(s)}
     assert v[1000]["settled"] and v[1000]["comparisons"][0]["status"] == "worse"
     assert v[1000]["comparisons"][0]["p"] < 0.01
@@ -177,15 +195,19 @@ def test_cheapest_within_tolerance_needs_equivalence_shown():
     rng = np.random.default_rng(5)
     base = rng.uniform(0.3, 0.7, 16)
     jitter = rng.normal(0, 0.003, 16)
-    s = make_summary({"full-context": {1000: list(base + 0.004)}, "rag-dense": {1000: list(base + jitter)}},
-                     {"full-context": 10.0, "rag-dense": 2.0})
+    s = make_summary(
+        {"full-context": {1000: list(base + 0.004)}, "rag-dense": {1000: list(base + jitter)}},
+        {"full-context": 10.0, "rag-dense": 2.0},
+    )
     v = verdict(s)[0]
     assert v["comparisons"][0]["status"] == "equivalent" and v["settled"]
     assert v["cheapest_within_tolerance"] == "rag-dense" and v["cost_ratio"] == pytest.approx(5.0)
     assert "no detectable difference" in "\n".join(verdict_lines([v]))
     # the same averages on three needles: rag-dense is a candidate, not the answer
-    s3 = make_summary({"full-context": {1000: list(base[:3] + 0.004)}, "rag-dense": {1000: list(base[:3] + jitter[:3])}},
-                      {"full-context": 10.0, "rag-dense": 2.0})
+    s3 = make_summary(
+        {"full-context": {1000: list(base[:3] + 0.004)}, "rag-dense": {1000: list(base[:3] + jitter[:3])}},
+        {"full-context": 10.0, "rag-dense": 2.0},
+    )
     v3 = verdict(s3)[0]
     assert v3["cheapest_within_tolerance"] == "full-context" and v3["candidate"] == "rag-dense"
     assert "not shown equivalent yet" in verdict_lines([v3])[0]
@@ -194,10 +216,16 @@ def test_cheapest_within_tolerance_needs_equivalence_shown():
 def test_five_strategies_are_holm_adjusted_over_the_comparisons_of_a_length():
     """Best against four others: one raw p of 0.031 is no "better" once adjusted over the four."""
     base = [0.6] * 8
-    s = make_summary({"full-context": {1000: [0.9] * 6 + [0.6] * 2},  # +0.3 on 6 of 8 needles: raw p = 2 / 2**6
-                      "rag-a": {1000: base}, "rag-b": {1000: [0.9] * 4 + [0.6] * 4},
-                      "rag-c": {1000: [0.9] * 5 + [0.6] * 3}, "rag-d": {1000: [0.6, 0.9] * 4}},
-                     {"full-context": 10.0, "rag-a": 1.0, "rag-b": 2.0, "rag-c": 3.0, "rag-d": 4.0})
+    s = make_summary(
+        {
+            "full-context": {1000: [0.9] * 6 + [0.6] * 2},  # +0.3 on 6 of 8 needles: raw p = 2 / 2**6
+            "rag-a": {1000: base},
+            "rag-b": {1000: [0.9] * 4 + [0.6] * 4},
+            "rag-c": {1000: [0.9] * 5 + [0.6] * 3},
+            "rag-d": {1000: [0.6, 0.9] * 4},
+        },
+        {"full-context": 10.0, "rag-a": 1.0, "rag-b": 2.0, "rag-c": 3.0, "rag-d": 4.0},
+    )
     v = verdict(s)[0]
     assert v["best"] == "full-context"
     c = {x["strategy"]: x for x in v["comparisons"]}
@@ -211,8 +239,11 @@ def test_five_strategies_are_holm_adjusted_over_the_comparisons_of_a_length():
 
     assert "Holm-adjusted over the comparisons at each length" in method_words([v])
     # with the same data and only two strategies there is nothing to adjust: p = 0.031 decides
-    two = verdict(make_summary({"full-context": {1000: [0.9] * 6 + [0.6] * 2}, "rag-a": {1000: base}},
-                               {"full-context": 10.0, "rag-a": 1.0}))[0]
+    two = verdict(
+        make_summary(
+            {"full-context": {1000: [0.9] * 6 + [0.6] * 2}, "rag-a": {1000: base}}, {"full-context": 10.0, "rag-a": 1.0}
+        )
+    )[0]
     assert two["comparisons"][0]["status"] == "worse" and two["comparisons"][0]["p_holm"] == two["comparisons"][0]["p"]
     assert "Holm" not in "\n".join(verdict_lines([two])) and method_words([two]) == ""
 
@@ -221,8 +252,10 @@ def test_equivalence_claims_are_holm_adjusted_too():
     """Four cheaper strategies each alike on 5 needles (TOST p = 1 / 2**5 each): not all "within tolerance"."""
     acc = [0.2, 0.4, 0.6, 0.8, 1.0]
     strategies = ["full-context", "rag-a", "rag-b", "rag-c", "rag-d"]
-    s = make_summary({x: {1000: acc} for x in strategies},
-                     {"full-context": 10.0, "rag-a": 1.0, "rag-b": 2.0, "rag-c": 3.0, "rag-d": 4.0})
+    s = make_summary(
+        {x: {1000: acc} for x in strategies},
+        {"full-context": 10.0, "rag-a": 1.0, "rag-b": 2.0, "rag-c": 3.0, "rag-d": 4.0},
+    )
     v = verdict(s)[0]
     assert v["best"] == "rag-a"  # a tie on accuracy goes to the cheapest
     assert v["cheapest_within_tolerance"] == "rag-a" and v["candidate"] is None
@@ -230,15 +263,21 @@ def test_equivalence_claims_are_holm_adjusted_too():
         assert c["p_equivalent"] == pytest.approx(1 / 2**5) and c["status"] == "undecided"
         assert c["p_equivalent_holm"] == pytest.approx(4 / 2**5)
     # one comparison alone is shown equivalent at the same p
-    pair = verdict(make_summary({"full-context": {1000: acc}, "rag-b": {1000: acc}}, {"full-context": 10.0, "rag-b": 2.0}))
+    pair = verdict(
+        make_summary({"full-context": {1000: acc}, "rag-b": {1000: acc}}, {"full-context": 10.0, "rag-b": 2.0})
+    )
     assert pair[0]["comparisons"][0]["status"] == "equivalent" and pair[0]["cheapest_within_tolerance"] == "rag-b"
 
 
 def test_recommend_says_whether_the_interval_supports_the_target():
     rng = np.random.default_rng(6)
-    s = make_summary({"full-context": {1000: list(rng.uniform(0.93, 1.0, 20))},
-                      "rag-dense": {1000: list(np.clip(rng.normal(0.9, 0.1, 5), 0, 1))}},
-                     {"full-context": 10.0, "rag-dense": 2.0})
+    s = make_summary(
+        {
+            "full-context": {1000: list(rng.uniform(0.93, 1.0, 20))},
+            "rag-dense": {1000: list(np.clip(rng.normal(0.9, 0.1, 5), 0, 1))},
+        },
+        {"full-context": 10.0, "rag-dense": 2.0},
+    )
     # Seed 6 draws rag-dense at 88.7% on average (5 needles), below 90%: full-context (96.5% over 20
     # needles, interval [95.5-97.5]) is the cheapest that meets 90%, and the interval backs it; rag-dense's
     # interval still reaches 90%, so the cheaper one cannot be ruled out.
@@ -251,8 +290,10 @@ def test_recommend_says_whether_the_interval_supports_the_target():
     sure = recommend(s, 0.8)
     assert sure[0]["strategy"] == "rag-dense" and sure[0]["supported"] is True and sure[0]["cannot_rule_out"] == []
     # over the target on average but on five spread needles: the interval does not back it
-    few = make_summary({"full-context": {1000: [1.0] * 20}, "rag-dense": {1000: [1.0, 1.0, 1.0, 0.8, 0.8]}},
-                       {"full-context": 10.0, "rag-dense": 2.0})
+    few = make_summary(
+        {"full-context": {1000: [1.0] * 20}, "rag-dense": {1000: [1.0, 1.0, 1.0, 0.8, 0.8]}},
+        {"full-context": 10.0, "rag-dense": 2.0},
+    )
     rows = recommend(few, 0.9)
     assert rows[0]["strategy"] == "rag-dense" and rows[0]["supported"] is False
     assert "reaches below the target" in recommend_lines(rows, 0.9, None)[0]

@@ -43,8 +43,18 @@ def test_failed_queries_are_redone_and_superseded(tmp_path):
 def test_samples_round_trip_with_shared_corpus(tmp_path):
     docs = [Document(id="h0", text="alpha"), Document(id="n0", text="needle"), Document(id="h1", text="beta")]
     samples = [
-        Sample(id=f"s{i}", scenario="t", length=10, depth=50.0, needle_index=i, documents=docs,
-               gold_ids=["n0"], subject="x", question="q?", gold={"a": 1})
+        Sample(
+            id=f"s{i}",
+            scenario="t",
+            length=10,
+            depth=50.0,
+            needle_index=i,
+            documents=docs,
+            gold_ids=["n0"],
+            subject="x",
+            question="q?",
+            gold={"a": 1},
+        )
         for i in range(3)
     ]
     store = RunStore(tmp_path).create()
@@ -61,8 +71,18 @@ def test_config_round_trip(tmp_path):
 
 def test_records_are_typed_and_milestone_one_lines_load_as_one_call(tmp_path):
     store = RunStore(tmp_path).create()
-    store.append({"strategy": "a", "sample_id": "s1", "raw": "{}", "prompt_tokens": 10, "completion_tokens": 3,
-                  "latency_s": 0.5, "attempts": 2, "score": 0.4})
+    store.append(
+        {
+            "strategy": "a",
+            "sample_id": "s1",
+            "raw": "{}",
+            "prompt_tokens": 10,
+            "completion_tokens": 3,
+            "latency_s": 0.5,
+            "attempts": 2,
+            "score": 0.4,
+        }
+    )
     (r,) = store.records()
     assert len(r.calls) == 1 and r.calls[0].prompt_tokens == 10 and r.calls[0].attempts == 2
     assert (r.prompt_tokens, r.completion_tokens, r.latency_s, r.raw) == (10, 3, 0.5, "{}")
@@ -75,9 +95,13 @@ def test_records_are_typed_and_milestone_one_lines_load_as_one_call(tmp_path):
 def test_tokens_and_latency_are_sums_over_calls():
     from harness.record import Call, Record
 
-    r = Record(strategy="agentic", sample_id="s", calls=[
-        Call(prompt_tokens=100, completion_tokens=10, cached_tokens=64, latency_s=1.25),
-        Call(prompt_tokens=300, completion_tokens=20, cached_tokens=None, latency_s=0.5, from_cache=True),
-    ])
+    r = Record(
+        strategy="agentic",
+        sample_id="s",
+        calls=[
+            Call(prompt_tokens=100, completion_tokens=10, cached_tokens=64, latency_s=1.25),
+            Call(prompt_tokens=300, completion_tokens=20, cached_tokens=None, latency_s=0.5, from_cache=True),
+        ],
+    )
     assert (r.prompt_tokens, r.completion_tokens, r.cached_tokens, r.latency_s) == (400, 30, 64, 1.75)
     assert r.from_cache is False and r.n_calls == 2

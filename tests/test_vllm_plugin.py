@@ -50,7 +50,9 @@ def test_the_plugin_limits_the_busy_loop_only_when_the_harness_asks():
 
 def test_vllm_finds_the_plugin_entry_point(tmp_path):
     # from a neutral folder: a stale harness.egg-info in the project folder would hide it
-    code = ("from importlib.metadata import entry_points;"
-            "print([e.value for e in entry_points(group='vllm.general_plugins')])")
+    code = (
+        "from importlib.metadata import entry_points;"
+        "print([e.value for e in entry_points(group='vllm.general_plugins')])"
+    )
     out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=60)
     assert "harness.endpoints.vllm_plugin:register" in out.stdout

@@ -354,8 +354,12 @@ print(srv.pid, flush=True)
 )
 def test_parent_exit_stops_the_server(fake_script, tmp_path, mode, tail, expect_rc):
     code = PARENT.format(
-        root=str(ROOT), tests=str(ROOT / "tests"), script=str(fake_script), mode="ok",
-        log=str(tmp_path / "p.log"), tail=tail,
+        root=str(ROOT),
+        tests=str(ROOT / "tests"),
+        script=str(fake_script),
+        mode="ok",
+        log=str(tmp_path / "p.log"),
+        tail=tail,
     )
     parent = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
@@ -374,8 +378,12 @@ def test_parent_exit_stops_the_server(fake_script, tmp_path, mode, tail, expect_
 def test_sigkilled_parent_takes_the_server_with_it(fake_script, tmp_path):
     """PR_SET_PDEATHSIG: even `kill -9` of the harness leaves no server behind."""
     code = PARENT.format(
-        root=str(ROOT), tests=str(ROOT / "tests"), script=str(fake_script), mode="ok",
-        log=str(tmp_path / "k.log"), tail="time.sleep(60)",
+        root=str(ROOT),
+        tests=str(ROOT / "tests"),
+        script=str(fake_script),
+        mode="ok",
+        log=str(tmp_path / "k.log"),
+        tail="time.sleep(60)",
     )
     parent = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
     try:
@@ -408,8 +416,13 @@ def test_server_is_healthy_and_describes_itself(vllm_server):
     assert [m["id"] for m in models] == [vllm_server.model]
     assert models[0]["max_model_len"] >= 8192
     metrics = httpx.get(root + "/metrics", timeout=10).text
-    for name in ("vllm:prompt_tokens_total", "vllm:generation_tokens_total", "vllm:prefix_cache_queries_total",
-                 "vllm:prefix_cache_hits_total", "vllm:time_to_first_token_seconds_sum"):
+    for name in (
+        "vllm:prompt_tokens_total",
+        "vllm:generation_tokens_total",
+        "vllm:prefix_cache_queries_total",
+        "vllm:prefix_cache_hits_total",
+        "vllm:time_to_first_token_seconds_sum",
+    ):
         assert name in metrics
 
 
@@ -494,8 +507,14 @@ def test_real_server_went_through_the_startup_phases_and_serves_the_decided_dtyp
     if not isinstance(vllm_server, VLLMServer):
         pytest.skip("HARNESS_TEST_VLLM_URL: a server the tests did not start")
     names = [p for p, _ in vllm_server.phases]
-    for phase in (startup.STARTING, startup.ENGINE, startup.LOADING, startup.COMPILING, startup.KV_CACHE,
-                  startup.READY):
+    for phase in (
+        startup.STARTING,
+        startup.ENGINE,
+        startup.LOADING,
+        startup.COMPILING,
+        startup.KV_CACHE,
+        startup.READY,
+    ):
         assert phase in names, names
     assert names[-1] == startup.READY
     assert vllm_server.phases[-1][1] >= vllm_server.startup_seconds - 1

@@ -29,8 +29,7 @@ _SCHEMA_VERSION = 1
 
 
 def request_key(identity: dict[str, Any], path: str, body: dict[str, Any]) -> str:
-    blob = json.dumps([_SCHEMA_VERSION, identity, path, body], sort_keys=True, ensure_ascii=True,
-                      separators=(",", ":"))
+    blob = json.dumps([_SCHEMA_VERSION, identity, path, body], sort_keys=True, ensure_ascii=True, separators=(",", ":"))
     return hashlib.sha256(blob.encode()).hexdigest()
 
 
@@ -98,7 +97,7 @@ class ResponseCache:
         with self._lock:
             self._db.close()
 
-    def __enter__(self) -> "ResponseCache":
+    def __enter__(self) -> ResponseCache:
         return self
 
     def __exit__(self, *exc) -> None:

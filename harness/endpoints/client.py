@@ -128,7 +128,7 @@ else:  # pragma: no cover - Python 3.10
             yield
         except asyncio.CancelledError:
             if handle.when() <= asyncio.get_running_loop().time():
-                raise asyncio.TimeoutError from None
+                raise TimeoutError from None
             raise
         finally:
             handle.cancel()
@@ -239,8 +239,15 @@ class Endpoint:
         }
 
     # -- requests -----------------------------------------------------------------------
-    def request(self, prompt: Prompt, schema: dict[str, Any] | None, max_tokens: int, *,
-                tools: list[dict[str, Any]] | None = None, tool_choice: Any = None) -> tuple[str, dict[str, Any]]:
+    def request(
+        self,
+        prompt: Prompt,
+        schema: dict[str, Any] | None,
+        max_tokens: int,
+        *,
+        tools: list[dict[str, Any]] | None = None,
+        tool_choice: Any = None,
+    ) -> tuple[str, dict[str, Any]]:
         """(path, JSON body) of one generation request at temperature 0; the cache keys on exactly this.
 
         `tools` (OpenAI function tools) need the chat API."""
@@ -264,7 +271,7 @@ class Endpoint:
             }
         return path, body
 
-    def session(self, concurrency: int = 8, transport: httpx.AsyncBaseTransport | None = None) -> "Session":
+    def session(self, concurrency: int = 8, transport: httpx.AsyncBaseTransport | None = None) -> Session:
         return Session(self, concurrency, transport)
 
     # -- tokens ---------------------------------------------------------------------
@@ -350,7 +357,7 @@ class Session:
             else:
                 self._free.append(c)
 
-    async def __aenter__(self) -> "Session":
+    async def __aenter__(self) -> Session:
         return self
 
     async def __aexit__(self, *exc) -> None:
@@ -384,7 +391,7 @@ class Session:
                     t0 = time.perf_counter()
                     r = await http.post(url, content=payload)
                     r.extensions["harness_latency_s"] = time.perf_counter() - t0
-            except (TimeoutError, asyncio.TimeoutError, httpx.TimeoutException):
+            except (TimeoutError, httpx.TimeoutException):
                 reason = f"timeout after {ep.timeout_s:g} s"
             except (httpx.TransportError, OSError) as e:
                 reason = f"connection error: {type(e).__name__}: {ep.redact(str(e))[:MAX_REASON]}".rstrip(": ")
@@ -407,9 +414,7 @@ class Session:
                     raise RequestFailed(reason, attempt, status)
                 retry_after = _retry_after(r.headers)
             if attempt > ep.policy.max_retries:
-                raise RequestFailed(
-                    f"{reason} (after {attempt} attempts)" if attempt > 1 else reason, attempt, status
-                )
+                raise RequestFailed(f"{reason} (after {attempt} attempts)" if attempt > 1 else reason, attempt, status)
             await asyncio.sleep(ep.policy.delay(attempt, retry_after))
 
     # -- generation -------------------------------------------------------------------
@@ -426,8 +431,9 @@ class Session:
         r, attempts = await self.post(ep.base_url + path, body)
         ep.requests_sent += attempts
         latency = r.extensions.get("harness_latency_s", 0.0)  # the answering attempt's, not the backoff
-        return parse_completion(r.content, chat=path.startswith("/chat"), latency_s=latency, attempts=attempts,
-                                redact=ep.redact)
+        return parse_completion(
+            r.content, chat=path.startswith("/chat"), latency_s=latency, attempts=attempts, redact=ep.redact
+        )
 
     # -- tokens -----------------------------------------------------------------------
     async def tokenize(self, text: str, add_special_tokens: bool = False) -> int | None:
@@ -508,8 +514,13 @@ def _tool_calls(raw: list[Any]) -> list[dict[str, Any]]:
         fn = tc.get("function") if isinstance(tc, dict) else None
         if isinstance(fn, dict) and isinstance(fn.get("name"), str):
             args = fn.get("arguments")
-            out.append({"id": str(tc.get("id") or ""), "name": fn["name"],
-                        "arguments": args if isinstance(args, str) else json.dumps(args)})
+            out.append(
+                {
+                    "id": str(tc.get("id") or ""),
+                    "name": fn["name"],
+                    "arguments": args if isinstance(args, str) else json.dumps(args),
+                }
+            )
     return out
 
 
@@ -531,8 +542,12 @@ def parse_completion(
     try:
         data = json.loads(text)
     except (ValueError, RecursionError) as e:
-        return Completion(text=redact(text), latency_s=latency_s, attempts=attempts,
-                          problem=problem or f"response body is not JSON: {str(e)[:MAX_REASON]}")
+        return Completion(
+            text=redact(text),
+            latency_s=latency_s,
+            attempts=attempts,
+            problem=problem or f"response body is not JSON: {str(e)[:MAX_REASON]}",
+        )
     out_text, finish, usage, tool_calls = None, None, None, None
     if isinstance(data, dict):
         choices = data.get("choices")
@@ -551,8 +566,12 @@ def parse_completion(
             finish = c.get("finish_reason") if isinstance(c.get("finish_reason"), str) else None
     if not isinstance(out_text, str):
         where = "choices[0].message.content" if chat else "choices[0].text"
-        return Completion(text=redact(text), latency_s=latency_s, attempts=attempts,
-                          problem=problem or f"response has no text at {where}")
+        return Completion(
+            text=redact(text),
+            latency_s=latency_s,
+            attempts=attempts,
+            problem=problem or f"response has no text at {where}",
+        )
     cached = None
     if usage is not None and isinstance(usage.get("prompt_tokens_details"), dict):
         cached = _int_or_none(usage["prompt_tokens_details"].get("cached_tokens"))

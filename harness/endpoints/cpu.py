@@ -23,7 +23,6 @@ Numbers behind each choice: docs/vllm-cpu-notes.md, section 8.
 from __future__ import annotations
 
 import os
-import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -130,8 +129,9 @@ def cpu_list_str(cpus: Iterable[int]) -> str:
     return ",".join(parts)
 
 
-def read_facts(env: Mapping[str, str] | None = None, cpuinfo: str | None = None,
-               cpus: Iterable[int] | None = None) -> CpuFacts:
+def read_facts(
+    env: Mapping[str, str] | None = None, cpuinfo: str | None = None, cpus: Iterable[int] | None = None
+) -> CpuFacts:
     """Facts of this machine; cpuinfo text and cpus can be given (tests, other machines)."""
     env = os.environ if env is None else env
     if cpuinfo is None:
@@ -140,8 +140,7 @@ def read_facts(env: Mapping[str, str] | None = None, cpuinfo: str | None = None,
         except OSError:
             cpuinfo = ""
     model, flags = parse_cpuinfo(cpuinfo)
-    return CpuFacts(model, flags, tuple(sorted(cpus)) if cpus is not None else allowed_cpus(),
-                    isa_restrictions(env))
+    return CpuFacts(model, flags, tuple(sorted(cpus)) if cpus is not None else allowed_cpus(), isa_restrictions(env))
 
 
 @dataclass
@@ -226,21 +225,28 @@ def _bool_env(env: Mapping[str, str], name: str) -> bool | None:
     raise UsageError(f"{name} must be 0 or 1, not {env[name]!r}")
 
 
-def decide(facts: CpuFacts, *, dtype: str | None = None, embedded: bool = True,
-           env: Mapping[str, str] | None = None) -> CpuPlan:
+def decide(
+    facts: CpuFacts, *, dtype: str | None = None, embedded: bool = True, env: Mapping[str, str] | None = None
+) -> CpuPlan:
     """Settings for serving on this CPU (pure). `dtype` is the user's --dtype (it wins);
     `embedded` limits the dtype choice to the embedded model (another model's memory may not
     allow float32)."""
     env = os.environ if env is None else env
     native = facts.native_bf16
-    what = ("restricted by " + ", ".join(f"{k}={v}" for k, v in facts.restrictions.items())) if facts.restrictions \
+    what = (
+        ("restricted by " + ", ".join(f"{k}={v}" for k, v in facts.restrictions.items()))
+        if facts.restrictions
         else f"{facts.kind} CPU"
+    )
     if dtype is not None:
         chosen, dtype_why = dtype, "--dtype given"
     elif not embedded:
         chosen = None
         dtype_why = "the model's own dtype (vLLM auto)" + (
-            "" if native else f"; no native bf16 here ({what}): --dtype float32 is several times faster if memory allows")
+            ""
+            if native
+            else f"; no native bf16 here ({what}): --dtype float32 is several times faster if memory allows"
+        )
     elif native:
         chosen, dtype_why = "bfloat16", f"native bf16 ({facts.kind}): bf16 matmuls run in hardware"
     else:
@@ -250,8 +256,10 @@ def decide(facts: CpuFacts, *, dtype: str | None = None, embedded: bool = True,
         bind, bind_why = env["VLLM_CPU_OMP_THREADS_BIND"], "VLLM_CPU_OMP_THREADS_BIND from the environment"
     else:
         bind = cpu_list_str(facts.cpus)
-        bind_why = ("every allowed core for the model: vLLM's 'auto' reserves one for the frontend, which is "
-                    "idle while the model computes (2 cores: 4.4k prefill 5.05 s -> 2.1 s)")
+        bind_why = (
+            "every allowed core for the model: vLLM's 'auto' reserves one for the frontend, which is "
+            "idle while the model computes (2 cores: 4.4k prefill 5.05 s -> 2.1 s)"
+        )
 
     eager_env = _bool_env(env, EAGER_ENV)
     if eager_env is not None:
@@ -282,8 +290,21 @@ def decide(facts: CpuFacts, *, dtype: str | None = None, embedded: bool = True,
         concurrency_why = f"{CONCURRENCY_ENV} from the environment"
     else:
         concurrency, concurrency_why = _default_concurrency(facts, chosen)
-    return CpuPlan(facts, chosen, dtype_why, bind, bind_why, eager, eager_why, omp_env, omp_why,
-                   busy_loop_s, busy_loop_why, concurrency, concurrency_why)
+    return CpuPlan(
+        facts,
+        chosen,
+        dtype_why,
+        bind,
+        bind_why,
+        eager,
+        eager_why,
+        omp_env,
+        omp_why,
+        busy_loop_s,
+        busy_loop_why,
+        concurrency,
+        concurrency_why,
+    )
 
 
 def _default_eager(facts: CpuFacts, dtype: str | None) -> tuple[bool, str]:

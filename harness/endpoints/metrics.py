@@ -18,9 +18,9 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, fields
 from typing import Any
-from collections.abc import Sequence
 
 # field -> Prometheus series (summed over labels). A series absent from the scrape stays None.
 SERIES: dict[str, str] = {
@@ -44,9 +44,7 @@ FALLBACK: dict[str, tuple[str, ...]] = {
     "prefix_cache_hits": ("vllm:gpu_prefix_cache_hits_total",),
 }
 
-_LINE = re.compile(
-    r"^(?P<name>[a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(?P<labels>.*)\})?\s+(?P<value>\S+)(?:\s+\S+)?\s*$"
-)
+_LINE = re.compile(r"^(?P<name>[a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(?P<labels>.*)\})?\s+(?P<value>\S+)(?:\s+\S+)?\s*$")
 _LABEL = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"')
 
 
@@ -120,18 +118,23 @@ class Snapshot:
 
     def to_dict(self) -> dict[str, Any]:
         out = {k: (None if v is None else round(v, 6)) for k, v in asdict(self).items()}
-        for k in ("prefix_cache_hit_rate", "ttft_mean_s", "prefill_mean_s", "prefill_tokens_per_s",
-                  "decode_tokens_per_s"):
+        for k in (
+            "prefix_cache_hit_rate",
+            "ttft_mean_s",
+            "prefill_mean_s",
+            "prefill_tokens_per_s",
+            "decode_tokens_per_s",
+        ):
             v = getattr(self, k)
             out[k] = None if v is None else round(v, 6)
         return out
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "Snapshot":
+    def from_dict(cls, d: dict[str, Any]) -> Snapshot:
         names = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in (d or {}).items() if k in names})
 
-    def __add__(self, other: "Snapshot") -> "Snapshot":
+    def __add__(self, other: Snapshot) -> Snapshot:
         return Snapshot(**{f.name: _add(getattr(self, f.name), getattr(other, f.name)) for f in fields(self)})
 
     def is_empty(self) -> bool:
@@ -370,10 +373,15 @@ def server_summary(run_dir, records: list, saved: dict[str, Any] | None) -> dict
         row["usage_cache_hit_rate"] = usage_rate
         if snap is not None:
             row.update(
-                server_requests=snap.requests, server_prompt_tokens=snap.prompt_tokens,
-                server_generation_tokens=snap.generation_tokens, prefix_cache_hits=snap.prefix_cache_hits,
-                prefill_s=snap.prefill_s, prefill_s_per_query=snap.prefill_mean_s, ttft_s=snap.ttft_mean_s,
-                prefill_tok_per_s=snap.prefill_tokens_per_s, decode_tok_per_s=snap.decode_tokens_per_s,
+                server_requests=snap.requests,
+                server_prompt_tokens=snap.prompt_tokens,
+                server_generation_tokens=snap.generation_tokens,
+                prefix_cache_hits=snap.prefix_cache_hits,
+                prefill_s=snap.prefill_s,
+                prefill_s_per_query=snap.prefill_mean_s,
+                ttft_s=snap.ttft_mean_s,
+                prefill_tok_per_s=snap.prefill_tokens_per_s,
+                decode_tok_per_s=snap.decode_tokens_per_s,
             )
         per[label] = row
     ep = (saved or {}).get("endpoint") or {}

@@ -67,8 +67,7 @@ class Pool(Endpoint):
         if not endpoints:
             raise ValueError("a pool needs at least one endpoint")
         first = endpoints[0]
-        super().__init__(first.base_url, first.model, first.api, first.api_key_env, first.timeout_s,
-                         first.max_retries)
+        super().__init__(first.base_url, first.model, first.api, first.api_key_env, first.timeout_s, first.max_retries)
         self.replicas = [Replica(i, ep) for i, ep in enumerate(endpoints)]
         self.health_s = health_s
         self.max_strikes = strikes
@@ -101,8 +100,10 @@ class Pool(Endpoint):
             diff = [k for k in SAME if ident.get(k) != ids[0].get(k)]
             if diff:
                 what = ", ".join(f"{k} {ids[0].get(k)!r} vs {ident.get(k)!r}" for k in diff)
-                raise EndpointError(f"--endpoint {r.url} serves another model than {self.replicas[0].url} ({what}); "
-                                    "replicas of a pool must serve the same model")
+                raise EndpointError(
+                    f"--endpoint {r.url} serves another model than {self.replicas[0].url} ({what}); "
+                    "replicas of a pool must serve the same model"
+                )
         self.info = dict(infos[0])
         self.info["replicas"] = [{"url": r.url, "cap": r.cap} for r in self.replicas]
         return self.info
@@ -114,12 +115,23 @@ class Pool(Endpoint):
         ident["settings"] = self.settings
         return ident
 
-    def session(self, concurrency: int = 8, transport: httpx.AsyncBaseTransport | None = None) -> "PoolSession":
+    def session(self, concurrency: int = 8, transport: httpx.AsyncBaseTransport | None = None) -> PoolSession:
         return PoolSession(self, concurrency, transport)
 
     def stats(self) -> list[dict[str, Any]]:
-        return [{"url": r.url, "cap": r.cap, "requests": r.requests, "errors": r.errors, "moved": r.moved,
-                 "taken_out": r.downs, "up": r.up, "down_reason": r.down_reason} for r in self.replicas]
+        return [
+            {
+                "url": r.url,
+                "cap": r.cap,
+                "requests": r.requests,
+                "errors": r.errors,
+                "moved": r.moved,
+                "taken_out": r.downs,
+                "up": r.up,
+                "down_reason": r.down_reason,
+            }
+            for r in self.replicas
+        ]
 
     # -- state shared by every session -------------------------------------------------------------
     def mark_down(self, r: Replica, reason: str) -> None:
@@ -153,7 +165,7 @@ class PoolSession:
         self._health: asyncio.Task | None = None
         self._probe_client: httpx.AsyncClient | None = None
 
-    async def __aenter__(self) -> "PoolSession":
+    async def __aenter__(self) -> PoolSession:
         return self
 
     async def __aexit__(self, *exc) -> None:
@@ -257,8 +269,9 @@ class PoolSession:
         """GET /v1/models on one replica: a refused connection takes it out at once, other failures
         after `strikes` in a row; an answer (any HTTP status) puts it back."""
         if self._probe_client is None:
-            self._probe_client = httpx.AsyncClient(timeout=httpx.Timeout(5.0), transport=self._transport,
-                                                   headers=r.endpoint._headers())
+            self._probe_client = httpx.AsyncClient(
+                timeout=httpx.Timeout(5.0), transport=self._transport, headers=r.endpoint._headers()
+            )
         try:
             await self._probe_client.get(f"{r.url}/models")
         except (httpx.HTTPError, OSError) as e:

@@ -45,9 +45,24 @@ ROPE_CHOICES = ("yarn", "linear", "dynamic", "none")
 
 # Keys that belong to a scaling type, dropped when the scaling is replaced.
 _SCALING_KEYS = (
-    "type", "rope_type", "factor", "original_max_position_embeddings", "low_freq_factor", "high_freq_factor",
-    "short_factor", "long_factor", "beta_fast", "beta_slow", "attention_factor", "mscale", "mscale_all_dim",
-    "truncate", "alpha", "max_trained_positions", "short_mscale", "long_mscale",
+    "type",
+    "rope_type",
+    "factor",
+    "original_max_position_embeddings",
+    "low_freq_factor",
+    "high_freq_factor",
+    "short_factor",
+    "long_factor",
+    "beta_fast",
+    "beta_slow",
+    "attention_factor",
+    "mscale",
+    "mscale_all_dim",
+    "truncate",
+    "alpha",
+    "max_trained_positions",
+    "short_mscale",
+    "long_mscale",
 )
 
 
@@ -65,8 +80,11 @@ class RopeRequest:
     original_max_len: int | None = None
 
     def wants_scaling(self) -> bool:
-        return bool(self.rope_scaling and self.rope_scaling != "none") or self.factor is not None \
+        return (
+            bool(self.rope_scaling and self.rope_scaling != "none")
+            or self.factor is not None
             or self.original_max_len is not None
+        )
 
 
 @dataclass
@@ -111,16 +129,19 @@ class ContextPlan:
 def text_config(config: dict[str, Any]) -> tuple[dict[str, Any], str | None]:
     """(the language model's config, the key it sits under or None when top level)."""
     sub = config.get("text_config")
-    if isinstance(sub, dict) and ("max_position_embeddings" in sub or "rope_parameters" in sub
-                                  or "rope_theta" in sub or "rope_scaling" in sub):
+    if isinstance(sub, dict) and (
+        "max_position_embeddings" in sub or "rope_parameters" in sub or "rope_theta" in sub or "rope_scaling" in sub
+    ):
         return sub, "text_config"
     return config, None
 
 
 def is_nested(rope_parameters: Any) -> bool:
     """Per layer type: every value is a dict (Gemma 3: full_attention / sliding_attention)."""
-    return isinstance(rope_parameters, dict) and bool(rope_parameters) and all(
-        isinstance(v, dict) for v in rope_parameters.values()
+    return (
+        isinstance(rope_parameters, dict)
+        and bool(rope_parameters)
+        and all(isinstance(v, dict) for v in rope_parameters.values())
     )
 
 
@@ -196,14 +217,20 @@ def plan_context(
 
     if config is None:
         if req.wants_scaling():
-            raise RopeError(f"cannot read the config.json of {model_name}, which RoPE scaling is built from; "
-                            "give --model a local folder (or a Hugging Face id in the local cache)")
+            raise RopeError(
+                f"cannot read the config.json of {model_name}, which RoPE scaling is built from; "
+                "give --model a local folder (or a Hugging Face id in the local cache)"
+            )
         return ContextPlan(max_model_len=req.max_model_len)
 
     native = native_max_len(config)
     plan = ContextPlan(max_model_len=req.max_model_len, native_max_len=native, rope_key=rope_key)
     rope_type = req.rope_scaling if req.rope_scaling in ROPE_TYPES else None
-    if rope_type is None and req.rope_scaling != "none" and (req.factor is not None or req.original_max_len is not None):
+    if (
+        rope_type is None
+        and req.rope_scaling != "none"
+        and (req.factor is not None or req.original_max_len is not None)
+    ):
         rope_type = "yarn"  # --rope-factor alone: YaRN, the usual choice
     beyond = native is not None and req.max_model_len is not None and req.max_model_len > native
     own = existing_scaling(config)
@@ -227,8 +254,9 @@ def plan_context(
         plan.implied = True
 
     if not has_rope(config):
-        raise RopeError(f"{model_name} has no RoPE parameters in its config.json: its window cannot be "
-                        "extended with RoPE scaling")
+        raise RopeError(
+            f"{model_name} has no RoPE parameters in its config.json: its window cannot be extended with RoPE scaling"
+        )
     if native is None and req.original_max_len is None:
         raise RopeError(f"{model_name}'s config.json names no max_position_embeddings: give --original-max-len")
 
@@ -303,8 +331,9 @@ def plan_context(
             f"{original}; --rope-scaling none turns this off)"
         )
     else:
-        plan.notes.append(f"RoPE scaling {rope_type}, factor {_fmt(factor)} over {original:,} tokens: "
-                          f"window {target:,} tokens")
+        plan.notes.append(
+            f"RoPE scaling {rope_type}, factor {_fmt(factor)} over {original:,} tokens: window {target:,} tokens"
+        )
     return plan
 
 
@@ -314,8 +343,10 @@ def extend_hint(window: int | None = None, needed: int | None = None, native: in
     n = 1 << max(0, (int(n) - 1).bit_length())  # next power of two
     base = native or window
     factor = max(2, math.ceil(n / base)) if base else 2
-    return (f"serve a longer window: `--max-model-len {n}` (past the native window this implies "
-            f"`--rope-scaling yarn --rope-factor {factor}`), or drop that length")
+    return (
+        f"serve a longer window: `--max-model-len {n}` (past the native window this implies "
+        f"`--rope-scaling yarn --rope-factor {factor}`), or drop that length"
+    )
 
 
 # ------------------------------------------------------------------------------------------- I/O

@@ -50,9 +50,7 @@ _PHASE_LINES: tuple[tuple[re.Pattern[str], str], ...] = tuple(
     )
 )
 # The engine or its worker died, while the API server may keep the port closed and never exit.
-_FATAL = re.compile(
-    r"(Worker proc \S+ died unexpectedly.*|EngineCore encountered a fatal error.*|EngineDeadError.*)"
-)
+_FATAL = re.compile(r"(Worker proc \S+ died unexpectedly.*|EngineCore encountered a fatal error.*|EngineDeadError.*)")
 # harness/endpoints/vllm_plugin.py in each vLLM process that loaded it: "(Worker pid=12) INFO ... harness: ..."
 _PLUGIN = re.compile(r"^\((\w+)[^)]*\).*harness: shared-memory queue readers busy-loop")
 _DTYPE = re.compile(r"Initializing a V1 LLM engine.*?\bdtype=(?:torch\.)?(\w+)")

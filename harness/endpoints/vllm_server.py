@@ -69,14 +69,18 @@ import urllib.error
 import urllib.request
 import weakref
 from collections.abc import Callable, Sequence
-from pathlib import Path
-
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from harness.endpoints.cpu import CpuPlan, allowed_cpus, cpu_list_str
 from harness.endpoints.cpu import detect as detect_cpu
 from harness.endpoints.embedded import (
-    EMBEDDED_MODEL, OFFLINE_ENV, cache_dir, child_env, is_prepared, prepare_embedded_model,
+    EMBEDDED_MODEL,
+    cache_dir,
+    child_env,
+    is_complete,
+    is_prepared,
+    prepare_embedded_model,
 )
 from harness.endpoints.rope import ContextPlan, RopeError, RopeRequest, plan_context
 from harness.endpoints.startup import CONVERTING, READY, StartupWatcher
@@ -231,7 +235,7 @@ def cpu_env(base: dict[str, str] | None = None, plan: CpuPlan | None = None) -> 
 # ----------------------------------------------------------------------------------------------
 # Process-wide safety net: every running server is stopped at exit and on SIGTERM.
 
-_running: "weakref.WeakSet[VLLMServer]" = weakref.WeakSet()
+_running: weakref.WeakSet[VLLMServer] = weakref.WeakSet()
 _registry_lock = threading.RLock()
 _prev_sigterm = None
 _handler_installed = False
@@ -250,7 +254,7 @@ def _on_sigterm(signum, frame):  # pragma: no cover - exercised in a subprocess 
     raise SystemExit(128 + signum)
 
 
-def _register(srv: "VLLMServer") -> None:
+def _register(srv: VLLMServer) -> None:
     global _prev_sigterm, _handler_installed, _atexit_registered
     with _registry_lock:
         _running.add(srv)
@@ -265,7 +269,7 @@ def _register(srv: "VLLMServer") -> None:
                 _handler_installed = True
 
 
-def _unregister(srv: "VLLMServer") -> None:
+def _unregister(srv: VLLMServer) -> None:
     global _handler_installed
     with _registry_lock:
         _running.discard(srv)
@@ -351,9 +355,7 @@ def last_log_line(path: Path | str, max_bytes: int = 65536) -> str:
             lines.append(line)
     if not lines:
         return ""
-    generic = re.compile(
-        r"(See root cause above|Engine core initialization failed|EngineCore failed to start)"
-    )
+    generic = re.compile(r"(See root cause above|Engine core initialization failed|EngineCore failed to start)")
     for i in range(len(lines) - 1, -1, -1):
         line = lines[i]
         if _ERRORISH.search(line) and not generic.search(line):
@@ -395,7 +397,7 @@ class VLLMServer:
         # False for a Hugging Face id the server must download: the hub is reachable then (unless
         # the user's own environment says HF_HUB_OFFLINE). Telemetry stays off either way.
         self.offline = offline
-        self.plan: "ServerPlan | None" = None  # set by start_server: what was asked and why
+        self.plan: ServerPlan | None = None  # set by start_server: what was asked and why
         self.model = served_name or Path(self.model_path).name or self.model_path
         self._fixed_port = port
         self.port: int | None = port
@@ -442,7 +444,7 @@ class VLLMServer:
         return f"VLLMServer({self.model!r}, port={self.port}, {state})"
 
     # -- lifecycle -----------------------------------------------------------------------------
-    def __enter__(self) -> "VLLMServer":
+    def __enter__(self) -> VLLMServer:
         if self.proc is None:
             self.start()
         return self
@@ -470,7 +472,7 @@ class VLLMServer:
             self.model_path, self.model, self.port, self.max_model_len, self.extra_args
         )
 
-    def start(self) -> "VLLMServer":
+    def start(self) -> VLLMServer:
         """Start the server and wait until GET /health answers 200. Raises EndpointError."""
         with self._lock:
             if self.is_running():
@@ -509,8 +511,11 @@ class VLLMServer:
         env = self.environment()
         with open(self.log_path, "ab") as log:
             log.write(f"# harness: {' '.join(argv)}\n".encode())
-            shown = {k: env[k] for k in sorted(env)
-                     if k.startswith(("VLLM_", "OMP_", "KMP_", "LD_PRELOAD", "ATEN_CPU_", "ONEDNN_", "MKL_"))}
+            shown = {
+                k: env[k]
+                for k in sorted(env)
+                if k.startswith(("VLLM_", "OMP_", "KMP_", "LD_PRELOAD", "ATEN_CPU_", "ONEDNN_", "MKL_"))
+            }
             log.write(f"# harness env: {json.dumps(shown)}\n".encode())
             log.flush()
             main = threading.current_thread() is threading.main_thread()
@@ -554,9 +559,7 @@ class VLLMServer:
                 self._reap_group()
                 _unregister(self)
                 line = last_log_line(self.log_path) or f"exit status {code}"
-                raise EndpointError(
-                    f"vLLM server exited during startup (status {code}): {line} (log: {self.log_path})"
-                )
+                raise EndpointError(f"vLLM server exited during startup (status {code}): {line} (log: {self.log_path})")
             try:
                 with urllib.request.urlopen(url, timeout=2) as resp:
                     if resp.status == 200:
@@ -576,9 +579,7 @@ class VLLMServer:
                 # seconds to exit by itself (its own last line is the better message), then stop.
                 fatal_since = fatal_since or time.monotonic()
                 if time.monotonic() - fatal_since > 5:
-                    raise EndpointError(
-                        f"vLLM engine died during startup: {watcher.fatal} (log: {self.log_path})"
-                    )
+                    raise EndpointError(f"vLLM engine died during startup: {watcher.fatal} (log: {self.log_path})")
             if time.monotonic() > deadline:
                 line = last_log_line(self.log_path)
                 raise EndpointError(
@@ -717,8 +718,10 @@ def device_args(opts: ServerOptions, flavour: str) -> list[str]:
         if not 0 < float(opts.gpu_memory_utilization) <= 1:
             raise UsageError(f"--gpu-memory-utilization is a fraction in (0, 1], not {opts.gpu_memory_utilization}")
         if flavour != "gpu":
-            raise UsageError("--gpu-memory-utilization needs the GPU build of vLLM (pip install 'harness[gpu]'); "
-                             "on CPU the KV cache size is VLLM_CPU_KVCACHE_SPACE (GiB)")
+            raise UsageError(
+                "--gpu-memory-utilization needs the GPU build of vLLM (pip install 'harness[gpu]'); "
+                "on CPU the KV cache size is VLLM_CPU_KVCACHE_SPACE (GiB)"
+            )
         args += ["--gpu-memory-utilization", f"{float(opts.gpu_memory_utilization):g}"]
     if opts.dtype is not None:
         if opts.dtype not in DTYPES:
@@ -758,8 +761,16 @@ def plan_server(
     extra += [str(a) for a in opts.extra_args]
     hub = not opts.embedded and not _looks_local(str(model_path))
     return ServerPlan(
-        model_path=str(model_path), served_name=name, max_model_len=context.max_model_len, extra_args=extra,
-        context=context, flavour=flavour, revision=opts.revision, hub=hub, notes=list(context.notes), cpu=cpu,
+        model_path=str(model_path),
+        served_name=name,
+        max_model_len=context.max_model_len,
+        extra_args=extra,
+        context=context,
+        flavour=flavour,
+        revision=opts.revision,
+        hub=hub,
+        notes=list(context.notes),
+        cpu=cpu,
     )
 
 
@@ -842,11 +853,15 @@ def start_server(
     if plan.revision is None:
         plan.revision = snapshot_revision(model_path)
     if cpu is not None and not opts.embedded and opts.dtype is None and not cpu.facts.native_bf16:
-        plan.notes.append(f"this CPU computes bf16 only by emulation ({cpu.facts.kind}): a bf16 model runs several "
-                          "times faster with --dtype float32, if twice its weights fit in memory")
+        plan.notes.append(
+            f"this CPU computes bf16 only by emulation ({cpu.facts.kind}): a bf16 model runs several "
+            "times faster with --dtype float32, if twice its weights fit in memory"
+        )
     if flavour == "cpu" and gpu_present():
-        plan.notes.append("a GPU is present but the CPU build of vLLM is installed: pip install 'harness[gpu]' "
-                          "(the vllm package) to serve on the GPU")
+        plan.notes.append(
+            "a GPU is present but the CPU build of vLLM is installed: pip install 'harness[gpu]' "
+            "(the vllm package) to serve on the GPU"
+        )
     for note in plan.notes:
         if on_note is not None:
             on_note(note)
@@ -918,12 +933,14 @@ def start_embedded(
         opts = dataclasses.replace(opts, max_model_len=max_model_len)
     if extra_args:
         opts = dataclasses.replace(opts, extra_args=tuple(opts.extra_args) + tuple(str(a) for a in extra_args))
-    return start_server(opts, log_path, startup_timeout=startup_timeout, on_note=on_note, on_progress=on_progress,
-                        env=env)
+    return start_server(
+        opts, log_path, startup_timeout=startup_timeout, on_note=on_note, on_progress=on_progress, env=env
+    )
 
 
-def replica_env(index: int, replicas: int, tensor_parallel_size: int | None, flavour: str,
-                visible: str | None = None) -> dict[str, str]:
+def replica_env(
+    index: int, replicas: int, tensor_parallel_size: int | None, flavour: str, visible: str | None = None
+) -> dict[str, str]:
     """The environment of replica `index` of `replicas` on one machine: on GPUs, its own devices
     (CUDA_VISIBLE_DEVICES: tensor_parallel_size GPUs each, in order, from those visible); on CPUs
     nothing (the replicas share the cores: useful to test a pool, not to go faster)."""
@@ -932,6 +949,8 @@ def replica_env(index: int, replicas: int, tensor_parallel_size: int | None, fla
     tp = tensor_parallel_size or 1
     devices = [d for d in (visible or "").split(",") if d.strip()] or [str(i) for i in range(replicas * tp)]
     if len(devices) < replicas * tp:
-        raise UsageError(f"--replicas {replicas} x --tensor-parallel-size {tp} needs {replicas * tp} GPUs; "
-                         f"{len(devices)} visible ({','.join(devices)})")
-    return {"CUDA_VISIBLE_DEVICES": ",".join(devices[index * tp:(index + 1) * tp])}
+        raise UsageError(
+            f"--replicas {replicas} x --tensor-parallel-size {tp} needs {replicas * tp} GPUs; "
+            f"{len(devices)} visible ({','.join(devices)})"
+        )
+    return {"CUDA_VISIBLE_DEVICES": ",".join(devices[index * tp : (index + 1) * tp])}

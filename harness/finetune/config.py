@@ -23,15 +23,29 @@ class DataConfig(BaseModel):
     scenario_params: dict[str, Any] = Field(default_factory=dict)
     includes: list[str] = Field(default_factory=list)
     lengths: list[int] = Field(default_factory=lambda: [256, 2000])
-    length_range: bool = Field(True, description="True: each example's length is drawn log-uniformly between "
-                                                 "the two lengths; False: one of the lengths")
-    strategies: list[str] = Field(default_factory=lambda: ["full-context"],
-                                  description="one-shot strategies that show the training contexts, in turn")
+    length_range: bool = Field(
+        True,
+        description="True: each example's length is drawn log-uniformly between "
+        "the two lengths; False: one of the lengths",
+    )
+    strategies: list[str] = Field(
+        default_factory=lambda: ["full-context"],
+        description="one-shot strategies that show the training contexts, in turn",
+    )
     questions: int = Field(8, ge=1, description="questions asked of one full context (one forward pass)")
-    answerable_share: float = Field(0.2, ge=0, le=1, description="share of contexts asked in the answerable form "
-                                                                 "(self-route); half the questions about absent people")
-    balance: float = Field(0.5, ge=0, le=1, description="1: every combination of the boolean answer fields "
-                                                        "equally often; 0: as the split draws them")
+    answerable_share: float = Field(
+        0.2,
+        ge=0,
+        le=1,
+        description="share of contexts asked in the answerable form "
+        "(self-route); half the questions about absent people",
+    )
+    balance: float = Field(
+        0.5,
+        ge=0,
+        le=1,
+        description="1: every combination of the boolean answer fields equally often; 0: as the split draws them",
+    )
     seed: int = 0
 
     @model_validator(mode="after")
@@ -57,8 +71,11 @@ class FinetuneConfig(BaseModel):
     rank: int = Field(16, ge=1)
     alpha: float = Field(32.0, gt=0)
     targets: list[str] = Field(default_factory=lambda: list(LORA_TARGETS))
-    bf16: bool = Field(True, description="frozen base in bfloat16, matmuls under bfloat16 autocast (LoRA factors and "
-                                         "optimizer stay float32); False: everything float32")
+    bf16: bool = Field(
+        True,
+        description="frozen base in bfloat16, matmuls under bfloat16 autocast (LoRA factors and "
+        "optimizer stay float32); False: everything float32",
+    )
     eval_n: int = Field(16, ge=0, description="test-split contexts whose answer loss is reported at the end")
     checkpoint_every: int = Field(25, ge=1)
     threads: int | None = Field(None, description="torch threads; default: every allowed CPU")

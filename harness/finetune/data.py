@@ -93,8 +93,10 @@ def build_strategies(names: Sequence[str], cache_dir: Path, count_tokens) -> lis
         name, raw = parse_spec(spec)
         cls = registry.get("strategy", name)
         if not issubclass(cls, OneShot):
-            raise UsageError(f"--strategies: {name} makes several model calls; training contexts are shown by "
-                             "one-shot strategies (full-context, rag-*)")
+            raise UsageError(
+                f"--strategies: {name} makes several model calls; training contexts are shown by "
+                "one-shot strategies (full-context, rag-*)"
+            )
         out.append(cls(build_params(cls.Params, raw, f"strategy {spec}"), resources))
     if not out:
         raise UsageError("--strategies: give at least one strategy")
@@ -167,10 +169,14 @@ class ExampleBuilder:
                 if asked:
                     break
             else:
-                raise UsageError(f"{strategy.label} never showed a whole needle at {length} tokens; "
-                                 "training contexts could not be drawn")
-            out += [self.example(q, seed, split, strategy, context, answerable, shown, group)
-                    for q, seed, context, shown in asked]
+                raise UsageError(
+                    f"{strategy.label} never showed a whole needle at {length} tokens; "
+                    "training contexts could not be drawn"
+                )
+            out += [
+                self.example(q, seed, split, strategy, context, answerable, shown, group)
+                for q, seed, context, shown in asked
+            ]
         return out
 
     def _ask(self, rng: random.Random, split: str, length: int, depth: float, strategy, answerable: bool):
@@ -185,15 +191,25 @@ class ExampleBuilder:
         if answerable:  # people from another draw of the split, asked about this context
             other, other_scen, _ = self._draw(rng, split, length, depth)
             here = {d.text for d in sample.documents}
-            absent = [sample.model_copy(update={"id": f"{sample.id}/absent/{q.subject}", "question": q.question,
-                                                "subject": q.subject, "gold": q.gold, "gold_ids": []})
-                      for q in other_scen.questions(other)
-                      if not here & {d.text for d in q.documents if d.id in q.gold_ids}]
+            absent = [
+                sample.model_copy(
+                    update={
+                        "id": f"{sample.id}/absent/{q.subject}",
+                        "question": q.question,
+                        "subject": q.subject,
+                        "gold": q.gold,
+                        "gold_ids": [],
+                    }
+                )
+                for q in other_scen.questions(other)
+                if not here & {d.text for d in q.documents if d.id in q.gold_ids}
+            ]
         if answerable and not packable:  # one question: present or absent, even odds
             present, absent = ([], absent) if rng.random() < 0.5 else (present, [])
             k = 1
-        asked = [(q, True) for q in self._pick(rng, present, k - k // 2 if answerable else k, balanced)] \
-            if present else []
+        asked = (
+            [(q, True) for q in self._pick(rng, present, k - k // 2 if answerable else k, balanced)] if present else []
+        )
         n_absent = min(len(absent), len(asked) if packable else 1)  # as many absent as present ones
         asked += [(q, False) for q in rng.sample(absent, n_absent)]
         out = []
@@ -205,8 +221,17 @@ class ExampleBuilder:
             out.append((q, seed, view.context, shown))
         return out
 
-    def example(self, sample: Sample, seed: int, split: str, strategy, context: str, answerable: bool,
-                shown: bool, group: int = 0) -> Example:
+    def example(
+        self,
+        sample: Sample,
+        seed: int,
+        split: str,
+        strategy,
+        context: str,
+        answerable: bool,
+        shown: bool,
+        group: int = 0,
+    ) -> Example:
         scen = self.scenario
         if answerable:
             instructions = self.answerable_instructions
@@ -216,13 +241,27 @@ class ExampleBuilder:
             target = answer_text(wire_answer(scen, sample.gold))
         prompt = build_prompt(instructions, [], context, sample.question)
         ids = [d.id for d in sample.documents]
-        depth = round(100 * ids.index(sample.gold_ids[0]) / max(1, len(ids) - 1), 1) if shown and sample.gold_ids \
-            and sample.gold_ids[0] in ids else None
+        depth = (
+            round(100 * ids.index(sample.gold_ids[0]) / max(1, len(ids) - 1), 1)
+            if shown and sample.gold_ids and sample.gold_ids[0] in ids
+            else None
+        )
         return Example(
-            split=split, group=group, form="answerable" if answerable else "answer", needle_shown=shown,
-            strategy=strategy.label, sample_id=sample.id, seed=seed, subject=sample.subject, length=sample.length,
-            depth=depth, context_tokens=sample.context_tokens, prompt=prompt.text, messages=prompt.messages,
-            target=target, gold=sample.gold if shown else None,
+            split=split,
+            group=group,
+            form="answerable" if answerable else "answer",
+            needle_shown=shown,
+            strategy=strategy.label,
+            sample_id=sample.id,
+            seed=seed,
+            subject=sample.subject,
+            length=sample.length,
+            depth=depth,
+            context_tokens=sample.context_tokens,
+            prompt=prompt.text,
+            messages=prompt.messages,
+            target=target,
+            gold=sample.gold if shown else None,
         )
 
 

@@ -24,10 +24,27 @@ from harness.finetune.data import Example, ExampleBuilder, build_scenario, build
 
 
 def row(example: Example, scenario: str) -> dict[str, Any]:
-    meta = example.model_dump(include={"group", "form", "needle_shown", "strategy", "length", "depth",
-                                       "context_tokens", "subject", "sample_id", "seed"})
-    return {"messages": example.chat(), "prompt": example.prompt, "completion": example.target,
-            "split": example.split, "meta": {"scenario": scenario, **meta}}
+    meta = example.model_dump(
+        include={
+            "group",
+            "form",
+            "needle_shown",
+            "strategy",
+            "length",
+            "depth",
+            "context_tokens",
+            "subject",
+            "sample_id",
+            "seed",
+        }
+    )
+    return {
+        "messages": example.chat(),
+        "prompt": example.prompt,
+        "completion": example.target,
+        "split": example.split,
+        "meta": {"scenario": scenario, **meta},
+    }
 
 
 def length_bucket(length: int, data: DataConfig) -> str:
@@ -36,7 +53,7 @@ def length_bucket(length: int, data: DataConfig) -> str:
         return f"{length:,}"
     lo, hi = data.lengths
     k = int(math.log2(max(length, lo) / lo)) if length >= lo else 0
-    a, b = lo * 2 ** k, min(hi, lo * 2 ** (k + 1))
+    a, b = lo * 2**k, min(hi, lo * 2 ** (k + 1))
     return f"{a:,}-{b:,}"
 
 
@@ -47,13 +64,23 @@ def token_stats(examples: Sequence[Example], data: DataConfig, tokenizer) -> lis
     for e in examples:
         groups.setdefault((e.split, length_bucket(e.length, data)), []).append(e)
     out = []
-    for (split, band), rows in sorted(groups.items(), key=lambda kv: (kv[0][0] != "train", min(e.length for e in kv[1]))):
+    for (split, band), rows in sorted(
+        groups.items(), key=lambda kv: (kv[0][0] != "train", min(e.length for e in kv[1]))
+    ):
         prompt = [len(ids) for ids in tokenizer([e.prompt for e in rows]).input_ids]
         answer = [len(ids) + 1 for ids in tokenizer([e.target for e in rows], add_special_tokens=False).input_ids]
-        out.append({"split": split, "length": band, "rows": len(rows),
-                    "prompt_mean": round(statistics.mean(prompt)), "prompt_max": max(prompt),
-                    "answer_mean": round(statistics.mean(answer), 1), "answer_max": max(answer),
-                    "tokens": sum(prompt) + sum(answer)})
+        out.append(
+            {
+                "split": split,
+                "length": band,
+                "rows": len(rows),
+                "prompt_mean": round(statistics.mean(prompt)),
+                "prompt_max": max(prompt),
+                "answer_mean": round(statistics.mean(answer), 1),
+                "answer_max": max(answer),
+                "tokens": sum(prompt) + sum(answer),
+            }
+        )
     return out
 
 

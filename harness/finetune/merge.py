@@ -30,11 +30,11 @@ from typing import Any
 
 from harness.endpoints.embedded import (
     _MARKER,
-    _fsync_dir,
     _file_lock,
-    is_complete,
+    _fsync_dir,
     cache_dir,
     child_env,
+    is_complete,
     prepare_embedded_model,
 )
 from harness.errors import EndpointError, UsageError
@@ -84,8 +84,11 @@ def read_provenance(adapter: Path | str) -> dict[str, Any]:
 
 def merged_model_dir(adapter: Path | str, cache: Path | None = None) -> Path:
     info = read_provenance(adapter)
-    return Path(cache if cache is not None else cache_dir()) / "models" / (
-        f"{info['served_name']}-{info['adapter_sha256'][:12]}-hf")
+    return (
+        Path(cache if cache is not None else cache_dir())
+        / "models"
+        / (f"{info['served_name']}-{info['adapter_sha256'][:12]}-hf")
+    )
 
 
 def prepare_merged_model(adapter: Path | str, cache: Path | None = None) -> Path:
@@ -107,8 +110,13 @@ def prepare_merged_model(adapter: Path | str, cache: Path | None = None) -> Path
         try:
             t0 = time.monotonic()
             out = tmp / "model"
-            proc = subprocess.run([sys.executable, "-c", _MERGE_SCRIPT, str(base), str(adapter), str(out)],
-                                  env=child_env(), stdin=subprocess.DEVNULL, capture_output=True, text=True)
+            proc = subprocess.run(
+                [sys.executable, "-c", _MERGE_SCRIPT, str(base), str(adapter), str(out)],
+                env=child_env(),
+                stdin=subprocess.DEVNULL,
+                capture_output=True,
+                text=True,
+            )
             if proc.returncode != 0:
                 lines = [ln.strip() for ln in (proc.stderr or "").splitlines() if ln.strip()]
                 raise EndpointError(f"merging {adapter} failed: {lines[-1] if lines else proc.returncode}")
@@ -117,8 +125,14 @@ def prepare_merged_model(adapter: Path | str, cache: Path | None = None) -> Path
             for entry in out.iterdir():
                 entry.chmod(0o666 & ~umask)
             (out / PROVENANCE).write_text(json.dumps(info, indent=2) + "\n")
-            marker = {"format": 1, "dtype": "bfloat16", "base": str(base), "adapter": info["adapter_path"],
-                      "adapter_sha256": info["adapter_sha256"], "seconds": round(time.monotonic() - t0, 1)}
+            marker = {
+                "format": 1,
+                "dtype": "bfloat16",
+                "base": str(base),
+                "adapter": info["adapter_path"],
+                "adapter_sha256": info["adapter_sha256"],
+                "seconds": round(time.monotonic() - t0, 1),
+            }
             (out / (_MARKER + ".tmp")).write_text(json.dumps(marker, indent=2) + "\n")
             os.replace(out / (_MARKER + ".tmp"), out / _MARKER)
             _fsync_dir(out)

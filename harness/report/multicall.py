@@ -55,17 +55,20 @@ def agent_rows(records: Sequence[Record]) -> list[dict[str, Any]]:
         for r in rs:
             if r.limit:
                 limits[r.limit] = limits.get(r.limit, 0) + 1
-        out.append({
-            "strategy": strategy, "n": n,
-            "steps": sum(sum(s.kind in TOOL_STEPS for s in r.steps) for r in rs) / n,
-            "calls": sum(r.n_calls for r in rs) / n,
-            "searched_subject": sum(bool(r.shown.retrieval.get("searched_subject")) for r in rs) / n,
-            "needle_found": sum(bool(r.shown.retrieval.get("needle_retrieved")) for r in rs) / n,
-            "limited": sum(bool(r.limit) for r in rs) / n,
-            "limits": limits,
-            "correct": outcomes.count("correct"),
-            **{f: outcomes.count(f) for f in FAILURES},
-        })
+        out.append(
+            {
+                "strategy": strategy,
+                "n": n,
+                "steps": sum(sum(s.kind in TOOL_STEPS for s in r.steps) for r in rs) / n,
+                "calls": sum(r.n_calls for r in rs) / n,
+                "searched_subject": sum(bool(r.shown.retrieval.get("searched_subject")) for r in rs) / n,
+                "needle_found": sum(bool(r.shown.retrieval.get("needle_retrieved")) for r in rs) / n,
+                "limited": sum(bool(r.limit) for r in rs) / n,
+                "limits": limits,
+                "correct": outcomes.count("correct"),
+                **{f: outcomes.count(f) for f in FAILURES},
+            }
+        )
     return out
 
 

@@ -72,8 +72,16 @@ def _resample(x: np.ndarray, level: float) -> tuple[np.ndarray, np.ndarray]:
         warnings.simplefilter("ignore")
         out = None
         for method in ("BCa", "percentile"):
-            res = stats.bootstrap((x,), _mean, n_resamples=RESAMPLES, confidence_level=level, method=method,
-                                  axis=0, random_state=SEED, vectorized=True)
+            res = stats.bootstrap(
+                (x,),
+                _mean,
+                n_resamples=RESAMPLES,
+                confidence_level=level,
+                method=method,
+                axis=0,
+                random_state=SEED,
+                vectorized=True,
+            )
             lo, hi = np.asarray(res.confidence_interval.low, float), np.asarray(res.confidence_interval.high, float)
             if out is None:
                 out = (lo, hi)
@@ -90,8 +98,8 @@ def _resample(x: np.ndarray, level: float) -> tuple[np.ndarray, np.ndarray]:
 # differences: every needle with a non-zero difference when the differences are all distinct (34
 # needles), far more when they repeat (per-needle accuracies are multiples of 1 / (fields x depths),
 # so their sums take few distinct values). Past it, Monte Carlo over MC_RESAMPLES sign patterns.
-EXACT_LIMIT = 2 ** 17
-MC_RESAMPLES = 2 ** 16
+EXACT_LIMIT = 2**17
+MC_RESAMPLES = 2**16
 
 
 @dataclass
@@ -167,7 +175,7 @@ def _null_halves(x: np.ndarray):
         for key, k in zip(keys, counts.tolist()):  # Python ints: 2 ** k must not overflow
             step = key * scale * (k - 2 * np.arange(k + 1))
             vals = (vals[:, None] + step[None, :]).ravel()
-            binom = np.array([math.comb(k, j) / 2 ** k for j in range(k + 1)])  # correctly rounded
+            binom = np.array([math.comb(k, j) / 2**k for j in range(k + 1)])  # correctly rounded
             probs = (probs[:, None] * binom[None, :]).ravel()
             _, first, inv = np.unique(np.round(vals / scale, 9), return_index=True, return_inverse=True)
             probs = np.bincount(inv.ravel(), weights=probs)
@@ -181,7 +189,7 @@ def _null_halves(x: np.ndarray):
 def _monte_carlo(x: np.ndarray, t: float, tie: float, alternative: str) -> float:
     """p from MC_RESAMPLES random sign patterns (seeded), counting the observed one in."""
     rng = np.random.default_rng(SEED)
-    hits, chunk = 0, max(1, min(MC_RESAMPLES, 2 ** 22 // x.size))
+    hits, chunk = 0, max(1, min(MC_RESAMPLES, 2**22 // x.size))
     for start in range(0, MC_RESAMPLES, chunk):
         k = min(chunk, MC_RESAMPLES - start)
         null = (rng.integers(0, 2, size=(k, x.size)) * 2.0 - 1.0) @ x  # floats: a BLAS product
@@ -224,8 +232,9 @@ class Paired:
         return dict(self.__dict__)
 
 
-def paired(a: Sequence[float], b: Sequence[float], *, alpha: float = 0.05, tolerance: float = 0.02,
-           level: float = LEVEL) -> Paired:
+def paired(
+    a: Sequence[float], b: Sequence[float], *, alpha: float = 0.05, tolerance: float = 0.02, level: float = LEVEL
+) -> Paired:
     """Compare per-needle accuracies `a` and `b` (same needles, same order).
 
     status: "equivalent" when the data shows |A - B| < tolerance (TOST at `alpha`); else "better" or
@@ -235,8 +244,13 @@ def paired(a: Sequence[float], b: Sequence[float], *, alpha: float = 0.05, toler
     return paired_family([(a, b)], alpha=alpha, tolerance=tolerance, level=level)[0]
 
 
-def paired_family(pairs: Sequence[tuple[Sequence[float], Sequence[float]]], *, alpha: float = 0.05,
-                  tolerance: float = 0.02, level: float = LEVEL) -> list[Paired]:
+def paired_family(
+    pairs: Sequence[tuple[Sequence[float], Sequence[float]]],
+    *,
+    alpha: float = 0.05,
+    tolerance: float = 0.02,
+    level: float = LEVEL,
+) -> list[Paired]:
     """Several comparisons made together (the best strategy against each other one at a length).
 
     Each is tested as in `paired`, then its p's are Holm-adjusted over the family and the status
@@ -266,8 +280,22 @@ def paired_family(pairs: Sequence[tuple[Sequence[float], Sequence[float]]], *, a
         else:  # planned as if at the strictest step of Holm's ladder: alpha / m
             status, more = "undecided", more_needles(d, alpha / m, tolerance)
         method = t.method if not t.exact else e.method
-        out.append(Paired(n, diff, lo, hi, t.p, e.p, status, more, p_holm=p_h, p_equivalent_holm=eq_h,
-                          comparisons=m, method=method))
+        out.append(
+            Paired(
+                n,
+                diff,
+                lo,
+                hi,
+                t.p,
+                e.p,
+                status,
+                more,
+                p_holm=p_h,
+                p_equivalent_holm=eq_h,
+                comparisons=m,
+                method=method,
+            )
+        )
     return out
 
 

@@ -69,8 +69,18 @@ def frame(records: Sequence[Record], fields: Sequence[str]) -> pd.DataFrame:
     return df
 
 
-_NUMERIC = ("needle_retrieved", "gold_recall", "needle_rank", "needle_coverage", "needle_partial", "tokens_retrieved", "prompt_tokens", "completion_tokens", "latency_s",
-            "routed_long")
+_NUMERIC = (
+    "needle_retrieved",
+    "gold_recall",
+    "needle_rank",
+    "needle_coverage",
+    "needle_partial",
+    "tokens_retrieved",
+    "prompt_tokens",
+    "completion_tokens",
+    "latency_s",
+    "routed_long",
+)
 
 
 def needle_seen(record: Record) -> bool | None:
@@ -123,8 +133,16 @@ def attribution(df: pd.DataFrame, fields: Sequence[str], order: Sequence[str]) -
         part = df[df["strategy"] == strategy]
         for f in fields:
             miss, partial, read = (int(part[f"_{w}_{f}"].sum()) for w in ("miss", "part", "read"))
-            out.append({"strategy": strategy, "field": f, "wrong": miss + partial + read,
-                        "retrieval_misses": miss, "partial_misses": partial, "reading_errors": read})
+            out.append(
+                {
+                    "strategy": strategy,
+                    "field": f,
+                    "wrong": miss + partial + read,
+                    "retrieval_misses": miss,
+                    "partial_misses": partial,
+                    "reading_errors": read,
+                }
+            )
     return out
 
 
@@ -171,13 +189,24 @@ def null_baseline(scenario, golds: Sequence[dict[str, Any]], null: dict[str, Any
     return out
 
 
-def summarize(records: Sequence[Record | dict[str, Any]], scenario, null_answer: dict[str, Any] | None = None) -> dict[str, Any]:
+def summarize(
+    records: Sequence[Record | dict[str, Any]], scenario, null_answer: dict[str, Any] | None = None
+) -> dict[str, Any]:
     records = as_records(records)
     fields = list(scenario.fields)
     df = frame(records, fields)
     if df.empty:
-        return {"fields": fields, "by_strategy_length": [], "by_strategy": [], "by_cell": [], "per_needle": {},
-                "null_baseline": {}, "attribution": [], "agents": [], "routes": []}
+        return {
+            "fields": fields,
+            "by_strategy_length": [],
+            "by_strategy": [],
+            "by_cell": [],
+            "per_needle": {},
+            "null_baseline": {},
+            "attribution": [],
+            "agents": [],
+            "routes": [],
+        }
     aggs = {
         "n": ("score", "size"),
         "accuracy": ("score", "mean"),
@@ -207,8 +236,11 @@ def summarize(records: Sequence[Record | dict[str, Any]], scenario, null_answer:
     order = list(dict.fromkeys(df["strategy"]))
     by_sl = df.groupby(["strategy", "length"], sort=False).agg(**aggs).reset_index()
     by_s = df.groupby("strategy", sort=False).agg(**aggs).reset_index()
-    by_cell = df.groupby(["strategy", "length", "depth"], sort=False).agg(
-        n=("score", "size"), accuracy=("score", "mean")).reset_index()
+    by_cell = (
+        df.groupby(["strategy", "length", "depth"], sort=False)
+        .agg(n=("score", "size"), accuracy=("score", "mean"))
+        .reset_index()
+    )
     scored = ["accuracy", *fields]
     df["accuracy"] = df["score"]
     by_sl = with_intervals(by_sl, df, ["strategy", "length"], scored)
@@ -244,8 +276,9 @@ def write_summary(summary: dict[str, Any], run_dir: Path) -> None:
     pd.DataFrame(rows).to_csv(run_dir / "summary.csv", index=False, float_format="%.4f")
 
 
-def summarize_run(store, scenario, *, prices: dict[str, Any] | None = None, tolerance: float | None = None,
-                  alpha: float | None = None):
+def summarize_run(
+    store, scenario, *, prices: dict[str, Any] | None = None, tolerance: float | None = None, alpha: float | None = None
+):
     """The whole summary of a run folder: accuracy, grounding, money, ragas faithfulness, verdict.
 
     Recomputed from the folder alone (records.jsonl, samples.jsonl + corpus.jsonl, config.yaml,
@@ -268,23 +301,30 @@ def summarize_run(store, scenario, *, prices: dict[str, Any] | None = None, tole
     summary["null_source"] = saved.get("null_source")  # whose labels chance level comes from, in words
     has_rules = grounding.annotate(records, samples, scenario)
     g = grounding.grounding_summary(records, scenario.fields)
-    model = (saved.get("endpoint") or {}).get("model") or ((saved.get("config") or {}).get("endpoint") or {}).get("model")
+    model = (saved.get("endpoint") or {}).get("model") or ((saved.get("config") or {}).get("endpoint") or {}).get(
+        "model"
+    )
     table = prices if prices is not None else cost.load_prices()
     c = cost.cost_summary(records, model, table, cost.run_hardware(saved))
     price = c.pop("price_obj")
     for r in records:
         r.cost = cost.query_cost(r, price)  # in memory, for the report's per-query table
     f = faithfulness.faithfulness_summary(records, faithfulness.read_results(store.path))
-    for part, key in (("by_strategy_length", lambda r: (r["strategy"], r["length"])),
-                      ("by_strategy", lambda r: r["strategy"])):
+    for part, key in (
+        ("by_strategy_length", lambda r: (r["strategy"], r["length"])),
+        ("by_strategy", lambda r: r["strategy"]),
+    ):
         for row in summary[part]:
             k = key(row)
             row.update(g[part].get(k) or {})
             row.update(c[part].get(k) or {})
             if f["available"]:
                 row.update(f[part].get(k) or {})
-    summary["grounding"] = {"available": has_rules, "classes": list(grounding.CLASSES),
-                            "by_strategy_field": g["by_strategy_field"]}
+    summary["grounding"] = {
+        "available": has_rules,
+        "classes": list(grounding.CLASSES),
+        "by_strategy_field": g["by_strategy_field"],
+    }
     summary["cost"] = {k: c[k] for k in ("model", "price", "full_context", "notes")}
     add_costs(summary.get("routes") or [], summary["by_strategy"], c["full_context"])
     summary["faithfulness"] = {"available": f["available"]}
@@ -297,8 +337,7 @@ def summarize_run(store, scenario, *, prices: dict[str, Any] | None = None, tole
     from harness.endpoints.pool import replica_summary
 
     summary["replicas"] = replica_summary(store.path)  # a pool's requests per replica (replicas.jsonl)
-    summary["run"] = {"run_id": saved.get("run_id"), "endpoint": saved.get("endpoint"),
-                      "config": saved.get("config")}
+    summary["run"] = {"run_id": saved.get("run_id"), "endpoint": saved.get("endpoint"), "config": saved.get("config")}
     summary["tolerance"] = tolerance
     summary["alpha"] = level["alpha"]
     summary["level"] = level

@@ -142,21 +142,26 @@ def fields_table(summary: dict[str, Any]) -> Table:
 
 def retrieval_table(summary: dict[str, Any]) -> Table:
     """Needle recall, tokens retrieved, and each strategy's wrong fields split by cause."""
+
     def share(s: dict[str, Any]) -> str:
         wrong, miss = s.get("wrong_fields"), s.get("retrieval_misses")
         return _pct(miss / wrong) if wrong and _real(miss) else "-"
 
-    return _table("retrieval and error attribution (wrong fields, all lengths)", summary["by_strategy"], [
-        Col("needle recall %", lambda s: _pct(s.get("needle_recall"))),
-        Col("needle partly shown %", lambda s: _pct(s.get("needle_partial"))),
-        Col("first needle rank", lambda s: _num(s.get("needle_rank"), "{:.1f}")),
-        Col("tok retrieved/q", lambda s: _num(s.get("tokens_retrieved"))),
-        Col("wrong fields", lambda s: _num(s.get("wrong_fields"))),
-        Col("retrieval miss", lambda s: _num(s.get("retrieval_misses"))),
-        Col("partial miss", lambda s: _num(s.get("partial_misses"))),
-        Col("reading error", lambda s: _num(s.get("reading_errors"))),
-        Col("miss share %", share),
-    ])
+    return _table(
+        "retrieval and error attribution (wrong fields, all lengths)",
+        summary["by_strategy"],
+        [
+            Col("needle recall %", lambda s: _pct(s.get("needle_recall"))),
+            Col("needle partly shown %", lambda s: _pct(s.get("needle_partial"))),
+            Col("first needle rank", lambda s: _num(s.get("needle_rank"), "{:.1f}")),
+            Col("tok retrieved/q", lambda s: _num(s.get("tokens_retrieved"))),
+            Col("wrong fields", lambda s: _num(s.get("wrong_fields"))),
+            Col("retrieval miss", lambda s: _num(s.get("retrieval_misses"))),
+            Col("partial miss", lambda s: _num(s.get("partial_misses"))),
+            Col("reading error", lambda s: _num(s.get("reading_errors"))),
+            Col("miss share %", share),
+        ],
+    )
 
 
 def _money(x: float | None) -> str:
@@ -172,42 +177,69 @@ def cost_table(summary: dict[str, Any]) -> Table:
     title = "money" + (f" ({price['describe']})" if price.get("describe") else "")
 
     def per_length(L: int) -> Col:
-        return Col(f"$/1k q {L:,}", lambda s: _money(cell[(s["strategy"], L)].get("cost_per_1k"))
-                   if (s["strategy"], L) in cell else "-")
+        return Col(
+            f"$/1k q {L:,}",
+            lambda s: _money(cell[(s["strategy"], L)].get("cost_per_1k")) if (s["strategy"], L) in cell else "-",
+        )
 
     def ratio(s: dict[str, Any]) -> str:
         r = s.get("cost_ratio_full_context")
         return f"{r:.2f}x" if _real(r) else "-"
 
-    return _table(title, summary["by_strategy"], [
-        *[per_length(L) for L in _lengths(summary)],
-        Col("$/1k q all", lambda s: _money(s.get("cost_per_1k")), "bold"),
-        Col("$/correct field", lambda s: _money(s.get("cost_per_correct_field"))),
-        Col("cached tok/q", lambda s: _num(s.get("cached_tokens"))),
-        Col("full ctx ÷ this", ratio),
-    ])
+    return _table(
+        title,
+        summary["by_strategy"],
+        [
+            *[per_length(L) for L in _lengths(summary)],
+            Col("$/1k q all", lambda s: _money(s.get("cost_per_1k")), "bold"),
+            Col("$/correct field", lambda s: _money(s.get("cost_per_correct_field"))),
+            Col("cached tok/q", lambda s: _num(s.get("cached_tokens"))),
+            Col("full ctx ÷ this", ratio),
+        ],
+    )
 
 
 def grounding_table(summary: dict[str, Any]) -> Table:
     """Judge-free grounding per strategy and length: rates per field of a valid answer."""
-    rates = [("grounded claims %", "grounded_rate"), ("misread (needle) %", "misread_rate"),
-             ("distractor %", "distractor_rate"), ("hallucination %", "hallucination_rate"),
-             ("omitted %", "omitted_rate")]
-    return _table("grounding (judge-free): % of answered fields; wrong fields by where the value came from",
-                  summary["by_strategy_length"],
-                  [*[Col(h, lambda r, k=k: _pct(r.get(k))) for h, k in rates],
-                   Col("invalid answers", lambda r: _num(r.get("invalid_answers"))),
-                   Col("rule errors", lambda r: _num(r.get("grounding_errors")))], length=True)
+    rates = [
+        ("grounded claims %", "grounded_rate"),
+        ("misread (needle) %", "misread_rate"),
+        ("distractor %", "distractor_rate"),
+        ("hallucination %", "hallucination_rate"),
+        ("omitted %", "omitted_rate"),
+    ]
+    return _table(
+        "grounding (judge-free): % of answered fields; wrong fields by where the value came from",
+        summary["by_strategy_length"],
+        [
+            *[Col(h, lambda r, k=k: _pct(r.get(k))) for h, k in rates],
+            Col("invalid answers", lambda r: _num(r.get("invalid_answers"))),
+            Col("rule errors", lambda r: _num(r.get("grounding_errors"))),
+        ],
+        length=True,
+    )
 
 
 def faithfulness_table(summary: dict[str, Any]) -> Table:
     """ragas Faithfulness: the mean of the scored queries, and every query that was not scored."""
-    counts = [("scored", "ragas_scored"), ("NaN", "ragas_nan"), ("parse fail", "ragas_parse_failure"),
-              ("truncated", "ragas_truncated"), ("errors", "ragas_error"), ("skipped", "ragas_skipped"),
-              ("not judged", "ragas_missing")]
-    return _table("ragas faithfulness (judge): mean of scored queries; failures counted", summary["by_strategy_length"],
-                  [Col("faithfulness", lambda r: _num(r.get("ragas_faithfulness"), "{:.3f}")),
-                   *[Col(h, lambda r, k=k: _num(r.get(k))) for h, k in counts]], length=True)
+    counts = [
+        ("scored", "ragas_scored"),
+        ("NaN", "ragas_nan"),
+        ("parse fail", "ragas_parse_failure"),
+        ("truncated", "ragas_truncated"),
+        ("errors", "ragas_error"),
+        ("skipped", "ragas_skipped"),
+        ("not judged", "ragas_missing"),
+    ]
+    return _table(
+        "ragas faithfulness (judge): mean of scored queries; failures counted",
+        summary["by_strategy_length"],
+        [
+            Col("faithfulness", lambda r: _num(r.get("ragas_faithfulness"), "{:.3f}")),
+            *[Col(h, lambda r, k=k: _num(r.get(k))) for h, k in counts],
+        ],
+        length=True,
+    )
 
 
 def window_text(window: int | None, launch: dict[str, Any] | None) -> str:
@@ -237,25 +269,37 @@ def server_table(summary: dict[str, Any]) -> Table:
         title += f", vLLM {srv['server_version']}"
     if m.get("available") and m.get("exclusive") is False:
         title += " (shared server: /metrics include other clients' requests)"
-    return _table(title, summary["by_strategy"], [
-        Col("prefix-cache hit %", lambda s: _pct(s.get("prefix_cache_hit_rate"))),
-        Col("prefill s", lambda s: _num(s.get("prefill_s"), "{:.1f}")),
-        Col("prefill s/q", lambda s: _num(s.get("prefill_s_per_query"), "{:.2f}")),
-        Col("TTFT s/q", lambda s: _num(s.get("ttft_s"), "{:.2f}")),
-        Col("prefill tok/s", lambda s: _num(s.get("prefill_tok_per_s"))),
-        Col("prompt tok (server)", lambda s: _num(s.get("server_prompt_tokens"))),
-    ])
+    return _table(
+        title,
+        summary["by_strategy"],
+        [
+            Col("prefix-cache hit %", lambda s: _pct(s.get("prefix_cache_hit_rate"))),
+            Col("prefill s", lambda s: _num(s.get("prefill_s"), "{:.1f}")),
+            Col("prefill s/q", lambda s: _num(s.get("prefill_s_per_query"), "{:.2f}")),
+            Col("TTFT s/q", lambda s: _num(s.get("ttft_s"), "{:.2f}")),
+            Col("prefill tok/s", lambda s: _num(s.get("prefill_tok_per_s"))),
+            Col("prompt tok (server)", lambda s: _num(s.get("server_prompt_tokens"))),
+        ],
+    )
 
 
 def replica_table(summary: dict[str, Any]) -> Table:
     """A pool of endpoints: what each replica answered, failed and handed on."""
-    t = Table(title="replicas: requests answered per endpoint (moved: sent again elsewhere after the "
-                    "replica was lost)", title_justify="left")
+    t = Table(
+        title="replicas: requests answered per endpoint (moved: sent again elsewhere after the replica was lost)",
+        title_justify="left",
+    )
     for c in ("endpoint", "in flight cap", "requests", "errors", "moved", "taken out"):
         t.add_column(c, justify="left" if c == "endpoint" else "right")
     for r in summary["replicas"]:
-        t.add_row(r["url"], _num(r.get("cap")), _num(r.get("requests")), _num(r.get("errors")), _num(r.get("moved")),
-                  _num(r.get("taken_out")))
+        t.add_row(
+            r["url"],
+            _num(r.get("cap")),
+            _num(r.get("requests")),
+            _num(r.get("errors")),
+            _num(r.get("moved")),
+            _num(r.get("taken_out")),
+        )
     return t
 
 
@@ -269,8 +313,10 @@ def verdict_header(summary: dict[str, Any]) -> str:
     alpha = DEFAULT_ALPHA if alpha is None else float(alpha)
     tol = DEFAULT_TOLERANCE if tol is None else float(tol)
     level = (summary.get("level") or {}).get("text") or f"alpha {alpha:g}"
-    return (f"(mean field accuracy [95% interval over needles]; paired sign-flip tests{method_words(rows)}, {level}; "
-            f"cheapest within {100 * tol:g} points of the best when the data shows it)")
+    return (
+        f"(mean field accuracy [95% interval over needles]; paired sign-flip tests{method_words(rows)}, {level}; "
+        f"cheapest within {100 * tol:g} points of the best when the data shows it)"
+    )
 
 
 def print_verdict(summary: dict[str, Any], console: Console) -> None:
@@ -315,36 +361,44 @@ def print_summary(summary: dict[str, Any], console: Console | None = None) -> No
 
 def agent_table(summary: dict[str, Any]) -> Table:
     """Agents: steps and calls per query, limits, and where the wrong answers went wrong."""
-    return _table("agents: tool steps per query, limits, and where wrong answers went wrong (queries)",
-                  summary["agents"], [
-                      Col("queries", lambda r: _num(r.get("n"))),
-                      Col("steps/q", lambda r: _num(r.get("steps"), "{:.1f}")),
-                      Col("calls/q", lambda r: _num(r.get("calls"), "{:.1f}")),
-                      Col("searched the name %", lambda r: _pct(r.get("searched_subject"))),
-                      Col("found the needle %", lambda r: _pct(r.get("needle_found"))),
-                      Col("stopped by a limit %", lambda r: _pct(r.get("limited"))),
-                      Col("correct", lambda r: _num(r.get("correct"))),
-                      Col("ran out", lambda r: _num(r.get("ran_out"))),
-                      Col("never searched the name", lambda r: _num(r.get("never_searched"))),
-                      Col("searched, not found", lambda r: _num(r.get("not_found"))),
-                      Col("found, misread", lambda r: _num(r.get("misread"))),
-                  ])
+    return _table(
+        "agents: tool steps per query, limits, and where wrong answers went wrong (queries)",
+        summary["agents"],
+        [
+            Col("queries", lambda r: _num(r.get("n"))),
+            Col("steps/q", lambda r: _num(r.get("steps"), "{:.1f}")),
+            Col("calls/q", lambda r: _num(r.get("calls"), "{:.1f}")),
+            Col("searched the name %", lambda r: _pct(r.get("searched_subject"))),
+            Col("found the needle %", lambda r: _pct(r.get("needle_found"))),
+            Col("stopped by a limit %", lambda r: _pct(r.get("limited"))),
+            Col("correct", lambda r: _num(r.get("correct"))),
+            Col("ran out", lambda r: _num(r.get("ran_out"))),
+            Col("never searched the name", lambda r: _num(r.get("never_searched"))),
+            Col("searched, not found", lambda r: _num(r.get("not_found"))),
+            Col("found, misread", lambda r: _num(r.get("misread"))),
+        ],
+    )
 
 
 def route_table(summary: dict[str, Any]) -> Table:
     """Routing strategies: share and accuracy of each route, and cost against always full context."""
+
     def saved(r: dict[str, Any]) -> str:
         v = r.get("saved_vs_full_context")
         return f"{100 * v:.0f}%" if _real(v) else "-"
 
-    return _table("routes: answered from retrieval, or routed to full context", summary["routes"], [
-        Col("queries", lambda r: _num(r.get("n"))),
-        Col("routed to full context %", lambda r: _pct(r.get("share_full-context", 0.0))),
-        Col("acc. via rag %", lambda r: _pct(r.get("accuracy_rag"))),
-        Col("acc. via full context %", lambda r: _pct(r.get("accuracy_full-context"))),
-        Col("route agrees with retrieval %", lambda r: _pct(r.get("route_agrees_with_retrieval"))),
-        Col("$ saved vs full context", saved),
-    ])
+    return _table(
+        "routes: answered from retrieval, or routed to full context",
+        summary["routes"],
+        [
+            Col("queries", lambda r: _num(r.get("n"))),
+            Col("routed to full context %", lambda r: _pct(r.get("share_full-context", 0.0))),
+            Col("acc. via rag %", lambda r: _pct(r.get("accuracy_rag"))),
+            Col("acc. via full context %", lambda r: _pct(r.get("accuracy_full-context"))),
+            Col("route agrees with retrieval %", lambda r: _pct(r.get("route_agrees_with_retrieval"))),
+            Col("$ saved vs full context", saved),
+        ],
+    )
 
 
 def failure_notes(summary: dict[str, Any]) -> list[str]:
@@ -353,10 +407,14 @@ def failure_notes(summary: dict[str, Any]) -> list[str]:
     for s in summary.get("by_strategy") or []:
         n = int(s.get("scoring_errors") or 0)
         if n:
-            out.append(f"{s['strategy']}: the scorer raised on {n} quer{'y' if n == 1 else 'ies'}; their fields are "
-                       "marked wrong and each record's scoring_error says why")
+            out.append(
+                f"{s['strategy']}: the scorer raised on {n} quer{'y' if n == 1 else 'ies'}; their fields are "
+                "marked wrong and each record's scoring_error says why"
+            )
         g = int(s.get("grounding_errors") or 0)
         if g:
-            out.append(f"{s['strategy']}: the grounding rules raised on {g} field(s); counted as rule errors, "
-                       "not as hallucinations")
+            out.append(
+                f"{s['strategy']}: the grounding rules raised on {g} field(s); counted as rule errors, "
+                "not as hallucinations"
+            )
     return out

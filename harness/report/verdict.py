@@ -56,8 +56,14 @@ def _needles(summary: dict[str, Any], strategy: str, length: int) -> dict[str, f
     return ((summary.get("per_needle") or {}).get(strategy) or {}).get(str(length)) or {}
 
 
-def compare_pairs(summary: dict[str, Any], best: dict[str, Any], others: Sequence[dict[str, Any]], length: int,
-                  alpha: float, tolerance: float) -> list[dict[str, Any]]:
+def compare_pairs(
+    summary: dict[str, Any],
+    best: dict[str, Any],
+    others: Sequence[dict[str, Any]],
+    length: int,
+    alpha: float,
+    tolerance: float,
+) -> list[dict[str, Any]]:
     """`best` against each of `others` at `length`, each on the needles both were asked.
 
     The comparisons of one length are one family: their p's are Holm-adjusted together
@@ -71,9 +77,17 @@ def compare_pairs(summary: dict[str, Any], best: dict[str, Any], others: Sequenc
     out = []
     for other, p in zip(others, paired_family(pairs, alpha=alpha, tolerance=tolerance)):
         status = {"better": "worse", "worse": "better"}.get(p.status, p.status)  # said of `other`
-        out.append({"strategy": other["strategy"], "accuracy": other["accuracy"],
-                    "accuracy_lo": other.get("accuracy_lo"), "accuracy_hi": other.get("accuracy_hi"),
-                    "cost_per_1k": _cost(other), **p.as_dict(), "status": status})
+        out.append(
+            {
+                "strategy": other["strategy"],
+                "accuracy": other["accuracy"],
+                "accuracy_lo": other.get("accuracy_lo"),
+                "accuracy_hi": other.get("accuracy_hi"),
+                "cost_per_1k": _cost(other),
+                **p.as_dict(),
+                "status": status,
+            }
+        )
     return out
 
 
@@ -95,13 +109,17 @@ def verdict_level(config: dict[str, Any] | None, alpha: float | None = None) -> 
     plan = AdaptiveConfig(**adaptive).schedule(int(config.get("needles") or RunConfig.model_fields["needles"].default))
     a = float(adaptive.get("alpha", DEFAULT_ALPHA) if alpha is None else alpha)
     looks = len(plan)
-    text = (f"alpha {a / looks:.3g} = {a:.3g} / {looks} planned looks (--until-decided)" if looks > 1
-            else f"alpha {a:.3g} (--until-decided, one planned look)")
+    text = (
+        f"alpha {a / looks:.3g} = {a:.3g} / {looks} planned looks (--until-decided)"
+        if looks > 1
+        else f"alpha {a:.3g} (--until-decided, one planned look)"
+    )
     return {"alpha": a / looks, "family_alpha": a, "looks": looks, "adaptive": True, "text": text}
 
 
-def verdict(summary: dict[str, Any], tolerance: float = DEFAULT_TOLERANCE,
-            alpha: float = DEFAULT_ALPHA) -> list[dict[str, Any]]:
+def verdict(
+    summary: dict[str, Any], tolerance: float = DEFAULT_TOLERANCE, alpha: float = DEFAULT_ALPHA
+) -> list[dict[str, Any]]:
     out = []
     for length, rows in _by_length(summary.get("by_strategy_length") or []).items():
         top = max(r["accuracy"] for r in rows)
@@ -116,28 +134,31 @@ def verdict(summary: dict[str, Any], tolerance: float = DEFAULT_TOLERANCE,
         ratio = None
         if cheap is not None and _cost(best) and _cost(cheap):
             ratio = _cost(best) / _cost(cheap)
-        out.append({
-            "length": length,
-            "best": best["strategy"],
-            "best_accuracy": best["accuracy"],
-            "best_accuracy_lo": best.get("accuracy_lo"),
-            "best_accuracy_hi": best.get("accuracy_hi"),
-            "best_cost_per_1k": _cost(best),
-            "comparisons": comps,
-            "settled": not undecided,
-            "undecided": undecided,
-            "cheapest_within_tolerance": None if cheap is None else cheap["strategy"],
-            "cheapest_accuracy": None if cheap is None else cheap["accuracy"],
-            "cheapest_cost_per_1k": None if cheap is None else _cost(cheap),
-            "cost_ratio": ratio,
-            "candidate": None if near is None or cheap is None or near["strategy"] == cheap["strategy"]
-            else near["strategy"],
-            "choice": (cheap or best)["strategy"],
-            "tolerance": tolerance,
-            "alpha": alpha,
-            "n": best.get("n"),
-            "n_needles": best.get("n_needles"),
-        })
+        out.append(
+            {
+                "length": length,
+                "best": best["strategy"],
+                "best_accuracy": best["accuracy"],
+                "best_accuracy_lo": best.get("accuracy_lo"),
+                "best_accuracy_hi": best.get("accuracy_hi"),
+                "best_cost_per_1k": _cost(best),
+                "comparisons": comps,
+                "settled": not undecided,
+                "undecided": undecided,
+                "cheapest_within_tolerance": None if cheap is None else cheap["strategy"],
+                "cheapest_accuracy": None if cheap is None else cheap["accuracy"],
+                "cheapest_cost_per_1k": None if cheap is None else _cost(cheap),
+                "cost_ratio": ratio,
+                "candidate": None
+                if near is None or cheap is None or near["strategy"] == cheap["strategy"]
+                else near["strategy"],
+                "choice": (cheap or best)["strategy"],
+                "tolerance": tolerance,
+                "alpha": alpha,
+                "n": best.get("n"),
+                "n_needles": best.get("n_needles"),
+            }
+        )
     return out
 
 
@@ -190,11 +211,15 @@ def comparison_line(v: dict[str, Any], c: dict[str, Any]) -> str:
         return f"{c['strategy']} better than {v['best']} {where} by {_pts(-c['diff'])} pts ({p_text(c)})"
     ci = interval(c["diff_lo"], c["diff_hi"])
     if c["status"] == "equivalent":
-        return (f"{v['best']} vs {c['strategy']}: no detectable difference {where} ({_pts(c['diff'], True)} pts"
-                f"{', 95% CI ' + ci if ci else ''}; within ±{100 * v['tolerance']:g} pts, {p_text(c, True)})")
+        return (
+            f"{v['best']} vs {c['strategy']}: no detectable difference {where} ({_pts(c['diff'], True)} pts"
+            f"{', 95% CI ' + ci if ci else ''}; within ±{100 * v['tolerance']:g} pts, {p_text(c, True)})"
+        )
     more = c.get("more_needles")
-    return (f"{v['best']} vs {c['strategy']}: too few samples to tell {where} ({_pts(c['diff'], True)} pts, "
-            f"{p_text(c)}, {c['needles']} needles)" + (f" — about {more} more needles would be needed" if more else ""))
+    return (
+        f"{v['best']} vs {c['strategy']}: too few samples to tell {where} ({_pts(c['diff'], True)} pts, "
+        f"{p_text(c)}, {c['needles']} needles)" + (f" — about {more} more needles would be needed" if more else "")
+    )
 
 
 def verdict_lines(rows: Sequence[dict[str, Any]]) -> list[str]:
@@ -203,9 +228,11 @@ def verdict_lines(rows: Sequence[dict[str, Any]]) -> list[str]:
     for v in rows:
         ci = interval(v.get("best_accuracy_lo"), v.get("best_accuracy_hi"))
         nn = v.get("n_needles")
-        head = (f"{v['length']:,} tokens: most accurate {v['best']} ({_pts(v['best_accuracy'])}%"
-                f"{' ' + ci if ci else ''}, {fmt_money(v['best_cost_per_1k'])}/1k queries"
-                f"{f', {nn} needles' if nn else ''})")
+        head = (
+            f"{v['length']:,} tokens: most accurate {v['best']} ({_pts(v['best_accuracy'])}%"
+            f"{' ' + ci if ci else ''}, {fmt_money(v['best_cost_per_1k'])}/1k queries"
+            f"{f', {nn} needles' if nn else ''})"
+        )
         tol = f"{100 * v['tolerance']:g} pts"
         cheap = v["cheapest_within_tolerance"]
         if cheap is None:
@@ -214,8 +241,10 @@ def verdict_lines(rows: Sequence[dict[str, Any]]) -> list[str]:
             tail = f"; it is also the cheapest within {tol}"
         else:
             ratio = f", {v['cost_ratio']:.1f}x cheaper" if v["cost_ratio"] else ""
-            tail = (f"; cheapest within {tol}: {cheap} "
-                    f"({_pts(v['cheapest_accuracy'])}%, {fmt_money(v['cheapest_cost_per_1k'])}/1k{ratio})")
+            tail = (
+                f"; cheapest within {tol}: {cheap} "
+                f"({_pts(v['cheapest_accuracy'])}%, {fmt_money(v['cheapest_cost_per_1k'])}/1k{ratio})"
+            )
         if v.get("candidate"):
             tail += f"; {v['candidate']} is cheaper and within {tol} on average, but not shown equivalent yet"
         if not v.get("settled", True):
@@ -225,7 +254,9 @@ def verdict_lines(rows: Sequence[dict[str, Any]]) -> list[str]:
     return lines
 
 
-def recommend(summary: dict[str, Any], min_accuracy: float, max_cost_per_1k: float | None = None) -> list[dict[str, Any]]:
+def recommend(
+    summary: dict[str, Any], min_accuracy: float, max_cost_per_1k: float | None = None
+) -> list[dict[str, Any]]:
     """Per length: the cheapest strategy meeting the target, and whether its interval backs that.
 
     The interval is the usual 95% one, except for an --until-decided run (summary["level"]):
@@ -253,45 +284,56 @@ def recommend(summary: dict[str, Any], min_accuracy: float, max_cost_per_1k: flo
         support = None
         maybe: list[str] = []
         if choice is not None:
-            support = one_sided_meets(list(_needles(summary, choice["strategy"], length).values()), min_accuracy,
-                                      conf)
+            support = one_sided_meets(list(_needles(summary, choice["strategy"], length).values()), min_accuracy, conf)
             # Cheaper strategies below the target on average whose interval still reaches it.
-            maybe = [r["strategy"] for r in rows if r not in ok and _cost(r) is not None and _cost(choice) is not None
-                     and _cost(r) < _cost(choice) and upper(r, length) >= min_accuracy
-                     and (max_cost_per_1k is None or _cost(r) <= max_cost_per_1k)]
-        out.append({
-            "length": length,
-            "strategy": None if choice is None else choice["strategy"],
-            "accuracy": None if choice is None else choice["accuracy"],
-            "accuracy_lo": None if choice is None else choice.get("accuracy_lo"),
-            "accuracy_hi": None if choice is None else choice.get("accuracy_hi"),
-            "cost_per_1k": None if choice is None else _cost(choice),
-            "supported": None if support is None else support["sure"],
-            "more_needles": None if support is None else support["more_needles"],
-            "level": conf,  # of the interval that decides `supported` (and `cannot_rule_out`)
-            "level_why": why,
-            "support_lo": None if support is None else support["lo"],
-            "support_hi": None if support is None else support["hi"],
-            "cannot_rule_out": maybe,
-            "closest": closest["strategy"],
-            "closest_accuracy": closest["accuracy"],
-            "closest_cost_per_1k": _cost(closest),
-            "unpriced": unpriced,
-        })
+            maybe = [
+                r["strategy"]
+                for r in rows
+                if r not in ok
+                and _cost(r) is not None
+                and _cost(choice) is not None
+                and _cost(r) < _cost(choice)
+                and upper(r, length) >= min_accuracy
+                and (max_cost_per_1k is None or _cost(r) <= max_cost_per_1k)
+            ]
+        out.append(
+            {
+                "length": length,
+                "strategy": None if choice is None else choice["strategy"],
+                "accuracy": None if choice is None else choice["accuracy"],
+                "accuracy_lo": None if choice is None else choice.get("accuracy_lo"),
+                "accuracy_hi": None if choice is None else choice.get("accuracy_hi"),
+                "cost_per_1k": None if choice is None else _cost(choice),
+                "supported": None if support is None else support["sure"],
+                "more_needles": None if support is None else support["more_needles"],
+                "level": conf,  # of the interval that decides `supported` (and `cannot_rule_out`)
+                "level_why": why,
+                "support_lo": None if support is None else support["lo"],
+                "support_hi": None if support is None else support["hi"],
+                "cannot_rule_out": maybe,
+                "closest": closest["strategy"],
+                "closest_accuracy": closest["accuracy"],
+                "closest_cost_per_1k": _cost(closest),
+                "unpriced": unpriced,
+            }
+        )
     return out
 
 
 def _support(r: dict[str, Any], min_accuracy: float) -> str:
     """Whether the interval backs the choice, and which cheaper ones it cannot rule out."""
     adjusted = bool(r.get("level_why"))
-    ci = interval(*((r.get("support_lo"), r.get("support_hi")) if adjusted else (r.get("accuracy_lo"), r.get("accuracy_hi"))))
+    ci = interval(
+        *((r.get("support_lo"), r.get("support_hi")) if adjusted else (r.get("accuracy_lo"), r.get("accuracy_hi")))
+    )
     pct = f"{100 * r.get('level', LEVEL):.3g}%"
     out = ""
     if r.get("supported"):
         out = f"; the {pct} interval {ci} is above the target"
     elif r.get("supported") is False:
-        out = (f"; on average only: the {pct} interval {ci or '(one needle)'} reaches below the target"
-               + (f" — about {r['more_needles']} more needles would tell" if r.get("more_needles") else ""))
+        out = f"; on average only: the {pct} interval {ci or '(one needle)'} reaches below the target" + (
+            f" — about {r['more_needles']} more needles would tell" if r.get("more_needles") else ""
+        )
     if r.get("cannot_rule_out"):
         out += f"; cheaper {', '.join(r['cannot_rule_out'])} cannot be ruled out (interval reaches the target)"
     if adjusted and out:
@@ -301,18 +343,25 @@ def _support(r: dict[str, Any], min_accuracy: float) -> str:
 
 def recommend_lines(rows: Sequence[dict[str, Any]], min_accuracy: float, max_cost_per_1k: float | None) -> list[str]:
     target = f">= {100 * min_accuracy:.1f}% accuracy" + (
-        f" at <= {fmt_money(max_cost_per_1k)}/1k queries" if max_cost_per_1k is not None else "")
+        f" at <= {fmt_money(max_cost_per_1k)}/1k queries" if max_cost_per_1k is not None else ""
+    )
     lines = []
     for r in rows:
         if r["strategy"] is not None and r["cost_per_1k"] is None:
-            lines.append(f"{r['length']:,} tokens: {r['strategy']} ({100 * r['accuracy']:.1f}%) meets {target}; "
-                         "no price to find the cheapest (pass --prices)" + _support(r, min_accuracy))
+            lines.append(
+                f"{r['length']:,} tokens: {r['strategy']} ({100 * r['accuracy']:.1f}%) meets {target}; "
+                "no price to find the cheapest (pass --prices)" + _support(r, min_accuracy)
+            )
         elif r["strategy"] is not None:
-            lines.append(f"{r['length']:,} tokens: {r['strategy']} ({100 * r['accuracy']:.1f}%, "
-                         f"{fmt_money(r['cost_per_1k'])}/1k queries) is the cheapest that meets {target}"
-                         + _support(r, min_accuracy))
+            lines.append(
+                f"{r['length']:,} tokens: {r['strategy']} ({100 * r['accuracy']:.1f}%, "
+                f"{fmt_money(r['cost_per_1k'])}/1k queries) is the cheapest that meets {target}"
+                + _support(r, min_accuracy)
+            )
         else:
             extra = " (some strategies have no price; pass --prices)" if r["unpriced"] else ""
-            lines.append(f"{r['length']:,} tokens: none meets {target}; closest is {r['closest']} "
-                         f"({100 * r['closest_accuracy']:.1f}%, {fmt_money(r['closest_cost_per_1k'])}/1k){extra}")
+            lines.append(
+                f"{r['length']:,} tokens: none meets {target}; closest is {r['closest']} "
+                f"({100 * r['closest_accuracy']:.1f}%, {fmt_money(r['closest_cost_per_1k'])}/1k){extra}"
+            )
     return lines

@@ -82,9 +82,15 @@ def answerable_instructions(scenario) -> str:
 
 
 def answerable_schema(scenario) -> dict[str, Any]:
-    return {"type": "object", "properties": {"answerable": {"type": "boolean"},
-                                             "answer": {"anyOf": [wire_schema(scenario), {"type": "null"}]}},
-            "required": ["answerable", "answer"], "additionalProperties": False}
+    return {
+        "type": "object",
+        "properties": {
+            "answerable": {"type": "boolean"},
+            "answer": {"anyOf": [wire_schema(scenario), {"type": "null"}]},
+        },
+        "required": ["answerable", "answer"],
+        "additionalProperties": False,
+    }
 
 
 def answerable_answer(scenario, gold: Any | None) -> dict[str, Any]:

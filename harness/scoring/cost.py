@@ -70,7 +70,7 @@ class Price:
         """$ per hour of the machine, for a self-hosted basis."""
         return {"cpu_hour": self.cpu_hour, "gpu_hour": self.gpu_hour}.get(self.basis)
 
-    def on(self, hardware: str | None) -> "Price":
+    def on(self, hardware: str | None) -> Price:
         """This price for a run served on `hardware` ("cpu" or "gpu"; None: unknown, keep the entry's)."""
         import dataclasses
 
@@ -81,8 +81,10 @@ class Price:
     def describe(self) -> str:
         if self.basis == "cpu_hour":
             if self.cpu_hour is None:
-                return (f"{self.model}: self-hosted on CPU, no cpu_hour price (a GPU price x CPU time would be "
-                        "meaningless); pass --prices with cpu_hour")
+                return (
+                    f"{self.model}: self-hosted on CPU, no cpu_hour price (a GPU price x CPU time would be "
+                    "meaningless); pass --prices with cpu_hour"
+                )
             what = f" ({self.cpu_note})" if self.cpu_note else ""
             return f"{self.model}: self-hosted on CPU, ${self.cpu_hour:g}/hour{what} x server-busy time (latency)"
         if self.basis == "gpu_hour":
@@ -107,8 +109,9 @@ def _check_table(table: Any, source: str) -> dict[str, dict[str, Any]]:
             raise UsageError(f"{source}: model {name!r}: hardware must be cpu or gpu")
         hosted = entry.get("gpu_hour") is not None or entry.get("cpu_hour") is not None
         if not hosted and (entry.get("input") is None or entry.get("output") is None):
-            raise UsageError(f"{source}: model {name!r}: give input and output ($ per 1M tokens), "
-                             "or gpu_hour / cpu_hour")
+            raise UsageError(
+                f"{source}: model {name!r}: give input and output ($ per 1M tokens), or gpu_hour / cpu_hour"
+            )
         out[str(name)] = entry
     return out
 
@@ -144,9 +147,17 @@ def find_price(model: str | None, table: dict[str, dict[str, Any]]) -> Price | N
         return None
     e = table[key]
     num = lambda k: None if e.get(k) is None else float(e[k])  # noqa: E731
-    return Price(model=key, input=num("input"), output=num("output"), cached_input=num("cached_input"),
-                 gpu_hour=num("gpu_hour"), cpu_hour=num("cpu_hour"), hardware=e.get("hardware"),
-                 note=str(e.get("note") or ""), cpu_note=str(e.get("cpu_note") or ""))
+    return Price(
+        model=key,
+        input=num("input"),
+        output=num("output"),
+        cached_input=num("cached_input"),
+        gpu_hour=num("gpu_hour"),
+        cpu_hour=num("cpu_hour"),
+        hardware=e.get("hardware"),
+        note=str(e.get("note") or ""),
+        cpu_note=str(e.get("cpu_note") or ""),
+    )
 
 
 def run_hardware(saved: dict[str, Any] | None) -> str | None:
@@ -198,8 +209,12 @@ def _group(records: Sequence[Record], price: Price | None) -> dict[str, Any]:
     }
 
 
-def cost_summary(records: Sequence[Record | dict[str, Any]], model: str | None, prices: dict[str, dict[str, Any]],
-                 hardware: str | None = None) -> dict[str, Any]:
+def cost_summary(
+    records: Sequence[Record | dict[str, Any]],
+    model: str | None,
+    prices: dict[str, dict[str, Any]],
+    hardware: str | None = None,
+) -> dict[str, Any]:
     """Cost columns per (strategy, length) and per strategy, and notes for the report.
 
     `hardware`: where the run's server ran ("cpu"/"gpu", from its launch), which picks a self-hosted
@@ -228,9 +243,9 @@ def cost_summary(records: Sequence[Record | dict[str, Any]], model: str | None, 
         b = row.get("cost_per_query")
         return a / b if a is not None and b else None
 
-    for (name, L), row in sl.items():
+    for (_name, L), row in sl.items():
         row["cost_ratio_full_context"] = ratio(sl.get((fc_label, L)), row) if fc_label else None
-    for name, row in s.items():
+    for row in s.values():
         row["cost_ratio_full_context"] = ratio(s.get(fc_label), row) if fc_label else None
     return {
         "model": model,

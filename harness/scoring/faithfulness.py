@@ -72,8 +72,7 @@ def judge_items(records: Iterable[Record], samples: Iterable[Sample]) -> list[di
     for r in records:
         sample = by_id.get(r.sample_id)
         raw = r.raw
-        item = {"strategy": r.strategy, "sample_id": r.sample_id, "length": r.length,
-                "digest": _digest(raw or "")}
+        item = {"strategy": r.strategy, "sample_id": r.sample_id, "length": r.length, "digest": _digest(raw or "")}
         if r.error or not (raw or "").strip() or sample is None:
             item["skip"] = "failed request" if r.error else "empty response" if sample else "sample missing"
         else:
@@ -158,8 +157,15 @@ def make_metric(judge: Judge):
     """ragas Faithfulness over the judge endpoint, recording its statements and verdicts."""
     SingleTurnSample, LangchainLLMWrapper, Faithfulness, RunConfig = _import_ragas()
     key = (os.environ.get(judge.api_key_env) if judge.api_key_env else None) or "EMPTY"
-    common = dict(model=judge.model, base_url=judge.url, api_key=key, temperature=0.0,
-                  max_tokens=judge.max_tokens, timeout=judge.timeout_s, max_retries=1)
+    common = dict(
+        model=judge.model,
+        base_url=judge.url,
+        api_key=key,
+        temperature=0.0,
+        max_tokens=judge.max_tokens,
+        timeout=judge.timeout_s,
+        max_retries=1,
+    )
     if judge.api == "chat":
         from langchain_openai import ChatOpenAI
 
@@ -199,8 +205,9 @@ async def _judge_all(items, judge: Judge, on_result: Callable[[dict[str, Any]], 
         async with sem:
             row = {k: item[k] for k in ("strategy", "sample_id", "length", "digest")}
             row.update(score=None, statements=None, verdicts=None, detail=None)
-            sample = SingleTurnSample(user_input=item["question"], response=item["response"],
-                                      retrieved_contexts=item["contexts"])
+            sample = SingleTurnSample(
+                user_input=item["question"], response=item["response"], retrieved_contexts=item["contexts"]
+            )
             data: dict[str, Any] = {}
             _capture.set(data)
             try:
@@ -220,8 +227,13 @@ async def _judge_all(items, judge: Judge, on_result: Callable[[dict[str, Any]], 
     await asyncio.gather(*(one(i) for i in items))
 
 
-def run_ragas(run_dir: Path, records: Sequence[Record], samples: Sequence[Sample], judge: Judge,
-              on_result: Callable[[dict[str, Any]], None] = lambda row: None) -> dict[str, int]:
+def run_ragas(
+    run_dir: Path,
+    records: Sequence[Record],
+    samples: Sequence[Sample],
+    judge: Judge,
+    on_result: Callable[[dict[str, Any]], None] = lambda row: None,
+) -> dict[str, int]:
     """Judge every record not judged yet (same response); append results to faithfulness.jsonl."""
     run_dir = Path(run_dir)
     done = read_results(run_dir)
@@ -240,8 +252,10 @@ def run_ragas(run_dir: Path, records: Sequence[Record], samples: Sequence[Sample
         if prev is not None and prev.get("digest") == it["digest"] and prev.get("status") not in ("error",):
             continue
         if "skip" in it:
-            write({k: it[k] for k in ("strategy", "sample_id", "length", "digest")}
-                  | {"status": "skipped", "score": None, "detail": it["skip"], "statements": None, "verdicts": None})
+            write(
+                {k: it[k] for k in ("strategy", "sample_id", "length", "digest")}
+                | {"status": "skipped", "score": None, "detail": it["skip"], "statements": None, "verdicts": None}
+            )
         else:
             todo.append(it)
     if todo:
@@ -259,6 +273,7 @@ def run_ragas(run_dir: Path, records: Sequence[Record], samples: Sequence[Sample
 
 def faithfulness_summary(records: Sequence[Record], results: dict[tuple[str, str], dict[str, Any]]) -> dict[str, Any]:
     """Per (strategy, length) and per strategy: mean score of the scored, and every status counted."""
+
     def empty():
         return {"ragas_scores": [], **{f"ragas_{s}": 0 for s in STATUSES}, "ragas_missing": 0}
 

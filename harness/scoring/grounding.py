@@ -114,7 +114,7 @@ def ground_record(record: Record, sample: Sample | None, grounding, fields: Sequ
         where: list[str] = []
         if claim:
             for seg in segments:
-                if (in_needle if seg.needle else in_other):
+                if in_needle if seg.needle else in_other:
                     continue
                 try:
                     ok = grounding.supports(f, value, seg.text)
@@ -129,8 +129,15 @@ def ground_record(record: Record, sample: Sample | None, grounding, fields: Sequ
                         in_other = True
         correct = marks.get(f, 0.0) >= 1
         if failure is not None:
-            out[f] = {"claim": claim, "supported": None, "in_needle": False, "in_other": False, "docs": [],
-                      "class": "correct" if correct else "error", "error": failure[:300]}
+            out[f] = {
+                "claim": claim,
+                "supported": None,
+                "in_needle": False,
+                "in_other": False,
+                "docs": [],
+                "class": "correct" if correct else "error",
+                "error": failure[:300],
+            }
             continue
         if correct:
             cls = "correct"
@@ -142,8 +149,14 @@ def ground_record(record: Record, sample: Sample | None, grounding, fields: Sequ
             cls = "distractor"
         else:
             cls = "hallucination"
-        out[f] = {"claim": claim, "supported": (in_needle or in_other) if claim else None,
-                  "in_needle": in_needle, "in_other": in_other, "docs": where, "class": cls}
+        out[f] = {
+            "claim": claim,
+            "supported": (in_needle or in_other) if claim else None,
+            "in_needle": in_needle,
+            "in_other": in_other,
+            "docs": where,
+            "class": cls,
+        }
     return {"status": "ok", "fields": out}
 
 
@@ -158,8 +171,14 @@ def annotate(records: Iterable[Record], samples: Iterable[Sample], scenario) -> 
 
 
 def _empty() -> dict[str, Any]:
-    return {"claims": 0, "supported_claims": 0, "answered_fields": 0, "invalid_answers": 0, "grounding_errors": 0,
-            **{c: 0 for c in CLASSES}}
+    return {
+        "claims": 0,
+        "supported_claims": 0,
+        "answered_fields": 0,
+        "invalid_answers": 0,
+        "grounding_errors": 0,
+        **{c: 0 for c in CLASSES},
+    }
 
 
 def _add(acc: dict[str, Any], g: dict[str, Any] | None) -> None:
@@ -204,8 +223,9 @@ def grounding_summary(records: Sequence[Record], fields: Sequence[str]) -> dict[
         _add(by_sl.setdefault((r.strategy, r.length), _empty()), g)
         _add(by_s.setdefault(r.strategy, _empty()), g)
         for f, info in g["fields"].items():
-            acc = by_sf.setdefault((r.strategy, f), {"claims": 0, "supported_claims": 0, "grounding_errors": 0,
-                                                      **{c: 0 for c in CLASSES}})
+            acc = by_sf.setdefault(
+                (r.strategy, f), {"claims": 0, "supported_claims": 0, "grounding_errors": 0, **{c: 0 for c in CLASSES}}
+            )
             if info["class"] == "error":
                 acc["grounding_errors"] += 1
                 continue
@@ -218,8 +238,12 @@ def grounding_summary(records: Sequence[Record], fields: Sequence[str]) -> dict[
         "by_strategy_length": {k: _rates(v) for k, v in by_sl.items()},
         "by_strategy": {k: _rates(v) for k, v in by_s.items()},
         "by_strategy_field": [
-            {"strategy": s, "field": f, **v,
-             "grounded_rate": v["supported_claims"] / v["claims"] if v["claims"] else None}
+            {
+                "strategy": s,
+                "field": f,
+                **v,
+                "grounded_rate": v["supported_claims"] / v["claims"] if v["claims"] else None,
+            }
             for (s, f), v in by_sf.items()
         ],
     }

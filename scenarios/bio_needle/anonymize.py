@@ -33,8 +33,7 @@ from scenarios.bio_needle import vocabulary as V
 from scenarios.bio_needle.generator import draw_name
 
 _TOKEN = re.compile(r"[^\W_]+")
-_BRACKETS = {"-lrb-": "(", "-rrb-": ")", "-lsb-": "[", "-rsb-": "]", "-lcb-": "{", "-rcb-": "}",
-             "``": '"', "''": '"'}
+_BRACKETS = {"-lrb-": "(", "-rrb-": ")", "-lsb-": "[", "-rsb-": "]", "-lcb-": "{", "-rcb-": "}", "``": '"', "''": '"'}
 _BRACKET_RE = re.compile("|".join(re.escape(k) for k in _BRACKETS))
 _PAREN = re.compile(r"\(([^()]*)\)")
 _MAIDEN = re.compile(r"\b(?:née|nee|né)\s+(.+)", re.IGNORECASE)
@@ -42,28 +41,180 @@ _MAIDEN = re.compile(r"\b(?:née|nee|né)\s+(.+)", re.IGNORECASE)
 # Particles that start a mention only as ordinary words ("son of john of gaunt"); "van der berghe"
 # and "de la cruz" keep theirs.
 _LEADING_NOT_NAME = frozenset({"of", "the", "and", "y", "e", "st", "sir", "dame", "lord", "lady", "dr"})
-PARTICLES = frozenset({
-    "de", "da", "das", "do", "dos", "del", "della", "di", "du", "des", "la", "le", "van", "von", "der", "den",
-    "ter", "ten", "zu", "y", "e", "bin", "ibn", "ben", "al", "el", "bint", "mac", "st", "of", "the", "and",
-    "jr", "sr", "ii", "iii", "iv", "sir", "dame", "lord", "lady", "dr", "née", "nee",
-})
+PARTICLES = frozenset(
+    {
+        "de",
+        "da",
+        "das",
+        "do",
+        "dos",
+        "del",
+        "della",
+        "di",
+        "du",
+        "des",
+        "la",
+        "le",
+        "van",
+        "von",
+        "der",
+        "den",
+        "ter",
+        "ten",
+        "zu",
+        "y",
+        "e",
+        "bin",
+        "ibn",
+        "ben",
+        "al",
+        "el",
+        "bint",
+        "mac",
+        "st",
+        "of",
+        "the",
+        "and",
+        "jr",
+        "sr",
+        "ii",
+        "iii",
+        "iv",
+        "sir",
+        "dame",
+        "lord",
+        "lady",
+        "dr",
+        "née",
+        "nee",
+    }
+)
 # Words the labels are read from, or that hold a sentence together: a name made of one of them
 # cannot be replaced everywhere without changing what the text says.
 _MONTHS = {m.lower() for m in V.MONTHS}
 _WEEKDAYS = {"monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday"}
 _FUNCTION = {
-    "a", "an", "and", "are", "as", "at", "be", "been", "but", "by", "for", "from", "had", "has", "have", "he",
-    "her", "hers", "him", "his", "in", "into", "is", "it", "its", "no", "not", "on", "one", "or", "she", "so",
-    "than", "that", "the", "their", "them", "then", "there", "they", "this", "to", "two", "was", "were",
-    "what", "when", "where", "which", "who", "will", "with", "would", "yes", "can", "may", "might", "must",
-    "up", "out", "over", "after", "before", "during", "new", "old", "first", "last", "also", "all", "more",
+    "a",
+    "an",
+    "and",
+    "are",
+    "as",
+    "at",
+    "be",
+    "been",
+    "but",
+    "by",
+    "for",
+    "from",
+    "had",
+    "has",
+    "have",
+    "he",
+    "her",
+    "hers",
+    "him",
+    "his",
+    "in",
+    "into",
+    "is",
+    "it",
+    "its",
+    "no",
+    "not",
+    "on",
+    "one",
+    "or",
+    "she",
+    "so",
+    "than",
+    "that",
+    "the",
+    "their",
+    "them",
+    "then",
+    "there",
+    "they",
+    "this",
+    "to",
+    "two",
+    "was",
+    "were",
+    "what",
+    "when",
+    "where",
+    "which",
+    "who",
+    "will",
+    "with",
+    "would",
+    "yes",
+    "can",
+    "may",
+    "might",
+    "must",
+    "up",
+    "out",
+    "over",
+    "after",
+    "before",
+    "during",
+    "new",
+    "old",
+    "first",
+    "last",
+    "also",
+    "all",
+    "more",
 }
 _LABEL_WORDS = {
-    "born", "died", "death", "birth", "age", "aged", "alive", "former", "retired", "late", "nationality",
-    "citizen", "citizenship", "national", "player", "politician", "minister", "senator", "president",
-    "mayor", "governor", "member", "parliament", "party", "athlete", "footballer", "cricketer", "olympic",
-    "olympics", "champion", "elected", "candidate", "unknown", "english", "scottish", "welsh", "african",
-    "european", "asian", "latin", "roman", "jewish", "arab", "persian", "north", "south", "east", "west",
+    "born",
+    "died",
+    "death",
+    "birth",
+    "age",
+    "aged",
+    "alive",
+    "former",
+    "retired",
+    "late",
+    "nationality",
+    "citizen",
+    "citizenship",
+    "national",
+    "player",
+    "politician",
+    "minister",
+    "senator",
+    "president",
+    "mayor",
+    "governor",
+    "member",
+    "parliament",
+    "party",
+    "athlete",
+    "footballer",
+    "cricketer",
+    "olympic",
+    "olympics",
+    "champion",
+    "elected",
+    "candidate",
+    "unknown",
+    "english",
+    "scottish",
+    "welsh",
+    "african",
+    "european",
+    "asian",
+    "latin",
+    "roman",
+    "jewish",
+    "arab",
+    "persian",
+    "north",
+    "south",
+    "east",
+    "west",
 }
 COMMON_WORDS = frozenset(_MONTHS | _WEEKDAYS | _FUNCTION | _LABEL_WORDS | set(V.DEMONYMS))
 
@@ -139,10 +290,15 @@ def name_forms(names: list[str]) -> NameForms | None:
 def with_nicknames(forms: NameForms, text: str) -> NameForms:
     """`forms` plus the nicknames the text puts in quotes inside the name: john "jack" smith."""
     words = "|".join(re.escape(w) for w in sorted(forms.words, key=len, reverse=True))
-    pattern = re.compile(rf"(?<![^\W_])(?:{words})\s*[\"“]\s*([^\"”\n]{{1,40}}?)\s*[\"”]\s*(?:{words})(?![^\W_])",
-                         re.IGNORECASE)
-    nick = {t.lower() for m in pattern.finditer(text) for t in _TOKEN.findall(m.group(1))
-            if len(t) >= 2 and not t.isdigit() and t.lower() not in PARTICLES}
+    pattern = re.compile(
+        rf"(?<![^\W_])(?:{words})\s*[\"“]\s*([^\"”\n]{{1,40}}?)\s*[\"”]\s*(?:{words})(?![^\W_])", re.IGNORECASE
+    )
+    nick = {
+        t.lower()
+        for m in pattern.finditer(text)
+        for t in _TOKEN.findall(m.group(1))
+        if len(t) >= 2 and not t.isdigit() and t.lower() not in PARTICLES
+    }
     if not nick - forms.words:
         return forms
     return NameForms(forms.words | nick, forms.given | nick, forms.initials, forms.particles)
@@ -194,7 +350,7 @@ def gender_of(text: str) -> str:
 
 def _joined(text: str, left: re.Match, right: re.Match) -> bool:
     """Whether two adjacent tokens can belong to one mention of a name."""
-    sep = text[left.end():right.start()]
+    sep = text[left.end() : right.start()]
     if sep in ("-", "'", "’") or re.fullmatch(r"\s*[\"“”]\s*", sep):  # jean-luc, o'brien, john "jack" smith
         return True
     if len(left.group(0)) == 1 and re.fullmatch(r"\.\s*", sep):
@@ -232,7 +388,7 @@ def anonymize(text: str, forms: NameForms, fake: FakeName, lowercase: bool = Fal
                 new = fake.surname
             else:
                 new = fake.full
-            out.append(text[pos:tokens[a].start()])
+            out.append(text[pos : tokens[a].start()])
             out.append(new.lower() if lowercase else new)
             pos = tokens[b].end()
             replaced += 1
@@ -245,6 +401,8 @@ def leaks(text: str, forms: NameForms) -> list[str]:
     """The person's name words still in `text` as whole words (case-insensitive): must be none."""
     if not forms.words:
         return []
-    pattern = re.compile(r"(?<![^\W_])(?:" + "|".join(re.escape(w) for w in sorted(forms.words, key=len, reverse=True))
-                         + r")(?![^\W_])", re.IGNORECASE)
+    pattern = re.compile(
+        r"(?<![^\W_])(?:" + "|".join(re.escape(w) for w in sorted(forms.words, key=len, reverse=True)) + r")(?![^\W_])",
+        re.IGNORECASE,
+    )
     return sorted({m.group(0).lower() for m in pattern.finditer(text)})

@@ -70,8 +70,10 @@ def mentions(text: str, name: str) -> bool:
 
 
 def _stats(values: list[int]) -> str:
-    return (f"min {min(values):,}, median {statistics.median(values):,g}, mean {statistics.fmean(values):,.1f}, "
-            f"max {max(values):,} ({sum(values):,} in all)")
+    return (
+        f"min {min(values):,}, median {statistics.median(values):,g}, mean {statistics.fmean(values):,.1f}, "
+        f"max {max(values):,} ({sum(values):,} in all)"
+    )
 
 
 def _lines(numbers: list[int]) -> str:
@@ -84,9 +86,16 @@ def describe(fc: FileCheck) -> list[str]:
     r = fc.report
     out = [f"{fc.path}"]
     blank = f" ({r.blank:,} blank line{'s' if r.blank != 1 else ''} skipped)" if r.blank else ""
-    out.append(f"  lines       {r.lines:,}{blank}: {r.records:,} biograph{'y' if r.records == 1 else 'ies'} read, {r.refused_count:,} refused")
-    use = ("usable as needles or haystack" if r.records and not r.unlabeled else
-           "usable as a haystack; needles need labels (`harness data label FILE`)" if r.records else "nothing usable")
+    out.append(
+        f"  lines       {r.lines:,}{blank}: {r.records:,} biograph{'y' if r.records == 1 else 'ies'} read, {r.refused_count:,} refused"
+    )
+    use = (
+        "usable as needles or haystack"
+        if r.records and not r.unlabeled
+        else "usable as a haystack; needles need labels (`harness data label FILE`)"
+        if r.records
+        else "nothing usable"
+    )
     out.append(f"  labels      {r.labeled:,} labeled, {r.unlabeled:,} unlabeled: {use}")
     for note in r.note_lines():
         out.append(f"  normalised  {note}")
@@ -97,19 +106,25 @@ def describe(fc: FileCheck) -> list[str]:
     if fc.words:
         out.append(f"  words/bio   {_stats(fc.words)}")
     if fc.tokens:
-        out.append(f"  tokens/bio  {_stats(fc.tokens)} (the file's \"{fc.token_key}\"; runs count in the served model's tokens)")
+        out.append(
+            f"  tokens/bio  {_stats(fc.tokens)} (the file's \"{fc.token_key}\"; runs count in the served model's tokens)"
+        )
     if fc.extra_keys:
         keys = ", ".join(f"{k} ({n:,})" for k, n in sorted(fc.extra_keys.items()))
         out.append(f"  other keys  {keys} (ignored)")
     dups = fc.duplicates
     if dups:
-        shown = "; ".join(f"\"{name}\" (lines {_lines(lines)})" for name, lines in list(dups.items())[:EXAMPLES])
-        out.append(f"  duplicates  {len(dups):,} name{'s' if len(dups) != 1 else ''} occur{'s' if len(dups) == 1 else ''} more than once: {shown}")
+        shown = "; ".join(f'"{name}" (lines {_lines(lines)})' for name, lines in list(dups.items())[:EXAMPLES])
+        out.append(
+            f"  duplicates  {len(dups):,} name{'s' if len(dups) != 1 else ''} occur{'s' if len(dups) == 1 else ''} more than once: {shown}"
+        )
     else:
         out.append("  duplicates  none")
     if fc.unnamed:
-        out.append(f"  unnamed     {len(fc.unnamed):,} biograph{'y does' if len(fc.unnamed) == 1 else 'ies do'} not "
-                   f"mention the name (lines {_lines(fc.unnamed)}): as needles they cannot be found by name")
+        out.append(
+            f"  unnamed     {len(fc.unnamed):,} biograph{'y does' if len(fc.unnamed) == 1 else 'ies do'} not "
+            f"mention the name (lines {_lines(fc.unnamed)}): as needles they cannot be found by name"
+        )
     return out
 
 
@@ -117,10 +132,12 @@ def shared_names(checks: list[FileCheck]) -> list[str]:
     """Names found in more than one of the files checked together."""
     out = []
     for i, a in enumerate(checks):
-        for b in checks[i + 1:]:
+        for b in checks[i + 1 :]:
             both = sorted(set(a.name_lines) & set(b.name_lines))
             if both:
-                shown = ", ".join(f"\"{n}\"" for n in both[:EXAMPLES])
-                out.append(f"{len(both):,} name{'s' if len(both) != 1 else ''} in both {a.path} and {b.path}: {shown}"
-                           f"{' ...' if len(both) > EXAMPLES else ''} (a run leaves such haystack biographies out)")
+                shown = ", ".join(f'"{n}"' for n in both[:EXAMPLES])
+                out.append(
+                    f"{len(both):,} name{'s' if len(both) != 1 else ''} in both {a.path} and {b.path}: {shown}"
+                    f"{' ...' if len(both) > EXAMPLES else ''} (a run leaves such haystack biographies out)"
+                )
     return out

@@ -46,8 +46,13 @@ SPLITS: tuple[str, ...] = ("haystack", "needles", "shots")  # the test side; the
 TRAIN_SPLITS: tuple[str, ...] = ("train-needles", "train-haystack")
 TRAIN = "train"  # surname_split() of every training surname
 # Word-count bounds per split: shots are short so a few of them fit in any prompt.
-WORD_RANGE: dict[str, tuple[int, int]] = {"haystack": (40, 150), "needles": (40, 150), "shots": (40, 80),
-                                          "train-needles": (40, 150), "train-haystack": (40, 150)}
+WORD_RANGE: dict[str, tuple[int, int]] = {
+    "haystack": (40, 150),
+    "needles": (40, 150),
+    "shots": (40, 80),
+    "train-needles": (40, 150),
+    "train-haystack": (40, 150),
+}
 # Training surnames hold one of these syllables; test surnames are made of V.SYLLABLES and
 # V.SURNAME_ENDINGS, which hold neither letter (tested).
 TRAIN_LETTERS = frozenset("jw")
@@ -119,8 +124,9 @@ class Forms:
 # What the training split never shows. Nationalities whose word is not also a language the
 # generator names ("translated books from Japanese"), so they are truly absent from training text.
 HELD_OUT_DEMONYMS = ("swiss", "kenyan", "chilean", "hungarian", "canadian", "egyptian")
-HELD_OUT_ROLES = frozenset({"fencer", "skier", "governor", "senator", "boxer_mp", "stadium_architect", "pollster",
-                            "botanist", "chef"})  # at least one of every role group, so either side can draw any group
+HELD_OUT_ROLES = frozenset(
+    {"fencer", "skier", "governor", "senator", "boxer_mp", "stadium_architect", "pollster", "botanist", "chef"}
+)  # at least one of every role group, so either side can draw any group
 HELD_OUT_SHAPES = ("born_first", "the_desc")
 HELD_OUT_TEMPLATES = {  # filler sentences
     "education": (V.EDUCATION[3],),
@@ -136,19 +142,38 @@ def _without(items: tuple[str, ...], held: tuple[str, ...]) -> tuple[str, ...]:
 
 
 ALL = Forms(
-    demonyms=V.DEMONYMS, world=V.DEMONYMS, roles=frozenset(V.ROLES), shapes=_SHAPES, ordinal="sometimes",
-    nationality_sentences=_NATIONALITY_SENTENCES, death_sentences=_DEATH_SENTENCES, education=V.EDUCATION,
-    family=V.FAMILY, asides=V.ASIDES, later_alive=V.LATER_ALIVE, later_dead=V.LATER_DEAD,
+    demonyms=V.DEMONYMS,
+    world=V.DEMONYMS,
+    roles=frozenset(V.ROLES),
+    shapes=_SHAPES,
+    ordinal="sometimes",
+    nationality_sentences=_NATIONALITY_SENTENCES,
+    death_sentences=_DEATH_SENTENCES,
+    education=V.EDUCATION,
+    family=V.FAMILY,
+    asides=V.ASIDES,
+    later_alive=V.LATER_ALIVE,
+    later_dead=V.LATER_DEAD,
 )
 SEEN = Forms(
-    demonyms=_without(V.DEMONYMS, HELD_OUT_DEMONYMS), world=_without(V.DEMONYMS, HELD_OUT_DEMONYMS),
-    roles=frozenset(V.ROLES) - HELD_OUT_ROLES, shapes=_without(_SHAPES, HELD_OUT_SHAPES), ordinal="never",
-    nationality_sentences=("by_nationality",), death_sentences=("in_city", "plain"),
+    demonyms=_without(V.DEMONYMS, HELD_OUT_DEMONYMS),
+    world=_without(V.DEMONYMS, HELD_OUT_DEMONYMS),
+    roles=frozenset(V.ROLES) - HELD_OUT_ROLES,
+    shapes=_without(_SHAPES, HELD_OUT_SHAPES),
+    ordinal="never",
+    nationality_sentences=("by_nationality",),
+    death_sentences=("in_city", "plain"),
     **{k: _without(getattr(ALL, k), v) for k, v in HELD_OUT_TEMPLATES.items()},
 )
 HELD_OUT = Forms(
-    demonyms=HELD_OUT_DEMONYMS, world=V.DEMONYMS, roles=HELD_OUT_ROLES, shapes=HELD_OUT_SHAPES, ordinal="always",
-    nationality_sentences=("citizenship",), death_sentences=("age",), **HELD_OUT_TEMPLATES,
+    demonyms=HELD_OUT_DEMONYMS,
+    world=V.DEMONYMS,
+    roles=HELD_OUT_ROLES,
+    shapes=HELD_OUT_SHAPES,
+    ordinal="always",
+    nationality_sentences=("citizenship",),
+    death_sentences=("age",),
+    **HELD_OUT_TEMPLATES,
 )
 FORMS: dict[str, Forms] = {"all": ALL, "seen": SEEN, "held-out": HELD_OUT}
 
@@ -193,7 +218,9 @@ class _Date:
 
     def born(self, fmt: str) -> str:
         """wiki_bio's 'born 12 march 1950' or 'born in 1962'."""
-        return ("born " if self.precision == "full" else "born in ") + self.bare(fmt if fmt in ("mdy", "ord") else "dmy")
+        return ("born " if self.precision == "full" else "born in ") + self.bare(
+            fmt if fmt in ("mdy", "ord") else "dmy"
+        )
 
 
 def _ordinal(n: int) -> str:
@@ -345,8 +372,9 @@ def draw_name(rng: random.Random, gender: str, split: str, taken: set[str]) -> t
     return given, surname
 
 
-def _write_person(rng: random.Random, name: str, surname: str, gender: str, lo: int, hi: int,
-                  forms: Forms = ALL) -> Person:
+def _write_person(
+    rng: random.Random, name: str, surname: str, gender: str, lo: int, hi: int, forms: Forms = ALL
+) -> Person:
     """Draw the facts for a named person and write the biography from them."""
     nationality = None if rng.random() < P_UNKNOWN_NATIONALITY else rng.choice(forms.demonyms)
     alive = rng.random() < P_ALIVE
@@ -376,9 +404,16 @@ def _write_person(rng: random.Random, name: str, surname: str, gender: str, lo: 
     He, be = slots["He"], slots["is"]
     if nationality is not None and not nat_in_desc:
         dem = nationality.capitalize()
-        required.append(_choose(rng, {"citizenship": f"{He} {'holds' if alive else 'held'} {dem} citizenship.",
-                                      "by_nationality": f"{He} {be} {dem} by nationality."},
-                                forms.nationality_sentences))
+        required.append(
+            _choose(
+                rng,
+                {
+                    "citizenship": f"{He} {'holds' if alive else 'held'} {dem} citizenship.",
+                    "by_nationality": f"{He} {be} {dem} by nationality.",
+                },
+                forms.nationality_sentences,
+            )
+        )
     required.append(key_sentence)
     closing: list[str] = []
     if death is not None and (not death_in_opening or rng.random() < 0.4):
@@ -403,8 +438,16 @@ def _write_person(rng: random.Random, name: str, surname: str, gender: str, lo: 
     return Person(name=name, surname=surname, gender=gender, role=role, style=style, record=record)
 
 
-def _slots(rng: random.Random, gender: str, nationality: str | None, alive: bool,
-           birth_year: int, end: int, surname: str, forms: Forms = ALL) -> dict[str, Any]:
+def _slots(
+    rng: random.Random,
+    gender: str,
+    nationality: str | None,
+    alive: bool,
+    birth_year: int,
+    end: int,
+    surname: str,
+    forms: Forms = ALL,
+) -> dict[str, Any]:
     """Every value a template may ask for, drawn once per person."""
     own_cities = V.NATIONALITIES[nationality][1] if nationality else ()
     others = [d for d in forms.world if d != nationality]
@@ -419,15 +462,29 @@ def _slots(rng: random.Random, gender: str, nationality: str | None, alive: bool
     slots["is"] = "is" if alive else "was"  # a keyword, so not in the update() below
     parents = rng.sample(V.SLOTS["parent"], 2)
     slots.update(
-        He=pro[0], he=pro[1], His=pro[2], his=pro[3], him=pro[4], Surname=surname,
+        He=pro[0],
+        he=pro[1],
+        His=pro[2],
+        his=pro[3],
+        him=pro[4],
+        Surname=surname,
         has="has" if alive else "had",
-        city=cities[0], city2=city2, city3=cities[2], city4=cities[3],
-        country2=foreign[0], country3=foreign[1],
-        spouse_dem=rng.choice(others).capitalize(), coach_dem=rng.choice(others).capitalize(),
-        parent=parents[0], parent2=parents[1],
-        n1=rng.randint(2, 9), n2=rng.randint(12, 140),
-        mm=f"{rng.randint(5, 25):02d}", ss=f"{rng.randint(0, 59):02d}",
-        oly=rng.choice(oly) if oly else None, woly=rng.choice(woly) if woly else None,
+        city=cities[0],
+        city2=city2,
+        city3=cities[2],
+        city4=cities[3],
+        country2=foreign[0],
+        country3=foreign[1],
+        spouse_dem=rng.choice(others).capitalize(),
+        coach_dem=rng.choice(others).capitalize(),
+        parent=parents[0],
+        parent2=parents[1],
+        n1=rng.randint(2, 9),
+        n2=rng.randint(12, 140),
+        mm=f"{rng.randint(5, 25):02d}",
+        ss=f"{rng.randint(0, 59):02d}",
+        oly=rng.choice(oly) if oly else None,
+        woly=rng.choice(woly) if woly else None,
         y_award=rng.randint(min(birth_year + 30, end), end),
         y_honour=rng.randint(min(birth_year + 35, end), end),
         y_married=rng.randint(birth_year + 20, min(birth_year + 45, end)),
@@ -436,8 +493,9 @@ def _slots(rng: random.Random, gender: str, nationality: str | None, alive: bool
     return slots
 
 
-def _draw_role(rng: random.Random, slots: dict[str, Any], birth_year: int, end: int,
-               forms: Forms = ALL) -> tuple[V.Role, str]:
+def _draw_role(
+    rng: random.Random, slots: dict[str, Any], birth_year: int, end: int, forms: Forms = ALL
+) -> tuple[V.Role, str]:
     """An occupation whose defining sentence (career[0]) fits this person's years."""
     while True:
         _, _, roles = _pick_weighted(rng, V.ROLE_GROUPS)
@@ -449,8 +507,11 @@ def _draw_role(rng: random.Random, slots: dict[str, Any], birth_year: int, end: 
             continue
         y1 = rng.randint(start, latest)
         slots.update(y1=y1, y2=rng.randint(y1 + 1, min(end, y1 + (15 if athlete and not role.politician else 25))))
-        suffixes = {"rower": ("Rowing Club", "Boat Club"), "rower_minister": ("Rowing Club",),
-                    "cyclist": ("Cycling", "Velo")}.get(role.key, V.CLUB_SUFFIXES)
+        suffixes = {
+            "rower": ("Rowing Club", "Boat Club"),
+            "rower_minister": ("Rowing Club",),
+            "cyclist": ("Cycling", "Velo"),
+        }.get(role.key, V.CLUB_SUFFIXES)
         clubs = rng.sample(forms.cities, 2)
         slots.update(club=f"{clubs[0]} {rng.choice(suffixes)}", club2=f"{clubs[1]} {rng.choice(suffixes)}")
         key_sentence = _fill(role.career[0], slots)
@@ -458,8 +519,18 @@ def _draw_role(rng: random.Random, slots: dict[str, Any], birth_year: int, end: 
             return role, key_sentence
 
 
-def _opening(rng: random.Random, name: str, desc: str, birth: _Date, death: _Date | None, style: str,
-             fmt: str, slots: dict[str, Any], nationality: str | None, forms: Forms = ALL) -> tuple[str, bool]:
+def _opening(
+    rng: random.Random,
+    name: str,
+    desc: str,
+    birth: _Date,
+    death: _Date | None,
+    style: str,
+    fmt: str,
+    slots: dict[str, Any],
+    nationality: str | None,
+    forms: Forms = ALL,
+) -> tuple[str, bool]:
     """The first sentence(s): name, dates and description in one of several shapes.
 
     Returns the text and whether it already gives the death date.
@@ -491,9 +562,15 @@ def _opening(rng: random.Random, name: str, desc: str, birth: _Date, death: _Dat
     elif shape == "born_first":
         text = f"Born {birth.on(fmt)} in {place}, {name} {be} {a_desc}."
     elif shape == "the_desc":
-        verbs = (("lives and works in {city}", "has worked mainly in {city}") if death is None else
-                 ("spent most of {his} life in {city}", "worked mainly in {city}",
-                  "was active for many years in {city}"))
+        verbs = (
+            ("lives and works in {city}", "has worked mainly in {city}")
+            if death is None
+            else (
+                "spent most of {his} life in {city}",
+                "worked mainly in {city}",
+                "was active for many years in {city}",
+            )
+        )
         text = f"The {desc} {name} {paren} {rng.choice(verbs).format_map(slots)}."
     elif shape == "from":
         text = f"{name} {paren} {be} {a_desc} from {slots['city3']}."
@@ -502,8 +579,9 @@ def _opening(rng: random.Random, name: str, desc: str, birth: _Date, death: _Dat
     return text, shape in ("paren", "the_desc", "from")
 
 
-def _optional(rng: random.Random, role: V.Role, slots: dict[str, Any], alive: bool,
-              forms: Forms = ALL) -> list[tuple[str, str]]:
+def _optional(
+    rng: random.Random, role: V.Role, slots: dict[str, Any], alive: bool, forms: Forms = ALL
+) -> list[tuple[str, str]]:
     """Candidate follow-on sentences as (section, text), in no particular order.
 
     Family and other asides carry the distractors: a foreign spouse or coach, a parent who
@@ -513,8 +591,9 @@ def _optional(rng: random.Random, role: V.Role, slots: dict[str, Any], alive: bo
     fill = lambda t: _fill(t, slots)  # noqa: E731
     out = [("career", fill(t)) for t in role.career[1:]]
     out.append(("education", fill(rng.choice(forms.education))))
-    marriage = rng.choice(("{He} {is} married to a {spouse_dem} {spouse}.",
-                           "{He} married a {spouse} from {city3} in {y_married}."))
+    marriage = rng.choice(
+        ("{He} {is} married to a {spouse_dem} {spouse}.", "{He} married a {spouse} from {city3} in {y_married}.")
+    )
     out += [("family", fill(t)) for t in [marriage] + _sample(rng, forms.family, 2)]
     if role.sportsperson:
         out.append(("extra", fill("{He} trained under a {coach_dem} coach in {city3}.")))

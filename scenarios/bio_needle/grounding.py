@@ -56,19 +56,66 @@ def _role_nouns(flag: str) -> set[str]:
 _SPORT_NOUNS = _role_nouns("sportsperson") - {"politician"}
 SPORT = _words(
     _SPORT_NOUNS
-    | set(V.SLOTS["sport"]) | set(V.SLOTS["position"]) | set(V.SLOTS["slam"])
-    | {"athlete", "athletic", "olympic", "olympics", "olympic games", "medal", "medallist", "sport", "sports",
-       "sportsman", "sportswoman", "competed", "played for", "played as", "football", "championship",
-       "world cup", "tour de france", "marathon", "boxing", "bout", "rowed", "swam", "sprint", "league",
-       "professional tour", "the ring"}
+    | set(V.SLOTS["sport"])
+    | set(V.SLOTS["position"])
+    | set(V.SLOTS["slam"])
+    | {
+        "athlete",
+        "athletic",
+        "olympic",
+        "olympics",
+        "olympic games",
+        "medal",
+        "medallist",
+        "sport",
+        "sports",
+        "sportsman",
+        "sportswoman",
+        "competed",
+        "played for",
+        "played as",
+        "football",
+        "championship",
+        "world cup",
+        "tour de france",
+        "marathon",
+        "boxing",
+        "bout",
+        "rowed",
+        "swam",
+        "sprint",
+        "league",
+        "professional tour",
+        "the ring",
+    }
 )
 POLITICS = _words(
     (_role_nouns("politician") - _SPORT_NOUNS - {"teacher", "lawyer"})
     | set(V.SLOTS["party"])
-    | {"politician", "politics", "political", "mayor", "parliament", "parliamentary", "senate", "senator",
-       "minister", "prime minister", "cabinet", "city council", "councillor", "governor", "party",
-       "elected", "election", "candidate", "national assembly", "member of parliament", "ran for",
-       "stood as"}
+    | {
+        "politician",
+        "politics",
+        "political",
+        "mayor",
+        "parliament",
+        "parliamentary",
+        "senate",
+        "senator",
+        "minister",
+        "prime minister",
+        "cabinet",
+        "city council",
+        "councillor",
+        "governor",
+        "party",
+        "elected",
+        "election",
+        "candidate",
+        "national assembly",
+        "member of parliament",
+        "ran for",
+        "stood as",
+    }
 )
 _VOCAB = {"sportsperson": SPORT, "politician": POLITICS}
 

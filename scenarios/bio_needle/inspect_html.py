@@ -39,7 +39,7 @@ def _marked(bio: str, name: str) -> str:
     pattern = re.compile(rf"(?<![^\W_]){re.escape(name)}(?![^\W_])", re.IGNORECASE)
     out, pos = [], 0
     for m in pattern.finditer(bio):
-        out += [html.escape(bio[pos:m.start()]), "<mark>", html.escape(m.group(0)), "</mark>"]
+        out += [html.escape(bio[pos : m.start()]), "<mark>", html.escape(m.group(0)), "</mark>"]
         pos = m.end()
     out.append(html.escape(bio[pos:]))
     return "".join(out)
@@ -47,23 +47,32 @@ def _marked(bio: str, name: str) -> str:
 
 def _row(path: Path, lineno: int, text: str) -> str:
     e = html.escape
-    where = f"<td class=\"muted\">{e(path.name)}:{lineno}</td>"
+    where = f'<td class="muted">{e(path.name)}:{lineno}</td>'
     try:
         rec, extras, notes = parse_line(text)
     except LineError as err:
-        return f"<tr>{where}<td colspan=\"8\" class=\"bad\">refused: {e(str(err))}</td></tr>"
+        return f'<tr>{where}<td colspan="8" class="bad">refused: {e(str(err))}</td></tr>'
     lab = rec.labels
     if lab is None:
-        cells = "<td class=\"lab\" colspan=\"5\">unlabeled</td>"
+        cells = '<td class="lab" colspan="5">unlabeled</td>'
     else:
-        cells = "".join(f"<td class=\"lab\">{e(v)}</td>" for v in (
-            lab.nationality, _date(lab.date_of_birth.model_dump()), _date(lab.date_of_death.model_dump()),
-            "yes" if lab.sportsperson else "no", "yes" if lab.politician else "no"))
+        cells = "".join(
+            f'<td class="lab">{e(v)}</td>'
+            for v in (
+                lab.nationality,
+                _date(lab.date_of_birth.model_dump()),
+                _date(lab.date_of_death.model_dump()),
+                "yes" if lab.sportsperson else "no",
+                "yes" if lab.politician else "no",
+            )
+        )
     by: Any = extras.get("labeled_by")
-    note = "".join(f"<div class=\"note\">{e(n)}</div>" for n in notes)
-    return (f"<tr class=\"{'unlabeled' if lab is None else 'labeled'}\">{where}<td>{e(rec.name)}</td>{cells}"
-            f"<td class=\"muted\">{e(str(by)) if by is not None else ''}{note}</td>"
-            f"<td class=\"bio\">{_marked(rec.bio, rec.name)}</td></tr>")
+    note = "".join(f'<div class="note">{e(n)}</div>' for n in notes)
+    return (
+        f'<tr class="{"unlabeled" if lab is None else "labeled"}">{where}<td>{e(rec.name)}</td>{cells}'
+        f'<td class="muted">{e(str(by)) if by is not None else ""}{note}</td>'
+        f'<td class="bio">{_marked(rec.bio, rec.name)}</td></tr>'
+    )
 
 
 def write_inspection(paths: list[Path], out: Path, limit: int = 500) -> tuple[Path, int]:
@@ -76,18 +85,20 @@ def write_inspection(paths: list[Path], out: Path, limit: int = 500) -> tuple[Pa
                 if not text.strip():
                     continue
                 if shown >= limit:
-                    rows.append(f"<tr><td colspan=\"9\" class=\"muted\">{html.escape(path.name)}: "
-                                f"only the first {limit:,} biographies are shown</td></tr>")
+                    rows.append(
+                        f'<tr><td colspan="9" class="muted">{html.escape(path.name)}: '
+                        f"only the first {limit:,} biographies are shown</td></tr>"
+                    )
                     break
                 rows.append(_row(path, lineno, text))
                 shown += 1
     title = html.escape(", ".join(p.name for p in paths))
     page = (
-        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
-        f"<meta http-equiv=\"Content-Security-Policy\" content=\"{CSP}\">"
+        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+        f'<meta http-equiv="Content-Security-Policy" content="{CSP}">'
         f"<title>biographies: {title}</title><style>{STYLE}</style></head><body>"
         f"<h1>Biographies: {title}</h1>"
-        "<p class=\"muted\">Labels as a run scores them; dates as YYYY-MM-DD with ? for parts the text does not give. "
+        '<p class="muted">Labels as a run scores them; dates as YYYY-MM-DD with ? for parts the text does not give. '
         "The person's name is marked in the text.</p>"
         "<table><thead><tr><th>line</th><th>name</th><th>nationality</th><th>born</th><th>died</th>"
         "<th>sportsperson</th><th>politician</th><th>labeled by / normalised</th><th>biography</th></tr></thead>"

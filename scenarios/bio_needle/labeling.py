@@ -53,21 +53,27 @@ class LabelReport(BaseModel):
     def lines(self) -> list[str]:
         verb = "asked about" if self.audit else "labelled"
         done = self.compared if self.audit else self.labelled
-        out = [f"{verb} {done:,}, failed {self.failed:,}, skipped {self.skipped:,}"
-               + (f", unreadable lines left as they are {self.unreadable:,}" if self.unreadable else "")
-               + f" ({self.from_cache:,} answers from the cache; model {self.model})"]
+        out = [
+            f"{verb} {done:,}, failed {self.failed:,}, skipped {self.skipped:,}"
+            + (f", unreadable lines left as they are {self.unreadable:,}" if self.unreadable else "")
+            + f" ({self.from_cache:,} answers from the cache; model {self.model})"
+        ]
         problems = self.failed + self.unreadable
         out += [f"  {f}" for f in self.failures[:5]]
         if problems > 5:
             out.append(f"  ... and {problems - 5} more")
         if self.agreement:
             fields = ", ".join(f"{k} {100 * v:.1f}%" for k, v in self.agreement.items() if k != "mean")
-            out.append(f"agreement with the file's labels over {self.compared:,} biographies: "
-                       f"mean {100 * self.agreement['mean']:.1f}% ({fields})")
+            out.append(
+                f"agreement with the file's labels over {self.compared:,} biographies: "
+                f"mean {100 * self.agreement['mean']:.1f}% ({fields})"
+            )
             if self.failed:
                 share = self.compared / (self.compared + self.failed)
-                out.append(f"counting the {self.failed:,} failed answers as disagreeing: "
-                           f"mean {100 * share * self.agreement['mean']:.1f}% over {self.compared + self.failed:,}")
+                out.append(
+                    f"counting the {self.failed:,} failed answers as disagreeing: "
+                    f"mean {100 * share * self.agreement['mean']:.1f}% over {self.compared + self.failed:,}"
+                )
         return out
 
 
@@ -86,8 +92,7 @@ def label_paths(target: Path) -> list[Path]:
 class Labeller:
     """Asks one endpoint for the labels of biographies: prompt, cache, schema, checks."""
 
-    def __init__(self, endpoint, scenario, *, shots: int = 2, max_tokens: int = 160, concurrency: int = 4,
-                 cache=None):
+    def __init__(self, endpoint, scenario, *, shots: int = 2, max_tokens: int = 160, concurrency: int = 4, cache=None):
         from harness.scoring.answers import wire_schema
 
         self.endpoint, self.scenario = endpoint, scenario
@@ -101,8 +106,13 @@ class Labeller:
         from harness.scoring.answers import wire_answer
         from scenarios.bio_needle.scenario import question_for
 
-        prompt = build_prompt(self.scenario.instructions, self.shots, bio, question_for(name),
-                              lambda gold: wire_answer(self.scenario, gold))
+        prompt = build_prompt(
+            self.scenario.instructions,
+            self.shots,
+            bio,
+            question_for(name),
+            lambda gold: wire_answer(self.scenario, gold),
+        )
         return self.endpoint.request(prompt, self.schema, self.max_tokens)
 
     async def ask_many(self, items: Sequence[tuple[str, str]]) -> list[tuple[dict[str, Any] | None, str | None, bool]]:
@@ -115,6 +125,7 @@ class Labeller:
         out: list[Any] = [None] * len(items)
         to_store: list[tuple[str, dict[str, Any]]] = []
         async with self.endpoint.session(self.concurrency) as session:
+
             async def one(i: int) -> None:
                 from harness.endpoints.client import Completion, RequestFailed
 
@@ -154,8 +165,14 @@ class Labeller:
             return None, f"the model's label is refused: {e}"
 
 
-def label_file(path: Path, labeller: Labeller, report: LabelReport, audit: bool = False,
-               agree: Counter | None = None, on_batch=None) -> None:
+def label_file(
+    path: Path,
+    labeller: Labeller,
+    report: LabelReport,
+    audit: bool = False,
+    agree: Counter | None = None,
+    on_batch=None,
+) -> None:
     """Label (or audit: count agreeing fields into `agree`) one file, rewriting it in place when not auditing."""
     tmp = path.with_name(f".{path.name}.labeling.tmp")
     out = None if audit else open(tmp, "w", encoding="utf-8")
@@ -219,15 +236,24 @@ def _keep_failure(report: LabelReport, text: str) -> None:
         report.failures.append(text)
 
 
-def label(target: Path, endpoint, *, audit: bool = False, shots: int = 2, max_tokens: int = 160,
-          concurrency: int = 4, cache=None, scenario=None, on_batch=None) -> LabelReport:
+def label(
+    target: Path,
+    endpoint,
+    *,
+    audit: bool = False,
+    shots: int = 2,
+    max_tokens: int = 160,
+    concurrency: int = 4,
+    cache=None,
+    scenario=None,
+    on_batch=None,
+) -> LabelReport:
     """Label every unlabeled biography of a file or folder through `endpoint` (or audit the labeled ones)."""
     from scenarios.bio_needle.scenario import BioNeedle
 
     paths = label_paths(target)
     scenario = scenario or BioNeedle()
-    labeller = Labeller(endpoint, scenario, shots=shots, max_tokens=max_tokens, concurrency=concurrency,
-                        cache=cache)
+    labeller = Labeller(endpoint, scenario, shots=shots, max_tokens=max_tokens, concurrency=concurrency, cache=cache)
     report = LabelReport(model=endpoint.model, audit=audit)
     agree: Counter = Counter()
     for path in paths:

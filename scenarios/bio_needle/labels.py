@@ -38,8 +38,9 @@ COMPACT_KEYS = {"born": "date_of_birth", "died": "date_of_death"}
 _TRUE = frozenset({"true", "yes", "y", "t"})
 _FALSE = frozenset({"false", "no", "n", "f"})
 # What a labeller writes for "the text gives no nationality".
-_NO_NATIONALITY = frozenset({"n/a", "na", "none", "null", "not stated", "not given", "not specified",
-                             "unspecified", "not mentioned", "unknown"})
+_NO_NATIONALITY = frozenset(
+    {"n/a", "na", "none", "null", "not stated", "not given", "not specified", "unspecified", "not mentioned", "unknown"}
+)
 _NATIONALITY = re.compile(r"[^\W\d_]+(?:[ '\-][^\W\d_]+)*")
 _MONTHS = {m.lower(): i for i, m in enumerate(calendar.month_name) if m}
 _MONTHS.update({m.lower(): i for i, m in enumerate(calendar.month_abbr) if m})
@@ -87,8 +88,9 @@ def normalise_labels(raw: Any) -> tuple[dict[str, Any], list[str]]:
     if birth["year"] and death["year"] and _before(death, birth):
         raise LabelError("date_of_death", f"{_iso(death)} is before the date of birth {_iso(birth)}")
     if birth["year"] and death["year"] and death["year"] - birth["year"] > MAX_LIFESPAN:
-        raise LabelError("date_of_death", f"{death['year'] - birth['year']} years after the date of birth "
-                                          f"(more than {MAX_LIFESPAN})")
+        raise LabelError(
+            "date_of_death", f"{death['year'] - birth['year']} years after the date of birth (more than {MAX_LIFESPAN})"
+        )
     for f in BOOL_FIELDS:
         out[f] = _boolean(f, raw[f], notes)
     return out, notes
@@ -110,15 +112,15 @@ def _iso(d: dict[str, int]) -> str:
 
 def _nationality(value: Any, notes: list[str]) -> str:
     if value is None:
-        notes.append("nationality: null read as \"unknown\"")
+        notes.append('nationality: null read as "unknown"')
         return "unknown"
     if not isinstance(value, str):
         raise LabelError("nationality", "expected a string")
     text = " ".join(value.split()).lower()
     if not text:
-        raise LabelError("nationality", "must not be empty (\"unknown\" when the text states none)")
+        raise LabelError("nationality", 'must not be empty ("unknown" when the text states none)')
     if text in _NO_NATIONALITY and text != "unknown":
-        notes.append(f"nationality: {_show(text)} read as \"unknown\"")
+        notes.append(f'nationality: {_show(text)} read as "unknown"')
         return "unknown"
     if text != value:
         notes.append("nationality: case or spaces normalised")
@@ -136,9 +138,11 @@ def _date(field: str, value: Any, notes: list[str]) -> dict[str, int]:
     if isinstance(value, str):
         m = _ISO.fullmatch(value.strip())
         if not m:
-            raise LabelError(field, f"{_show(value)} is not a date (an object with day, month, year, "
-                                    "or \"YYYY-MM-DD\", \"YYYY-MM\", \"YYYY\")")
-        notes.append(f"{field}: written as a \"YYYY-MM-DD\" string")
+            raise LabelError(
+                field,
+                f'{_show(value)} is not a date (an object with day, month, year, or "YYYY-MM-DD", "YYYY-MM", "YYYY")',
+            )
+        notes.append(f'{field}: written as a "YYYY-MM-DD" string')
         year, month, day = (int(p) if p else 0 for p in m.groups())
         return _valid_date(field, day, month, year)
     if not isinstance(value, dict):
@@ -171,7 +175,7 @@ def _part(where: str, value: Any, notes: list[str]) -> int:
     if isinstance(value, str):
         text = value.strip()
         if text == "" or text.lower() == "unknown":
-            notes.append("date parts: \"\" or \"unknown\" read as 0 (unknown)")
+            notes.append('date parts: "" or "unknown" read as 0 (unknown)')
             return 0
         if _DIGITS.fullmatch(text):
             notes.append("date parts: numbers written as strings")
@@ -207,5 +211,6 @@ def _boolean(field: str, value: Any, notes: list[str]) -> bool:
         if word in _TRUE or word in _FALSE:
             notes.append("booleans written as words (yes/no, true/false)")
             return word in _TRUE
-    raise LabelError(field, f"{_show(value)} is not true or false" if value is not None
-                     else "null is not true or false")
+    raise LabelError(
+        field, f"{_show(value)} is not true or false" if value is not None else "null is not true or false"
+    )

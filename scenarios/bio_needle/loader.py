@@ -97,8 +97,10 @@ class ReadReport:
 
     def note_lines(self) -> list[str]:
         """'json.x: what was done (N biographies, first on line L)', most frequent first."""
-        return [f"{note} ({n:,} biograph{'y' if n == 1 else 'ies'}, first on line {self.first_line[note]})"
-                for note, n in self.normalised.most_common()]
+        return [
+            f"{note} ({n:,} biograph{'y' if n == 1 else 'ies'}, first on line {self.first_line[note]})"
+            for note, n in self.normalised.most_common()
+        ]
 
 
 _MESSAGES = {
@@ -168,8 +170,9 @@ def parse_line(text: str, need_labels: bool = False) -> tuple[BioRecord, dict[st
     return BioRecord(name=clean, bio=bio, labels=labels), obj, list(dict.fromkeys(notes))
 
 
-def read_bios(path: str | Path, *, strict: bool = True, need_labels: bool = False,
-              report: ReadReport | None = None) -> Iterator[Line]:
+def read_bios(
+    path: str | Path, *, strict: bool = True, need_labels: bool = False, report: ReadReport | None = None
+) -> Iterator[Line]:
     """Each good line of a biography file, in order, read a line at a time.
 
     strict: the first bad line raises UsageError naming file, line and field; otherwise bad lines

@@ -43,18 +43,26 @@ _BOOLEANS = """\
 
 # The answer form of milestone 1: dates as {"day", "month", "year"} objects (57 tokens for a typical
 # answer in Gemma's tokenizer). Kept as answer_form=nested; its prompt is byte-identical to before.
-INSTRUCTIONS_NESTED = _TASK + """\
+INSTRUCTIONS_NESTED = (
+    _TASK
+    + """\
 "date_of_birth": {"day": D, "month": M, "year": Y}, using 0 for any part that is not given.
 "date_of_death": the same form; all three 0 if the person is alive or the date is not given.
-""" + _BOOLEANS
+"""
+    + _BOOLEANS
+)
 
 # The default, compact form: ISO dates with only the parts the text gives, "" for none, and short
 # keys (35-43 tokens). Decoding dominates a short answer's latency on a CPU; the scored form is the same.
-INSTRUCTIONS_COMPACT = _TASK + """\
+INSTRUCTIONS_COMPACT = (
+    _TASK
+    + """\
 "born": the date of birth as "YYYY-MM-DD", or "YYYY-MM" or "YYYY" when only those parts are given; \
 "" if it is not given.
 "died": the date of death in the same form; "" if the person is alive or the date is not given.
-""" + _BOOLEANS
+"""
+    + _BOOLEANS
+)
 INSTRUCTIONS = INSTRUCTIONS_COMPACT
 
 # "", "1951", "1951-01" or "1951-01-28"; zeros stand for unknown parts before a known one ("0000-03").
@@ -73,12 +81,16 @@ class BioNeedleParams(ScenarioParams):
     haystack_file: Path | None = None
     needles_file: Path | None = None
     answer_form: Literal["compact", "nested"] = Field(
-        "compact", description='compact: dates as "YYYY-MM-DD" strings under born/died; nested: {day, month, year}')
+        "compact", description='compact: dates as "YYYY-MM-DD" strings under born/died; nested: {day, month, year}'
+    )
     split: Literal["test", "train"] = Field(
-        "test", description="test: the people compare asks about; train: fine-tuning people, never in any test split")
+        "test", description="test: the people compare asks about; train: fine-tuning people, never in any test split"
+    )
     forms: Literal["all", "seen", "held-out"] = Field(
-        "all", description="what the needles are written with: every form; only forms the training split uses; "
-                           "only forms held out of it")
+        "all",
+        description="what the needles are written with: every form; only forms the training split uses; "
+        "only forms held out of it",
+    )
 
 
 def question_for(name: str) -> str:
@@ -179,8 +191,10 @@ class BioNeedle(Scenario):
         nested = inline_schema(BioLabels.model_json_schema())
         if not self.compact:
             return nested
-        props = {COMPACT_KEYS.get(k, k): ({"type": "string", "pattern": DATE_PATTERN} if k in COMPACT_KEYS else v)
-                 for k, v in nested["properties"].items()}
+        props = {
+            COMPACT_KEYS.get(k, k): ({"type": "string", "pattern": DATE_PATTERN} if k in COMPACT_KEYS else v)
+            for k, v in nested["properties"].items()
+        }
         return {"type": "object", "properties": props, "required": list(props), "additionalProperties": False}
 
     def encode_answer(self, answer: dict[str, Any]) -> dict[str, Any]:
@@ -207,7 +221,7 @@ class BioNeedle(Scenario):
     def training(self) -> bool:
         return getattr(self.params, "split", "test") == "train"
 
-    def split(self, name: str, seed: int | None = None) -> "BioNeedle":
+    def split(self, name: str, seed: int | None = None) -> BioNeedle:
         """The test people, or the training ones (surnames no test split can hold, seen forms only)."""
         if name not in self.splits:
             return super().split(name, seed)
@@ -219,7 +233,7 @@ class BioNeedle(Scenario):
     def uses_files(self) -> bool:
         return getattr(self.params, "haystack_file", None) is not None
 
-    def _load_files(self) -> "_Files":
+    def _load_files(self) -> _Files:
         if self._files is None:
             self._files = _Files(Path(self.params.haystack_file), Path(self.params.needles_file))
         return self._files
@@ -229,9 +243,7 @@ class BioNeedle(Scenario):
             return self.generator.records("train-needles" if self.training else "needles", n)
         needles = self._load_files().needles
         if n > len(needles):
-            raise UsageError(
-                f"{self.params.needles_file} holds {len(needles)} biographies; {n} needles requested"
-            )
+            raise UsageError(f"{self.params.needles_file} holds {len(needles)} biographies; {n} needles requested")
         return needles[:n]
 
     def _pool(self) -> _Pool:
@@ -286,12 +298,11 @@ class BioNeedle(Scenario):
         cache.ensure([r.bio for r in needle_recs] + questions + [r.bio for _, r in guess])
         needle_tokens = [cache[r.bio] for r in needle_recs]
         for L in lengths:
-            for i, r in enumerate(needle_recs):
+            for i in range(len(needle_recs)):
                 need = needle_tokens[i] + cache[questions[i]]
                 if L < need:
                     raise UsageError(
-                        f"bio-needle: length {L} is too small for needle n{i} "
-                        f"({need} tokens with its question)"
+                        f"bio-needle: length {L} is too small for needle n{i} ({need} tokens with its question)"
                     )
         biggest_needle = max(needle_tokens)
         background = _count_background(pool, cache, guess, max(lengths) - biggest_needle)
@@ -317,26 +328,28 @@ class BioNeedle(Scenario):
             for d in depths:
                 k = _nearest(ends, n, d / 100 * span)
                 for i, rec in enumerate(needle_recs):
-                    out.append(Sample(
-                        id=f"bio-needle/L{L}/d{d:g}/n{i}",
-                        scenario=self.name,
-                        length=L,
-                        depth=d,
-                        needle_index=i,
-                        documents=docs[:k] + [needle_docs[i]] + docs[k:n],
-                        gold_ids=[f"n{i}"],
-                        subject=rec.name,
-                        question=questions[i],
-                        gold=rec.labels.model_dump(),
-                        context_tokens=span + needle_tokens[i],
-                        meta={
-                            "needle_position": k,
-                            "needle_token_offset": ends[k],
-                            "actual_depth": round(100 * ends[k] / span, 2) if span else 0.0,
-                            "needle_tokens": needle_tokens[i],
-                            "haystack_documents": n,
-                        },
-                    ))
+                    out.append(
+                        Sample(
+                            id=f"bio-needle/L{L}/d{d:g}/n{i}",
+                            scenario=self.name,
+                            length=L,
+                            depth=d,
+                            needle_index=i,
+                            documents=docs[:k] + [needle_docs[i]] + docs[k:n],
+                            gold_ids=[f"n{i}"],
+                            subject=rec.name,
+                            question=questions[i],
+                            gold=rec.labels.model_dump(),
+                            context_tokens=span + needle_tokens[i],
+                            meta={
+                                "needle_position": k,
+                                "needle_token_offset": ends[k],
+                                "actual_depth": round(100 * ends[k] / span, 2) if span else 0.0,
+                                "needle_tokens": needle_tokens[i],
+                                "haystack_documents": n,
+                            },
+                        )
+                    )
         return out
 
     def questions(self, sample: Sample) -> list[Sample]:
@@ -346,9 +359,18 @@ class BioNeedle(Scenario):
             rec = self._people.get(d.text)
             if rec is None or d.id in sample.gold_ids:
                 continue
-            out.append(sample.model_copy(update={
-                "id": f"{sample.id}/{d.id}", "gold_ids": [d.id], "subject": rec.name, "question": question_for(rec.name),
-                "gold": rec.labels.model_dump(), "meta": {**sample.meta, "asked_about": d.id}}))
+            out.append(
+                sample.model_copy(
+                    update={
+                        "id": f"{sample.id}/{d.id}",
+                        "gold_ids": [d.id],
+                        "subject": rec.name,
+                        "question": question_for(rec.name),
+                        "gold": rec.labels.model_dump(),
+                        "meta": {**sample.meta, "asked_about": d.id},
+                    }
+                )
+            )
         return out
 
     # ------------------------------------------------------------------ few-shot
@@ -365,8 +387,13 @@ class BioNeedle(Scenario):
             recs = self.generator.records("shots", pos + k)[pos:]
             documents = [Document(id=f"s{pos + m}", text=r.bio) for m, r in enumerate(recs)]
             pos += k
-            out.append(Shot(documents=documents, question=question_for(recs[target].name),
-                            answer=recs[target].labels.model_dump()))
+            out.append(
+                Shot(
+                    documents=documents,
+                    question=question_for(recs[target].name),
+                    answer=recs[target].labels.model_dump(),
+                )
+            )
         return out
 
     # ------------------------------------------------------------------ marking
@@ -435,11 +462,15 @@ class _Files:
     def notes(self) -> list[str]:
         out = [f"{r.path}: {note}" for r in (self.haystack_report, self.needles_report) for note in r.note_lines()]
         if self.dropped:
-            out.append(f"{self.haystack_path}: {self.dropped:,} biograph{'y' if self.dropped == 1 else 'ies'} "
-                       "left out (the same name as a needle)")
+            out.append(
+                f"{self.haystack_path}: {self.dropped:,} biograph{'y' if self.dropped == 1 else 'ies'} "
+                "left out (the same name as a needle)"
+            )
         if not self.reference:
-            out.append(f"{self.haystack_path}: no labels in its first {min(self.kept, REFERENCE_SIZE):,} biographies: "
-                       "the null baseline comes from the needles' labels")
+            out.append(
+                f"{self.haystack_path}: no labels in its first {min(self.kept, REFERENCE_SIZE):,} biographies: "
+                "the null baseline comes from the needles' labels"
+            )
         return out
 
 
@@ -459,8 +490,9 @@ def _check_grid(lengths: list[int], depths: list[float], needles: int) -> None:
         raise UsageError(f"bio-needle: needles per cell must be at least 1 (got {needles!r})")
 
 
-def _take_until(pool: _Pool, start: int, budget: float, cost: Callable[[BioRecord], float],
-                chunk: int = 64) -> list[tuple[str, BioRecord]]:
+def _take_until(
+    pool: _Pool, start: int, budget: float, cost: Callable[[BioRecord], float], chunk: int = 64
+) -> list[tuple[str, BioRecord]]:
     """Pool items from `start` on whose estimated cost first reaches `budget` (at least one)."""
     taken: list[tuple[str, BioRecord]] = []
     spent = 0.0
@@ -477,8 +509,9 @@ def _take_until(pool: _Pool, start: int, budget: float, cost: Callable[[BioRecor
         have += len(items)
 
 
-def _count_background(pool: _Pool, cache: _CountingCache, counted: list[tuple[str, BioRecord]],
-                      budget: int) -> list[tuple[str, BioRecord]]:
+def _count_background(
+    pool: _Pool, cache: _CountingCache, counted: list[tuple[str, BioRecord]], budget: int
+) -> list[tuple[str, BioRecord]]:
     """Count pool items until their tokens (with separators) pass `budget` or the pool ends."""
     counted = list(counted)
     while True:
@@ -488,8 +521,12 @@ def _count_background(pool: _Pool, cache: _CountingCache, counted: list[tuple[st
         chars = sum(len(r.bio) for _, r in counted)
         per_char = used / chars if chars else 1 / _CHARS_PER_TOKEN_GUESS
         # Aim 5% past the remaining budget so one more batch is usually enough.
-        more = _take_until(pool, len(counted), (budget - used) * 1.05 + 1,
-                           lambda r: len(r.bio) * per_char + _SEP_TOKENS)
+        more = _take_until(
+            pool,
+            len(counted),
+            (budget - used) * 1.05 + 1,
+            lambda r: len(r.bio) * per_char + _SEP_TOKENS,  # noqa: B023 (called at once, in the loop)
+        )
         if not more:
             return counted
         cache.ensure([r.bio for _, r in more])

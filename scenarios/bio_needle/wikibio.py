@@ -34,26 +34,66 @@ from pydantic import BaseModel
 
 from harness.errors import HarnessError, UsageError
 from scenarios.bio_needle.anonymize import (
-    FakeNames, anonymize, collisions, detokenize, gender_of, leaks, name_forms, with_nicknames,
+    FakeNames,
+    anonymize,
+    collisions,
+    detokenize,
+    gender_of,
+    leaks,
+    name_forms,
+    with_nicknames,
 )
 
 DATASET = "michaelauli/wiki_bio"  # the Hub id the old "wiki_bio" name redirects to
-NAME_FIELDS = ("name", "article_title", "fullname", "full_name", "birth_name", "birthname", "realname",
-               "real_name")
+NAME_FIELDS = ("name", "article_title", "fullname", "full_name", "birth_name", "birthname", "realname", "real_name")
 # Infobox fields of groups and organisations, and of people.
-GROUP_FIELDS = frozenset({"current_members", "past_members", "members", "former_members", "founded",
-                          "headquarters", "ground", "league", "key_people", "industry", "products",
-                          "num_employees", "founders", "capacity", "formation"})
-PERSON_FIELDS = frozenset({"birth_date", "death_date", "birth_place", "death_place", "born", "died",
-                           "spouse", "parents", "children", "birthdate", "deathdate", "height"})
-_GROUP_NOUNS = (r"band|duo|trio|quartet|quintet|group|team|club|company|corporation|organi[sz]ation|"
-                r"orchestra|choir|ensemble|partnership|association|brothers|sisters|twins|family|"
-                r"franchise|firm|label|collective|troupe")
+GROUP_FIELDS = frozenset(
+    {
+        "current_members",
+        "past_members",
+        "members",
+        "former_members",
+        "founded",
+        "headquarters",
+        "ground",
+        "league",
+        "key_people",
+        "industry",
+        "products",
+        "num_employees",
+        "founders",
+        "capacity",
+        "formation",
+    }
+)
+PERSON_FIELDS = frozenset(
+    {
+        "birth_date",
+        "death_date",
+        "birth_place",
+        "death_place",
+        "born",
+        "died",
+        "spouse",
+        "parents",
+        "children",
+        "birthdate",
+        "deathdate",
+        "height",
+    }
+)
+_GROUP_NOUNS = (
+    r"band|duo|trio|quartet|quintet|group|team|club|company|corporation|organi[sz]ation|"
+    r"orchestra|choir|ensemble|partnership|association|brothers|sisters|twins|family|"
+    r"franchise|firm|label|collective|troupe"
+)
 # "is an american rock band formed in ...": the group noun must end the description ("a club
 # cricketer", "a group captain" are people); no "of"/"for" before it ("a member of the band").
-_GROUP_TEXT = re.compile(rf"\b(?:is|was|are|were)\s+(?:an?|the)\s+(?:(?!of\b|for\b|with\b|in\b)[^\W\d_][\w'-]*\s+){{0,5}}?"
-                         rf"(?:{_GROUP_NOUNS})\b(?=\s*(?:[,.;(]|$|from\b|formed\b|founded\b|based\b|that\b|which\b|"
-                         rf"consisting\b|in\b|of\b|who\b|whose\b))")
+_GROUP_TEXT = re.compile(
+    rf"\b(?:is|was|are|were)\s+(?:an?|the)\s+(?:(?!of\b|for\b|with\b|in\b)[^\W\d_][\w'-]*\s+){{0,5}}?"
+    rf"(?:{_GROUP_NOUNS})\b(?=\s*(?:[,.;(]|$|from\b|formed\b|founded\b|based\b|that\b|which\b|"
+    rf"consisting\b|in\b|of\b|who\b|whose\b))"
+)
 _SENTENCE_END = re.compile(r"\s\.(?:\s|$)|(?<=[^\W\d_]{3})\.(?:\s|$)")
 _FIRST_VERB = re.compile(r"\b(is|was|are|were)\b")
 SOURCE_SUFFIXES = (".parquet", ".arrow", ".jsonl")
@@ -95,8 +135,9 @@ def _entry(row: Any, source: str, index: int) -> SourceEntry:
         return SourceEntry(source, index, names, fields, detokenize(text).strip())
     name, bio = row.get("name"), row.get("bio")
     if not isinstance(name, str) or not isinstance(bio, str):
-        raise UsageError(f"{source} row {index + 1}: expected wiki_bio's input_text/target_text, "
-                         "or a name and a bio (strings)")
+        raise UsageError(
+            f"{source} row {index + 1}: expected wiki_bio's input_text/target_text, or a name and a bio (strings)"
+        )
     return SourceEntry(source, index, [name], {}, bio.strip(), row.get("json"))
 
 
@@ -192,9 +233,15 @@ def hub_entries(dataset: str = DATASET, split: str = "train") -> Iterator[Source
         datasets.config.HF_DATASETS_OFFLINE = offline
         ds = datasets.load_dataset(dataset, split=split, streaming=not offline)
     except Exception as e:
-        why = "huggingface.co cannot be reached and it is not in the local datasets cache" if offline else str(e).splitlines()[0]
-        raise UsageError(f"cannot load {dataset} ({why}); pass the dataset's files with --source PATH "
-                         "(its parquet or arrow files, or JSONL with name and bio)") from None
+        why = (
+            "huggingface.co cannot be reached and it is not in the local datasets cache"
+            if offline
+            else str(e).splitlines()[0]
+        )
+        raise UsageError(
+            f"cannot load {dataset} ({why}); pass the dataset's files with --source PATH "
+            "(its parquet or arrow files, or JSONL with name and bio)"
+        ) from None
     for i, row in enumerate(ds):
         yield _entry(row, f"{dataset}:{split}", i)
 
@@ -212,10 +259,10 @@ def not_one_person(entry: SourceEntry) -> str | None:
     first = _SENTENCE_END.split(entry.text.lower(), maxsplit=1)[0]
     m = _GROUP_TEXT.search(first)
     if m:
-        return f"text: \"{' '.join(m.group(0).split()[-1:])}\""
+        return f'text: "{" ".join(m.group(0).split()[-1:])}"'
     verb = _FIRST_VERB.search(first)
     if verb and verb.group(1) in ("are", "were"):
-        return f"text: plural subject (\"{verb.group(1)}\")"
+        return f'text: plural subject ("{verb.group(1)}")'
     return None
 
 
@@ -234,14 +281,17 @@ class ImportReport(BaseModel):
     files: dict[str, str] = {}
 
     def lines(self) -> list[str]:
-        out = [f"read {self.read:,} entries; wrote {self.written:,} ({self.needles:,} needles, "
-               f"{self.haystack:,} haystack)"]
+        out = [
+            f"read {self.read:,} entries; wrote {self.written:,} ({self.needles:,} needles, {self.haystack:,} haystack)"
+        ]
         for reason, n in sorted(self.left_out.items(), key=lambda kv: -kv[1]):
             out.append(f"  left out {n:,}: {reason}")
         if self.replaced_per_entry:
             r = self.replaced_per_entry
-            out.append(f"names replaced: {self.replaced_total:,} mentions; per entry min {r['min']:g}, "
-                       f"median {r['median']:g}, mean {r['mean']:.2f}, max {r['max']:g}")
+            out.append(
+                f"names replaced: {self.replaced_total:,} mentions; per entry min {r['min']:g}, "
+                f"median {r['median']:g}, mean {r['mean']:.2f}, max {r['max']:g}"
+            )
         out.append(f"entries where the original name still occurs: {self.still_named}")
         return out
 
@@ -268,9 +318,17 @@ class _Writer:
                 tmp.unlink(missing_ok=True)
 
 
-def import_wikibio(out: Path, *, source: Path | None = None, limit: int | None = None, needles: int = 20,
-                   seed: int = 0, dataset: str = DATASET, split: str = "train",
-                   entries: Iterator[SourceEntry] | None = None) -> ImportReport:
+def import_wikibio(
+    out: Path,
+    *,
+    source: Path | None = None,
+    limit: int | None = None,
+    needles: int = 20,
+    seed: int = 0,
+    dataset: str = DATASET,
+    split: str = "train",
+    entries: Iterator[SourceEntry] | None = None,
+) -> ImportReport:
     """Anonymize wiki_bio entries into out/needles.jsonl and out/haystack.jsonl (published form, no labels
     unless the source had them); out/anonymization.csv says, per source row, the fake name and how many
     mentions were replaced, or why the row was left out. Raises HarnessError, writing nothing, if any
@@ -312,25 +370,34 @@ def import_wikibio(out: Path, *, source: Path | None = None, limit: int | None =
             writer.csv.writerow(row + [record["name"], n, ""])
         report.still_named = len(named)
         if named:
-            raise HarnessError(f"anonymization left the original name in {len(named)} entries "
-                               f"({'; '.join(named[:3])}); nothing was written")
+            raise HarnessError(
+                f"anonymization left the original name in {len(named)} entries "
+                f"({'; '.join(named[:3])}); nothing was written"
+            )
         if not report.written:
-            raise UsageError(f"no entry could be imported from {source or dataset} "
-                             f"(read {report.read}; left out: {dict(left_out) or 'none'})")
+            raise UsageError(
+                f"no entry could be imported from {source or dataset} "
+                f"(read {report.read}; left out: {dict(left_out) or 'none'})"
+            )
         ok = True
     finally:
         writer.close(keep=ok)
     report.left_out = dict(left_out)
     report.replaced_total = sum(counts)
-    report.replaced_per_entry = {"min": min(counts), "median": statistics.median(counts),
-                                 "mean": statistics.fmean(counts), "max": max(counts)}
+    report.replaced_per_entry = {
+        "min": min(counts),
+        "median": statistics.median(counts),
+        "mean": statistics.fmean(counts),
+        "max": max(counts),
+    }
     report.files = {k: str(out / k) for k in ("needles.jsonl", "haystack.jsonl", "anonymization.csv")}
     (out / "import-report.json").write_text(report.model_dump_json(indent=2) + "\n")
     return report
 
 
-def _one(entry: SourceEntry, fakes: FakeNames, seen: set[int],
-         named: list[str]) -> tuple[str | None, dict[str, Any] | None, int]:
+def _one(
+    entry: SourceEntry, fakes: FakeNames, seen: set[int], named: list[str]
+) -> tuple[str | None, dict[str, Any] | None, int]:
     """(why it is left out, or None; the anonymized record; mentions replaced) of one entry."""
     if not entry.text:
         return "empty text", None, 0
