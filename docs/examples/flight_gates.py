@@ -45,8 +45,6 @@ def flights(seed: int, split: str):
 def line(flight) -> str:
     code, city, gate, time = flight
     return f"Flight {code} to {city} departs from gate {gate} at {time}."
-
-
 # --8<-- [end:flights]
 
 
@@ -55,8 +53,6 @@ class FlightParams(ScenarioParams):
     """Options a user sets with -P key=value (validated; unknown keys are refused)."""
 
     city_in_question: bool = Field(False, description="name the destination in the question too")
-
-
 # --8<-- [end:params]
 
 
@@ -77,10 +73,8 @@ class FlightGates(Scenario):
     def answer_schema(self) -> dict[str, Any]:
         return {
             "type": "object",
-            "properties": {
-                "gate": {"type": "string", "pattern": "^[A-E][0-9]{1,2}$"},
-                "time": {"type": "string", "pattern": "^[0-9]{2}:[0-9]{2}$"},
-            },
+            "properties": {"gate": {"type": "string", "pattern": "^[A-E][0-9]{1,2}$"},
+                           "time": {"type": "string", "pattern": "^[0-9]{2}:[0-9]{2}$"}},
             "required": ["gate", "time"],
             "additionalProperties": False,
         }
@@ -89,8 +83,7 @@ class FlightGates(Scenario):
         code, city = flight[0], flight[1]
         to = f" to {city}" if self.params.city_in_question else ""
         return f"From which gate, and at what time, does flight {code}{to} depart?"
-
-    # --8<-- [end:class]
+# --8<-- [end:class]
 
     # --8<-- [start:samples]
     def samples(self, lengths, depths, needles, count_tokens) -> list[Sample]:
@@ -111,23 +104,15 @@ class FlightGates(Scenario):
             for depth in depths:
                 k = depth_index(counts, depth)  # the boundary nearest depth% of the tokens
                 for i, flight in enumerate(targets):
-                    out.append(
-                        Sample(
-                            id=f"flight-gates/L{L}/d{depth:g}/n{i}",
-                            scenario=self.name,
-                            length=L,
-                            depth=depth,
-                            needle_index=i,
-                            documents=docs[:k] + [Document(id=f"n{i}", text=line(flight))] + docs[k:],
-                            gold_ids=[f"n{i}"],
-                            subject=flight[0],
-                            question=self.question(flight),
-                            gold={"gate": flight[2], "time": flight[3]},
-                            context_tokens=joined_tokens(counts[:k] + [target_tokens[i]] + counts[k:]),
-                        )
-                    )
+                    out.append(Sample(
+                        id=f"flight-gates/L{L}/d{depth:g}/n{i}", scenario=self.name, length=L,
+                        depth=depth, needle_index=i,
+                        documents=docs[:k] + [Document(id=f"n{i}", text=line(flight))] + docs[k:],
+                        gold_ids=[f"n{i}"], subject=flight[0], question=self.question(flight),
+                        gold={"gate": flight[2], "time": flight[3]},
+                        context_tokens=joined_tokens(counts[:k] + [target_tokens[i]] + counts[k:]),
+                    ))
         return out
-
     # --8<-- [end:samples]
 
     # --8<-- [start:score]
@@ -140,13 +125,8 @@ class FlightGates(Scenario):
         for _ in range(n):
             board = [next(stream) for _ in range(3)]
             target = board[1]
-            out.append(
-                Shot(
-                    documents=[Document(id=f[0], text=line(f)) for f in board],
-                    question=self.question(target),
-                    answer={"gate": target[2], "time": target[3]},
-                )
-            )
+            out.append(Shot(documents=[Document(id=f[0], text=line(f)) for f in board],
+                            question=self.question(target), answer={"gate": target[2], "time": target[3]}))
         return out
 
     def reference_labels(self) -> list[dict[str, Any]]:
@@ -167,6 +147,4 @@ class FlightGrounding(Grounding):
     def supports(self, field: str, value: Any, text: str) -> bool:
         word = "gate " if field == "gate" else "at "
         return re.search(re.escape(word + str(value).strip()) + r"\b", text, re.IGNORECASE) is not None
-
-
 # --8<-- [end:grounding]
