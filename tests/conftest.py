@@ -15,7 +15,7 @@ start it with VLLM_SERVER_DEV_MODE=1 for the reproducibility test (it resets the
 Two kinds of tests (pyproject.toml markers): `server` tests run a real vLLM server, `browser` tests
 a real Chromium; everything else is a unit test (no server, no browser, no network), so
 
-    .venv/bin/python -m pytest -m "not server and not browser"     # the fast ones, about 5 minutes
+    .venv/bin/python -m pytest -m "not server and not browser"     # the fast ones, about 10 minutes on 2 cores
     .venv/bin/python -m pytest                                      # all of them (what .ci/run runs)
 
 A test that asks for the `vllm_server` or `browser` fixture is marked automatically; tests that start
