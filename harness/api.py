@@ -648,31 +648,7 @@ def _compare(
         stats: list = []
 
         def ask(part) -> int:
-            if config.executor.kind == "ray":  # Ray is imported only here
-                from harness import ray_executor
-
-                s = ray_executor.run(
-                    run_id=run_id,
-                    config=config,
-                    scenario=scen,
-                    strategies=strategies,
-                    samples=part,
-                    endpoint=endpoint,
-                    store=store,
-                    shots=scen.shots(config.shots),
-                    concurrency=concurrency,
-                    max_tokens=ec.max_tokens,
-                    window=server.get("max_model_len"),
-                    cache=cache,
-                    on_planned=planned,
-                    on_done=done,
-                    on_strategy=recorder.boundary,
-                    address=config.executor.ray_address,
-                    workers=config.executor.workers,
-                )
-                stats.append(s)
-                return s.planned
-            s = runner.run(
+            common = dict(
                 run_id=run_id,
                 scenario=scen,
                 strategies=strategies,
@@ -688,6 +664,14 @@ def _compare(
                 on_done=done,
                 on_strategy=recorder.boundary,
             )
+            if config.executor.kind == "ray":  # Ray is imported only here
+                from harness import ray_executor
+
+                s = ray_executor.run(
+                    config=config, address=config.executor.ray_address, workers=config.executor.workers, **common
+                )
+            else:
+                s = runner.run(**common)
             stats.append(s)
             return s.planned
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
-from typing import Optional
+from typing import Annotated, Optional
 
 import typer
 from typer.core import TyperGroup
@@ -148,6 +148,48 @@ def deprecated_params(**flags: str | None) -> dict[str, str]:
     return out
 
 
+# Options of a server the harness starts, shared by `compare` and `serve` (the same flags, the same words).
+MaxModelLen = Annotated[
+    Optional[int],
+    typer.Option(
+        "--max-model-len",
+        help="context window of the started server; past the model's native window this implies YaRN (factor ceil(N/native))",
+    ),
+]
+RopeScaling = Annotated[
+    Optional[str],
+    typer.Option(
+        "--rope-scaling", help="RoPE scaling of the started server: yarn, linear, dynamic, or none (no implied YaRN)"
+    ),
+]
+RopeFactor = Annotated[
+    Optional[float], typer.Option("--rope-factor", help="RoPE scaling factor (window = original x factor)")
+]
+OriginalMaxLen = Annotated[
+    Optional[int],
+    typer.Option(
+        "--original-max-len",
+        help="the pre-training window the scaling starts from (default: the model's max_position_embeddings)",
+    ),
+]
+Revision = Annotated[Optional[str], typer.Option("--revision", help="Hugging Face revision of --model")]
+TensorParallelSize = Annotated[
+    Optional[int], typer.Option("--tensor-parallel-size", help="GPUs to shard the model over")
+]
+GpuMemoryUtilization = Annotated[
+    Optional[float], typer.Option("--gpu-memory-utilization", help="fraction of GPU memory vLLM may use (GPU build)")
+]
+Dtype = Annotated[
+    Optional[str], typer.Option("--dtype", help="weights/activations dtype: auto, bfloat16, float16, float32")
+]
+Adapter = Annotated[
+    Optional[Path],
+    typer.Option(
+        "--adapter", help="a LoRA adapter folder from `harness finetune`: served merged into the embedded model"
+    ),
+]
+
+
 # -- commands ----------------------------------------------------------------------------------------
 @app.command()
 def compare(
@@ -195,37 +237,15 @@ def compare(
         help="completions (base models) or chat; default: completions for the embedded model, chat otherwise",
     ),
     api_key_env: str = typer.Option(None, "--api-key-env", help="environment variable holding the API key"),
-    max_model_len: Optional[int] = typer.Option(
-        None,
-        "--max-model-len",
-        help="context window of the started server; past the model's native window this implies YaRN (factor ceil(N/native))",
-    ),
-    rope_scaling: Optional[str] = typer.Option(
-        None,
-        "--rope-scaling",
-        help="RoPE scaling of the started server: yarn, linear, dynamic, or none (no implied YaRN)",
-    ),
-    rope_factor: Optional[float] = typer.Option(
-        None, "--rope-factor", help="RoPE scaling factor (window = original x factor)"
-    ),
-    original_max_len: Optional[int] = typer.Option(
-        None,
-        "--original-max-len",
-        help="the pre-training window the scaling starts from (default: the model's max_position_embeddings)",
-    ),
-    revision: Optional[str] = typer.Option(None, "--revision", help="Hugging Face revision of --model"),
-    tensor_parallel_size: Optional[int] = typer.Option(
-        None, "--tensor-parallel-size", help="GPUs to shard the model over"
-    ),
-    gpu_memory_utilization: Optional[float] = typer.Option(
-        None, "--gpu-memory-utilization", help="fraction of GPU memory vLLM may use (GPU build)"
-    ),
-    dtype: Optional[str] = typer.Option(
-        None, "--dtype", help="weights/activations dtype: auto, bfloat16, float16, float32"
-    ),
-    adapter: Optional[Path] = typer.Option(
-        None, "--adapter", help="a LoRA adapter folder from `harness finetune`: served merged into the embedded model"
-    ),
+    max_model_len: MaxModelLen = None,
+    rope_scaling: RopeScaling = None,
+    rope_factor: RopeFactor = None,
+    original_max_len: OriginalMaxLen = None,
+    revision: Revision = None,
+    tensor_parallel_size: TensorParallelSize = None,
+    gpu_memory_utilization: GpuMemoryUtilization = None,
+    dtype: Dtype = None,
+    adapter: Adapter = None,
     concurrency: int = typer.Option(
         None,
         "--concurrency",
@@ -400,33 +420,15 @@ def serve(
     model: Optional[str] = typer.Option(
         None, "--model", help="a local folder or Hugging Face id (default: the embedded gemma-3-270m)"
     ),
-    max_model_len: Optional[int] = typer.Option(
-        None,
-        "--max-model-len",
-        help="context window; past the model's native window this implies YaRN (factor ceil(N/native))",
-    ),
-    rope_scaling: Optional[str] = typer.Option(
-        None, "--rope-scaling", help="yarn, linear, dynamic, or none (no implied YaRN)"
-    ),
-    rope_factor: Optional[float] = typer.Option(
-        None, "--rope-factor", help="RoPE scaling factor (window = original x factor)"
-    ),
-    original_max_len: Optional[int] = typer.Option(
-        None,
-        "--original-max-len",
-        help="the pre-training window the scaling starts from (default: the model's max_position_embeddings)",
-    ),
-    revision: Optional[str] = typer.Option(None, "--revision", help="Hugging Face revision of --model"),
-    tensor_parallel_size: Optional[int] = typer.Option(
-        None, "--tensor-parallel-size", help="GPUs to shard the model over"
-    ),
-    gpu_memory_utilization: Optional[float] = typer.Option(
-        None, "--gpu-memory-utilization", help="fraction of GPU memory vLLM may use (GPU build)"
-    ),
-    dtype: Optional[str] = typer.Option(None, "--dtype", help="auto, bfloat16, float16, float32"),
-    adapter: Optional[Path] = typer.Option(
-        None, "--adapter", help="a LoRA adapter folder from `harness finetune`: served merged into the embedded model"
-    ),
+    max_model_len: MaxModelLen = None,
+    rope_scaling: RopeScaling = None,
+    rope_factor: RopeFactor = None,
+    original_max_len: OriginalMaxLen = None,
+    revision: Revision = None,
+    tensor_parallel_size: TensorParallelSize = None,
+    gpu_memory_utilization: GpuMemoryUtilization = None,
+    dtype: Dtype = None,
+    adapter: Adapter = None,
     log: Optional[Path] = typer.Option(None, "--log", help="server log file"),
     replicas: int = typer.Option(
         1,

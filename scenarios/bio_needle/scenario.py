@@ -25,6 +25,7 @@ from typing import Any, Literal
 from pydantic import Field
 
 from harness.errors import UsageError
+from harness.haystack import CHARS_PER_TOKEN_GUESS, SEP_TOKENS, TokenCache
 from harness.samples import Document, Sample
 from harness.scenario import Scenario, ScenarioParams, Shot, TokenCounter, Words
 from scenarios.bio_needle.generator import BioGenerator
@@ -70,8 +71,6 @@ DATE_PATTERN = r"^([0-9]{4}(-[0-9]{2}(-[0-9]{2})?)?)?$"
 COMPACT_KEYS = {"date_of_birth": "born", "date_of_death": "died"}
 
 REFERENCE_SIZE = 1000  # biographies the null baseline's most common labels are taken from
-_SEP_TOKENS = 1  # tokens assumed for each "\n\n" between documents
-_CHARS_PER_TOKEN_GUESS = 3.0  # sizes the first counting batch (low, to rarely overshoot); measured afterwards
 
 
 class BioNeedleParams(ScenarioParams):
@@ -124,26 +123,6 @@ def inline_schema(schema: dict[str, Any]) -> dict[str, Any]:
     return walk(schema)
 
 
-class _CountingCache:
-    """Counts each distinct text once; remembers counts for as long as the counter is the same."""
-
-    def __init__(self, count_tokens: TokenCounter):
-        self.count_tokens = count_tokens
-        self.counts: dict[str, int] = {}
-
-    def ensure(self, texts: Sequence[str]) -> None:
-        todo = list(dict.fromkeys(t for t in texts if t not in self.counts))
-        if not todo:
-            return
-        got = list(self.count_tokens(todo))
-        if len(got) != len(todo):
-            raise RuntimeError(f"token counter returned {len(got)} counts for {len(todo)} texts")
-        self.counts.update(zip(todo, (int(n) for n in got)))
-
-    def __getitem__(self, text: str) -> int:
-        return self.counts[text]
-
-
 class _Pool:
     """The background biographies in order, with stable document ids; possibly endless."""
 
@@ -175,7 +154,7 @@ class BioNeedle(Scenario):
             raise UsageError("bio-needle: the training split is never written with held-out forms (forms=held-out)")
         self.generator = BioGenerator(seed, needle_forms=getattr(p, "forms", "all"))
         self._files: _Files | None = None
-        self._cache: _CountingCache | None = None
+        self._cache: TokenCache | None = None
         self._people: dict[str, BioRecord] = {}  # biography text -> its person, for everything samples() placed
 
     # ------------------------------------------------------------------ task statement
@@ -276,9 +255,9 @@ class BioNeedle(Scenario):
         labels = [r.labels.model_dump() for r in files.needles[:n]]
         return labels, f"needle labels of {len(labels):,} biographies; haystack unlabeled"
 
-    def _counter(self, count_tokens: TokenCounter) -> _CountingCache:
+    def _counter(self, count_tokens: TokenCounter) -> TokenCache:
         if self._cache is None or self._cache.count_tokens is not count_tokens:
-            self._cache = _CountingCache(count_tokens)
+            self._cache = TokenCache(count_tokens)
         return self._cache
 
     # ------------------------------------------------------------------ the grid
@@ -294,7 +273,7 @@ class BioNeedle(Scenario):
         pool = self._pool()
 
         # First batch: needles, questions and a guess at the background; then top up.
-        guess = _take_until(pool, 0, max(lengths), lambda r: len(r.bio) / _CHARS_PER_TOKEN_GUESS + _SEP_TOKENS)
+        guess = _take_until(pool, 0, max(lengths), lambda r: len(r.bio) / CHARS_PER_TOKEN_GUESS + SEP_TOKENS)
         cache.ensure([r.bio for r in needle_recs] + questions + [r.bio for _, r in guess])
         needle_tokens = [cache[r.bio] for r in needle_recs]
         for L in lengths:
@@ -309,7 +288,7 @@ class BioNeedle(Scenario):
         # ends[k]: tokens before a needle placed after the first k background documents.
         ends = [0]
         for _, r in background:
-            ends.append(ends[-1] + cache[r.bio] + _SEP_TOKENS)
+            ends.append(ends[-1] + cache[r.bio] + SEP_TOKENS)
         docs = [Document(id=doc_id, text=r.bio) for doc_id, r in background]
         needle_docs = [Document(id=f"n{i}", text=r.bio) for i, r in enumerate(needle_recs)]
         self._people.update((r.bio, r) for _, r in background)
@@ -319,7 +298,7 @@ class BioNeedle(Scenario):
         for L in lengths:
             n = bisect.bisect_right(ends, L - biggest_needle) - 1
             if pool.size is not None and n == pool.size:
-                total = ends[-1] - _SEP_TOKENS * len(background)
+                total = ends[-1] - SEP_TOKENS * len(background)
                 raise UsageError(
                     f"{self.params.haystack_file} holds {total} tokens ({pool.size} biographies), "
                     f"too few to fill length {L} (about {L - biggest_needle} tokens of haystack needed)"
@@ -510,22 +489,22 @@ def _take_until(
 
 
 def _count_background(
-    pool: _Pool, cache: _CountingCache, counted: list[tuple[str, BioRecord]], budget: int
+    pool: _Pool, cache: TokenCache, counted: list[tuple[str, BioRecord]], budget: int
 ) -> list[tuple[str, BioRecord]]:
     """Count pool items until their tokens (with separators) pass `budget` or the pool ends."""
     counted = list(counted)
     while True:
-        used = sum(cache[r.bio] + _SEP_TOKENS for _, r in counted)
+        used = sum(cache[r.bio] + SEP_TOKENS for _, r in counted)
         if used >= budget:  # the next document cannot fit any more
             return counted
         chars = sum(len(r.bio) for _, r in counted)
-        per_char = used / chars if chars else 1 / _CHARS_PER_TOKEN_GUESS
+        per_char = used / chars if chars else 1 / CHARS_PER_TOKEN_GUESS
         # Aim 5% past the remaining budget so one more batch is usually enough.
         more = _take_until(
             pool,
             len(counted),
             (budget - used) * 1.05 + 1,
-            lambda r: len(r.bio) * per_char + _SEP_TOKENS,  # noqa: B023 (called at once, in the loop)
+            lambda r: len(r.bio) * per_char + SEP_TOKENS,  # noqa: B023 (called at once, in the loop)
         )
         if not more:
             return counted
