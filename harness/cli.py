@@ -543,25 +543,10 @@ def finetune(
     no_bf16: bool = typer.Option(False, "--no-bf16", help="train in float32 (slower on CPUs with AVX512-BF16)"),
 ):
     """Tune the embedded model to read: LoRA on the scenario's training split (zero-shot prompts, loss on the answer)."""
-    from harness.finetune.config import DataConfig, FinetuneConfig
+    from harness.finetune.config import FinetuneConfig
 
-    values, is_range = parse_length_spec(lengths)
     try:
-        data = DataConfig(
-            scenario=scenario,
-            scenario_params=parse_kv(scenario_param or [], "--scenario-param"),
-            includes=[str(p) for p in include or []],
-            lengths=values,
-            length_range=is_range,
-            seed=seed,
-            **{
-                k: v
-                for k, v in dict(
-                    strategies=split_strategies(strategies) if strategies else None, answerable_share=answerable_share
-                ).items()
-                if v is not None
-            },
-        )
+        data = _data_config(scenario, lengths, strategies, answerable_share, seed, scenario_param, include)
         given = dict(steps=steps, batch=batch, lr=lr, rank=rank, alpha=2.0 * rank if rank else None, threads=threads)
         config = FinetuneConfig(
             data=data, out=out, bf16=not no_bf16, **{k: v for k, v in given.items() if v is not None}
@@ -591,29 +576,31 @@ def export_finetune(
     ),
 ):
     """Write the fine-tuning examples `harness finetune` trains on as chat-format JSONL, with a held-out test split."""
-    from harness.finetune.config import DataConfig, ExportConfig
+    from harness.finetune.config import ExportConfig
 
-    values, is_range = parse_length_spec(lengths)
     try:
-        data = DataConfig(
-            scenario=scenario,
-            scenario_params=parse_kv(scenario_param or [], "--scenario-param"),
-            includes=[str(p) for p in include or []],
-            lengths=values,
-            length_range=is_range,
-            seed=seed,
-            **{
-                k: v
-                for k, v in dict(
-                    strategies=split_strategies(strategies) if strategies else None, answerable_share=answerable_share
-                ).items()
-                if v is not None
-            },
-        )
+        data = _data_config(scenario, lengths, strategies, answerable_share, seed, scenario_param, include)
         config = ExportConfig(data=data, n=n, test_n=max(1, n // 10) if test_n is None else test_n, out=out)
     except ValueError as e:
         raise UsageError(f"export-finetune: {_first_error(e)}") from None
     harness_api.export_finetune(config)
+
+
+def _data_config(scenario, lengths, strategies, answerable_share, seed, scenario_param, include):
+    """The training data `finetune` and `export-finetune` share (a ValueError when the flags do not fit)."""
+    from harness.finetune.config import DataConfig
+
+    values, is_range = parse_length_spec(lengths)
+    given = dict(strategies=split_strategies(strategies) if strategies else None, answerable_share=answerable_share)
+    return DataConfig(
+        scenario=scenario,
+        scenario_params=parse_kv(scenario_param or [], "--scenario-param"),
+        includes=[str(p) for p in include or []],
+        lengths=values,
+        length_range=is_range,
+        seed=seed,
+        **{k: v for k, v in given.items() if v is not None},
+    )
 
 
 def _first_error(e: ValueError) -> str:
