@@ -5,7 +5,8 @@
     .venv/bin/python bench/serving.py --no-first-start --concurrency 1,8 --env KMP_BLOCKTIME=200
 
 A setting is dtype (bf16|fp32), optionally `-eager` (--enforce-eager), `-spin` (vLLM's own 1 s
-busy-wait of its shared-memory queues, which the harness's vLLM plugin turns off) and `-avx2` (the server
+busy-wait of its shared-memory queues, which the harness's vLLM plugin shortens) or `-spinMS` (that
+busy-wait set to MS milliseconds, e.g. bf16-spin0) and `-avx2` (the server
 runs with ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2 MKL_ENABLE_INSTRUCTIONS=AVX2: an
 AVX-512 machine computing like an ordinary AVX2 CPU; a child python checks that torch and oneDNN
 took the restriction). Each setting is started through the harness's own launcher
@@ -41,6 +42,7 @@ import contextlib
 import json
 import os
 import random
+import re
 import shutil
 import subprocess
 import sys
@@ -62,24 +64,27 @@ class Setting:
     dtype: str  # bfloat16 | float32
     eager: bool
     avx2: bool
-    spin: bool = False  # vLLM's own 1 s busy-wait of the shm queue readers (the harness's plugin sets 0)
+    spin: float | None = None  # shm queue readers' busy-wait, s (None: the harness's default; -spin: vLLM's own 1 s)
 
     @classmethod
     def parse(cls, text: str) -> Setting:
         parts = text.strip().lower().split("-")
         dtypes = [p for p in parts if p in DTYPES]
-        unknown = [p for p in parts if p not in DTYPES and p not in ("eager", "avx2", "spin")]
-        if len(dtypes) != 1 or unknown:
+        spins = [p for p in parts if re.fullmatch(r"spin\d*", p)]
+        unknown = [p for p in parts if p not in DTYPES and p not in ("eager", "avx2") and p not in spins]
+        if len(dtypes) != 1 or unknown or len(spins) > 1:
             raise argparse.ArgumentTypeError(
-                f"setting {text!r}: give one of bf16|fp32, optionally -eager, -avx2 and -spin (e.g. fp32-avx2-eager)"
+                f"setting {text!r}: give one of bf16|fp32, optionally -eager, -avx2 and -spin or -spinMS "
+                "(e.g. fp32-avx2-eager, bf16-spin50)"
             )
-        return cls(text.strip().lower(), DTYPES[dtypes[0]], "eager" in parts, "avx2" in parts, "spin" in parts)
+        spin = None if not spins else (1.0 if spins[0] == "spin" else int(spins[0][4:]) / 1000)
+        return cls(text.strip().lower(), DTYPES[dtypes[0]], "eager" in parts, "avx2" in parts, spin)
 
     def env(self) -> dict[str, str]:
         env = dict(AVX2_ENV) if self.avx2 else {}
         env["HARNESS_VLLM_EAGER"] = "1" if self.eager else "0"
-        if self.spin:
-            env["HARNESS_VLLM_SHM_BUSY_LOOP_S"] = "1"
+        if self.spin is not None:
+            env["HARNESS_VLLM_SHM_BUSY_LOOP_S"] = f"{self.spin:g}"
         return env
 
 
@@ -302,7 +307,7 @@ def run_setting(setting: Setting, a, extra_env: dict[str, str], workdir: Path) -
     print(
         f"\n== {setting.name}: dtype {setting.dtype}, {'eager' if setting.eager else 'compiled'}, "
         f"{'AVX2-restricted' if setting.avx2 else 'native ISA'}"
-        f"{', shm busy-wait 1 s (vLLM default)' if setting.spin else ''}",
+        + ("" if setting.spin is None else f", shm busy-wait {setting.spin:g} s"),
         flush=True,
     )
     res.isa_check = isa_check(env)
