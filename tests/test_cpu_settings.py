@@ -188,3 +188,26 @@ def test_the_gpu_build_has_no_cpu_section_and_default_concurrency_falls_back():
 def test_this_machine_is_read():
     facts = cpu.read_facts()
     assert facts.cpus and facts.kind in ("amx", "avx512_bf16", "avx512", "avx2", "baseline")
+
+
+def test_the_shm_busy_loop_is_short_but_not_zero():
+    """Blocking at once sometimes made 2-in-flight decode 5x slower; vLLM's own 1 s spin takes half a
+    core after every request (bench/serving.py): the default lies between."""
+    plan = plan_for(EPYC_ZEN5)
+    assert 0 < plan.busy_loop_s < 1
+    assert plan.env()[cpu.BUSY_LOOP_ENV] == f"{plan.busy_loop_s:g}"
+    assert plan.describe()["shm_busy_loop_why"].startswith("shared-memory queue readers busy-wait")
+    assert plan_for(EPYC_ZEN5, {cpu.BUSY_LOOP_ENV: "1"}).busy_loop_s == 1.0
+    with pytest.raises(UsageError):
+        plan_for(EPYC_ZEN5, {cpu.BUSY_LOOP_ENV: "soon"})
+
+
+def test_eager_only_where_the_model_runs_float32_for_want_of_native_bf16():
+    """AVX2 (float32): eager starts without compiling and prefills as fast; native bf16: compiled
+    is faster (bench/serving.py)."""
+    avx2, native = plan_for(EPYC_ZEN2), plan_for(EPYC_ZEN5)
+    assert avx2.dtype == "float32" and avx2.eager and "--enforce-eager" in avx2.args()
+    assert "float32" in avx2.eager_why
+    assert native.dtype == "bfloat16" and not native.eager and "--enforce-eager" not in native.args()
+    assert not plan_for(EPYC_ZEN5, dtype="float32").eager  # the user's float32 on a bf16 CPU: still compiled
+    assert not plan_for(EPYC_ZEN2, {cpu.EAGER_ENV: "0"}).eager

@@ -507,18 +507,19 @@ def test_real_server_went_through_the_startup_phases_and_serves_the_decided_dtyp
     if not isinstance(vllm_server, VLLMServer):
         pytest.skip("HARNESS_TEST_VLLM_URL: a server the tests did not start")
     names = [p for p, _ in vllm_server.phases]
+    cpu = vllm_server.plan.cpu
+    compiled = cpu is None or not cpu.eager  # an eager server (float32 CPUs) compiles nothing
     for phase in (
         startup.STARTING,
         startup.ENGINE,
         startup.LOADING,
-        startup.COMPILING,
+        *([startup.COMPILING] if compiled else []),
         startup.KV_CACHE,
         startup.READY,
     ):
         assert phase in names, names
     assert names[-1] == startup.READY
     assert vllm_server.phases[-1][1] >= vllm_server.startup_seconds - 1
-    cpu = vllm_server.plan.cpu
     assert cpu is not None and cpu.dtype in ("bfloat16", "float32")
     assert vllm_server.served_dtype == cpu.dtype  # what the engine logged it runs
     assert vllm_server.plan.describe()["cpu"]["dtype"] == cpu.dtype

@@ -6,8 +6,11 @@ the queue empty spins (`sched_yield` in a loop) for `busy_loop_s` = 1 s after it
 before it blocks on a zmq notification; vLLM has no setting for it. On a 2-core machine that
 costs twice: while the worker computes a decode step the engine core spins beside it (15-40 % of a
 core measured), and after every request the worker spins for a further second, taking the CPU
-the harness needs between requests. The writer notifies on every write, so a reader that blocks
-at once loses only a zmq wake-up (tens of microseconds) per hand-over.
+the harness needs between requests. The writer notifies on every write, so a reader may block
+instead -- but not at once: readers that blocked at once sometimes made two requests decoding
+together 5x slower (bench/serving.py, `-spin0`). The launcher's default is a 50 ms busy loop
+(harness/endpoints/cpu.py): every decode hand-over falls within it, and the server takes ~4 % of a
+core in the 2 s after a request instead of 50 %.
 
 vLLM loads general plugins in every process it starts (API server, engine core, worker). This one
 does nothing unless HARNESS_VLLM_SHM_BUSY_LOOP_S is set -- the harness's launcher sets it (see
