@@ -6,7 +6,9 @@
 
 A setting is dtype (bf16|fp32), optionally `-eager` (--enforce-eager), `-spin` (vLLM's own 1 s
 busy-wait of its shared-memory queues, which the harness's vLLM plugin shortens) or `-spinMS` (that
-busy-wait set to MS milliseconds, e.g. bf16-spin0) and `-avx2` (the server
+busy-wait set to MS milliseconds, e.g. bf16-spin0), `-tuned` (the shipped bio-needle reader merged into
+the weights, as `harness compare` serves it) or `-lora` (the same adapter served as vLLM's LoRA
+module on the base: `--enable-lora`, requests name the module) and `-avx2` (the server
 runs with ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2 MKL_ENABLE_INSTRUCTIONS=AVX2: an
 AVX-512 machine computing like an ordinary AVX2 CPU; a child python checks that torch and oneDNN
 took the restriction). Each setting is started through the harness's own launcher
@@ -56,6 +58,8 @@ sys.path.insert(0, str(ROOT))
 
 AVX2_ENV = {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2", "MKL_ENABLE_INSTRUCTIONS": "AVX2"}
 DTYPES = {"bf16": "bfloat16", "fp32": "float32"}
+READER = ROOT / "scenarios" / "bio_needle" / "reader"  # the shipped tuned reader (LoRA adapter)
+LORA_NAME = "reader"
 
 
 @dataclass(frozen=True)
@@ -65,20 +69,24 @@ class Setting:
     eager: bool
     avx2: bool
     spin: float | None = None  # shm queue readers' busy-wait, s (None: the harness's default; -spin: vLLM's own 1 s)
+    reader: str | None = None  # None: the base model; "tuned": the shipped reader merged; "lora": as a LoRA module
 
     @classmethod
     def parse(cls, text: str) -> Setting:
         parts = text.strip().lower().split("-")
         dtypes = [p for p in parts if p in DTYPES]
         spins = [p for p in parts if re.fullmatch(r"spin\d*", p)]
-        unknown = [p for p in parts if p not in DTYPES and p not in ("eager", "avx2") and p not in spins]
+        unknown = [
+            p for p in parts if p not in DTYPES and p not in ("eager", "avx2", "tuned", "lora") and p not in spins
+        ]
         if len(dtypes) != 1 or unknown or len(spins) > 1:
             raise argparse.ArgumentTypeError(
-                f"setting {text!r}: give one of bf16|fp32, optionally -eager, -avx2 and -spin or -spinMS "
-                "(e.g. fp32-avx2-eager, bf16-spin50)"
+                f"setting {text!r}: give one of bf16|fp32, optionally -eager, -avx2, -spin or -spinMS, "
+                "-tuned or -lora (e.g. fp32-avx2-eager, bf16-spin50, bf16-lora)"
             )
         spin = None if not spins else (1.0 if spins[0] == "spin" else int(spins[0][4:]) / 1000)
-        return cls(text.strip().lower(), DTYPES[dtypes[0]], "eager" in parts, "avx2" in parts, spin)
+        reader = "lora" if "lora" in parts else ("tuned" if "tuned" in parts else None)
+        return cls(text.strip().lower(), DTYPES[dtypes[0]], "eager" in parts, "avx2" in parts, spin, reader)
 
     def env(self) -> dict[str, str]:
         env = dict(AVX2_ENV) if self.avx2 else {}
@@ -240,7 +248,8 @@ def complete(base_url: str, model: str, prompt: list[int], max_tokens: int) -> t
 
 
 def measure(srv, res: Result, a, rng: random.Random) -> None:
-    complete(srv.base_url, srv.model, random_prompt(rng, 64), 8)  # first request pays one-off costs
+    model = LORA_NAME if res.setting.reader == "lora" else srv.model
+    complete(srv.base_url, model, random_prompt(rng, 64), 8)  # first request pays one-off costs
 
     def best_of(name: str, once) -> float:
         """The best of --repeats runs, each started when the machine is quiet; the most the other
@@ -255,7 +264,7 @@ def measure(srv, res: Result, a, rng: random.Random) -> None:
         return round(best, 1)
 
     def prefill(size: int) -> float:
-        wall, usage = complete(srv.base_url, srv.model, random_prompt(rng, size), 1)
+        wall, usage = complete(srv.base_url, model, random_prompt(rng, size), 1)
         cached = (usage.get("prompt_tokens_details") or {}).get("cached_tokens") or 0
         if cached:
             print(f"  warning: {cached} cached tokens in a prefill measurement", flush=True)
@@ -265,7 +274,7 @@ def measure(srv, res: Result, a, rng: random.Random) -> None:
         prompts = [random_prompt(rng, 16) for _ in range(n)]
         t0 = time.monotonic()
         with cf.ThreadPoolExecutor(n) as pool:
-            usages = list(pool.map(lambda p: complete(srv.base_url, srv.model, p, a.decode_tokens)[1], prompts))
+            usages = list(pool.map(lambda p: complete(srv.base_url, model, p, a.decode_tokens)[1], prompts))
         return sum(u["completion_tokens"] for u in usages) / (time.monotonic() - t0)
 
     for size in a.prefill:
@@ -284,7 +293,7 @@ def measure(srv, res: Result, a, rng: random.Random) -> None:
     tails = []
     for _ in range(3):  # what the server burns right after a request: the harness's time between requests
         time.sleep(3)
-        complete(srv.base_url, srv.model, random_prompt(rng, 16), 4)
+        complete(srv.base_url, model, random_prompt(rng, 16), 4)
         a0, t0 = _group_seconds(srv.pid), time.monotonic()
         time.sleep(2)
         tails.append(100 * (_group_seconds(srv.pid) - a0) / (time.monotonic() - t0))
@@ -313,6 +322,12 @@ def run_setting(setting: Setting, a, extra_env: dict[str, str], workdir: Path) -
     res.isa_check = isa_check(env)
     print(f"  {res.isa_check}", flush=True)
     opts = ServerOptions(dtype=setting.dtype)
+    if setting.reader == "tuned":  # the shipped reader, merged into the weights (what `harness compare` serves)
+        opts = ServerOptions(dtype=setting.dtype, adapter=str(READER))
+    elif setting.reader == "lora":  # the same adapter as vLLM's LoRA module on the base
+        rank = json.loads((READER / "adapter_config.json").read_text())["r"]
+        lora = ("--enable-lora", "--lora-modules", f"{LORA_NAME}={READER}", "--max-lora-rank", str(rank))
+        opts = ServerOptions(dtype=setting.dtype, extra_args=lora)
     rng = random.Random(f"{setting.name}-{time.time()}")
     with patched_environ(env):
         try:

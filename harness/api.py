@@ -200,7 +200,7 @@ def open_endpoint(ec: EndpointConfig, log_path: Path | None = None):
         return
     opts = server_options(ec)
     what = "the embedded model" if opts.embedded else opts.model
-    err.print(f"[dim]starting vLLM with {what} (first start compiles: minutes)…[/dim]")
+    err.print(f"[dim]starting vLLM with {what} (the first start takes longest)…[/dim]")
     server = launch_server(opts, log_path)
     try:
         api = ec.api if ec.api != "auto" else ("completions" if opts.embedded else default_api(server.model_path))
@@ -322,7 +322,7 @@ def serve(ec: EndpointConfig, log: Path | None = None, replicas: int = 1) -> Non
                 if replicas > 1
                 else ""
             )
-            err.print(f"[dim]starting vLLM with {what}{where} (first start compiles: minutes)…[/dim]")
+            err.print(f"[dim]starting vLLM with {what}{where} (the first start takes longest)…[/dim]")
             path = log if log is None or replicas == 1 else log.with_name(f"{log.stem}.{i}{log.suffix}")
             servers.append(launch_server(opts, path, env or None))
         server = servers[0]
