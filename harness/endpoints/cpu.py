@@ -307,10 +307,11 @@ def decide(
     )
 
 
-# Short enough that the server takes ~4 % of a core in the 2 s after a request (vLLM's own 1 s:
-# 50 %), long enough that the hand-over between decode steps (tens of ms) never blocks: readers
-# that blocked at once sometimes made 2-in-flight decode 5x slower (bf16: 10.5 vs 55 tok/s).
-SHM_BUSY_LOOP_S = 0.05
+# bench/serving.py on 2 cores (docs/vllm-cpu-notes.md section 8): readers that blocked at once
+# sometimes made 2-in-flight decode 5x slower (bf16: 10.5 vs 55 tok/s); 50 ms decoded ~8 % slower
+# alone and 4 in flight than vLLM's own 1 s; 200 ms decodes as fast as 1 s (35/55/117 vs
+# 35/54/114 tok/s at 1/2/4 in flight) and takes 11 % of a core in the 2 s after a request, not 50 %.
+SHM_BUSY_LOOP_S = 0.2
 
 
 def _default_eager(facts: CpuFacts, dtype: str | None) -> tuple[bool, str]:
@@ -333,8 +334,7 @@ def _omp_settings(facts: CpuFacts) -> tuple[dict[str, str], str]:
 def _default_busy_loop(facts: CpuFacts) -> tuple[float | None, str]:
     return SHM_BUSY_LOOP_S, (
         f"shared-memory queue readers busy-wait {SHM_BUSY_LOOP_S * 1000:g} ms, then block (vLLM's own: "
-        "1 s, 50% of a core after every request): decode hand-overs stay fast, the harness keeps "
-        "its CPU between requests"
+        "1 s, 50% of a core after every request; 200 ms: 11%, decode as fast)"
     )
 
 
