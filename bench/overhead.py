@@ -76,10 +76,13 @@ def run_harness(endpoint, scen, strats, samples, shots, concurrency, max_tokens,
 def bodies(endpoint, scen, strats, samples, shots, max_tokens) -> list[tuple[str, dict]]:
     """The exact requests the harness sends, in its order."""
     from harness import runner
+    from harness.query import Asker
+    from harness.scoring.answers import wire_schema
 
-    jobs = runner.plan_jobs(scen, strats, samples, shots, set())
-    schema = scen.answer_schema()
-    return [endpoint.request(j.prompt, schema, max_tokens) for j in jobs]
+    asker = Asker(endpoint, None, max_tokens=max_tokens, window=None, concurrency=1)
+    plan = runner.plan_queries(scen, strats, samples, shots, set(), asker)
+    schema = wire_schema(scen)
+    return [asker.request(prompt, schema, max_tokens) for p in plan for prompt in p.prompts]
 
 
 def run_bare(base_url: str, requests: list[tuple[str, dict]], concurrency: int) -> float:
