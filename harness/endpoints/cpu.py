@@ -308,10 +308,12 @@ def decide(
 
 
 # bench/serving.py on 2 cores (docs/vllm-cpu-notes.md section 8): readers that blocked at once
-# sometimes made 2-in-flight decode 5x slower (bf16: 10.5 vs 55 tok/s); 50 ms decoded ~8 % slower
-# alone and 4 in flight than vLLM's own 1 s; 200 ms decodes as fast as 1 s (35/55/117 vs
-# 35/54/114 tok/s at 1/2/4 in flight) and takes 11 % of a core in the 2 s after a request, not 50 %.
-SHM_BUSY_LOOP_S = 0.2
+# sometimes made 2-in-flight decode 5x slower (bf16: 10.5 vs 55 tok/s). With native bf16, 200 ms
+# decodes as fast as vLLM's own 1 s (35/55/117 vs 35/54/114 tok/s at 1/2/4 in flight) where 50 ms
+# was ~8 % slower alone and 4 in flight; on the float32 (AVX2) path 50 ms decoded as fast as 1 s
+# (17.5/32.5 vs 16/28.9) and the README demo's queries took 144 s with it, 172 s with 200 ms
+# (one run each). After a request: 4 % of a core at 50 ms, 11 % at 200 ms, 50 % at 1 s.
+SHM_BUSY_LOOP_S = {"native_bf16": 0.2, "float32": 0.05}
 
 
 def _default_eager(facts: CpuFacts, dtype: str | None) -> tuple[bool, str]:
@@ -332,9 +334,12 @@ def _omp_settings(facts: CpuFacts) -> tuple[dict[str, str], str]:
 
 
 def _default_busy_loop(facts: CpuFacts) -> tuple[float | None, str]:
-    return SHM_BUSY_LOOP_S, (
-        f"shared-memory queue readers busy-wait {SHM_BUSY_LOOP_S * 1000:g} ms, then block (vLLM's own: "
-        "1 s, 50% of a core after every request; 200 ms: 11%, decode as fast)"
+    kind = "native_bf16" if facts.native_bf16 else "float32"
+    seconds = SHM_BUSY_LOOP_S[kind]
+    return seconds, (
+        f"shared-memory queue readers busy-wait {seconds * 1000:g} ms, then block (vLLM's own: 1 s, "
+        f"50% of a core after every request): the shortest that decoded as fast "
+        f"{'with native bf16' if facts.native_bf16 else 'on a float32 CPU'} (bench/serving.py)"
     )
 
 
