@@ -8,6 +8,7 @@ report can show why.
 from __future__ import annotations
 
 import json
+import weakref
 from typing import Any
 
 import jsonschema
@@ -49,9 +50,28 @@ def is_wrapped(schema: dict[str, Any]) -> bool:
     return schema.get("type") != "object"
 
 
+_SCHEMAS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def answer_schema(scenario) -> dict[str, Any]:
+    """`scenario.answer_schema()`, computed once per scenario object and shared (do not mutate it):
+    a pydantic model's JSON schema costs ~1.5 ms to build, and every request, shot and parsed
+    answer needs it (bench/overhead.py: 14 of 17 s of the harness's own time on 1,000 queries)."""
+    try:
+        return _SCHEMAS[scenario]
+    except (KeyError, TypeError):
+        pass
+    schema = scenario.answer_schema()
+    try:
+        _SCHEMAS[scenario] = schema
+    except TypeError:  # not weak-referenceable: computed each time
+        pass
+    return schema
+
+
 def wire_schema(scenario) -> dict[str, Any]:
     """The schema the model answers in: the scenario's, wrapped in an object when it is not one."""
-    schema = scenario.answer_schema()
+    schema = answer_schema(scenario)
     if not is_wrapped(schema):
         return schema
     return {"type": "object", "properties": {WRAP_KEY: schema}, "required": [WRAP_KEY], "additionalProperties": False}
@@ -61,7 +81,7 @@ def wire_answer(scenario, gold: Any) -> Any:
     """A gold answer as the model should write it: the scenario's encoding, wrapped like wire_schema."""
     encode = getattr(scenario, "encode_answer", None)
     value = encode(gold) if encode is not None else gold
-    return {WRAP_KEY: value} if is_wrapped(scenario.answer_schema()) else value
+    return {WRAP_KEY: value} if is_wrapped(answer_schema(scenario)) else value
 
 
 # -- "answer, or say the text cannot answer it" (self-route, Li et al. 2024) ----------------------------
@@ -118,7 +138,7 @@ def read_answer(raw: str, scenario, schema: dict[str, Any] | None = None) -> tup
     answer, reason = parse_answer(raw, schema if schema is not None else wire_schema(scenario))
     if answer is None:
         return None, reason
-    if is_wrapped(scenario.answer_schema()):
+    if is_wrapped(answer_schema(scenario)):
         answer = answer.get(WRAP_KEY)
     decode = getattr(scenario, "decode_answer", None)
     if decode is None:
