@@ -540,7 +540,11 @@ def finetune(
         None, "--out", help="adapter folder (default results/finetune/<scenario>-<settings hash>); rerunning resumes it"
     ),
     threads: Optional[int] = typer.Option(None, "--threads", help="torch threads (default: every allowed CPU)"),
-    no_bf16: bool = typer.Option(False, "--no-bf16", help="train in float32 (slower on CPUs with AVX512-BF16)"),
+    no_bf16: bool = typer.Option(
+        False,
+        "--no-bf16",
+        help="train in float32 (default: bfloat16 where the CPU computes it natively, float32 elsewhere)",
+    ),
 ):
     """Tune the embedded model to read: LoRA on the scenario's training split (zero-shot prompts, loss on the answer)."""
     from harness.finetune.config import FinetuneConfig
@@ -549,7 +553,7 @@ def finetune(
         data = _data_config(scenario, lengths, strategies, answerable_share, seed, scenario_param, include)
         given = dict(steps=steps, batch=batch, lr=lr, rank=rank, alpha=2.0 * rank if rank else None, threads=threads)
         config = FinetuneConfig(
-            data=data, out=out, bf16=not no_bf16, **{k: v for k, v in given.items() if v is not None}
+            data=data, out=out, bf16=False if no_bf16 else None, **{k: v for k, v in given.items() if v is not None}
         )
     except ValueError as e:
         raise UsageError(f"finetune: {_first_error(e)}") from None

@@ -367,3 +367,17 @@ def test_export_cli_errors_are_one_line(tmp_path):
     )
     assert p.returncode == 2 and "Traceback" not in p.stderr and "lo < hi" in p.stderr
     assert not Path(tmp_path / "x.jsonl").exists()
+
+
+def test_bf16_training_only_where_the_cpu_computes_it(monkeypatch):
+    """Emulated bf16 (AVX2 CPUs) trains several times slower than float32: the default follows the CPU."""
+    from harness.endpoints.cpu import read_facts
+    from harness.finetune.config import FinetuneConfig
+
+    monkeypatch.setenv("ATEN_CPU_CAPABILITY", "avx2")
+    assert FinetuneConfig().bf16 is False
+    assert FinetuneConfig(bf16=True).bf16 is True  # asked for: kept
+    assert FinetuneConfig().model_dump()["bf16"] is False  # recorded as decided, not as "auto"
+    monkeypatch.delenv("ATEN_CPU_CAPABILITY")
+    monkeypatch.delenv("ONEDNN_MAX_CPU_ISA", raising=False)
+    assert FinetuneConfig().bf16 is read_facts().native_bf16

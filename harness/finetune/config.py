@@ -71,15 +71,25 @@ class FinetuneConfig(BaseModel):
     rank: int = Field(16, ge=1)
     alpha: float = Field(32.0, gt=0)
     targets: list[str] = Field(default_factory=lambda: list(LORA_TARGETS))
-    bf16: bool = Field(
-        True,
+    bf16: bool | None = Field(
+        None,
         description="frozen base in bfloat16, matmuls under bfloat16 autocast (LoRA factors and "
-        "optimizer stay float32); False: everything float32",
+        "optimizer stay float32); False: everything float32; None: bfloat16 where the CPU computes "
+        "it natively (AVX512-BF16, AMX), float32 elsewhere (torch emulates bf16 there, several "
+        "times slower); decided when the config is made, so finetune.json records the choice",
     )
     eval_n: int = Field(16, ge=0, description="test-split contexts whose answer loss is reported at the end")
     checkpoint_every: int = Field(25, ge=1)
     threads: int | None = Field(None, description="torch threads; default: every allowed CPU")
     out: Path | None = None
+
+    @model_validator(mode="after")
+    def _bf16_from_cpu(self):
+        if self.bf16 is None:
+            from harness.endpoints.cpu import read_facts
+
+            self.bf16 = read_facts().native_bf16
+        return self
 
     @property
     def examples(self) -> int:
