@@ -90,8 +90,10 @@ def test_a_replica_that_stops_answering_is_taken_out_and_its_requests_go_elsewhe
     out = _ask(pool, handler, 30, 4)
     assert len(out) == 30 and all(c.problem is None for c in out)
     r0, r1 = pool.stats()
-    assert not r1["up"] and r1["taken_out"] == 1 and r1["moved"] >= 1 and r1["requests"] == 2
-    assert r0["requests"] == 28
+    # r1 answered 1 or 2 before its third request killed it: the second may still be in flight then
+    # (and be moved), depending on scheduling (seen on a slower run: 1 answered, 2 moved)
+    assert not r1["up"] and r1["taken_out"] == 1 and r1["moved"] >= 1 and 1 <= r1["requests"] <= 2
+    assert r0["requests"] + r1["requests"] == 30
     assert sum(c.attempts for c in out) == 30 + r1["moved"]  # the moved request counts its lost attempt
     assert any("taken out" in n for n in pool.notes)
 
