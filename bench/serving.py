@@ -415,7 +415,7 @@ def main() -> None:
     from harness.endpoints.cpu import read_facts
 
     facts = read_facts()
-    default = "bf16,fp32-avx2" if facts.native_bf16 else "fp32"
+    default = "bf16,fp32-avx2-eager" if facts.native_bf16 else "fp32-eager"  # what the CPU plan serves
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument(
         "--settings",
