@@ -518,7 +518,7 @@ def finetune(
         "--lengths",
         help="haystack lengths in the model's tokens: a range lo..hi (drawn log-uniformly) or a list 512,1k",
     ),
-    steps: int = typer.Option(None, "--steps", help="optimizer steps (default 250)"),
+    steps: int = typer.Option(None, "--steps", help="optimizer steps (default 200)"),
     batch: int = typer.Option(None, "--batch", help="examples per step (default 1)"),
     lr: float = typer.Option(None, "--lr", help="peak learning rate (default 1e-3)"),
     rank: int = typer.Option(None, "--rank", help="LoRA rank (default 16; alpha is twice the rank)"),

@@ -52,6 +52,7 @@ def words(texts):
         ),
         ({"date_of_death": None}, {}, "date_of_death: null read as no date (zeros)"),
         ({"date_of_death": ""}, {}, "date_of_death: empty string read as no date (zeros)"),
+        ({"date_of_death": "0"}, {}, 'date_of_death: "0" read as no date (zeros)'),
         ({"sportsperson": "Yes", "politician": "no"}, {}, "booleans written as words (yes/no, true/false)"),
         ({"sportsperson": 1}, {}, "booleans written as 1/0"),
         (

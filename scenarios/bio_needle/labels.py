@@ -7,7 +7,7 @@ counted by the loader), and anything that could be a wrong answer is refused wit
   normalised                                         refused
   "1951", " 3 " (numbers as strings)                 "1951?", "c. 1951", "1950s", 3.5, -1
   null / "" / "unknown" for a date part  -> 0        day 31 in February, month 13, day 32
-  a null or "" date              -> no date (zeros)  death before birth, or 126+ years after it
+  a null, "" or "0" date         -> no date (zeros)  death before birth, or 126+ years after it
   "1951-01-28" / "1951" date strings                 "28/01/1951" (order is ambiguous)
   "March", "mar" for a month     -> 3
   " French " (case, spaces)      -> "french"         "french?", "french/italian", "" (empty)
@@ -132,8 +132,9 @@ def _nationality(value: Any, notes: list[str]) -> str:
 
 
 def _date(field: str, value: Any, notes: list[str]) -> dict[str, int]:
-    if value is None or value == "":
-        notes.append(f"{field}: {'null' if value is None else 'empty string'} read as no date (zeros)")
+    if value is None or value in ("", "0"):
+        said = "null" if value is None else "empty string" if value == "" else '"0"'
+        notes.append(f"{field}: {said} read as no date (zeros)")
         return {"day": 0, "month": 0, "year": 0}
     if isinstance(value, str):
         m = _ISO.fullmatch(value.strip())

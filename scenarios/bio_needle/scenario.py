@@ -53,21 +53,25 @@ INSTRUCTIONS_NESTED = (
     + _BOOLEANS
 )
 
-# The default, compact form: ISO dates with only the parts the text gives, "" for none, and short
+# The default, compact form: ISO dates with only the parts the text gives, "0" for none, and short
 # keys (35-43 tokens). Decoding dominates a short answer's latency on a CPU; the scored form is the same.
+# "0", not "": Gemma's tokenizer writes `"died":""` with one merged token (`":"",`), so whether a
+# person died was decided by that token alone, apart from the date; the tuned reader gave it the same
+# ~0.6 for every test person, dead or alive (date_of_death 30 %). With "0" the decision is the date's
+# first digit, which the reader copies from the text like any other digit.
 INSTRUCTIONS_COMPACT = (
     _TASK
     + """\
 "born": the date of birth as "YYYY-MM-DD", or "YYYY-MM" or "YYYY" when only those parts are given; \
-"" if it is not given.
-"died": the date of death in the same form; "" if the person is alive or the date is not given.
+"0" if it is not given.
+"died": the date of death in the same form; "0" if the person is alive or the date is not given.
 """
     + _BOOLEANS
 )
 INSTRUCTIONS = INSTRUCTIONS_COMPACT
 
-# "", "1951", "1951-01" or "1951-01-28"; zeros stand for unknown parts before a known one ("0000-03").
-DATE_PATTERN = r"^([0-9]{4}(-[0-9]{2}(-[0-9]{2})?)?)?$"
+# "0", "1951", "1951-01" or "1951-01-28"; zeros stand for unknown parts before a known one ("0000-03").
+DATE_PATTERN = r"^(0|[0-9]{4}(-[0-9]{2}(-[0-9]{2})?)?)$"
 COMPACT_KEYS = {"date_of_birth": "born", "date_of_death": "died"}
 
 REFERENCE_SIZE = 1000  # biographies the null baseline's most common labels are taken from
@@ -529,11 +533,12 @@ def encode_date(date: dict[str, int]) -> str:
         return f"{y:04d}-{m:02d}-{d:02d}"
     if m:
         return f"{y:04d}-{m:02d}"
-    return f"{y:04d}" if y else ""
+    return f"{y:04d}" if y else "0"
 
 
 def decode_date(text: str) -> dict[str, int]:
-    """The inverse of encode_date for a string matching DATE_PATTERN ("" -> all zeros)."""
+    """The inverse of encode_date for a string matching DATE_PATTERN ("0", or "" as older answers wrote
+    it -> all zeros)."""
     parts = [int(p) for p in text.split("-")] if text else []
     parts += [0] * (3 - len(parts))
     return {"day": parts[2], "month": parts[1], "year": parts[0]}
