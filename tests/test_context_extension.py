@@ -2,7 +2,8 @@
 
 One extra server is started for this module: the embedded Gemma 3 270M with `--max-model-len
 65536` and nothing else, i.e. the one-flag path (YaRN x2 over the native 32,768 implied). It
-costs one server start (60-140 s on the 2-core box); the requests stay tiny. A prompt really past
+costs one server start (60-140 s on the 2-core box); the requests stay tiny. Its last test stops it
+(what stop() must do to a real server's processes and port). A prompt really past
 32k tokens takes minutes to prefill here: that is bench/long_context.py's job, not CI's.
 """
 
@@ -118,6 +119,26 @@ def test_a_run_records_the_effective_settings_and_server_metrics(yarn_server, tm
     assert summary["server"]["max_model_len"] == WINDOW
     for s in summary["by_strategy"]:
         assert s["prefill_s"] > 0 and s["prefix_cache_hit_rate"] is not None and s["ttft_s"] > 0
+
+
+def test_stop_closes_the_port_and_ends_the_process_group(yarn_server):
+    """The module's last use of its server (a server of its own only to stop it cost a start): stop()
+    ends every process of the server's group (api server, engine core) and frees the port; a second
+    stop() is harmless (the fixture calls it again)."""
+    import time
+
+    from harness.endpoints.vllm_server import group_members, port_is_open
+
+    pgid, port = yarn_server.pid, yarn_server.port
+    assert len(group_members(pgid)) >= 2  # api server + engine core (+ worker)
+    yarn_server.stop()
+    assert not port_is_open(port)
+    end = time.monotonic() + 1
+    while group_members(pgid) and time.monotonic() < end:
+        time.sleep(0.1)
+    assert not group_members(pgid)
+    assert not yarn_server.is_running()
+    yarn_server.stop()
 
 
 def test_a_length_beyond_the_window_is_refused_before_any_request(vllm_server, tmp_path, monkeypatch):
