@@ -125,7 +125,7 @@ def test_stop_closes_the_port_and_ends_the_process_group(yarn_server):
     """The module's last use of its server (a server of its own only to stop it cost a start): stop()
     ends every process of the server's group (api server, engine core) and frees the port; a second
     stop() is harmless (the fixture calls it again)."""
-    import time
+    from process_group import wait_gone
 
     from harness.endpoints.vllm_server import group_members, port_is_open
 
@@ -133,10 +133,7 @@ def test_stop_closes_the_port_and_ends_the_process_group(yarn_server):
     assert len(group_members(pgid)) >= 2  # api server + engine core (+ worker)
     yarn_server.stop()
     assert not port_is_open(port)
-    end = time.monotonic() + 1
-    while group_members(pgid) and time.monotonic() < end:
-        time.sleep(0.1)
-    assert not group_members(pgid)
+    assert wait_gone(pgid, 1)
     assert not yarn_server.is_running()
     yarn_server.stop()
 

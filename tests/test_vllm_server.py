@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 
 import pytest
+from process_group import wait_gone
 
 from harness.endpoints import embedded
 from harness.endpoints.embedded import cache_dir, prepare_embedded_model
@@ -55,15 +56,6 @@ SCHEMA = {
     "required": ["nationality", "date_of_birth", "sportsperson"],
     "additionalProperties": False,
 }
-
-
-def _wait_gone(pgid: int, timeout: float = 15.0) -> bool:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if not group_members(pgid):
-            return True
-        time.sleep(0.1)
-    return not group_members(pgid)
 
 
 # --------------------------------------------------------------------------------- build_args
@@ -294,7 +286,7 @@ def test_fake_server_start_and_stop_leave_nothing(fake_script, tmp_path):
         assert os.getpgid(srv.pid) == srv.pid != os.getpgid(0)  # its own process group
         child = _child_pid(srv.log_path)
         assert child in group_members(pgid)
-    assert _wait_gone(pgid, 1)
+    assert wait_gone(pgid, 1)
     assert not port_is_open(srv.port)
     srv.stop()  # idempotent
     srv.stop()
@@ -307,7 +299,7 @@ def test_fake_server_crash_during_startup_is_one_line_and_leaves_nothing(fake_sc
     msg = str(ei.value)
     assert "\n" not in msg
     assert "RuntimeError: fake engine exploded" in msg and str(tmp_path / "crash.log") in msg
-    assert _wait_gone(srv.pid, 1)  # the orphaned "engine core" was killed too
+    assert wait_gone(srv.pid, 1)  # the orphaned "engine core" was killed too
 
 
 def test_fake_server_ignoring_sigterm_gets_sigkilled(fake_script, tmp_path):
@@ -315,7 +307,7 @@ def test_fake_server_ignoring_sigterm_gets_sigkilled(fake_script, tmp_path):
     t0 = time.monotonic()
     srv.stop(timeout=1)
     assert time.monotonic() - t0 < 10
-    assert _wait_gone(srv.pid, 1)
+    assert wait_gone(srv.pid, 1)
     assert srv.proc.returncode == -signal.SIGKILL
 
 
@@ -323,7 +315,7 @@ def test_fake_server_startup_timeout(fake_script, tmp_path):
     srv = FakeServer(fake_script, "hang", log_path=tmp_path / "h.log", startup_timeout=2)
     with pytest.raises(EndpointError, match=r"not healthy after 2s.*fake vllm starting|not healthy after 2s"):
         srv.start()
-    assert _wait_gone(srv.pid, 1)
+    assert wait_gone(srv.pid, 1)
 
 
 def test_missing_model_folder_fails_before_spawning(tmp_path):
@@ -372,7 +364,7 @@ def test_parent_exit_stops_the_server(fake_script, tmp_path, mode, tail, expect_
         if parent.poll() is None:
             parent.kill()
     assert rc == expect_rc, parent.stderr.read()
-    assert _wait_gone(pgid, 1)
+    assert wait_gone(pgid, 1)
 
 
 def test_sigkilled_parent_takes_the_server_with_it(fake_script, tmp_path):
@@ -479,7 +471,7 @@ def test_bogus_model_fails_fast_with_one_line_and_no_process(tmp_path):
     msg = str(ei.value)
     assert "\n" not in msg and str(tmp_path / "bogus.log") in msg
     assert "not-a-model" in msg  # the root cause, not "Engine core initialization failed"
-    assert srv.pid is not None and _wait_gone(srv.pid, 1)
+    assert srv.pid is not None and wait_gone(srv.pid, 1)
 
 
 # Stopping a real server (port closed, process group ended, idempotent): tests/test_context_extension.py,

@@ -537,8 +537,7 @@ def encode_date(date: dict[str, int]) -> str:
 
 
 def decode_date(text: str) -> dict[str, int]:
-    """The inverse of encode_date for a string matching DATE_PATTERN ("0", or "" as older answers wrote
-    it -> all zeros)."""
+    """The inverse of encode_date for a string matching DATE_PATTERN ("0" -> all zeros)."""
     parts = [int(p) for p in text.split("-")] if text else []
     parts += [0] * (3 - len(parts))
     return {"day": parts[2], "month": parts[1], "year": parts[0]}
