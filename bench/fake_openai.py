@@ -26,7 +26,14 @@ import sys
 
 MODEL = "gemma-3-270m"
 # A valid bio-needle answer in its default (compact) answer form.
-ANSWER = {"nationality": "unknown", "born": "0", "died": "0", "sportsperson": False, "politician": False}
+ANSWER = {
+    "nationality": "unknown",
+    "occupation": "unknown",
+    "born": "0",
+    "died": "0",
+    "sportsperson": False,
+    "politician": False,
+}
 
 
 class HTTPServer:

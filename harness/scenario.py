@@ -89,7 +89,9 @@ class Scenario(ABC):
     of) is a dict of fields. The form the model writes (`answer_schema`) may differ: when it is not
     an object (a string, a number, a list), the core wraps it as {"answer": ...} for the endpoint,
     and by default `decode_answer` puts the value under `answer_field` (the only field, unless
-    set) and `encode_answer` takes it back out, so such a scenario writes neither.
+    set) and `encode_answer` takes it back out, so such a scenario writes neither. Gold may hold keys
+    that are not fields: a working value the model writes before the fields it helps to decide
+    (bio-needle's `occupation`, written before the two roles), encoded like the rest, never scored.
     """
 
     name: ClassVar[str] = ""

@@ -350,7 +350,14 @@ def test_inspect_writes_an_inert_escaped_page(tmp_path):
 
 
 # ------------------------------------------------------------------------------ label (stand-in server)
-ANSWER = {"nationality": "french", "born": "1951-03-03", "died": "0", "sportsperson": True, "politician": False}
+ANSWER = {
+    "nationality": "french",
+    "occupation": "road cyclist",
+    "born": "1951-03-03",
+    "died": "0",
+    "sportsperson": True,
+    "politician": False,
+}
 
 
 def _unlabeled(tmp_path: Path) -> Path:

@@ -12,7 +12,7 @@ from harness.errors import UsageError
 from scenarios.bio_needle import BioNeedle
 from scenarios.bio_needle.generator import BioGenerator
 from scenarios.bio_needle.loader import load_jsonl
-from scenarios.bio_needle.scenario import BioNeedleParams
+from scenarios.bio_needle.scenario import BioNeedleParams, gold_of
 
 
 def words(texts):
@@ -89,7 +89,7 @@ def test_needle_is_the_same_person_everywhere(grid):
         assert s.subject == rec.name
         assert rec.name in s.question
         assert s.gold_ids == [f"n{s.needle_index}"]
-        assert s.gold == rec.labels.model_dump()
+        assert s.gold == rec.labels.model_dump() | {"occupation": rec.occupation}
         (needle_doc,) = [d for d in s.documents if d.id == s.gold_ids[0]]
         assert needle_doc.text == rec.bio
         # the needle person appears in no other document
@@ -185,7 +185,7 @@ def test_shots_are_small_disjoint_and_answerable(grid):
         assert not {d.text for d in shot.documents} & test_texts
         named = [d for d in shot.documents if shot.question.split("about ")[1].rstrip("?").lower() in d.text.lower()]
         assert len(named) == 1
-        assert set(shot.answer) == set(sc.fields)
+        assert set(shot.answer) == {*sc.fields, "occupation"}
         assert shot.question.split("about ")[1].rstrip("?") not in test_names
     ids = [d.id for s in shots for d in s.documents]
     assert len(ids) == len(set(ids))
@@ -198,7 +198,7 @@ def test_shot_answer_matches_its_document():
     by_name = {r.name: r for r in sc.generator.records("shots", 40)}
     for shot in sc.shots(10):
         name = shot.question.split("about ")[1].rstrip("?")
-        assert shot.answer == by_name[name].labels.model_dump()
+        assert shot.answer == gold_of(by_name[name])
 
 
 # ------------------------------------------------------------------------------ schema & scoring
@@ -237,17 +237,19 @@ def test_compact_answer_form_is_the_default_and_round_trips():
     assert (
         list(schema["properties"])
         == schema["required"]
-        == ["nationality", "born", "died", "sportsperson", "politician"]
+        == ["nationality", "occupation", "born", "died", "sportsperson", "politician"]
     )
     assert schema["additionalProperties"] is False
     written = sc.encode_answer(GOLD)
     assert written == {
         "nationality": "french",
+        "occupation": "unknown",  # GOLD does not say
         "born": "1950-03-12",
         "died": "0",
         "sportsperson": True,
         "politician": False,
     }
+    assert list(written) == list(schema["properties"])  # written in the schema's order, as structured output does
     assert sc.decode_answer(written) == GOLD
     from harness.scoring.answers import parse_answer
 
@@ -256,9 +258,32 @@ def test_compact_answer_form_is_the_default_and_round_trips():
         assert parse_answer(json.dumps({**written, "born": bad}), schema)[0] is None
     # every label the generator makes survives the trip, partial dates included
     for r in sc.generator.records("needles", 300):
-        gold = r.labels.model_dump()
-        assert sc.decode_answer(sc.encode_answer(gold)) == gold
+        gold = gold_of(r)
+        assert sc.encode_answer(gold)["occupation"] == r.occupation
+        assert sc.decode_answer(sc.encode_answer(gold)) == r.labels.model_dump()
         assert parse_answer(json.dumps(sc.encode_answer(gold)), schema)[0] is not None
+
+
+def test_occupation_is_written_as_the_biography_words_it_and_never_scored():
+    """The compact form writes the occupation before the roles (a word copied from the text to decide them
+    from); gold carries it for synthetic people, the scorer ignores it, the nested form leaves it out."""
+    from harness.scoring.answers import mark, read_answer
+
+    sc = BioNeedle()
+    records = sc.generator.records("needles", 200) + sc.generator.records("train-needles", 200)
+    for r in records:
+        assert r.occupation and r.occupation.lower() in r.bio.lower(), (r.occupation, r.bio[:120])
+    assert len({r.occupation for r in records}) > 20
+    samples = sc.samples([600], [50], 2, lambda texts: [len(t) // 4 for t in texts])
+    for s in samples:
+        assert s.gold["occupation"] in next(d.text for d in s.documents if d.id in s.gold_ids)
+    gold = samples[0].gold
+    wrong_job = json.dumps({**sc.encode_answer(gold), "occupation": "astronaut"})
+    answer, reason = read_answer(wrong_job, sc)
+    assert reason is None and "occupation" not in answer
+    assert mark(sc, answer, gold) == ({f: 1.0 for f in sc.fields}, 1.0)
+    nested = BioNeedle(BioNeedleParams(answer_form="nested"))
+    assert "occupation" not in nested.encode_answer(gold) and '"occupation"' not in nested.instructions
 
 
 @pytest.mark.parametrize(

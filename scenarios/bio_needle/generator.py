@@ -434,7 +434,7 @@ def _write_person(
         sportsperson=role.sportsperson,
         politician=role.politician,
     )
-    record = BioRecord(name=name, bio=text, labels=labels)
+    record = BioRecord(name=name, bio=text, labels=labels, occupation=noun)
     return Person(name=name, surname=surname, gender=gender, role=role, style=style, record=record)
 
 

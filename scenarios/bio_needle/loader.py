@@ -58,6 +58,12 @@ class BioRecord(BaseModel):
     name: str = Field(min_length=1)
     bio: str = Field(min_length=1)
     labels: BioLabels | None = Field(None, alias="json")
+    occupation: str | None = Field(
+        None,
+        min_length=1,
+        description='what the biography says the person is or was, in its words ("road cyclist"); not scored: the '
+        "compact answer form writes it before the two roles, so a reader decides them from a word it copied",
+    )
 
     def to_json_line(self) -> str:
         return json.dumps(self.model_dump(by_alias=True, exclude_none=True), ensure_ascii=False)
@@ -167,7 +173,10 @@ def parse_line(text: str, need_labels: bool = False) -> tuple[BioRecord, dict[st
     elif need_labels:
         raise LineError("json: missing (needles need labels: `harness data label FILE` writes them)")
     obj.pop("name"), obj.pop("bio")
-    return BioRecord(name=clean, bio=bio, labels=labels), obj, list(dict.fromkeys(notes))
+    occupation = None
+    if isinstance(obj.get("occupation"), str):  # optional, unscored: see BioRecord.occupation
+        occupation = " ".join(obj.pop("occupation").split()) or None
+    return BioRecord(name=clean, bio=bio, labels=labels, occupation=occupation), obj, list(dict.fromkeys(notes))
 
 
 def read_bios(

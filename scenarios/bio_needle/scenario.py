@@ -59,8 +59,17 @@ INSTRUCTIONS_NESTED = (
 # person died was decided by that token alone, apart from the date; the tuned reader gave it the same
 # ~0.6 for every test person, dead or alive (date_of_death 30 %). With "0" the decision is the date's
 # first digit, which the reader copies from the text like any other digit.
+# "occupation" (not scored) comes before the two roles for the same reason: asked for true/false
+# straight away, the tuned reader gave every test person the same P(true) (sportsperson 0.28,
+# politician 0.41, the training prior); written after a word it copied ("road cyclist"), the role is
+# decided from that word.
+_OCCUPATION = """\
+"occupation": what the biography says the person is or was, in its own words, such as "road cyclist" or \
+"sports journalist".
+"""
 INSTRUCTIONS_COMPACT = (
     _TASK
+    + _OCCUPATION
     + """\
 "born": the date of birth as "YYYY-MM-DD", or "YYYY-MM" or "YYYY" when only those parts are given; \
 "0" if it is not given.
@@ -73,6 +82,8 @@ INSTRUCTIONS = INSTRUCTIONS_COMPACT
 # "0", "1951", "1951-01" or "1951-01-28"; zeros stand for unknown parts before a known one ("0000-03").
 DATE_PATTERN = r"^(0|[0-9]{4}(-[0-9]{2}(-[0-9]{2})?)?)$"
 COMPACT_KEYS = {"date_of_birth": "born", "date_of_death": "died"}
+OCCUPATION_KEY = "occupation"  # in the compact form and in gold (when known); never scored
+UNKNOWN_OCCUPATION = "unknown"
 
 REFERENCE_SIZE = 1000  # biographies the null baseline's most common labels are taken from
 
@@ -94,6 +105,13 @@ class BioNeedleParams(ScenarioParams):
         description="what the needles are written with: every form; only forms the training split uses; "
         "only forms held out of it",
     )
+
+
+def gold_of(rec: BioRecord) -> dict[str, Any]:
+    """The scored labels, with the occupation beside them when the record knows it (unscored: the compact
+    form writes it, the scorer reads only `fields`)."""
+    assert rec.labels is not None
+    return rec.labels.model_dump() | ({OCCUPATION_KEY: rec.occupation} if rec.occupation else {})
 
 
 def question_for(name: str) -> str:
@@ -178,18 +196,22 @@ class BioNeedle(Scenario):
             COMPACT_KEYS.get(k, k): ({"type": "string", "pattern": DATE_PATTERN} if k in COMPACT_KEYS else v)
             for k, v in nested["properties"].items()
         }
+        job = {OCCUPATION_KEY: {"type": "string"}}
+        props = dict(list(props.items())[:1]) | job | dict(list(props.items())[1:])  # after nationality
         return {"type": "object", "properties": props, "required": list(props), "additionalProperties": False}
 
     def encode_answer(self, answer: dict[str, Any]) -> dict[str, Any]:
         if not self.compact:
-            return answer
-        return {COMPACT_KEYS.get(k, k): (encode_date(v) if k in COMPACT_KEYS else v) for k, v in answer.items()}
+            return {k: v for k, v in answer.items() if k != OCCUPATION_KEY}
+        out = {COMPACT_KEYS.get(k, k): (encode_date(v) if k in COMPACT_KEYS else v) for k, v in answer.items()}
+        out[OCCUPATION_KEY] = out.get(OCCUPATION_KEY) or UNKNOWN_OCCUPATION
+        return {k: out[k] for k in self.answer_schema()["properties"]}  # the schema's order: the order it is written in
 
     def decode_answer(self, written: dict[str, Any]) -> dict[str, Any]:
         if not self.compact:
             return written
         back = {v: k for k, v in COMPACT_KEYS.items()}
-        return {back.get(k, k): (decode_date(v) if k in back else v) for k, v in written.items()}
+        return {back.get(k, k): (decode_date(v) if k in back else v) for k, v in written.items() if k != OCCUPATION_KEY}
 
     def check(self) -> None:
         if self.uses_files:
@@ -322,7 +344,7 @@ class BioNeedle(Scenario):
                             gold_ids=[f"n{i}"],
                             subject=rec.name,
                             question=questions[i],
-                            gold=rec.labels.model_dump(),
+                            gold=gold_of(rec),
                             context_tokens=span + needle_tokens[i],
                             meta={
                                 "needle_position": k,
@@ -349,7 +371,7 @@ class BioNeedle(Scenario):
                         "gold_ids": [d.id],
                         "subject": rec.name,
                         "question": question_for(rec.name),
-                        "gold": rec.labels.model_dump(),
+                        "gold": gold_of(rec),
                         "meta": {**sample.meta, "asked_about": d.id},
                     }
                 )
@@ -374,7 +396,7 @@ class BioNeedle(Scenario):
                 Shot(
                     documents=documents,
                     question=question_for(recs[target].name),
-                    answer=recs[target].labels.model_dump(),
+                    answer=gold_of(recs[target]),
                 )
             )
         return out
