@@ -81,6 +81,27 @@ def test_questions_packed_in_one_pass_get_the_loss_of_their_own_prompts(base, tm
     assert not full[seg == 1][:, seg == 0].any() and full[seg == 1][:, seg == -1].all()
 
 
+def test_boolean_decisions_are_weighted_in_the_answer_loss(base):
+    """A boolean field is one token of ~40: its loss is weighted (FinetuneConfig.decision_weight) so the reader
+    learns the field, not the prior. Only true/false tokens weigh more; weight 1 is the plain mean."""
+    import torch
+
+    tok = trainer.load_tokenizer(base)
+    decisions = trainer.decision_ids(tok)
+    assert {tok.decode([i]).strip() for i in decisions} == {"true", "false"}
+    answer = tok('{"occupation":"rower","sportsperson":true,"politician":false}', add_special_tokens=False).input_ids
+    at = [j for j, t in enumerate(answer) if t in decisions]
+    assert len(at) == 2
+    logits = torch.zeros(len(answer), len(tok))
+    logits[torch.arange(len(answer)), torch.tensor(answer)] = 20.0  # every token right, confidently...
+    logits[at[0], answer[at[0]]] = 0.0  # ...but the sportsperson decision: a coin flip over the vocabulary
+    plain = float(trainer.answer_ce(logits, answer))
+    assert float(trainer.answer_ce(logits, answer, decisions, 1.0)) == pytest.approx(plain)
+    weighted = float(trainer.answer_ce(logits, answer, decisions, 10.0))
+    assert weighted > 4 * plain  # the wrong decision now carries most of the loss
+    assert FinetuneConfig(bf16=False).decision_weight == 10.0
+
+
 def test_an_interrupted_run_resumes_from_its_checkpoint(base, tmp_path):
     config = _config(tmp_path, steps=3, checkpoint_every=1)
     examples, _ = build_examples(config, base, tmp_path)

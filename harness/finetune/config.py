@@ -68,6 +68,12 @@ class FinetuneConfig(BaseModel):
     batch: int = Field(1, ge=1, description="contexts per step (gradients accumulated), each with its questions")
     lr: float = Field(1e-3, gt=0)
     warmup: int = Field(20, ge=0, description="steps of linear warm-up; then linear decay to 10%")
+    decision_weight: float = Field(
+        10.0,
+        ge=1,
+        description="loss weight of the answer's true/false tokens: each decides a whole field, one token among "
+        "~40 (at 1 the reader learned only the prior; docs/finetune.md)",
+    )
     rank: int = Field(16, ge=1)
     alpha: float = Field(32.0, gt=0)
     targets: list[str] = Field(default_factory=lambda: list(LORA_TARGETS))
