@@ -84,6 +84,9 @@ DATE_PATTERN = r"^(0|[0-9]{4}(-[0-9]{2}(-[0-9]{2})?)?)$"
 COMPACT_KEYS = {"date_of_birth": "born", "date_of_death": "died"}
 OCCUPATION_KEY = "occupation"  # in the compact form and in gold (when known); never scored
 UNKNOWN_OCCUPATION = "unknown"
+# The compact form's keys in the order they are written: the occupation right after nationality.
+_LABELS = list(BioLabels.model_fields)
+COMPACT_ORDER = [_LABELS[0], OCCUPATION_KEY, *(COMPACT_KEYS.get(k, k) for k in _LABELS[1:])]
 
 REFERENCE_SIZE = 1000  # biographies the null baseline's most common labels are taken from
 
@@ -195,9 +198,8 @@ class BioNeedle(Scenario):
         props = {
             COMPACT_KEYS.get(k, k): ({"type": "string", "pattern": DATE_PATTERN} if k in COMPACT_KEYS else v)
             for k, v in nested["properties"].items()
-        }
-        job = {OCCUPATION_KEY: {"type": "string"}}
-        props = dict(list(props.items())[:1]) | job | dict(list(props.items())[1:])  # after nationality
+        } | {OCCUPATION_KEY: {"type": "string"}}
+        props = {k: props[k] for k in COMPACT_ORDER}
         return {"type": "object", "properties": props, "required": list(props), "additionalProperties": False}
 
     def encode_answer(self, answer: dict[str, Any]) -> dict[str, Any]:
@@ -205,7 +207,7 @@ class BioNeedle(Scenario):
             return {k: v for k, v in answer.items() if k != OCCUPATION_KEY}
         out = {COMPACT_KEYS.get(k, k): (encode_date(v) if k in COMPACT_KEYS else v) for k, v in answer.items()}
         out[OCCUPATION_KEY] = out.get(OCCUPATION_KEY) or UNKNOWN_OCCUPATION
-        return {k: out[k] for k in self.answer_schema()["properties"]}  # the schema's order: the order it is written in
+        return {k: out[k] for k in COMPACT_ORDER}  # the schema's order: the order it is written in
 
     def decode_answer(self, written: dict[str, Any]) -> dict[str, Any]:
         if not self.compact:
