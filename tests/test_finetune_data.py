@@ -19,15 +19,18 @@ from harness.prompting import build_prompt
 from harness.scoring.answers import ANSWERABLE_NOTE, answerable_schema, parse_answer, read_answer
 from scenarios.bio_needle import vocabulary as V
 from scenarios.bio_needle.generator import (
+    ALL,
     HELD_OUT,
     HELD_OUT_DEMONYMS,
     HELD_OUT_ROLES,
     HELD_OUT_TEMPLATES,
     SPLITS,
     TRAIN_LETTERS,
+    TRAIN_SHAPES,
     TRAIN_SPLITS,
     BioGenerator,
     surname_split,
+    wikify,
 )
 from scenarios.bio_needle.scenario import BioNeedle
 
@@ -144,6 +147,32 @@ def test_held_out_forms_are_absent_from_training_text(training_people):
     assert set(HELD_OUT_ROLE_PHRASES) == HELD_OUT_ROLES and len(HELD_OUT_TEMPLATES) == 5
 
 
+def test_training_only_nationalities_and_shapes_are_trained_on_and_never_tested(training_people):
+    """A nationality is something to copy, wherever the sentence puts it: training also uses
+    demonyms and opening shapes that no test text has."""
+    assert not set(TRAIN_SHAPES) & set(ALL.shapes + HELD_OUT.shapes)
+    openings = [p.record.bio.lower() for p in training_people]
+    assert sum(t.startswith("described as ") for t in openings) > 50
+    assert sum(bool(re.match(r"[^.(]+ \([^)]*\) , an? ", wikify(t))) for t in openings) > 50
+    for seed in (0, 1):
+        for split in SPLITS:
+            assert not any(
+                p.record.bio.lower().startswith("described as ") for p in BioGenerator(seed).people(split, 300)
+            )
+    extra = set(V.TRAIN_NATIONALITIES)
+    assert not extra & set(V.DEMONYMS)
+    assert not {c for _, cs in V.TRAIN_NATIONALITIES.values() for c in cs} & set(V.ALL_CITIES)
+    trained = Counter(p.labels.nationality for p in training_people)
+    assert len(extra & set(trained)) >= 35  # nearly all of the 40 are drawn in 2,000 people
+    assert sum(trained[d] for d in extra) > sum(trained[d] for d in V.DEMONYMS) * 0.9
+    extra_words = extra | {V.TRAIN_NATIONALITIES[d][0].lower() for d in extra}
+    for seed in (0, 1):
+        for split in SPLITS:
+            for p in BioGenerator(seed).people(split, 300):
+                assert p.labels.nationality not in extra
+                assert not set(re.findall(r"[a-z]+", p.record.bio.lower())) & extra_words, p.record.bio
+
+
 def test_held_out_needles_are_written_with_held_out_forms():
     people = BioGenerator(0, needle_forms="held-out").people("needles", 200)
     assert {p.role.key for p in people} <= HELD_OUT_ROLES
@@ -213,16 +242,25 @@ def test_absent_needle_is_really_absent(examples):
     assert all(e.subject.split()[-1].lower() in e.prompt.split("Question:")[0].lower() for e in shown)
 
 
-def test_answerable_share_and_balanced_booleans(examples):
+def test_answerable_share(examples):
     _, train, _ = examples
     groups = {e.group: e.form for e in train}
     assert len(groups) == 60 and 10 <= sum(f == "answerable" for f in groups.values()) <= 38  # 40% of 60
     answerable = [e for e in train if e.form == "answerable"]
     assert abs(sum(e.needle_shown for e in answerable) - len(answerable) / 2) <= len(answerable) / 4  # about half
-    golds = [e.gold for e in train if e.gold]
-    for f in ("sportsperson", "politician"):  # about 29% and 25% true in the population; balanced: ~50%
+
+
+def test_booleans_are_balanced(tmp_path):
+    """About 29% (sportsperson) and 25% (politician) are true in the population; balanced (every
+    combination as often as the rarest), 38-39% measured over 400 contexts. 200 contexts keep the
+    share's sd near 0.03 (60, the shared fixture's, drew 0.32 once)."""
+    builder = ExampleBuilder(
+        build_scenario(DATA), DATA, count_words, build_strategies(DATA.strategies, tmp_path, count_words)
+    )
+    golds = [e.gold for e in builder.build(200, "train") if e.gold]
+    for f in ("sportsperson", "politician"):
         share = sum(g[f] for g in golds) / len(golds)
-        assert 0.35 <= share <= 0.65, (f, share)
+        assert 0.33 <= share <= 0.6, (f, share)
 
 
 def test_full_contexts_are_asked_several_questions(examples):

@@ -26,7 +26,8 @@ space altogether: its surnames always hold a "j" or a "w", letters no test surna
 so no training person is ever a test person, for any seed. It is also written only with *seen*
 forms (`Forms`): some sentence shapes, a date format, nationalities, occupations and filler
 sentences are held out of it, so a tuned reader can be tested on biographies written only with
-forms it never saw (`needle_forms="held-out"`).
+forms it never saw (`needle_forms="held-out"`). It also draws from nationalities no test text
+has (vocabulary.TRAIN_NATIONALITIES), so that a nationality is something to copy, not to choose.
 """
 
 from __future__ import annotations
@@ -88,6 +89,9 @@ class Person:
 
 # ------------------------------------------------------------------------------ forms
 _SHAPES = ("paren", "comma_born", "was_born_on", "desc_first", "born_first", "the_desc", "from", "is_then_born")
+# Opening shapes only training text has: the description away from "is a", so the reader learns to
+# find a nationality wherever the sentence puts it (the held-out shapes stay unseen).
+TRAIN_SHAPES = ("appositive", "described_as")
 _NATIONALITY_SENTENCES = ("citizenship", "by_nationality")
 _DEATH_SENTENCES = ("in_city", "plain", "age")
 
@@ -97,7 +101,8 @@ class Forms:
     """The surface forms a biography may be written with.
 
     ALL is what the test splits use (and byte for byte what they used before forms existed);
-    SEEN leaves out every held-out form and is the only one the training split uses; HELD_OUT
+    SEEN leaves out every held-out form; the training split uses it (as TRAIN_FORMS, which adds
+    nationalities that only training text has, so the reader learns to copy any); HELD_OUT
     keeps, wherever a dimension has held-out variants, only those: a reader tuned on SEEN text is
     tested on forms it never saw. Where a person's facts rule out every allowed variant (a death
     sentence with the age needs two full dates), the others are used.
@@ -118,7 +123,7 @@ class Forms:
 
     @property
     def cities(self) -> tuple[str, ...]:
-        return tuple(c for d in self.world for c in V.NATIONALITIES[d][1])
+        return tuple(c for d in self.world for c in _NATIONS[d][1])
 
 
 # What the training split never shows. Nationalities whose word is not also a language the
@@ -135,6 +140,10 @@ HELD_OUT_TEMPLATES = {  # filler sentences
     "later_alive": (V.LATER_ALIVE[2],),
     "later_dead": (V.LATER_DEAD[2],),
 }
+
+
+# Every nationality a biography may be written with: the test ones, then the training-only ones.
+_NATIONS = V.NATIONALITIES | V.TRAIN_NATIONALITIES
 
 
 def _without(items: tuple[str, ...], held: tuple[str, ...]) -> tuple[str, ...]:
@@ -164,6 +173,15 @@ SEEN = Forms(
     nationality_sentences=("by_nationality",),
     death_sentences=("in_city", "plain"),
     **{k: _without(getattr(ALL, k), v) for k, v in HELD_OUT_TEMPLATES.items()},
+)
+# What the training split is written with: the seen forms, and nationalities and opening shapes
+# no test text has.
+TRAIN_FORMS = Forms(
+    demonyms=SEEN.demonyms + tuple(V.TRAIN_NATIONALITIES),
+    world=SEEN.world + tuple(V.TRAIN_NATIONALITIES),
+    shapes=SEEN.shapes + TRAIN_SHAPES,
+    **{k: getattr(SEEN, k) for k in ("roles", "ordinal", "nationality_sentences", "death_sentences")},
+    **{k: getattr(SEEN, k) for k in HELD_OUT_TEMPLATES},
 )
 HELD_OUT = Forms(
     demonyms=HELD_OUT_DEMONYMS,
@@ -314,7 +332,7 @@ class BioGenerator:
     """Deterministic biographies for one seed; each split is an independent, growing list.
 
     `needle_forms` ("all", "seen", "held-out") is what the needles split is written with; the
-    haystack and shots always use every form, the training splits only seen ones.
+    haystack and shots always use every form, the training splits only seen ones (TRAIN_FORMS).
     """
 
     def __init__(self, seed: int = 0, needle_forms: str = "all"):
@@ -324,7 +342,7 @@ class BioGenerator:
         self._people: dict[str, list[Person]] = {s: [] for s in streams}
         # Surnames taken, per name class: the two training streams share theirs.
         self._surnames: dict[str, set[str]] = {s: set() for s in SPLITS + (TRAIN,)}
-        self._forms = {s: ALL for s in SPLITS} | {s: SEEN for s in TRAIN_SPLITS}
+        self._forms = {s: ALL for s in SPLITS} | {s: TRAIN_FORMS for s in TRAIN_SPLITS}
         self._forms["needles"] = FORMS[needle_forms]
 
     def people(self, split: str, n: int) -> list[Person]:
@@ -449,9 +467,9 @@ def _slots(
     forms: Forms = ALL,
 ) -> dict[str, Any]:
     """Every value a template may ask for, drawn once per person."""
-    own_cities = V.NATIONALITIES[nationality][1] if nationality else ()
+    own_cities = _NATIONS[nationality][1] if nationality else ()
     others = [d for d in forms.world if d != nationality]
-    foreign = rng.sample([V.NATIONALITIES[d][0] for d in others], 2)
+    foreign = rng.sample([_NATIONS[d][0] for d in others], 2)
     cities = rng.sample(forms.cities, 4)
     # Offices and local fame are usually in the person's own country (when it has one).
     city2 = rng.choice(own_cities) if own_cities and rng.random() < 0.8 else cities[1]
@@ -536,7 +554,7 @@ def _opening(
     Returns the text and whether it already gives the death date.
     """
     He, be, a_desc = slots["He"], slots["is"], f"a {desc}"
-    own_cities = V.NATIONALITIES[nationality][1] if nationality else ()
+    own_cities = _NATIONS[nationality][1] if nationality else ()
     place = rng.choice(own_cities) if own_cities and rng.random() < 0.75 else rng.choice(forms.cities)
     if rng.random() < 0.3:
         place = f"{place}, {_CITY_COUNTRY[place]}"
@@ -562,21 +580,25 @@ def _opening(
     elif shape == "born_first":
         text = f"Born {birth.on(fmt)} in {place}, {name} {be} {a_desc}."
     elif shape == "the_desc":
-        verbs = (
-            ("lives and works in {city}", "has worked mainly in {city}")
-            if death is None
-            else (
-                "spent most of {his} life in {city}",
-                "worked mainly in {city}",
-                "was active for many years in {city}",
-            )
-        )
-        text = f"The {desc} {name} {paren} {rng.choice(verbs).format_map(slots)}."
+        text = f"The {desc} {name} {paren} {_where_active(rng, death is None, slots)}."
+    elif shape == "appositive":
+        text = f"{name} {paren}, {a_desc}, {_where_active(rng, death is None, slots)}."
+    elif shape == "described_as":
+        text = f"Described as {a_desc}, {name} was born {birth.on(fmt)} in {place}."
     elif shape == "from":
         text = f"{name} {paren} {be} {a_desc} from {slots['city3']}."
     else:
         text = f"{name} {be} {a_desc}. {He} was born in {place} {birth.on(fmt)}."
-    return text, shape in ("paren", "the_desc", "from")
+    return text, shape in ("paren", "the_desc", "from", "appositive")
+
+
+def _where_active(rng: random.Random, alive: bool, slots: dict[str, Any]) -> str:
+    verbs = (
+        ("lives and works in {city}", "has worked mainly in {city}")
+        if alive
+        else ("spent most of {his} life in {city}", "worked mainly in {city}", "was active for many years in {city}")
+    )
+    return rng.choice(verbs).format_map(slots)
 
 
 def _optional(
@@ -634,4 +656,4 @@ def _fit(rng: random.Random, optional: list[tuple[str, str]], words: int, lo: in
     return [s for section in _SECTIONS for i, (p, s) in enumerate(optional) if i in chosen and p == section]
 
 
-_CITY_COUNTRY = {c: country for country, cities in V.NATIONALITIES.values() for c in cities}
+_CITY_COUNTRY = {c: country for country, cities in _NATIONS.values() for c in cities}

@@ -54,6 +54,52 @@ NATIONALITIES: dict[str, tuple[str, tuple[str, ...]]] = {
 DEMONYMS: tuple[str, ...] = tuple(NATIONALITIES)
 ALL_CITIES: tuple[str, ...] = tuple(c for _, cities in NATIONALITIES.values() for c in cities)
 
+# Nationalities only the training split uses (never a test label, never in test text): with 30
+# seen labels alone a tuned reader learns a 30-way choice and rarely writes a nationality it never
+# saw (22-37 % on the held-out ones); twice as many teach it to copy the word the text gives.
+TRAIN_NATIONALITIES: dict[str, tuple[str, tuple[str, ...]]] = {
+    "peruvian": ("Peru", ("Arequipa", "Cusco", "Trujillo")),
+    "moroccan": ("Morocco", ("Fez", "Tangier", "Agadir")),
+    "thai": ("Thailand", ("Chiang Mai", "Phuket", "Khon Kaen")),
+    "vietnamese": ("Vietnam", ("Hue", "Da Nang", "Haiphong")),
+    "icelandic": ("Iceland", ("Akureyri", "Kopavogur", "Selfoss")),
+    "estonian": ("Estonia", ("Tartu", "Narva", "Parnu")),
+    "latvian": ("Latvia", ("Daugavpils", "Liepaja", "Jelgava")),
+    "lithuanian": ("Lithuania", ("Kaunas", "Klaipeda", "Siauliai")),
+    "romanian": ("Romania", ("Cluj-Napoca", "Iasi", "Timisoara")),
+    "bulgarian": ("Bulgaria", ("Plovdiv", "Varna", "Burgas")),
+    "serbian": ("Serbia", ("Novi Sad", "Nis", "Kragujevac")),
+    "croatian": ("Croatia", ("Zadar", "Rijeka", "Osijek")),
+    "slovak": ("Slovakia", ("Kosice", "Presov", "Zilina")),
+    "slovenian": ("Slovenia", ("Maribor", "Celje", "Koper")),
+    "georgian": ("Georgia", ("Kutaisi", "Batumi", "Rustavi")),
+    "armenian": ("Armenia", ("Gyumri", "Vanadzor", "Dilijan")),
+    "iranian": ("Iran", ("Isfahan", "Shiraz", "Tabriz")),
+    "israeli": ("Israel", ("Haifa", "Beersheba", "Netanya")),
+    "lebanese": ("Lebanon", ("Tripoli", "Sidon", "Tyre")),
+    "jordanian": ("Jordan", ("Irbid", "Zarqa", "Aqaba")),
+    "pakistani": ("Pakistan", ("Lahore", "Karachi", "Peshawar")),
+    "bangladeshi": ("Bangladesh", ("Chittagong", "Khulna", "Sylhet")),
+    "nepalese": ("Nepal", ("Pokhara", "Lalitpur", "Biratnagar")),
+    "indonesian": ("Indonesia", ("Surabaya", "Bandung", "Medan")),
+    "malaysian": ("Malaysia", ("Penang", "Ipoh", "Kuching")),
+    "filipino": ("the Philippines", ("Cebu", "Davao", "Iloilo")),
+    "korean": ("Korea", ("Busan", "Daegu", "Incheon")),
+    "mongolian": ("Mongolia", ("Darkhan", "Erdenet", "Khovd")),
+    "ghanaian": ("Ghana", ("Kumasi", "Tamale", "Takoradi")),
+    "ethiopian": ("Ethiopia", ("Gondar", "Mekelle", "Hawassa")),
+    "senegalese": ("Senegal", ("Thies", "Kaolack", "Ziguinchor")),
+    "tanzanian": ("Tanzania", ("Arusha", "Mwanza", "Dodoma")),
+    "ugandan": ("Uganda", ("Gulu", "Mbarara", "Jinja")),
+    "tunisian": ("Tunisia", ("Sfax", "Sousse", "Bizerte")),
+    "algerian": ("Algeria", ("Oran", "Constantine", "Annaba")),
+    "cuban": ("Cuba", ("Santiago de Cuba", "Camaguey", "Holguin")),
+    "venezuelan": ("Venezuela", ("Maracaibo", "Maturin", "Barquisimeto")),
+    "uruguayan": ("Uruguay", ("Salto", "Paysandu", "Rivera")),
+    "bolivian": ("Bolivia", ("Santa Cruz", "Cochabamba", "Sucre")),
+    "ecuadorian": ("Ecuador", ("Guayaquil", "Cuenca", "Ambato")),
+}
+
 # ---------------------------------------------------------------------------------------
 # Fake names, built from syllables: pronounceable, gendered by ending, not in any
 # model's memory. Surnames are kept unique per seed, so a later "Tovani studied ..."
