@@ -528,7 +528,7 @@ def finetune(
     answerable_share: float = typer.Option(
         None,
         "--answerable-share",
-        help="share of examples in the answerable (self-route) form, half of them without the needle (default 0.2)",
+        help="share of examples in the answerable (self-route) form, half of them without the needle (default 0.3)",
     ),
     seed: int = typer.Option(0, "--seed"),
     scenario_param: list[str] = typer.Option(None, "--scenario-param", "-P", help="scenario option key=value"),
@@ -570,7 +570,7 @@ def export_finetune(
         None, "--strategies", "-s", help="one-shot strategies showing the contexts (default full-context)"
     ),
     answerable_share: float = typer.Option(
-        None, "--answerable-share", help="share in the answerable (self-route) form (default 0.2)"
+        None, "--answerable-share", help="share in the answerable (self-route) form (default 0.3)"
     ),
     seed: int = typer.Option(0, "--seed"),
     scenario_param: list[str] = typer.Option(None, "--scenario-param", "-P", help="scenario option key=value"),

@@ -34,7 +34,7 @@ class DataConfig(BaseModel):
     )
     questions: int = Field(8, ge=1, description="questions asked of one full context (one forward pass)")
     answerable_share: float = Field(
-        0.2,
+        0.3,
         ge=0,
         le=1,
         description="share of contexts asked in the answerable form "
