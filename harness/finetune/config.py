@@ -67,7 +67,7 @@ class FinetuneConfig(BaseModel):
     steps: int = Field(
         200,
         ge=1,
-        description="optimizer steps (a step on 2 cores: 4.1 s with AMX, 8.3 s with AVX512-BF16, 8.5 s in float32 on AVX2)",
+        description="optimizer steps (a step on 2 cores: 4.1 s with AMX, 5.2-8.3 s with AVX512-BF16, 8.5 s in float32 on AVX2)",
     )
     batch: int = Field(1, ge=1, description="contexts per step (gradients accumulated), each with its questions")
     lr: float = Field(1e-3, gt=0)

@@ -27,7 +27,8 @@ so no training person is ever a test person, for any seed. It is also written on
 forms (`Forms`): some sentence shapes, a date format, nationalities, occupations and filler
 sentences are held out of it, so a tuned reader can be tested on biographies written only with
 forms it never saw (`needle_forms="held-out"`). It also draws from nationalities no test text
-has (vocabulary.TRAIN_NATIONALITIES), so that a nationality is something to copy, not to choose.
+has (vocabulary.TRAIN_NATIONALITIES) and opens some biographies in shapes no test text uses
+(TRAIN_SHAPES), so that a nationality is something to copy, wherever it stands, not to choose.
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ import random
 import re
 import string
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from scenarios.bio_needle import vocabulary as V
@@ -102,7 +103,7 @@ class Forms:
 
     ALL is what the test splits use (and byte for byte what they used before forms existed);
     SEEN leaves out every held-out form; the training split uses it (as TRAIN_FORMS, which adds
-    nationalities that only training text has, so the reader learns to copy any); HELD_OUT
+    nationalities and opening shapes that only training text has); HELD_OUT
     keeps, wherever a dimension has held-out variants, only those: a reader tuned on SEEN text is
     tested on forms it never saw. Where a person's facts rule out every allowed variant (a death
     sentence with the age needs two full dates), the others are used.
@@ -176,12 +177,11 @@ SEEN = Forms(
 )
 # What the training split is written with: the seen forms, and nationalities and opening shapes
 # no test text has.
-TRAIN_FORMS = Forms(
+TRAIN_FORMS = replace(
+    SEEN,
     demonyms=SEEN.demonyms + tuple(V.TRAIN_NATIONALITIES),
     world=SEEN.world + tuple(V.TRAIN_NATIONALITIES),
     shapes=SEEN.shapes + TRAIN_SHAPES,
-    **{k: getattr(SEEN, k) for k in ("roles", "ordinal", "nationality_sentences", "death_sentences")},
-    **{k: getattr(SEEN, k) for k in HELD_OUT_TEMPLATES},
 )
 HELD_OUT = Forms(
     demonyms=HELD_OUT_DEMONYMS,

@@ -56,7 +56,7 @@ ALL_CITIES: tuple[str, ...] = tuple(c for _, cities in NATIONALITIES.values() fo
 
 # Nationalities only the training split uses (never a test label, never in test text): with 30
 # seen labels alone a tuned reader learns a 30-way choice and rarely writes a nationality it never
-# saw (22-37 % on the held-out ones); twice as many teach it to copy the word the text gives.
+# saw (22-37 % on the held-out ones); with these 40 beside them it copies the word the text gives.
 TRAIN_NATIONALITIES: dict[str, tuple[str, tuple[str, ...]]] = {
     "peruvian": ("Peru", ("Arequipa", "Cusco", "Trujillo")),
     "moroccan": ("Morocco", ("Fez", "Tangier", "Agadir")),
