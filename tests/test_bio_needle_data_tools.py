@@ -17,7 +17,7 @@ import pytest
 from harness.errors import HarnessError, UsageError
 from scenarios.bio_needle import anonymize as A
 from scenarios.bio_needle.generator import BioGenerator, surname_split
-from scenarios.bio_needle.loader import load_jsonl
+from scenarios.bio_needle.loader import load_jsonl, parse_line
 from scenarios.bio_needle.wikibio import SourceEntry, import_wikibio, not_one_person, read_source
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -364,6 +364,7 @@ def _unlabeled(tmp_path: Path) -> Path:
     g = BioGenerator(seed=9)
     path = tmp_path / "needles.jsonl"
     rows = [{"name": r.name, "bio": r.bio, "num_tokens": 5} for r in g.records("needles", 3)]
+    rows[2]["occupation"] = "botanist"  # the file's own word: kept
     rows.insert(1, {"name": "Done Already", "bio": "Done Already.", "json": {**ANSWER, "born": "1950", "died": None}})
     path.write_text("".join(json.dumps(r) + "\n" for r in rows) + "{broken\n")
     return path
@@ -399,6 +400,14 @@ def test_label_fills_unlabeled_entries_in_place_through_the_cache(tmp_path, monk
             obj = json.loads(line)
             assert obj["json"]["date_of_birth"] == {"day": 3, "month": 3, "year": 1951}
             assert obj["labeled_by"] == "gemma-3-270m" and obj["num_tokens"] == 5
+            assert "occupation" not in obj["json"]  # unscored: beside the labels, not in them
+        # the occupation the model wrote, where the line had none (what training writes before the roles)
+        assert [json.loads(after[i]).get("occupation") for i in (0, 2, 3)] == [
+            "road cyclist",
+            "road cyclist",
+            "botanist",
+        ]
+        assert parse_line(after[0])[0].occupation == "road cyclist"  # the loader reads it back
         # audit: the same requests again (answered from the cache), nothing written
         audit = harness(
             "data",

@@ -9,8 +9,9 @@ backoff, a bounded number in flight) and the response cache, so a rerun after a 
 asks only what was not answered yet.
 
 Files are rewritten in place once every line is through (temporary file, then rename): labeled
-lines get `json` and `labeled_by` (the model), all other keys and lines are kept as they were. A
-line the model could not label stays unlabeled and is counted as failed.
+lines get `json`, `labeled_by` (the model) and, where the line has none, the `occupation` the model
+wrote (unscored; training data writes it before the two roles); all other keys and lines are kept
+as they were. A line the model could not label stays unlabeled and is counted as failed.
 
 `audit=True` asks about biographies that already have labels instead, writes nothing, and
 reports how often the model agrees with them, field by field.
@@ -31,6 +32,7 @@ from pydantic import BaseModel
 from harness.errors import UsageError
 from scenarios.bio_needle.labels import LabelError, normalise_labels
 from scenarios.bio_needle.loader import BioLabels, LineError, parse_line
+from scenarios.bio_needle.scenario import OCCUPATION_KEY
 
 BATCH_LINES = 256  # lines read, asked and written together: memory stays bounded on big files
 MAX_FAILURES_KEPT = 20
@@ -153,16 +155,21 @@ class Labeller:
         return out
 
     def _read(self, text: str) -> tuple[dict[str, Any] | None, str | None]:
-        from harness.scoring.answers import read_answer
+        """(labels, None) or (None, reason); the labels carry the occupation the model wrote under
+        OCCUPATION_KEY (unscored, kept for training: label_file moves it beside the labels)."""
+        from harness.scoring.answers import parse_answer, read_answer
 
         answer, reason = read_answer(text, self.scenario)
         if answer is None:
             return None, reason
         try:
             labels, _ = normalise_labels(answer)
-            return BioLabels.model_validate(labels).model_dump(), None
+            labels = BioLabels.model_validate(labels).model_dump()
         except LabelError as e:
             return None, f"the model's label is refused: {e}"
+        written, _ = parse_answer(text, self.schema)  # the wire form: the occupation is dropped when decoding
+        occupation = " ".join(str(written.get(OCCUPATION_KEY) or "").split())
+        return labels | ({OCCUPATION_KEY: occupation} if occupation else {}), None
 
 
 def label_file(
@@ -207,6 +214,7 @@ def label_file(
                         report.failed += 1
                         _keep_failure(report, f"{path} line {lineno + k + 1}: {reason}")
                         continue
+                    occupation = labels.pop(OCCUPATION_KEY, None)
                     if audit:
                         report.compared += 1
                         marks = labeller.scenario.score(labels, record.labels.model_dump())
@@ -214,6 +222,8 @@ def label_file(
                         continue
                     report.labelled += 1
                     obj["json"] = labels
+                    if occupation and not isinstance(obj.get(OCCUPATION_KEY), str):
+                        obj[OCCUPATION_KEY] = occupation  # a file's own occupation is kept
                     obj["labeled_by"] = report.model
                     batch[k] = json.dumps(obj, ensure_ascii=False) + "\n"
                 if out is not None:
