@@ -367,6 +367,21 @@ def test_export_equals_the_training_data(exported, tmp_path):
     assert [(r["prompt"], r["completion"]) for r in rows] == [(e.prompt, e.target) for e in train]
 
 
+def test_the_shipped_reader_was_trained_on_the_data_finetune_builds_today():
+    """The shipped adapter's provenance holds: its recorded settings build, from this code, byte
+    for byte the examples it was trained on. A change to the generator or the example builder that
+    alters training data fails here until a reader retrained on it is shipped."""
+    from harness.endpoints.embedded import prepare_embedded_model
+    from harness.finetune.config import FinetuneConfig
+    from harness.finetune.data import data_hash
+    from harness.finetune.run import build_examples
+
+    info = json.loads((BioNeedle().reader() / "finetune.json").read_text())
+    config = FinetuneConfig(**info["config"]).model_copy(update={"eval_n": 0})
+    train, _ = build_examples(config, prepare_embedded_model())
+    assert len(train) == info["examples"] and data_hash(train) == info["data_hash"]
+
+
 def test_export_cli_errors_are_one_line(tmp_path):
     p = subprocess.run(
         [
