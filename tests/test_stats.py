@@ -316,3 +316,29 @@ def test_one_needle_and_none_do_not_crash():
     assert stats.bootstrap_ci([]) == (None, None)
     p = stats.paired([0.8], [0.2])
     assert p.status == "undecided" and p.more_needles >= 5
+
+
+def test_an_undecided_comparison_says_the_margin_it_does_rule_out():
+    """ "Too few samples to tell" at 2 points is not "nothing known": the narrowest tolerance within
+    which the data already shows the two equivalent is reported, and it is exactly the --tolerance
+    at which the same verdict settles (a hair below it, it does not)."""
+    rng = np.random.default_rng(8)
+    base = rng.uniform(0.5, 0.9, 20)
+    noise = np.round(rng.normal(0.01, 0.08, 20) * 25) / 25  # per-needle accuracies move in steps
+    per = {"full-context": {4000: list(base + noise)}, "rag-dense": {4000: list(base)}}
+    s = make_summary(per, {"full-context": 10.0, "rag-dense": 2.0})
+    (c,) = verdict(s)[0]["comparisons"]
+    assert c["status"] == "undecided" and 0.02 < c["margin"] < 0.2
+    assert round(c["margin"] * 1000) == c["margin"] * 1000  # found to 0.1 pts
+    line = verdict_lines(verdict(s))[1]
+    pts = f"{100 * c['margin']:g}"
+    assert line.endswith(f"; shown within ±{pts} pts (equivalent at --tolerance {pts})")
+    settled = verdict(s, tolerance=c["margin"])[0]
+    assert settled["settled"] and settled["comparisons"][0]["status"] == "equivalent"
+    assert settled["cheapest_within_tolerance"] == "rag-dense"
+    assert verdict(s, tolerance=c["margin"] - 0.001)[0]["comparisons"][0]["status"] == "undecided"
+    # with four needles no tolerance can be shown (1 / 2**4 > 0.05): nothing is claimed
+    few = make_summary({k: {4000: v[4000][:4]} for k, v in per.items()}, {"full-context": 10.0, "rag-dense": 2.0})
+    (c,) = verdict(few)[0]["comparisons"]
+    assert c["status"] == "undecided" and c["margin"] is None and "shown within" not in verdict_lines(verdict(few))[1]
+    assert stats.equivalence_margin(np.zeros(5), 0.05) == 0.001  # five equal needles: the smallest step

@@ -223,6 +223,7 @@ class Paired:
     p_equivalent: float  # TOST: |A - B| < tolerance
     status: str  # "better" (A), "worse" (A), "equivalent", "undecided"
     more_needles: int | None  # about how many more needles would settle it (undecided only)
+    margin: float | None = None  # undecided only: the smallest tolerance it is shown equivalent within
     p_holm: float = 1.0  # p, Holm-adjusted over the comparisons (= p when there is one)
     p_equivalent_holm: float = 1.0
     comparisons: int = 1  # how many comparisons were adjusted together
@@ -279,6 +280,7 @@ def paired_family(
             status, more = ("better" if diff > 0 else "worse"), None
         else:  # planned as if at the strictest step of Holm's ladder: alpha / m
             status, more = "undecided", more_needles(d, alpha / m, tolerance)
+        margin = equivalence_margin(d, alpha / m) if status == "undecided" else None
         method = t.method if not t.exact else e.method
         out.append(
             Paired(
@@ -294,6 +296,7 @@ def paired_family(
                 p_equivalent_holm=eq_h,
                 comparisons=m,
                 method=method,
+                margin=margin,
             )
         )
     return out
@@ -312,6 +315,35 @@ def holm(ps: Sequence[float]) -> list[float]:
         running = max(running, min(1.0, (m - k) * ps[i]))
         out[i] = running
     return out
+
+
+MARGIN_STEP = 0.001  # equivalence margins are found to 0.1 accuracy points, rounded up
+
+
+def equivalence_margin(d: np.ndarray, alpha: float) -> float | None:
+    """The smallest tolerance (0-1, a multiple of MARGIN_STEP) within which TOST shows A and B
+    equivalent at `alpha`: the differences an undecided comparison does rule out. None when no tolerance can
+    (fewer needles than a one-sided sign-flip test needs: 1 / 2**n >= alpha).
+
+    Found by bisection on the tolerance (the TOST p falls as it widens) and checked at the answer,
+    so "equivalent within this margin" is exactly what `paired_family` would say at
+    `--tolerance` = margin with alpha at the strictest step of Holm's ladder (alpha / m, which
+    is what callers pass): never a claim its own test would not make.
+    """
+    d = np.asarray(d, dtype=float)
+    if d.size == 0 or 0.5**d.size >= alpha:
+        return None
+    steps = math.ceil((1.0 + float(np.abs(d).max())) / MARGIN_STEP)  # every shifted value positive
+    if equivalence(d, steps * MARGIN_STEP).p >= alpha:
+        return None
+    lo, hi = 0, steps  # hi passes; lo fails (a tolerance of 0 shows nothing)
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        if equivalence(d, mid * MARGIN_STEP).p < alpha:
+            hi = mid
+        else:
+            lo = mid
+    return round(hi * MARGIN_STEP, 6)
 
 
 def equivalence_p(d: np.ndarray, tolerance: float) -> float:

@@ -5,7 +5,9 @@ verdict (end of `harness compare`, top of the report), per length:
     interval over needles;
   * every other strategy compared with it on the same needles (report/stats.py `paired_family`):
     worse (p < alpha), no detectable difference (equivalent within `tolerance`, shown by the data),
-    or too few needles to tell, with about how many more would settle it. With three or more
+    or too few needles to tell, with about how many more would settle it and the narrowest margin
+    within which the data already shows them equivalent (`margin`: what --tolerance would have to
+    be for this comparison to be settled as equivalent; none with too few needles). With three or more
     strategies a length's comparisons are one family: each decision is made on its Holm-adjusted
     p (differences and equivalences alike), the raw p kept beside it;
   * alpha is the run's level, or for an --until-decided run alpha / planned looks, as in its
@@ -215,10 +217,16 @@ def comparison_line(v: dict[str, Any], c: dict[str, Any]) -> str:
             f"{v['best']} vs {c['strategy']}: no detectable difference {where} ({_pts(c['diff'], True)} pts"
             f"{', 95% CI ' + ci if ci else ''}; within ±{100 * v['tolerance']:g} pts, {p_text(c, True)})"
         )
-    more = c.get("more_needles")
+    more, margin = c.get("more_needles"), c.get("margin")
     return (
         f"{v['best']} vs {c['strategy']}: too few samples to tell {where} ({_pts(c['diff'], True)} pts, "
-        f"{p_text(c)}, {c['needles']} needles)" + (f" — about {more} more needles would be needed" if more else "")
+        f"{p_text(c)}, {c['needles']} needles)"
+        + (f" — about {more} more needles would be needed" if more else "")
+        + (
+            f"; shown within ±{100 * margin:g} pts (equivalent at --tolerance {100 * margin:g})"
+            if margin is not None
+            else ""
+        )
     )
 
 
