@@ -352,3 +352,6 @@ def test_several_comparisons_show_holm_adjusted_p_beside_the_raw_one():
     assert (
         '<td class="n">p = 0.062 <span class="note">Holm-adjusted over 2 comparisons; raw p = 0.031</span></td>' in row
     )
+    c4 = next(c for c in v4["comparisons"] if c["strategy"] == RAG)
+    margin = f"{100 * c4['margin']:g}"  # the equivalence margin the data does show, at alpha / 2
+    assert f"; shown within ±{margin} pts (equivalent at --tolerance {margin})</td>" in row
