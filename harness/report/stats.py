@@ -322,13 +322,13 @@ MARGIN_STEP = 0.001  # equivalence margins are found to 0.1 accuracy points, rou
 
 def equivalence_margin(d: np.ndarray, alpha: float) -> float | None:
     """The smallest tolerance (0-1, a multiple of MARGIN_STEP) within which TOST shows A and B
-    equivalent at `alpha`: the differences an undecided comparison does rule out. None when no tolerance can
-    (fewer needles than a one-sided sign-flip test needs: 1 / 2**n >= alpha).
+    equivalent at `alpha`: the differences an undecided comparison does rule out. None when no
+    tolerance can (fewer needles than a one-sided sign-flip test needs: 1 / 2**n >= alpha).
 
-    Found by bisection on the tolerance (the TOST p falls as it widens) and checked at the answer,
-    so "equivalent within this margin" is exactly what `paired_family` would say at
-    `--tolerance` = margin with alpha at the strictest step of Holm's ladder (alpha / m, which
-    is what callers pass): never a claim its own test would not make.
+    Found by bisection on the tolerance (the TOST p falls as it widens); the margin returned is
+    always one the test passed at, so "equivalent within this margin" is what `paired_family`
+    says at `--tolerance` = margin when alpha is the strictest step of Holm's ladder (alpha / m,
+    what callers pass): never a claim its own test would not make.
     """
     d = np.asarray(d, dtype=float)
     if d.size == 0 or 0.5**d.size >= alpha:
