@@ -5,7 +5,7 @@ import pytest
 
 from harness.config import AdaptiveConfig
 from harness.report import stats
-from harness.report.verdict import comparison_line, recommend, recommend_lines, verdict, verdict_lines
+from harness.report.verdict import comparison_line, p_value, recommend, recommend_lines, verdict, verdict_lines
 
 
 # -- intervals -------------------------------------------------------------------------------------------
@@ -336,9 +336,18 @@ def test_an_undecided_comparison_says_the_margin_it_does_rule_out():
     settled = verdict(s, tolerance=c["margin"])[0]
     assert settled["settled"] and settled["comparisons"][0]["status"] == "equivalent"
     assert settled["cheapest_within_tolerance"] == "rag-dense"
+    printed = verdict_lines([settled])[1].split("pts, p = ")[1].rstrip(")")
+    assert float(printed) < 0.05  # the p that settled it, never rounded up to alpha
     assert verdict(s, tolerance=c["margin"] - 0.001)[0]["comparisons"][0]["status"] == "undecided"
     # with four needles no tolerance can be shown (1 / 2**4 > 0.05): nothing is claimed
     few = make_summary({k: {4000: v[4000][:4]} for k, v in per.items()}, {"full-context": 10.0, "rag-dense": 2.0})
     (c,) = verdict(few)[0]["comparisons"]
     assert c["status"] == "undecided" and c["margin"] is None and "shown within" not in verdict_lines(verdict(few))[1]
     assert stats.equivalence_margin(np.zeros(5), 0.05) == 0.001  # five equal needles: the smallest step
+
+
+def test_a_p_is_printed_on_its_side_of_alpha():
+    """Two significant digits, more only where two would round a p across alpha."""
+    assert p_value(0.0499, 0.05) == "0.0499" and p_value(0.049999, 0.05) == "0.049999"
+    assert p_value(0.0504, 0.05) == "0.05" and p_value(0.062, 0.05) == "0.062" and p_value(0.3) == "0.3"
+    assert p_value(0.0499) == "0.05"  # no alpha given: as before

@@ -29,7 +29,7 @@ from markupsafe import Markup, escape
 
 from harness.record import Record, as_records
 from harness.report.terminal import failure_notes
-from harness.report.verdict import comparison_line, interval, method_words
+from harness.report.verdict import comparison_line, interval, method_words, p_value
 from harness.scenario import Words
 from harness.scoring.cost import fmt_money
 from harness.scoring.grounding import shown_segments
@@ -71,7 +71,7 @@ def _ptext(c: dict[str, Any], equivalent: bool = False) -> Markup:
     length had several comparisons, with the raw p beside it), and "Monte Carlo" when not exact."""
     raw = c.get("p_equivalent" if equivalent else "p")
     adj = c.get("p_equivalent_holm" if equivalent else "p_holm", raw)
-    out = Markup("p = {}").format(_pval(adj))
+    out = Markup("p = {}").format(p_value(adj, c.get("alpha")) if _real(adj) else "-")
     m = c.get("comparisons") or 1
     if m > 1:
         out += Markup(' <span class="note">Holm-adjusted over {} comparisons; raw p = {}</span>').format(m, _pval(raw))

@@ -88,6 +88,7 @@ def compare_pairs(
                 "cost_per_1k": _cost(other),
                 **p.as_dict(),
                 "status": status,
+                "alpha": alpha,  # the level the status was decided at
             }
         )
     return out
@@ -175,6 +176,16 @@ def interval(lo: float | None, hi: float | None) -> str:
     return "" if lo is None or hi is None or lo != lo or hi != hi else f"[{_pts(lo)}–{_pts(hi)}]"
 
 
+def p_value(p: float, alpha: float | None = None) -> str:
+    """p to two significant digits, or more where two would round it across `alpha`: a p of 0.0499
+    that decided a comparison at 0.05 is not printed "0.05"."""
+    for digits in range(2, 7):
+        out = f"{p:.{digits}g}"
+        if alpha is None or (p < alpha) == (float(out) < alpha):
+            break
+    return out
+
+
 def p_text(c: dict[str, Any], equivalent: bool = False) -> str:
     """'p = 0.016, Holm-adjusted over 4 comparisons (raw p = 0.004)': the p the status was decided on.
 
@@ -184,7 +195,7 @@ def p_text(c: dict[str, Any], equivalent: bool = False) -> str:
     raw = c["p_equivalent"] if equivalent else c["p"]
     adj = c.get("p_equivalent_holm" if equivalent else "p_holm", raw)
     m = c.get("comparisons") or 1
-    out = f"p = {adj:.2g}"
+    out = f"p = {p_value(adj, c.get('alpha'))}"
     if m > 1:
         out += f", Holm-adjusted over {m} comparisons (raw p = {raw:.2g})"
     if c.get("method", "exact") != "exact":
