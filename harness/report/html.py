@@ -62,8 +62,8 @@ def _pts(x: Any) -> str:
     return f"{100 * x:+.1f}" if _real(x) else "-"
 
 
-def _pval(x: Any) -> str:
-    return f"{x:.2g}" if _real(x) else "-"
+def _pval(x: Any, alpha: float | None = None) -> str:
+    return p_value(x, alpha) if _real(x) else "-"
 
 
 def _ptext(c: dict[str, Any], equivalent: bool = False) -> Markup:
@@ -71,7 +71,7 @@ def _ptext(c: dict[str, Any], equivalent: bool = False) -> Markup:
     length had several comparisons, with the raw p beside it), and "Monte Carlo" when not exact."""
     raw = c.get("p_equivalent" if equivalent else "p")
     adj = c.get("p_equivalent_holm" if equivalent else "p_holm", raw)
-    out = Markup("p = {}").format(p_value(adj, c.get("alpha")) if _real(adj) else "-")
+    out = Markup("p = {}").format(_pval(adj, c.get("alpha")))
     m = c.get("comparisons") or 1
     if m > 1:
         out += Markup(' <span class="note">Holm-adjusted over {} comparisons; raw p = {}</span>').format(m, _pval(raw))

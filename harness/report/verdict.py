@@ -197,7 +197,7 @@ def p_text(c: dict[str, Any], equivalent: bool = False) -> str:
     m = c.get("comparisons") or 1
     out = f"p = {p_value(adj, c.get('alpha'))}"
     if m > 1:
-        out += f", Holm-adjusted over {m} comparisons (raw p = {raw:.2g})"
+        out += f", Holm-adjusted over {m} comparisons (raw p = {p_value(raw)})"
     if c.get("method", "exact") != "exact":
         out += f"; {c['method']}"
     return out
