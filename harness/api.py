@@ -738,9 +738,10 @@ def _check_same_model(store, saved: dict[str, Any], identity) -> None:
 def adaptive_rounds(store, scen, config: RunConfig):
     """Yield (round, needles, lengths still open) until every length is settled or needles run out.
 
-    Before each round after the first, the verdict is recomputed from the run folder at the
-    per-round alpha (alpha / planned rounds): a length whose best strategy is separated from every
-    other, or shown equivalent to it, gets no more needles. Decisions come from records alone, so
+    Before each round after the first, the verdict is recomputed from the run folder at the run's
+    alpha (its confidence sequences are anytime-valid: looking after every round is covered): a
+    length whose best strategy is separated from every other, or shown equivalent to it, gets no
+    more needles. Decisions come from records alone, so
     a resumed run takes the same path; each round's settled lengths are appended to rounds.jsonl.
     """
     from harness.report.summary import summarize
@@ -748,7 +749,7 @@ def adaptive_rounds(store, scen, config: RunConfig):
 
     a = config.adaptive
     plan = a.schedule(config.needles)
-    look_alpha = a.alpha / len(plan)
+    look_alpha = a.alpha
     open_lengths = list(config.lengths)
     log = []
     for k, n in enumerate(plan, 1):
@@ -756,7 +757,7 @@ def adaptive_rounds(store, scen, config: RunConfig):
         # Only this round's needles decide, so a resume that finds later rounds' records half done
         # takes the same decisions as the uninterrupted run did.
         seen = [r for r in store.latest_records() if r.needle_index < n]
-        rows = verdict(summarize(seen, scen), a.tolerance, look_alpha)
+        rows = verdict(summarize(seen, scen), a.tolerance, look_alpha, plan=False)
         now_settled = [v["length"] for v in rows if v["length"] in open_lengths and v["settled"]]
         open_lengths = [L for L in open_lengths if L not in now_settled]
         log.append(

@@ -61,9 +61,10 @@ class EndpointConfig(BaseModel):
 class AdaptiveConfig(BaseModel):
     """`--until-decided`: needles are added in rounds, per length, until the verdict there is settled.
 
-    Rounds double the needles (the run's `needles` first, then 2x, 4x, ... up to `max_needles`);
-    each round's tests run at alpha / rounds (Bonferroni over the planned looks), so stopping
-    early does not buy false certainty. Saved with the run, so a resume replays the same rounds.
+    Rounds double the needles (the run's `needles` first, then 2x, 4x, ... up to `max_needles`).
+    The verdict's confidence sequences are anytime-valid (report/sequential.py), so every round's
+    look is at the run's alpha and stopping at the first decision buys no false certainty; no
+    split of alpha over the looks is needed. Saved with the run, so a resume replays the same rounds.
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -80,13 +81,12 @@ class AdaptiveConfig(BaseModel):
         return out
 
     def first_round(self) -> int:
-        """The fewest needles with which round one can already settle a comparison.
+        """The fewest needles with which round one could settle anything: a comparison whose every
+        needle differs by the whole scale (d = 1) is decided at this many, and at no fewer."""
+        from harness.report.sequential import confidence_sequence
 
-        A two-sided sign-flip test over n needles cannot give p below 2 / 2**n; with the
-        per-round alpha of the doubling schedule that starts there, this is the smallest n.
-        """
-        for n in range(2, self.max_needles + 1):
-            if 2 / 2**n < self.alpha / len(self.schedule(n)):
+        for n in range(1, self.max_needles + 1):
+            if confidence_sequence([1.0] * n, self.alpha).p_zero < self.alpha:
                 return n
         return self.max_needles
 

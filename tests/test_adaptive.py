@@ -35,7 +35,7 @@ def records(out: Path) -> list[dict]:
 @pytest.fixture(scope="module")
 def reader_url():
     # Full context loses 20 points per 1k tokens: hopeless at 4k, close to retrieval at 1k.
-    with sim_reader.running("--base", "1", "--decay", "0.2", "--middle", "0", "--max-needles", "16") as url:
+    with sim_reader.running("--base", "1", "--decay", "0.2", "--middle", "0", "--max-needles", "24") as url:
         yield url
 
 
@@ -56,9 +56,9 @@ def adaptive_args(url: str, out: Path) -> list[str]:
         "0,100",
         "--until-decided",
         "--needles",
-        "8",
+        "12",
         "--max-needles",
-        "16",
+        "24",
         "--no-cache",
         "--out",
         str(out),
@@ -71,26 +71,26 @@ def test_settled_lengths_get_no_more_needles_and_resume_takes_the_same_path(read
     p = harness(*adaptive_args(reader_url, out), env=env)
     assert p.returncode == 0, p.stderr[-2000:]
     rounds = [json.loads(line) for line in (out / "rounds.jsonl").read_text().splitlines()]
-    assert rounds[0]["needles"] == 8 and rounds[0]["alpha"] == pytest.approx(0.025)  # two planned looks
-    assert 4000 in rounds[0]["settled"]  # 8 needles, every one far better with retrieval
+    assert rounds[0]["needles"] == 12 and rounds[0]["alpha"] == pytest.approx(0.05)  # anytime-valid: no split
+    assert 4000 in rounds[0]["settled"]  # 12 needles, every one far better with retrieval
     recs = records(out)
     needles = {L: 1 + max(r["needle_index"] for r in recs if r["length"] == L) for L in (1000, 4000)}
-    assert needles[4000] == 8  # settled after round one: no more needles there
-    assert needles[1000] == (8 if 1000 in rounds[0]["settled"] else 16)
+    assert needles[4000] == 12  # settled after round one: no more needles there
+    assert needles[1000] == (12 if 1000 in rounds[0]["settled"] else 24)
     for L, n in needles.items():  # every strategy, depth and needle of the rounds it took, once
         assert len([r for r in recs if r["length"] == L]) == 2 * 2 * n
     verdict = {v["length"]: v for v in json.loads((out / "summary.json").read_text())["verdict"]}
     assert verdict[4000]["best"] == "rag-bm25" and verdict[4000]["settled"]
-    assert verdict[4000]["comparisons"][0]["status"] == "worse" and verdict[4000]["n_needles"] == 8
-    assert "round 1 (8 needles/cell" in p.stderr
+    assert verdict[4000]["comparisons"][0]["status"] == "worse" and verdict[4000]["n_needles"] == 12
+    assert "round 1 (12 needles/cell" in p.stderr
 
     # An interrupted run: only round one and part of round two written. Resuming finishes it the same way.
     part = tmp_path / "part"
     part.mkdir()
     (part / "config.yaml").write_text((out / "config.yaml").read_text())
     lines = (out / "records.jsonl").read_text().splitlines()
-    kept = [l for l in lines if json.loads(l)["needle_index"] < 8] + [
-        l for l in lines if json.loads(l)["needle_index"] >= 8
+    kept = [l for l in lines if json.loads(l)["needle_index"] < 12] + [
+        l for l in lines if json.loads(l)["needle_index"] >= 12
     ][:3]
     (part / "records.jsonl").write_text("\n".join(kept) + "\n")
     p = harness("compare", "--resume", str(part), env=env)
@@ -152,10 +152,9 @@ def test_rounds_on_the_real_server(vllm_server, tmp_path):
     assert summary["verdict"][0]["n_needles"] == 4
 
 
-# -- the final verdict of an adaptive run: at the rounds' level ----------------------------------------
+# -- the final verdict of an adaptive run: at the run's alpha (anytime-valid) ------------------------------
 FC, RAG = "full-context", "rag-x"
-# rag-x's accuracy on each of 8 needles (2 fields x 2 depths); full context gets everything right. The
-# paired p is 2 / 2**6 = 0.031 (six needles differ, all one way): below 0.05, above 0.05 / 3 planned looks.
+# rag-x's accuracy on each of 8 needles (2 fields x 2 depths); full context gets everything right.
 RAG_ACC = [0.25, 0.5, 0.5, 0.5, 0.75, 0.75, 1.0, 1.0]
 
 
@@ -205,24 +204,25 @@ def adaptive_folder(tmp_path: Path, adaptive: bool = True) -> Path:
     return run
 
 
-def test_adaptive_verdict_uses_the_rounds_level(tmp_path):
+def test_adaptive_verdict_is_at_the_runs_alpha(tmp_path):
+    """The confidence sequences are anytime-valid: the rounds' looks need no split of alpha, so an
+    adaptive run's verdict is the plain run's verdict on the same needles, said at the run's alpha."""
     from toy_scenario import TwoFieldScenario
 
     from harness.report.summary import summarize_run
     from harness.store import RunStore
 
     plain, _, _ = summarize_run(RunStore(adaptive_folder(tmp_path, adaptive=False)), TwoFieldScenario())
-    c = plain["verdict"][0]["comparisons"][0]
-    assert c["p"] == pytest.approx(2 / 2**6) and c["status"] == "worse"  # a plain run: significant at 0.05
-
     s, _, _ = summarize_run(RunStore(adaptive_folder(tmp_path)), TwoFieldScenario())
-    v = s["verdict"][0]
-    assert v["comparisons"][0]["status"] == "undecided" and not v["settled"]
-    assert s["alpha"] == pytest.approx(0.05 / 3) and v["alpha"] == pytest.approx(0.05 / 3)
-    assert s["level"]["looks"] == 3 and s["level"]["text"] == "alpha 0.0167 = 0.05 / 3 planned looks (--until-decided)"
-    # an explicit level is over all looks too: 0.1 / 3 = 0.033 > 0.031
+    c, v = plain["verdict"][0]["comparisons"][0], s["verdict"][0]
+    assert v["comparisons"][0]["status"] == c["status"] == "undecided" and not v["settled"]
+    assert v["comparisons"][0]["p"] == pytest.approx(c["p"])
+    assert s["alpha"] == pytest.approx(0.05) and v["alpha"] == pytest.approx(0.05)
+    assert (
+        s["level"]["looks"] == 3 and s["level"]["text"] == "alpha 0.05 at every round (--until-decided; anytime-valid)"
+    )
     s10, _, _ = summarize_run(RunStore(adaptive_folder(tmp_path)), TwoFieldScenario(), alpha=0.1)
-    assert s10["alpha"] == pytest.approx(0.1 / 3) and s10["verdict"][0]["comparisons"][0]["status"] == "worse"
+    assert s10["alpha"] == pytest.approx(0.1) and s10["level"]["text"].startswith("alpha 0.1 at every round")
 
 
 @pytest.fixture
@@ -249,24 +249,21 @@ def invoke(*args: str) -> str:
     return result.output
 
 
-def test_report_and_compare_end_print_no_unadjusted_better(toy_run, capsys):
+def test_report_and_compare_end_say_the_adaptive_level(toy_run, capsys):
     from harness import api
 
     out = invoke("report", str(toy_run))
     assert "better than" not in out and f"{FC} vs {RAG}: too few samples to tell at 1,000 tokens" in out
-    assert "alpha 0.0167 = 0.05 / 3 planned looks (--until-decided)" in out
+    assert "alpha 0.05 at every round (--until-decided; anytime-valid)" in out
     page = (toy_run / "report.html").read_text()
     section = page[page.index('<section id="verdict"') : page.index('<section id="heatmaps"')]
     assert 'data-status="undecided"' in section and 'data-status="worse"' not in section and "not settled" in section
-    assert "alpha 0.0167 = 0.05 / 3 planned looks (--until-decided)" in section
+    assert "alpha 0.05 at every round (--until-decided; anytime-valid)" in section
     assert json.loads((toy_run / "summary.json").read_text())["verdict"][0]["comparisons"][0]["status"] == "undecided"
-    # the end of `compare` (finish_report) for an adaptive run: the run's own alpha, divided the same way
+    # the end of `compare` (finish_report) for an adaptive run: the run's own alpha
     api.finish_report(*api.open_run(toy_run)[:2], api.ReportOptions(alpha=None))
     out = capsys.readouterr().out
-    assert "better than" not in out and "alpha 0.0167 = 0.05 / 3 planned looks" in out
-    # an explicit --alpha is the level over all looks: 0.1 / 3 = 0.033 > p = 0.031
-    out = invoke("report", str(toy_run), "--alpha", "0.1")
-    assert f"{FC} better than {RAG}" in out and "alpha 0.0333 = 0.1 / 3 planned looks" in out
+    assert "better than" not in out and "alpha 0.05 at every round" in out
 
 
 def test_recommend_on_an_adaptive_run_uses_the_rounds_level(toy_run):
@@ -280,4 +277,4 @@ def test_recommend_on_an_adaptive_run_uses_the_rounds_level(toy_run):
     assert f"{RAG} (65.6%" in line and "is the cheapest that meets >= 47.0% accuracy" in line
     assert "above the target" not in line and "reaches below the target" in line
     assert "on average only: the 98.3% interval" in line
-    assert "(98.3% = 1 - alpha 0.0167 = 0.05 / 3 planned looks (--until-decided))" in line
+    assert "(98.3% = 1 - alpha 0.05 / 3 planned looks (--until-decided))" in line

@@ -133,7 +133,7 @@ def test_verdict_best_and_cheapest_within_tolerance():
         ("rag-dense", 4000, 0.80, 2.5),
         ("rag-bm25", 4000, 0.795, 2.0),
     )
-    s = summary(*rows, needles=8)  # 8 needles: the sign-flip tests can reach alpha 0.05
+    s = summary(*rows, needles=800)  # a constant 1-pt gap is shown inside ±2 pts only after hundreds of needles
     v = {x["length"]: x for x in verdict(s)}
     assert v[1000]["best"] == "full-context" and v[1000]["cheapest_within_tolerance"] == "rag-dense"
     assert {c["strategy"]: c["status"] for c in v[1000]["comparisons"]} == {

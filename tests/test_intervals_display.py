@@ -1,10 +1,9 @@
 """Intervals and paired tests where people read them: the terminal tables, the verdict, report.html.
 
 The summaries are built from small synthetic records through the public functions (`summarize`,
-`verdict`, `render_report`), with eight needles so that the intervals are proper ones and the
-sign-flip tests can reach alpha 0.05 (with n needles the smallest two-sided p is 2 / 2**n).
-At 1,000 tokens the two strategies answer alike (shown equivalent); at 4,000 rag-x is worse on
-every needle (shown worse).
+`verdict`, `render_report`), with 64 needles so that the intervals are proper ones and the
+confidence sequences can decide within a ±10-point tolerance. At 1,000 tokens the two strategies
+answer alike (shown equivalent); at 4,000 rag-x is worse on every needle (shown worse).
 """
 
 from __future__ import annotations
@@ -25,9 +24,10 @@ from harness.report.terminal import (
     print_verdict,
     verdict_header,
 )
-from harness.report.verdict import comparison_line, interval, verdict, verdict_lines
+from harness.report.verdict import comparison_line, interval, p_value, verdict, verdict_lines
 
-NEEDLES = 8
+NEEDLES = 64
+TOLERANCE = 0.1
 LENGTHS = [1000, 4000]
 DEPTHS = [0.0, 100.0]
 FC, RAG = "full-context", "rag-x"
@@ -77,8 +77,8 @@ def make_summary(records=None, costs=None) -> dict:
     costs = costs or {FC: 10.0, RAG: 1.0}
     for r in s["by_strategy_length"]:
         r["cost_per_1k"] = costs.get(r["strategy"])
-    s["tolerance"], s["alpha"] = 0.02, 0.05
-    s["verdict"] = verdict(s, 0.02, 0.05)
+    s["tolerance"], s["alpha"] = TOLERANCE, 0.05
+    s["verdict"] = verdict(s, TOLERANCE, 0.05)
     return s
 
 
@@ -173,8 +173,8 @@ def test_print_summary_fits_160_columns_and_prints_the_verdict(summary):
     text = console.export_text()
     assert max(len(l) for l in text.splitlines() if l[:1] in "┏┃┡│└") <= 160  # the tables; verdict lines are unwrapped
     head = (
-        "verdict (mean field accuracy [95% interval over needles]; paired sign-flip tests, alpha 0.05; "
-        "cheapest within 2 points of the best when the data shows it)"
+        "verdict (mean field accuracy [95% interval over needles]; paired comparisons (anytime-valid confidence "
+        "sequences), alpha 0.05; cheapest within 10 points of the best when the data shows it)"
     )
     assert head in text.splitlines()
     lines = [l.rstrip() for l in text.splitlines()]
@@ -190,7 +190,8 @@ def test_verdict_header_follows_alpha_and_tolerance(summary):
     print_verdict(other, console)
     text = console.export_text()
     assert text.startswith(
-        "verdict (mean field accuracy [95% interval over needles]; paired sign-flip tests, alpha 0.01"
+        "verdict (mean field accuracy [95% interval over needles]; paired comparisons (anytime-valid confidence "
+        "sequences), alpha 0.01"
     )
 
 
@@ -277,7 +278,7 @@ def test_accuracy_tables_show_intervals(summary, html):
 
 def test_verdict_section_lists_each_comparison_with_status_interval_and_p(summary, html):
     section = html[html.index('<section id="verdict"') : html.index('<section id="heatmaps"')]
-    for word in ("bootstrap", "over needles", "sign-flip", "TOST", "alpha 0.05"):
+    for word in ("bootstrap", "over needles", "anytime-valid confidence sequence", "by betting", "alpha 0.05"):
         assert word in section
     for v in summary["verdict"]:
         best = f'{100 * v["best_accuracy"]:.1f}% <span class="ci">{interval(v["best_accuracy_lo"], v["best_accuracy_hi"])}</span>'
@@ -317,41 +318,36 @@ def test_strategy_names_stay_text_in_the_new_parts():
     assert "<img" not in page
 
 
-def test_several_comparisons_show_holm_adjusted_p_beside_the_raw_one():
-    """A third strategy answering as rag-x does: each length's two comparisons are adjusted together.
-
-    At 4,000 tokens rag-x alone is worse at p = 2 / 2**6 (six needles differ); beside a second
-    comparison just like it, Holm doubles that past 0.05, and both are left undecided — in the
-    terminal and in the page, the adjusted p with the raw one beside it.
-    """
+def test_several_comparisons_show_the_split_p_beside_the_raw_one():
+    """A third strategy answering as rag-x does, on 32 needles: three strategies make three pairs, and
+    each comparison is decided at alpha / 3 — in the terminal and in the page, the p it was decided on
+    with the raw one beside it. At 1,000 tokens identical answers on 32 needles are not yet shown
+    within ±10 pts: undecided, with the margin the sequence does show and a forecast of the needles."""
     other = "rag-y"
-    records = make_records(strategies=(FC, RAG, other))
+    records = make_records(strategies=(FC, RAG, other), needles=32)
     s = make_summary(records, costs={FC: 10.0, RAG: 1.0, other: 2.0})
     v4 = next(v for v in s["verdict"] if v["length"] == 4000)
     for c in v4["comparisons"]:
-        assert c["p"] == pytest.approx(2 / 2**6) and c["status"] == "undecided"
-        assert c["comparisons"] == 2 and c["p_holm"] == pytest.approx(4 / 2**6)
-    assert not v4["settled"]
+        assert c["status"] == "worse" and c["pairs"] == 3 and c["p_adjusted"] == pytest.approx(min(1, 3 * c["p"]))
+    assert v4["settled"] and v4["pairs"] == 3
     v1 = next(v for v in s["verdict"] if v["length"] == 1000)
-    assert all(
-        c["status"] == "equivalent" and c["p_equivalent_holm"] == pytest.approx(2 * c["p_equivalent"])
-        for c in v1["comparisons"]
-    )
+    assert all(c["status"] == "undecided" and c["margin"] < TOLERANCE + 0.1 for c in v1["comparisons"])
     text = _text(verdict_header(s), *verdict_lines(s["verdict"]), width=1000)
-    assert "paired sign-flip tests, Holm-adjusted over the comparisons at each length, alpha 0.05;" in text
-    assert (
-        f"{FC} vs {RAG}: too few samples to tell at 4,000 tokens (+62.5 pts, p = 0.062, Holm-adjusted over 2 "
-        "comparisons (raw p = 0.031), 8 needles)" in text
-    )
+    assert "paired comparisons (anytime-valid confidence sequences; alpha split over every pair of strategies" in text
+    c4 = next(c for c in v4["comparisons"] if c["strategy"] == RAG)
+    assert f"{FC} better than {RAG} at 4,000 tokens by 62.5 pts (p = " in text
+    assert ", over 3 pairs (raw p = " in text
     page = render_report(s, records, [], TwoFieldScenario())
     section = page[page.index('<section id="verdict"') : page.index('<section id="heatmaps"')]
-    assert "Holm-adjusted together" in section
+    assert "anytime-valid confidence sequence" in section and "Holm" not in section
     row = section[section.index('<table class="comparisons" data-length="4000">') :]
     row = row[row.index(f'data-strategy="{RAG}"') :]
     row = row[: row.index("</tr>")]
-    assert (
-        '<td class="n">p = 0.062 <span class="note">Holm-adjusted over 2 comparisons; raw p = 0.031</span></td>' in row
-    )
-    c4 = next(c for c in v4["comparisons"] if c["strategy"] == RAG)
-    margin = f"{100 * c4['margin']:g}"  # the equivalence margin the data does show, at alpha / 2
+    assert '<span class="note">over 3 pairs; raw p = ' in row and f"p = {p_value(c4['p_adjusted'], 0.05)}" in row
+    c1 = next(c for c in v1["comparisons"] if c["strategy"] == FC)  # the best at 1,000 is rag-x (a tie: cheaper)
+    row = section[section.index('<table class="comparisons" data-length="1000">') :]
+    row = row[row.index(f'data-strategy="{FC}"') :]
+    row = row[: row.index("</tr>")]
+    margin = f"{100 * c1['margin']:g}"  # the narrowest tolerance the sequence already lies within
     assert f"; shown within ±{margin} pts (equivalent at --tolerance {margin})</td>" in row
+    assert f"about {c1['more_needles']} more needles would tell" in row

@@ -224,7 +224,7 @@ def test_report_command_prints_and_draws_intervals(tmp_path):
     assert "field accuracy (%) with 95% intervals over needles" in out
     assert "per-field accuracy (%) with 95% intervals over needles" in out
     assert (
-        "verdict (mean field accuracy [95% interval over needles]; paired sign-flip tests, alpha 0.05; "
+        "verdict (mean field accuracy [95% interval over needles]; paired comparisons (anytime-valid confidence sequences), alpha 0.05; "
         "cheapest within 2 points of the best when the data shows it)" in out
     )
     summary = json.loads((run / "summary.json").read_text())
@@ -241,7 +241,7 @@ def test_report_command_prints_and_draws_intervals(tmp_path):
     assert len(cells) == len(summary["by_cell"]) and all("95% interval [" in t and "3 needles" in t for t in cells)
     assert html.count('<table class="comparisons"') == len(LENGTHS)
     assert html.count('<tr class="cmp st-') == len(LENGTHS) * (len(STRATEGIES) - 1)
-    assert "p = " in html and "TOST" in html
+    assert "p = " in html and "confidence sequence" in html
 
 
 # -- in Chromium ----------------------------------------------------------------------------------------
@@ -404,7 +404,7 @@ def test_intervals_render_in_chromium(browser, tmp_path):
         len(STRATEGIES) - 1
     )
     text = js("return document.getElementById('verdict').innerText")
-    assert "TOST" in text and "p = " in text and "settled" in text
+    assert "confidence sequence" in text and "p = " in text and "settled" in text
     shot = full_page_screenshot(browser, artifacts_dir() / "report_html_intervals.png")
     print(f"\nreport screenshot: {shot}")
 

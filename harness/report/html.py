@@ -67,9 +67,16 @@ def _pval(x: Any, alpha: float | None = None) -> str:
 
 
 def _ptext(c: dict[str, Any], equivalent: bool = False) -> Markup:
-    """A comparison's p in the page: the one its status was decided on (Holm-adjusted when the
-    length had several comparisons, with the raw p beside it), and "Monte Carlo" when not exact."""
+    """A comparison's p in the page: the one its status was decided on (over how many pairs of
+    strategies alpha was split, with the raw p beside it); an older summary's Holm and Monte Carlo notes."""
     raw = c.get("p_equivalent" if equivalent else "p")
+    if c.get("rule"):
+        adj = c.get("p_equivalent_adjusted" if equivalent else "p_adjusted", raw)
+        out = Markup("p = {}").format(_pval(adj, c.get("alpha")))
+        m = c.get("pairs") or 1
+        if m > 1:
+            out += Markup(' <span class="note">over {} pairs; raw p = {}</span>').format(m, _pval(raw))
+        return out
     adj = c.get("p_equivalent_holm" if equivalent else "p_holm", raw)
     out = Markup("p = {}").format(_pval(adj, c.get("alpha")))
     m = c.get("comparisons") or 1
@@ -597,10 +604,11 @@ def render_report(
             alpha=summary.get("alpha"),
             level=summary.get("level"),
             holm=any(
-                (c.get("comparisons") or 1) > 1
+                (c.get("comparisons") or 1) > 1 and not c.get("rule")
                 for v in summary.get("verdict") or []
                 for c in v.get("comparisons") or []
             ),
+            sequences=any(c.get("rule") for v in summary.get("verdict") or [] for c in v.get("comparisons") or []),
             verdict=summary.get("verdict") or [],
             notes=[*((summary.get("cost") or {}).get("notes") or []), *failure_notes(summary)],
             price=(summary.get("cost") or {}).get("price"),

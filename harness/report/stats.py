@@ -7,18 +7,16 @@ with replacement (scipy's BCa, percentile when BCa degenerates; a fixed seed, so
 same every time it is computed).
 
 Strategies are asked the same needles, so they are compared pair-wise on per-needle differences
-with a sign-flip permutation test. It is exact (every one of the 2**n sign patterns, enumerated
-in two halves that meet in the middle, with equal sums merged) unless the differences take so
-many distinct values that a half would pass EXACT_LIMIT sums — 34 needles of all-distinct
-differences, far more of the repeated ones accuracies give — and then Monte Carlo over
-MC_RESAMPLES patterns, which the result says (`SignFlip.method`, `Paired.method`). It makes no
-normality assumption and cannot over-claim with few needles: with n needles the smallest
-two-sided p is 2 / 2**n (2 / 2**m when only m of them differ: a tie flips to itself), so two
-needles can never "prove" anything (p >= 0.5) while a bootstrap of two equal differences would.
-"Within tolerance" is an equivalence test (TOST: both one-sided sign-flip tests against -tol and
-+tol), so "no detectable difference" is also something the data has to show, not the absence of
-a result. Comparisons made together (the best strategy against each other one at a length) are
-Holm-adjusted as a family (`paired_family`).
+(`paired_family`): decided by anytime-valid confidence sequences for the mean difference, by
+betting (report/sequential.py), which hold for bounded differences of any shape and at whatever
+round an --until-decided run stopped; alpha is split over every pair of strategies at a length, so
+one error rate covers every claim there, "better" and "equivalent" alike.
+
+The previous rule — an exact sign-flip test for "better", its TOST for "equivalent", each
+Holm-adjusted on its own — is kept here (`sign_flip`, `equivalence`, `holm`) for
+bench/verdict_sim.py, which measures both rules: a sign-flip test assumes the differences are
+symmetric, and the common shape (identical answers with an occasional retrieval miss) is not,
+so its equivalence claims were false far more often than alpha.
 """
 
 from __future__ import annotations
@@ -35,7 +33,8 @@ LEVEL = 0.95
 RESAMPLES = 2000
 SEED = 0
 POWER = 0.8
-MAX_PLANNED = 10_000  # needles: past this a sample-size estimate is no longer advice
+MAX_PLANNED = 5_000  # needles: past this a sample-size estimate is no longer advice
+RULE = "betting-cs"  # how paired comparisons are decided (summary.json says which rule decided a run)
 
 
 def _mean(x, axis=-1):
@@ -202,47 +201,45 @@ def _monte_carlo(x: np.ndarray, t: float, tie: float, alternative: str) -> float
     return min(1.0, (hits + 1) / (MC_RESAMPLES + 1))
 
 
-def min_needles(alpha: float, two_sided: bool = True) -> int:
-    """Fewest needles with which a sign-flip test can reach `alpha` at all."""
-    return max(1, math.ceil(math.log2((2 if two_sided else 1) / alpha) + 1e-12))
-
-
 @dataclass
 class Paired:
     """Strategy A against strategy B on the needles both were asked (d = A - B per needle).
 
-    `p` and `p_equivalent` are the comparison's own; `p_holm` and `p_equivalent_holm` are adjusted
-    over the `comparisons` made together with it (Holm), and `status` is decided on those.
+    Decided by the anytime-valid confidence sequence of the mean difference (report/sequential.py)
+    at `alpha / pairs`: "better"/"worse" when it excludes 0, "equivalent" when it lies inside
+    ±tolerance, else "undecided". `pairs` is how many pairs of strategies the length's alpha is split
+    over (Bonferroni over every pair, since the reference strategy is chosen from the data): every
+    claim at the length, of either kind, is false with probability at most alpha together, at
+    whatever round the run stopped. `p` and `p_equivalent` are the comparison's own anytime-valid
+    p's; `p_adjusted` and `p_equivalent_adjusted` are them times `pairs` (capped at 1), what the
+    status is decided on.
     """
 
     needles: int
     diff: float  # mean of A - B (accuracy, 0-1)
-    diff_lo: float | None
+    diff_lo: float | None  # the confidence sequence at alpha / pairs after the last needle
     diff_hi: float | None
-    p: float  # two-sided: A and B differ
-    p_equivalent: float  # TOST: |A - B| < tolerance
+    p: float  # anytime-valid: A and B differ
+    p_equivalent: float  # anytime-valid: |A - B| < tolerance
     status: str  # "better" (A), "worse" (A), "equivalent", "undecided"
-    more_needles: int | None  # about how many more needles would settle it (undecided only)
-    margin: float | None = None  # undecided only: the smallest tolerance it is shown equivalent within
-    p_holm: float = 1.0  # p, Holm-adjusted over the comparisons (= p when there is one)
-    p_equivalent_holm: float = 1.0
-    comparisons: int = 1  # how many comparisons were adjusted together
-    method: str = "exact"  # of the sign-flip tests: "exact", or "Monte Carlo, N resamples"
+    more_needles: int | None  # undecided only: median of the needles the rule itself would still need
+    more_needles_range: tuple[int, int] | None = None  # its 10th-90th percentile over forward simulations
+    more_needles_share: float | None = None  # share of simulations decided within MAX_PLANNED more needles
+    margin: float | None = None  # undecided only: the narrowest ±tolerance the sequence lies within
+    p_adjusted: float = 1.0
+    p_equivalent_adjusted: float = 1.0
+    pairs: int = 1  # pairs of strategies the alpha is split over
+    rule: str = RULE
 
     def as_dict(self) -> dict:
         return dict(self.__dict__)
 
 
 def paired(
-    a: Sequence[float], b: Sequence[float], *, alpha: float = 0.05, tolerance: float = 0.02, level: float = LEVEL
+    a: Sequence[float], b: Sequence[float], *, alpha: float = 0.05, tolerance: float = 0.02, plan: bool = True
 ) -> Paired:
-    """Compare per-needle accuracies `a` and `b` (same needles, same order).
-
-    status: "equivalent" when the data shows |A - B| < tolerance (TOST at `alpha`); else "better" or
-    "worse" when the two-sided test rejects "no difference" at `alpha`; else "undecided", with an
-    estimate of how many more needles would settle it.
-    """
-    return paired_family([(a, b)], alpha=alpha, tolerance=tolerance, level=level)[0]
+    """Compare per-needle accuracies `a` and `b` (same needles, in the order they were asked)."""
+    return paired_family([(a, b)], alpha=alpha, tolerance=tolerance, plan=plan)[0]
 
 
 def paired_family(
@@ -250,53 +247,53 @@ def paired_family(
     *,
     alpha: float = 0.05,
     tolerance: float = 0.02,
-    level: float = LEVEL,
+    family: int | None = None,
+    plan: bool = True,
 ) -> list[Paired]:
-    """Several comparisons made together (the best strategy against each other one at a length).
+    """Several comparisons made at one length, with one error rate over all their claims.
 
-    Each is tested as in `paired`, then its p's are Holm-adjusted over the family and the status
-    is decided on the adjusted ones: with m comparisons at alpha each, some "better" would come
-    out of pure noise far more often than alpha. Holm keeps that chance (the family-wise error)
-    at alpha, and is never less powerful than dividing alpha by m. Both kinds of claim are
-    adjusted, each over the family: the differences ("better"/"worse") and the equivalences
-    ("within tolerance"), since a false equivalence among many is what would name a wrong
-    strategy as the cheapest within tolerance. Within one comparison the two need no split of
-    alpha: "no difference" and "|A - B| >= tolerance" cannot both be true, so only one of its
-    two tests can make a false claim. With one comparison this is `paired` exactly.
+    Each pair's confidence sequence is built at alpha / `family` (default: the comparisons given;
+    the verdict passes every pair of its strategies), so with probability >= 1 - alpha all of them
+    hold at once, at every number of needles, and then no claim of either kind is false: "better"
+    needs the sequence above 0 and "equivalent" inside ±tolerance, each false only where the
+    sequence misses the truth. `plan`: forecast the needles an undecided comparison still needs
+    (a forward simulation; off where only the status matters, as in --until-decided's rounds).
     """
-    ds = [np.asarray(a, dtype=float) - np.asarray(b, dtype=float) for a, b in pairs]
-    tests = [(sign_flip(d), equivalence(d, tolerance)) for d in ds]
-    p_adj = holm([t.p for t, _ in tests])
-    eq_adj = holm([e.p for _, e in tests])
-    m = len(ds)
+    from harness.report import sequential
+
+    m = max(1, family or len(pairs))
+    level = alpha / m
     out = []
-    for d, (t, e), p_h, eq_h in zip(ds, tests, p_adj, eq_adj):
+    for a, b in pairs:
+        d = np.asarray(a, dtype=float) - np.asarray(b, dtype=float)
         n = int(d.size)
-        diff = float(d.mean()) if n else 0.0
-        lo, hi = bootstrap_ci(d, level) if n else (None, None)
-        if eq_h < alpha:
-            status, more = "equivalent", None
-        elif p_h < alpha:
-            status, more = ("better" if diff > 0 else "worse"), None
-        else:  # planned as if at the strictest step of Holm's ladder: alpha / m
-            status, more = "undecided", more_needles(d, alpha / m, tolerance)
-        margin = equivalence_margin(d, alpha / m) if status == "undecided" else None
-        method = t.method if not t.exact else e.method
+        seq = sequential.confidence_sequence(d, level, tolerance)
+        p_adj, eq_adj = min(1.0, m * seq.p_zero), min(1.0, m * seq.p_equivalent)
+        status = sequential.decide(seq, level, tolerance)
+        more = rng = share = margin = None
+        if status == "undecided":
+            # the sequence lies strictly inside ±(its farthest bound + one grid step): that tolerance settles it
+            margin = round(math.ceil((seq.margin + sequential.GRID_STEP) / MARGIN_STEP - 1e-9) * MARGIN_STEP, 6)
+            forecast = sequential.needles_to_decide(d, level, tolerance, cap=MAX_PLANNED) if plan and n else None
+            if forecast is not None:
+                med, p10, p90, share = forecast
+                more, rng = (med if share >= 0.5 else None), (p10, p90)
         out.append(
             Paired(
                 n,
-                diff,
-                lo,
-                hi,
-                t.p,
-                e.p,
+                float(d.mean()) if n else 0.0,
+                seq.lo if n else None,
+                seq.hi if n else None,
+                seq.p_zero,
+                seq.p_equivalent,
                 status,
                 more,
-                p_holm=p_h,
-                p_equivalent_holm=eq_h,
-                comparisons=m,
-                method=method,
+                more_needles_range=rng,
+                more_needles_share=share,
                 margin=margin,
+                p_adjusted=p_adj,
+                p_equivalent_adjusted=eq_adj,
+                pairs=m,
             )
         )
     return out
@@ -317,33 +314,7 @@ def holm(ps: Sequence[float]) -> list[float]:
     return out
 
 
-MARGIN_STEP = 0.001  # equivalence margins are found to 0.1 accuracy points, rounded up
-
-
-def equivalence_margin(d: np.ndarray, alpha: float) -> float | None:
-    """The smallest tolerance (0-1, a multiple of MARGIN_STEP) within which TOST shows A and B
-    equivalent at `alpha`: the differences an undecided comparison does rule out. None when no
-    tolerance can (fewer needles than a one-sided sign-flip test needs: 1 / 2**n >= alpha).
-
-    Found by bisection on the tolerance (the TOST p falls as it widens); the margin returned is
-    always one the test passed at, so "equivalent within this margin" is what `paired_family`
-    says at `--tolerance` = margin when alpha is the strictest step of Holm's ladder (alpha / m,
-    what callers pass): never a claim its own test would not make.
-    """
-    d = np.asarray(d, dtype=float)
-    if d.size == 0 or 0.5**d.size >= alpha:
-        return None
-    steps = math.ceil((1.0 + float(np.abs(d).max())) / MARGIN_STEP)  # every shifted value positive
-    if equivalence(d, steps * MARGIN_STEP).p >= alpha:
-        return None
-    lo, hi = 0, steps  # hi passes; lo fails (a tolerance of 0 shows nothing)
-    while hi - lo > 1:
-        mid = (lo + hi) // 2
-        if equivalence(d, mid * MARGIN_STEP).p < alpha:
-            hi = mid
-        else:
-            lo = mid
-    return round(hi * MARGIN_STEP, 6)
+MARGIN_STEP = 0.001  # margins are reported to 0.1 accuracy points, rounded up
 
 
 def equivalence_p(d: np.ndarray, tolerance: float) -> float:
@@ -359,31 +330,6 @@ def equivalence(d: np.ndarray, tolerance: float) -> SignFlip:
     lower = sign_flip(d + tolerance, "greater")
     upper = sign_flip(d - tolerance, "less")
     return SignFlip(max(lower.p, upper.p), lower.exact and upper.exact)
-
-
-def more_needles(d: np.ndarray, alpha: float, tolerance: float, power: float = POWER) -> int | None:
-    """About how many more needles would settle A vs B, from the differences seen so far.
-
-    The normal-approximation sample size (power `power`) to show the difference seen when it is
-    beyond the tolerance, or equivalence when it is within; never fewer than a sign-flip test
-    needs to reach `alpha`. A planning figure, as good as the spread measured on few needles;
-    None when it would take more than MAX_PLANNED needles (a difference too small to resolve).
-    """
-    d = np.asarray(d, dtype=float)
-    n = int(d.size)
-    mean = abs(float(d.mean())) if n else 0.0
-    sd = float(d.std(ddof=1)) if n > 1 else 0.0
-    if sd == 0.0:
-        sd = max(abs(mean), tolerance, 0.05) / 2  # no spread seen yet: assume some
-    zb = stats.norm.ppf(power)
-    options = []
-    if mean > 0:
-        options.append(((stats.norm.ppf(1 - alpha / 2) + zb) * sd / mean) ** 2)
-    if tolerance > mean:
-        options.append(((stats.norm.ppf(1 - alpha) + zb) * sd / (tolerance - mean)) ** 2)
-    need = min(options) if options else float("inf")
-    need = max(need, min_needles(alpha), n + 1)
-    return None if need > MAX_PLANNED else int(math.ceil(need)) - n
 
 
 def one_sided_meets(values: Sequence[float], target: float, level: float = LEVEL) -> dict:

@@ -313,8 +313,10 @@ def verdict_header(summary: dict[str, Any]) -> str:
     alpha = DEFAULT_ALPHA if alpha is None else float(alpha)
     tol = DEFAULT_TOLERANCE if tol is None else float(tol)
     level = (summary.get("level") or {}).get("text") or f"alpha {alpha:g}"
+    rule = any(c.get("rule") for v in rows for c in v.get("comparisons") or [])
+    test = "paired comparisons" if rule else "paired sign-flip tests"
     return (
-        f"(mean field accuracy [95% interval over needles]; paired sign-flip tests{method_words(rows)}, {level}; "
+        f"(mean field accuracy [95% interval over needles]; {test}{method_words(rows)}, {level}; "
         f"cheapest within {100 * tol:g} points of the best when the data shows it)"
     )
 

@@ -4,14 +4,14 @@ verdict (end of `harness compare`, top of the report), per length:
   * the most accurate strategy (mean field accuracy; ties go to the cheaper one), with its 95%
     interval over needles;
   * every other strategy compared with it on the same needles (report/stats.py `paired_family`):
-    worse (p < alpha), no detectable difference (equivalent within `tolerance`, shown by the data),
-    or too few needles to tell, with about how many more would settle it and the narrowest margin
-    within which the data already shows them equivalent (`margin`: what --tolerance would have to
-    be for this comparison to be settled as equivalent; none with too few needles). With three or more
-    strategies a length's comparisons are one family: each decision is made on its Holm-adjusted
-    p (differences and equivalences alike), the raw p kept beside it;
-  * alpha is the run's level, or for an --until-decided run alpha / planned looks, as in its
-    rounds (`verdict_level`);
+    worse, no detectable difference (equivalent within `tolerance`), or too few needles to tell,
+    decided by anytime-valid confidence sequences for the mean per-needle difference (by betting,
+    report/sequential.py: valid for bounded differences of any shape, and at whatever round an
+    --until-decided run stopped). Alpha is split over every pair of the length's strategies, so one
+    error rate covers every claim made there, "better" and "equivalent" together. An undecided
+    comparison says how many more needles the rule itself would need (simulated forward from the
+    differences seen, with its 10-90 % range) and the narrowest margin within which the sequence
+    already lies (`margin`: the --tolerance at which it would be settled as equivalent);
   * the cheapest strategy among the best and those shown equivalent to it: "cheapest within
     tolerance" only when the data supports it. A strategy that is within tolerance on the point
     estimate but not shown equivalent is named as a candidate, not as the answer.
@@ -58,6 +58,16 @@ def _needles(summary: dict[str, Any], strategy: str, length: int) -> dict[str, f
     return ((summary.get("per_needle") or {}).get(strategy) or {}).get(str(length)) or {}
 
 
+def _needle_order(key: str) -> tuple:
+    """Needles in the order they were asked (index order): the confidence sequence is built in it."""
+    return (0, int(key), "") if key.isdigit() else (1, 0, key)
+
+
+def pairs_at_length(k: int) -> int:
+    """How many pairs of strategies `k` strategies make: the split of the length's alpha."""
+    return max(1, k * (k - 1) // 2)
+
+
 def compare_pairs(
     summary: dict[str, Any],
     best: dict[str, Any],
@@ -65,19 +75,22 @@ def compare_pairs(
     length: int,
     alpha: float,
     tolerance: float,
+    *,
+    plan: bool = True,
 ) -> list[dict[str, Any]]:
     """`best` against each of `others` at `length`, each on the needles both were asked.
 
-    The comparisons of one length are one family: their p's are Holm-adjusted together
-    (stats.paired_family), and each status is decided on the adjusted p.
+    The best strategy is chosen from the data, so alpha is split over every pair of the length's
+    strategies (stats.paired_family): whichever pairs are compared, all claims hold together.
     """
     pairs = []
     for other in others:
         a, b = _needles(summary, best["strategy"], length), _needles(summary, other["strategy"], length)
-        common = [k for k in a if k in b]
+        common = sorted((k for k in a if k in b), key=_needle_order)
         pairs.append(([a[k] for k in common], [b[k] for k in common]))
+    family = pairs_at_length(len(others) + 1)
     out = []
-    for other, p in zip(others, paired_family(pairs, alpha=alpha, tolerance=tolerance)):
+    for other, p in zip(others, paired_family(pairs, alpha=alpha, tolerance=tolerance, family=family, plan=plan)):
         status = {"better": "worse", "worse": "better"}.get(p.status, p.status)  # said of `other`
         out.append(
             {
@@ -88,7 +101,7 @@ def compare_pairs(
                 "cost_per_1k": _cost(other),
                 **p.as_dict(),
                 "status": status,
-                "alpha": alpha,  # the level the status was decided at
+                "alpha": alpha,  # the level over every claim at the length
             }
         )
     return out
@@ -97,11 +110,10 @@ def compare_pairs(
 def verdict_level(config: dict[str, Any] | None, alpha: float | None = None) -> dict[str, Any]:
     """The level the verdict tests at, and why in words, from a run's saved `config` (RunConfig dump).
 
-    An --until-decided run looked at its data after every planned round, each look at
-    alpha / planned looks (Bonferroni), and its final verdict at a length is the look of the last
-    round that length took. Tested at the plain alpha instead, a length still open after every
-    round could be printed "better": looking often would buy the false certainty the rounds
-    guard against. `alpha` is the level over all looks (default: the run's own --alpha).
+    The verdict's confidence sequences are anytime-valid, so an --until-decided run's looks after
+    every round cost nothing: its verdict is at the run's alpha, like any other. `looks` (the
+    planned rounds) is kept for `recommend`, whose accuracy intervals are fixed-sample bootstraps
+    and are widened to 1 - alpha / looks there. `alpha` defaults to the run's own --alpha.
     """
     adaptive = (config or {}).get("adaptive")
     if not adaptive:
@@ -111,24 +123,21 @@ def verdict_level(config: dict[str, Any] | None, alpha: float | None = None) -> 
 
     plan = AdaptiveConfig(**adaptive).schedule(int(config.get("needles") or RunConfig.model_fields["needles"].default))
     a = float(adaptive.get("alpha", DEFAULT_ALPHA) if alpha is None else alpha)
-    looks = len(plan)
-    text = (
-        f"alpha {a / looks:.3g} = {a:.3g} / {looks} planned looks (--until-decided)"
-        if looks > 1
-        else f"alpha {a:.3g} (--until-decided, one planned look)"
-    )
-    return {"alpha": a / looks, "family_alpha": a, "looks": looks, "adaptive": True, "text": text}
+    text = f"alpha {a:.3g} at every round (--until-decided; anytime-valid)"
+    return {"alpha": a, "family_alpha": a, "looks": len(plan), "adaptive": True, "text": text}
 
 
 def verdict(
-    summary: dict[str, Any], tolerance: float = DEFAULT_TOLERANCE, alpha: float = DEFAULT_ALPHA
+    summary: dict[str, Any], tolerance: float = DEFAULT_TOLERANCE, alpha: float = DEFAULT_ALPHA, *, plan: bool = True
 ) -> list[dict[str, Any]]:
+    """Per length: the most accurate strategy, every other compared with it, the cheapest shown
+    within tolerance. `plan`: forecast the needles undecided comparisons need (off in --until-decided's rounds)."""
     out = []
     for length, rows in _by_length(summary.get("by_strategy_length") or []).items():
         top = max(r["accuracy"] for r in rows)
         tied = [r for r in rows if r["accuracy"] == top]
         best = _cheapest(tied) or tied[0]
-        comps = compare_pairs(summary, best, [r for r in rows if r is not best], length, alpha, tolerance)
+        comps = compare_pairs(summary, best, [r for r in rows if r is not best], length, alpha, tolerance, plan=plan)
         equivalent = {c["strategy"] for c in comps if c["status"] == "equivalent"}
         undecided = [c["strategy"] for c in comps if c["status"] == "undecided"]
         cheap = _cheapest([best] + [r for r in rows if r["strategy"] in equivalent])
@@ -158,6 +167,7 @@ def verdict(
                 "choice": (cheap or best)["strategy"],
                 "tolerance": tolerance,
                 "alpha": alpha,
+                "pairs": pairs_at_length(len(rows)),
                 "n": best.get("n"),
                 "n_needles": best.get("n_needles"),
             }
@@ -187,12 +197,17 @@ def p_value(p: float, alpha: float | None = None) -> str:
 
 
 def p_text(c: dict[str, Any], equivalent: bool = False) -> str:
-    """'p = 0.016, Holm-adjusted over 4 comparisons (raw p = 0.004)': the p the status was decided on.
+    """'p = 0.012, over 3 pairs (raw p = 0.004)': the p the status was decided on.
 
-    Holm's words only where several comparisons were made at the length, and how the p was
-    found only where it was not exact (a Monte Carlo sample of sign patterns).
+    A run decided by the confidence sequences (`rule` "betting-cs") says over how many pairs of
+    strategies alpha was split; an older summary, decided by sign-flip tests, prints as it did.
     """
     raw = c["p_equivalent"] if equivalent else c["p"]
+    if c.get("rule"):
+        adj = c.get("p_equivalent_adjusted" if equivalent else "p_adjusted", raw)
+        m = c.get("pairs") or 1
+        out = f"p = {p_value(adj, c.get('alpha'))}"
+        return out + (f", over {m} pairs (raw p = {p_value(raw)})" if m > 1 else "")
     adj = c.get("p_equivalent_holm" if equivalent else "p_holm", raw)
     m = c.get("comparisons") or 1
     out = f"p = {p_value(adj, c.get('alpha'))}"
@@ -204,15 +219,32 @@ def p_text(c: dict[str, Any], equivalent: bool = False) -> str:
 
 
 def method_words(rows: Sequence[dict[str, Any]]) -> str:
-    """What the verdict's header adds about its tests: Holm where a length had several comparisons,
-    Monte Carlo where a p was not exact ('' when neither)."""
+    """What the verdict's header adds about its tests ('' for a lone pair of an older summary)."""
     comps = [c for v in rows for c in v.get("comparisons") or []]
+    if any(c.get("rule") for c in comps):
+        out = " (anytime-valid confidence sequences"
+        if any((c.get("pairs") or 1) > 1 for c in comps):
+            out += "; alpha split over every pair of strategies at a length: one error rate for all its claims"
+        return out + ")"
     out = ""
     if any(c.get("method", "exact") != "exact" for c in comps):
         out += " (exact, or Monte Carlo where marked)"
     if any((c.get("comparisons") or 1) > 1 for c in comps):
         out += ", Holm-adjusted over the comparisons at each length"
     return out
+
+
+MARGIN_SHOWN = 0.5  # an undecided comparison's margin is said only where it rules something out
+
+
+def _more_text(c: dict[str, Any]) -> str:
+    more, rng = c.get("more_needles"), c.get("more_needles_range")
+    if more:
+        span = f" (10-90 %: {rng[0]}-{rng[1]})" if rng and rng[0] != rng[1] else ""
+        return f" — about {more} more needles would be needed{span}"
+    if rng is not None:  # simulated, and mostly not decided within the cap
+        return f" — more than {rng[1]:,} more needles would likely be needed"
+    return ""
 
 
 def comparison_line(v: dict[str, Any], c: dict[str, Any]) -> str:
@@ -223,16 +255,19 @@ def comparison_line(v: dict[str, Any], c: dict[str, Any]) -> str:
     if c["status"] == "better":  # only with a tie on the point estimate
         return f"{c['strategy']} better than {v['best']} {where} by {_pts(-c['diff'])} pts ({p_text(c)})"
     ci = interval(c["diff_lo"], c["diff_hi"])
+    what = "interval" if c.get("rule") else "95% CI"
     if c["status"] == "equivalent":
         return (
             f"{v['best']} vs {c['strategy']}: no detectable difference {where} ({_pts(c['diff'], True)} pts"
-            f"{', 95% CI ' + ci if ci else ''}; within ±{100 * v['tolerance']:g} pts, {p_text(c, True)})"
+            f"{f', {what} ' + ci if ci else ''}; within ±{100 * v['tolerance']:g} pts, {p_text(c, True)})"
         )
-    more, margin = c.get("more_needles"), c.get("margin")
+    margin = c.get("margin")
+    if c.get("rule") and margin is not None and margin >= MARGIN_SHOWN:
+        margin = None
     return (
         f"{v['best']} vs {c['strategy']}: too few samples to tell {where} ({_pts(c['diff'], True)} pts, "
         f"{p_text(c)}, {c['needles']} needles)"
-        + (f" — about {more} more needles would be needed" if more else "")
+        + _more_text(c)
         + (
             f"; shown within ±{100 * margin:g} pts (equivalent at --tolerance {100 * margin:g})"
             if margin is not None
@@ -283,8 +318,11 @@ def recommend(
     so that looking after every round buys no false certainty here either.
     """
     level = summary.get("level") or {}
-    conf = 1 - float(level["alpha"]) if level.get("adaptive") else LEVEL
-    why = f"{100 * conf:.3g}% = 1 - {level['text']}" if level.get("adaptive") else ""
+    adaptive = bool(level.get("adaptive"))
+    looks = int(level.get("looks") or 1)
+    family = float(level.get("family_alpha", level.get("alpha", DEFAULT_ALPHA)))
+    conf = 1 - family / looks if adaptive else LEVEL
+    why = f"{100 * conf:.3g}% = 1 - alpha {family:.3g} / {looks} planned looks (--until-decided)" if adaptive else ""
 
     def upper(r: dict[str, Any], length: int) -> float:
         values = list(_needles(summary, r["strategy"], length).values())
