@@ -67,6 +67,8 @@ def test_it_reads(tuned_run):
     records = RunStore(tuned_run).rows()
     assert len(records) == 2 * 2 * 2 and all(r["valid"] for r in records)
     mean = sum(r["score"] for r in records) / len(records)
-    # The base model scores about 0.2 here (its null baseline); the shipped reader 0.45 (2 people x 2 depths
-    # x 2 strategies, measured in CI from a fresh clone): well clear of chance, with room for a flipped token.
-    assert mean >= 0.35, mean
+    # Against this run's own chance level (always the corpus's most common answer, on these needles), not
+    # a fixed number: the shipped reader scored 0.45 in CI from a fresh clone (2 people x 2 depths x 2
+    # strategies) where the base model scores about 0.2. One flipped field moves the mean by 1/40.
+    null = json.loads((tuned_run / "summary.json").read_text())["null_baseline"]["accuracy"]
+    assert mean >= null + 0.1, (mean, null)

@@ -5,7 +5,7 @@ full-context arm and a fake retrieval arm, one record carrying an HTML/JS inject
 the other report tests import it.
 
 The Chromium test needs Debian's `chromium` + `chromium-driver` (scripts/setup.sh installs them
-when run as root) and selenium (the dev extra). Without them it skips — except in CI (CI=true),
+when run as root) and selenium (the dev extra). Without them it skips — except in CI (CI=true) and under .ci/run (HARNESS_REQUIRE_BROWSER=1),
 where it fails. It saves a full-page screenshot under results/test-artifacts/ (or
 $HARNESS_TEST_ARTIFACTS) and prints the path.
 """
@@ -246,7 +246,7 @@ def test_report_command_prints_and_draws_intervals(tmp_path):
 
 # -- in Chromium ----------------------------------------------------------------------------------------
 def _need(what: str):
-    if os.environ.get("CI", "").lower() == "true":
+    if os.environ.get("CI", "").lower() == "true" or os.environ.get("HARNESS_REQUIRE_BROWSER") == "1":
         pytest.fail(f"{what} is required in CI (scripts/setup.sh installs chromium and chromium-driver as root)")
     pytest.skip(f"{what} not available")
 
