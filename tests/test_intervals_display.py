@@ -174,7 +174,7 @@ def test_print_summary_fits_160_columns_and_prints_the_verdict(summary):
     assert max(len(l) for l in text.splitlines() if l[:1] in "┏┃┡│└") <= 160  # the tables; verdict lines are unwrapped
     head = (
         "verdict (mean field accuracy [95% interval over needles]; paired comparisons (anytime-valid confidence "
-        "sequences), alpha 0.05; cheapest within 10 points of the best when the data shows it)"
+        "sequences; one error rate for every claim at a length), alpha 0.05; cheapest within 10 points of the best when the data shows it)"
     )
     assert head in text.splitlines()
     lines = [l.rstrip() for l in text.splitlines()]
@@ -191,7 +191,7 @@ def test_verdict_header_follows_alpha_and_tolerance(summary):
     text = console.export_text()
     assert text.startswith(
         "verdict (mean field accuracy [95% interval over needles]; paired comparisons (anytime-valid confidence "
-        "sequences), alpha 0.01"
+        "sequences; one error rate for every claim at a length), alpha 0.01"
     )
 
 
@@ -333,7 +333,10 @@ def test_several_comparisons_show_the_split_p_beside_the_raw_one():
     v1 = next(v for v in s["verdict"] if v["length"] == 1000)
     assert all(c["status"] == "undecided" and c["margin"] < TOLERANCE + 0.1 for c in v1["comparisons"])
     text = _text(verdict_header(s), *verdict_lines(s["verdict"]), width=1000)
-    assert "paired comparisons (anytime-valid confidence sequences; alpha split over every pair of strategies" in text
+    assert (
+        "paired comparisons (anytime-valid confidence sequences; one error rate for every claim at a length, alpha split"
+        in text
+    )
     c4 = next(c for c in v4["comparisons"] if c["strategy"] == RAG)
     assert f"{FC} better than {RAG} at 4,000 tokens by 62.5 pts (p = " in text
     assert ", over 3 pairs (raw p = " in text

@@ -224,7 +224,8 @@ def test_report_command_prints_and_draws_intervals(tmp_path):
     assert "field accuracy (%) with 95% intervals over needles" in out
     assert "per-field accuracy (%) with 95% intervals over needles" in out
     assert (
-        "verdict (mean field accuracy [95% interval over needles]; paired comparisons (anytime-valid confidence sequences), alpha 0.05; "
+        "verdict (mean field accuracy [95% interval over needles]; paired comparisons (anytime-valid confidence sequences; "
+        "one error rate for every claim at a length), alpha 0.05; "
         "cheapest within 2 points of the best when the data shows it)" in out
     )
     summary = json.loads((run / "summary.json").read_text())

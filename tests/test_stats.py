@@ -275,7 +275,7 @@ def test_alpha_is_split_over_every_pair_of_strategies():
     assert f", over 10 pairs (raw p = {p_value(c['rag-a']['p'])})" in line
     from harness.report.verdict import method_words
 
-    assert "one error rate for all its claims" in method_words([v])
+    assert "one error rate for every claim at a length, alpha split over its pairs of strategies" in method_words([v])
     # with the same data and only two strategies there is nothing to split: the same p decides
     two = verdict(
         make_summary({"full-context": {1000: [0.9] * 24}, "rag-a": {1000: base}}, {"full-context": 10.0, "rag-a": 1.0})
@@ -283,7 +283,8 @@ def test_alpha_is_split_over_every_pair_of_strategies():
     assert (
         two["comparisons"][0]["status"] == "worse" and two["comparisons"][0]["p_adjusted"] == two["comparisons"][0]["p"]
     )
-    assert "pairs" not in verdict_lines([two])[1] and "one error rate" not in method_words([two])
+    assert "pairs" not in verdict_lines([two])[1] and "alpha split" not in method_words([two])
+    assert "one error rate for every claim at a length" in method_words([two])
 
 
 def test_one_error_rate_covers_both_kinds_of_claim():

@@ -222,9 +222,9 @@ def method_words(rows: Sequence[dict[str, Any]]) -> str:
     """What the verdict's header adds about its tests ('' for a lone pair of an older summary)."""
     comps = [c for v in rows for c in v.get("comparisons") or []]
     if any(c.get("rule") for c in comps):
-        out = " (anytime-valid confidence sequences"
+        out = " (anytime-valid confidence sequences; one error rate for every claim at a length"
         if any((c.get("pairs") or 1) > 1 for c in comps):
-            out += "; alpha split over every pair of strategies at a length: one error rate for all its claims"
+            out += ", alpha split over its pairs of strategies"
         return out + ")"
     out = ""
     if any(c.get("method", "exact") != "exact" for c in comps):
