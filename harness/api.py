@@ -771,7 +771,7 @@ def adaptive_rounds(store, scen, config: RunConfig):
             }
         )
         err.print(
-            f"[dim]round {k} ({n} needles/cell, alpha {look_alpha:.3g} per round): "
+            f"[dim]round {k} ({n} needles/cell, alpha {look_alpha:.3g}, anytime-valid): "
             f"settled {', '.join(f'{L:,}' for L in now_settled) or 'none'}; "
             f"open {', '.join(f'{L:,}' for L in open_lengths) or 'none'}[/dim]",
             highlight=False,
