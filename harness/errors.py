@@ -17,3 +17,9 @@ class EndpointError(HarnessError):
     """The model endpoint is unreachable, refused the request, or died."""
 
     exit_code = 3
+
+
+class Interrupted(HarnessError):
+    """Ctrl-C: what was finished is saved, and the message says how to go on."""
+
+    exit_code = 130

@@ -152,7 +152,7 @@ def _actor_classes():
         ) -> None:
             os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
             from harness import registry
-            from harness.api import build_scenario, build_strategies, cache_dir
+            from harness.build import build_scenario, build_strategies, cache_dir
             from harness.config import RunConfig
 
             cfg = RunConfig(**config)

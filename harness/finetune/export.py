@@ -88,7 +88,7 @@ def export(config: ExportConfig) -> list[dict[str, Any]]:
     """Write the JSONL file; return the token statistics (one dict per split and length band)."""
     from transformers import AutoTokenizer
 
-    from harness.api import cache_dir
+    from harness.build import cache_dir
     from harness.endpoints.embedded import prepare_embedded_model
     from harness.finetune.run import local_counter
 

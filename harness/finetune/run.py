@@ -65,7 +65,7 @@ def local_counter(base: Path):
 def build_examples(config: FinetuneConfig, base: Path, out: Path | None = None):
     """(training examples, held-out test-split examples); the training ones are reused from OUT when
     they were built with the same data settings."""
-    from harness.api import cache_dir
+    from harness.build import cache_dir
 
     scen = build_scenario(config.data)
     count = local_counter(base)
@@ -89,18 +89,9 @@ def build_examples(config: FinetuneConfig, base: Path, out: Path | None = None):
 
 def finetune(config: FinetuneConfig, command: str = "", name: str | None = None) -> Path:
     """Train a LoRA adapter of the embedded model on the scenario's training split; return its folder."""
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeElapsedColumn,
-        TimeRemainingColumn,
-    )
-
     from harness.endpoints.embedded import prepare_embedded_model
     from harness.finetune import train as trainer
-    from harness.ui import err
+    from harness.ui import err, progress_bar
 
     if "torch" not in sys.modules:
         # On a shared CPU, OpenMP threads that spin while they wait for each other doubled the CPU time of a
@@ -125,17 +116,8 @@ def finetune(config: FinetuneConfig, command: str = "", name: str | None = None)
         "[/dim]",
         highlight=False,
     )
-    progress = Progress(
-        TextColumn("[bold]training"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        TextColumn("eta"),
-        TimeRemainingColumn(),
-        TextColumn("{task.fields[loss]}"),
-        console=err,
-    )
-    task = progress.add_task("train", total=config.steps, loss="")
+    progress = progress_bar("loss", eta=True)
+    task = progress.add_task("training", total=config.steps, loss="")
 
     def on_step(state, loss: float) -> None:
         recent = state.losses[-20:]
@@ -146,7 +128,7 @@ def finetune(config: FinetuneConfig, command: str = "", name: str | None = None)
         model, state = trainer.train(config, base, train, out, on_step)
     except KeyboardInterrupt:
         progress.stop()
-        from harness.api import Interrupted
+        from harness.errors import Interrupted
 
         raise Interrupted(
             f"interrupted: the last checkpoint is in {out / CHECKPOINT}; rerun the same command to resume"
