@@ -21,7 +21,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from harness.endpoints.cache import ResponseCache, request_key
+from harness.endpoints.cache import ResponseCache, entry, read_entry, request_key
 from harness.endpoints.client import Completion, Endpoint, RequestFailed, Session
 from harness.errors import HarnessError
 from harness.prompting import Prompt, build_prompt
@@ -191,11 +191,10 @@ class Query:
             shared = await asyncio.shield(a.answered[key])
             if shared is not None:
                 return self._record(purpose, shared[0], shared[1], from_cache=True)
-        hit = a.cached(key) if key is not None else None
-        if hit is not None:
+        stored = read_entry(a.cached(key)) if key is not None else None
+        if stored is not None:
             with contextlib.suppress(Exception):  # an unreadable entry is asked again
-                completion = Completion(**hit["completion"])
-                return self._record(purpose, completion, hit.get("prompt_tokens_counted"), from_cache=True)
+                return self._record(purpose, *stored, from_cache=True)
         shared = None
         if key is not None:
             shared = a.answered[key] = asyncio.get_running_loop().create_future()
@@ -209,13 +208,7 @@ class Query:
         if shared is not None:
             shared.set_result((generation.completion, generation.call.prompt_tokens_counted))
             if key is not None and a.cache_writes is not None and generation.completion.problem is None:
-                a.cache_writes(
-                    key,
-                    {
-                        "completion": generation.completion.model_dump(),
-                        "prompt_tokens_counted": generation.call.prompt_tokens_counted,
-                    },
-                )
+                a.cache_writes(key, entry(generation.completion, generation.call.prompt_tokens_counted))
         return generation
 
     async def _ask(

@@ -15,9 +15,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from harness.prompting import Prompt
-from harness.record import Step
-from harness.samples import Sample
+from harness.plugin import Prompt, Sample, Step
 
 ANSWER_DESCRIPTION = "Give the final answer to the question (ends the task)."
 SEARCH_DESCRIPTION = "Find the passages that best match the query; each says which documents it comes from."

@@ -30,12 +30,19 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from harness.errors import UsageError
-from harness.prompting import Prompt
-from harness.query import Query, WindowExceeded
-from harness.record import Step
-from harness.samples import Sample, Shown, ShownPiece
-from harness.strategy import Outcome, Strategy, StrategyParams
+from harness.plugin import (
+    Outcome,
+    Prompt,
+    Query,
+    Sample,
+    Shown,
+    ShownPiece,
+    Step,
+    Strategy,
+    StrategyParams,
+    UsageError,
+    WindowExceeded,
+)
 from retrievers.chunking import SEPARATOR, Chunk, doc_spans
 from retrievers.rag import gold_recall, needle_coverage
 

@@ -1,7 +1,7 @@
 """Moved: the Strategy interface is part of the core (harness.strategy). Kept for plug-ins that
 import it from here."""
 
-from harness.strategy import (  # noqa: F401
+from harness.plugin import (  # noqa: F401
     OneShot,
     Outcome,
     Resources,

@@ -14,7 +14,7 @@ import time
 from collections.abc import Sequence
 from functools import lru_cache
 
-from harness.samples import Sample
+from harness.plugin import Sample
 from retrievers.chunking import Chunk, chunk_sample
 from retrievers.rag import RagStrategy
 

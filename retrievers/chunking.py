@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 
-from harness.samples import Sample
+from harness.plugin import Sample
 
 SEPARATOR = "\n\n"
 

@@ -9,7 +9,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from harness.samples import Sample
+from harness.plugin import Sample
 from retrievers.chunking import Chunk, chunk_sample
 from retrievers.embeddings import shared_cache
 from retrievers.rag import RagStrategy

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from harness.samples import Sample, Shown, ShownPiece
-from harness.strategy import OneShot
+from harness.plugin import OneShot, Sample, Shown, ShownPiece
 from retrievers.chunking import SEPARATOR
 
 

@@ -15,7 +15,7 @@ OpenAI fallback can run.
 
 from __future__ import annotations
 
-from harness.samples import Sample
+from harness.plugin import Sample
 from retrievers.chunking import Chunk
 from retrievers.llamaindex import LlamaIndexRAG, forbid_llm
 

@@ -20,7 +20,7 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 
-from harness.samples import Sample
+from harness.plugin import Sample
 from retrievers.chunking import SEPARATOR, Chunk, doc_spans, docs_overlapping, langchain_splitter, locate
 from retrievers.embeddings import langchain_embeddings, shared_cache
 from retrievers.rag import RagStrategy

@@ -23,7 +23,7 @@ from collections.abc import Sequence
 from functools import lru_cache
 from typing import Any
 
-from harness.samples import Sample
+from harness.plugin import Sample
 from retrievers.chunking import SEPARATOR, Chunk, doc_spans, docs_overlapping, hf_tokenizer, locate
 from retrievers.embeddings import llamaindex_embedding, shared_cache
 from retrievers.rag import RagStrategy

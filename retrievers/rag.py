@@ -13,8 +13,7 @@ from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
-from harness.samples import Sample, Shown, ShownPiece
-from harness.strategy import OneShot, StrategyParams
+from harness.plugin import OneShot, Sample, Shown, ShownPiece, StrategyParams
 from retrievers.chunking import SEPARATOR, Chunk, count_model_tokens, doc_spans
 
 

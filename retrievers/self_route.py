@@ -18,14 +18,21 @@ from collections.abc import Sequence
 
 from pydantic import Field
 
-from harness import registry
-from harness.errors import UsageError
-from harness.prompting import Prompt
-from harness.query import Query
-from harness.record import Step
-from harness.samples import Sample, Shown, ShownPiece
-from harness.scoring.answers import ANSWERABLE_NOTE, answerable_schema, read_answerable
-from harness.strategy import Outcome, Strategy
+from harness.plugin import (
+    ANSWERABLE_NOTE,
+    Outcome,
+    Prompt,
+    Query,
+    Sample,
+    Shown,
+    ShownPiece,
+    Step,
+    Strategy,
+    UsageError,
+    answerable_schema,
+    read_answerable,
+    registry,
+)
 from retrievers.chunking import SEPARATOR
 from retrievers.rag import RagParams, RagStrategy
 

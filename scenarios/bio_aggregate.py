@@ -38,11 +38,23 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from harness.errors import UsageError
-from harness.haystack import SEP_TOKENS, TokenCache, check_grid, depth_index, fill, joined_tokens
-from harness.samples import Document, Sample
-from harness.scenario import Scenario, ScenarioParams, Shot, TokenCounter, Words
-from harness.scoring.answers import set_precision_recall
+from harness.plugin import (
+    SEP_TOKENS,
+    Document,
+    Sample,
+    Scenario,
+    ScenarioParams,
+    Shot,
+    TokenCache,
+    TokenCounter,
+    UsageError,
+    Words,
+    check_grid,
+    depth_index,
+    fill,
+    joined_tokens,
+    set_precision_recall,
+)
 from scenarios.bio_needle import vocabulary as V
 from scenarios.bio_needle.generator import BioGenerator
 from scenarios.bio_needle.loader import BioLabels, BioRecord

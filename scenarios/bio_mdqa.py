@@ -30,10 +30,22 @@ from typing import Any
 
 from pydantic import Field
 
-from harness.errors import UsageError
-from harness.haystack import SEP_TOKENS, TokenCache, check_grid, fill, joined_tokens
-from harness.samples import Document, Sample
-from harness.scenario import Grounding, Scenario, ScenarioParams, Shot, TokenCounter, Words
+from harness.plugin import (
+    SEP_TOKENS,
+    Document,
+    Grounding,
+    Sample,
+    Scenario,
+    ScenarioParams,
+    Shot,
+    TokenCache,
+    TokenCounter,
+    UsageError,
+    Words,
+    check_grid,
+    fill,
+    joined_tokens,
+)
 from scenarios.bio_needle.generator import BioGenerator
 
 REFERENCE_SIZE = 1000

@@ -30,10 +30,23 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from harness.errors import UsageError
-from harness.haystack import SEP_TOKENS, TokenCache, check_grid, depth_index, fill, joined_tokens
-from harness.samples import Document, Sample
-from harness.scenario import Grounding, Scenario, ScenarioParams, Shot, TokenCounter, Words
+from harness.plugin import (
+    SEP_TOKENS,
+    Document,
+    Grounding,
+    Sample,
+    Scenario,
+    ScenarioParams,
+    Shot,
+    TokenCache,
+    TokenCounter,
+    UsageError,
+    Words,
+    check_grid,
+    depth_index,
+    fill,
+    joined_tokens,
+)
 
 UUID_PATTERN = r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$"
 REFERENCE_SIZE = 1000

@@ -33,6 +33,24 @@ def request_key(identity: dict[str, Any], path: str, body: dict[str, Any]) -> st
     return hashlib.sha256(blob.encode()).hexdigest()
 
 
+def entry(completion, prompt_tokens_counted: int | None) -> dict[str, Any]:
+    """What is stored under a request's key: the complete answer and the prompt's counted tokens."""
+    return {"completion": completion.model_dump(), "prompt_tokens_counted": prompt_tokens_counted}
+
+
+def read_entry(hit: dict[str, Any] | None):
+    """(Completion, prompt tokens counted) of a stored entry, or None when there is none or it is
+    unreadable (an entry of another version: the request is asked again)."""
+    from harness.endpoints.client import Completion
+
+    if hit is None:
+        return None
+    try:
+        return Completion(**hit["completion"]), hit.get("prompt_tokens_counted")
+    except (TypeError, KeyError, ValueError, AttributeError):
+        return None
+
+
 class ResponseCache:
     def __init__(self, path: str | Path):
         path = Path(path)

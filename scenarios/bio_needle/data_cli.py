@@ -10,7 +10,7 @@ from pathlib import Path
 
 import typer
 
-from harness.errors import UsageError
+from harness.plugin import UsageError
 
 
 def _jsonl_files(targets: list[Path]) -> list[Path]:
@@ -32,7 +32,7 @@ def check_cmd(
     files: list[Path] = typer.Argument(..., help="biography JSONL files (or folders of them)"),
 ):
     """What biography files hold: labels, normalisations, refused lines, words/tokens, duplicate names."""
-    from harness.ui import console
+    from harness.plugin import console
     from scenarios.bio_needle.check import check_file, describe, shared_names
 
     checks = [check_file(p) for p in _jsonl_files(files)]
@@ -64,7 +64,7 @@ def import_wikibio_cmd(
     split: str = typer.Option("train", "--split", help="dataset split (without --source)"),
 ):
     """Import wiki_bio biographies: one person each, every mention of the name replaced by a fake one."""
-    from harness.ui import console, err
+    from harness.plugin import console, err
     from scenarios.bio_needle.wikibio import import_wikibio as run_import
 
     with err.status("importing…"):
@@ -106,10 +106,7 @@ def label_cmd(
     no_cache: bool = typer.Option(False, "--no-cache", help="ask even when the response cache holds the answer"),
 ):
     """Fill the labels of unlabeled biographies with a model (JSON-schema mode), in place."""
-    from harness import api as harness_api
-    from harness.config import EndpointConfig
-    from harness.endpoints.cache import ResponseCache
-    from harness.ui import console, err
+    from harness.plugin import EndpointConfig, console, open_model, progress_bar
     from scenarios.bio_needle.labeling import label as run_label
     from scenarios.bio_needle.labeling import label_paths
 
@@ -125,33 +122,18 @@ def label_cmd(
     ec = EndpointConfig(
         url=endpoint, model=model, api=api, api_key_env=api_key_env, timeout_s=timeout, max_retries=max_retries
     )
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-    cache = None if no_cache else ResponseCache(harness_api.response_cache_path())
-    try:
-        with harness_api.open_endpoint(ec, None) as (ep, _):
-            with Progress(
-                TextColumn("[bold]labels"),
-                BarColumn(),
-                MofNCompleteColumn(),
-                TimeElapsedColumn(),
-                console=err,
-                transient=True,
-            ) as progress:
-                task = progress.add_task("lines", total=total)
-                report = run_label(
-                    target,
-                    ep,
-                    audit=audit,
-                    shots=shots,
-                    max_tokens=max_tokens,
-                    concurrency=concurrency,
-                    cache=cache,
-                    on_batch=lambda n: progress.update(task, advance=n),
-                )
-    finally:
-        if cache is not None:
-            cache.close()
+    with open_model(ec, use_cache=not no_cache) as (ep, cache), progress_bar(transient=True) as progress:
+        task = progress.add_task("labels", total=total)
+        report = run_label(
+            target,
+            ep,
+            audit=audit,
+            shots=shots,
+            max_tokens=max_tokens,
+            concurrency=concurrency,
+            cache=cache,
+            on_batch=lambda n: progress.update(task, advance=n),
+        )
     for line in report.lines():
         console.print(line, highlight=False, markup=False, soft_wrap=True)
 
@@ -162,7 +144,7 @@ def inspect_cmd(
     limit: int = typer.Option(500, "--limit", help="biographies shown per file"),
 ):
     """Write an HTML table of biographies and their labels to check by eye (self-contained, no script)."""
-    from harness.ui import console
+    from harness.plugin import console
     from scenarios.bio_needle.inspect_html import write_inspection
 
     if limit < 1:

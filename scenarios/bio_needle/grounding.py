@@ -32,7 +32,7 @@ import re
 from functools import lru_cache
 from typing import Any
 
-from harness.scenario import Grounding
+from harness.plugin import Grounding
 from scenarios.bio_needle import vocabulary as V
 
 MONTHS = [m.lower() for m in V.MONTHS]

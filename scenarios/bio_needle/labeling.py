@@ -29,7 +29,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from harness.errors import UsageError
+from harness.plugin import UsageError
 from scenarios.bio_needle.labels import LabelError, normalise_labels
 from scenarios.bio_needle.loader import BioLabels, LineError, parse_line
 from scenarios.bio_needle.scenario import OCCUPATION_KEY
@@ -95,7 +95,7 @@ class Labeller:
     """Asks one endpoint for the labels of biographies: prompt, cache, schema, checks."""
 
     def __init__(self, endpoint, scenario, *, shots: int = 2, max_tokens: int = 160, concurrency: int = 4, cache=None):
-        from harness.scoring.answers import wire_schema
+        from harness.plugin import wire_schema
 
         self.endpoint, self.scenario = endpoint, scenario
         self.shots = scenario.shots(shots)
@@ -104,8 +104,7 @@ class Labeller:
         self.identity = endpoint.identity()
 
     def request(self, name: str, bio: str) -> tuple[str, dict[str, Any]]:
-        from harness.prompting import build_prompt
-        from harness.scoring.answers import wire_answer
+        from harness.plugin import build_prompt, wire_answer
         from scenarios.bio_needle.scenario import question_for
 
         prompt = build_prompt(
@@ -119,45 +118,16 @@ class Labeller:
 
     async def ask_many(self, items: Sequence[tuple[str, str]]) -> list[tuple[dict[str, Any] | None, str | None, bool]]:
         """For each (name, bio): (labels, None, from cache) or (None, reason, from cache)."""
-        from harness.endpoints.cache import request_key
+        from harness.plugin import ask_many
 
         requests = [self.request(name, bio) for name, bio in items]
-        keys = [request_key(self.identity, *r) for r in requests]
-        hits = self.cache.get_many(list(dict.fromkeys(keys))) if self.cache is not None else {}
-        out: list[Any] = [None] * len(items)
-        to_store: list[tuple[str, dict[str, Any]]] = []
-        async with self.endpoint.session(self.concurrency) as session:
-
-            async def one(i: int) -> None:
-                from harness.endpoints.client import Completion, RequestFailed
-
-                hit = hits.get(keys[i])
-                if hit is not None:
-                    try:
-                        out[i] = self._read(Completion(**hit["completion"]).text) + (True,)
-                        return
-                    except (TypeError, KeyError, ValueError):
-                        pass  # an unreadable entry is asked again
-                try:
-                    completion = await session.send(*requests[i])
-                except RequestFailed as e:
-                    out[i] = (None, f"request failed: {e.reason}", False)
-                    return
-                if completion.problem:
-                    out[i] = (None, completion.problem, False)
-                    return
-                to_store.append((keys[i], {"completion": completion.model_dump(), "prompt_tokens_counted": None}))
-                out[i] = self._read(completion.text) + (False,)
-
-            await asyncio.gather(*(one(i) for i in range(len(items))))
-        if self.cache is not None and to_store:
-            self.cache.put_many(to_store)
-        return out
+        answers = await ask_many(self.endpoint, requests, concurrency=self.concurrency, cache=self.cache)
+        return [(None, a.problem, a.cached) if a.text is None else self._read(a.text) + (a.cached,) for a in answers]
 
     def _read(self, text: str) -> tuple[dict[str, Any] | None, str | None]:
         """(labels, None) or (None, reason); the labels carry the occupation the model wrote under
         OCCUPATION_KEY (unscored, kept for training: label_file moves it beside the labels)."""
-        from harness.scoring.answers import parse_answer, read_answer
+        from harness.plugin import parse_answer, read_answer
 
         answer, reason = read_answer(text, self.scenario)
         if answer is None:

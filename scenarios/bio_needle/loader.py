@@ -24,7 +24,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from harness.errors import UsageError
+from harness.plugin import UsageError
 from scenarios.bio_needle.labels import NATIONALITY_MAX_LENGTH, YEAR_MAX, LabelError, normalise_labels
 
 

@@ -24,10 +24,19 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from harness.errors import UsageError
-from harness.haystack import CHARS_PER_TOKEN_GUESS, SEP_TOKENS, TokenCache
-from harness.samples import Document, Sample
-from harness.scenario import Scenario, ScenarioParams, Shot, TokenCounter, Words
+from harness.plugin import (
+    CHARS_PER_TOKEN_GUESS,
+    SEP_TOKENS,
+    Document,
+    Sample,
+    Scenario,
+    ScenarioParams,
+    Shot,
+    TokenCache,
+    TokenCounter,
+    UsageError,
+    Words,
+)
 from scenarios.bio_needle.generator import BioGenerator
 from scenarios.bio_needle.loader import BioLabels, BioRecord, ReadReport, read_bios
 

@@ -32,7 +32,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from harness.errors import HarnessError, UsageError
+from harness.plugin import HarnessError, UsageError
 from scenarios.bio_needle.anonymize import (
     FakeNames,
     anonymize,
