@@ -16,7 +16,7 @@ from typer.core import TyperGroup
 
 from harness import api as harness_api
 from harness import registry
-from harness.config import EndpointConfig, RunConfig
+from harness.config import AdaptiveConfig, EndpointConfig, RunConfig
 from harness.errors import HarnessError, UsageError
 from harness.ui import console, err
 
@@ -190,6 +190,63 @@ Adapter = Annotated[
 ]
 
 
+# Options of the report at the end of a compare and of `harness report` (the same flags, the same words).
+Prices = Annotated[Optional[Path], typer.Option("--prices", help="YAML price table overriding the shipped one")]
+Tolerance = Annotated[
+    float, typer.Option("--tolerance", help="verdict: accuracy points within which the cheapest strategy counts")
+]
+Faithfulness = Annotated[
+    str,
+    typer.Option(
+        "--faithfulness", help="none, or ragas: ragas Faithfulness through a judge endpoint (records not judged yet)"
+    ),
+]
+JudgeEndpoint = Annotated[
+    Optional[str],
+    typer.Option("--judge-endpoint", help="OpenAI-compatible judge URL (default: the run's own endpoint)"),
+]
+JudgeModel = Annotated[Optional[str], typer.Option("--judge-model", help="judge model name (default: the run's model)")]
+JudgeApi = Annotated[
+    Optional[str],
+    typer.Option("--judge-api", help="completions or chat (default: the run's API; chat for another --judge-endpoint)"),
+]
+JudgeApiKeyEnv = Annotated[
+    Optional[str],
+    typer.Option("--judge-api-key-env", help="environment variable holding the judge's API key"),
+]
+JudgeConcurrency = Annotated[int, typer.Option("--judge-concurrency", help="judge queries in flight")]
+JudgeMaxTokens = Annotated[int, typer.Option("--judge-max-tokens", help="judge answer token limit")]
+
+# Where a model's field is set from: a pydantic error on it names this flag.
+FLAG_OF = {
+    "url": "--endpoint",
+    "timeout_s": "--timeout",
+    "kind": "--executor",
+    "workers": "--ray-workers",
+    "scenario_params": "--scenario-param",
+    "includes": "--include",
+}
+
+
+def validated(model, data: dict):
+    """`model` validated from `data`; the first error as one line naming its flag (a UsageError)."""
+    from pydantic import ValidationError
+
+    try:
+        return model.model_validate(data)
+    except ValidationError as e:
+        first = e.errors()[0]
+        msg = first.get("msg", "").replace("Value error, ", "")
+        field = next((str(p) for p in reversed(first.get("loc", ())) if isinstance(p, str)), None)
+        flag = FLAG_OF.get(field, f"--{field.replace('_', '-')}") if field else None
+        raise UsageError(f"{flag}: {msg}" if flag else msg) from None
+
+
+def report_options(**flags):
+    """The report flags (the same in `compare` and `report`) as checked ReportOptions."""
+    return validated(harness_api.ReportOptions, flags).check()
+
+
 # -- commands ----------------------------------------------------------------------------------------
 @app.command()
 def compare(
@@ -265,27 +322,15 @@ def compare(
     ),
     resume: Optional[Path] = typer.Option(None, "--resume", help="finish an interrupted run folder"),
     config_file: Optional[Path] = typer.Option(None, "--config", help="replay a run's config.yaml (flags override it)"),
-    faithfulness: str = typer.Option(
-        "none", "--faithfulness", help="none, or ragas: ragas Faithfulness through a judge endpoint"
-    ),
-    judge_endpoint: Optional[str] = typer.Option(
-        None, "--judge-endpoint", help="OpenAI-compatible judge URL (default: the run's own endpoint)"
-    ),
-    judge_model: Optional[str] = typer.Option(
-        None, "--judge-model", help="judge model name (default: the run's model)"
-    ),
-    judge_api: Optional[str] = typer.Option(
-        None, "--judge-api", help="completions or chat (default: the run's API; chat for another --judge-endpoint)"
-    ),
-    judge_api_key_env: Optional[str] = typer.Option(
-        None, "--judge-api-key-env", help="environment variable holding the judge's API key"
-    ),
-    judge_concurrency: int = typer.Option(2, "--judge-concurrency", help="judge queries in flight"),
-    judge_max_tokens: int = typer.Option(1024, "--judge-max-tokens", help="judge answer token limit"),
-    prices: Optional[Path] = typer.Option(None, "--prices", help="YAML price table overriding the shipped one"),
-    tolerance: float = typer.Option(
-        2.0, "--tolerance", help="verdict: accuracy points within which the cheapest strategy counts"
-    ),
+    faithfulness: Faithfulness = "none",
+    judge_endpoint: JudgeEndpoint = None,
+    judge_model: JudgeModel = None,
+    judge_api: JudgeApi = None,
+    judge_api_key_env: JudgeApiKeyEnv = None,
+    judge_concurrency: JudgeConcurrency = 2,
+    judge_max_tokens: JudgeMaxTokens = 1024,
+    prices: Prices = None,
+    tolerance: Tolerance = 2.0,
     alpha: float = typer.Option(
         0.05, "--alpha", help="significance level of the verdict's paired tests (and of --until-decided)"
     ),
@@ -306,11 +351,30 @@ def compare(
     base = harness_api.load_config(config_file, resume)
     source = resume / "config.yaml" if resume else config_file
     try:
-        config = RunConfig(**base)
+        RunConfig.model_validate(base)
     except Exception as e:
         raise UsageError(f"{source}: not a harness config ({str(e).splitlines()[0]})") from None
-    ec = config.endpoint
-    updates = dict(
+    if max_needles is not None and not until_decided and base.get("adaptive") is None:
+        raise UsageError("--max-needles goes with --until-decided")
+    if (ray_address or ray_workers) and (executor or (base.get("executor") or {}).get("kind")) != "ray":
+        raise UsageError("--ray-address and --ray-workers go with --executor ray")
+    report = report_options(  # an --until-decided run's verdict tests at its own alpha / planned looks
+        prices=prices,
+        tolerance=tolerance,
+        alpha=None if until_decided or base.get("adaptive") is not None else alpha,
+        faithfulness=faithfulness,
+        judge_endpoint=judge_endpoint,
+        judge_model=judge_model,
+        judge_api=judge_api,
+        judge_api_key_env=judge_api_key_env,
+        judge_concurrency=judge_concurrency,
+        judge_max_tokens=judge_max_tokens,
+    )
+
+    def given(**flags) -> dict:
+        return {k: v for k, v in flags.items() if v is not None}
+
+    data = base | given(
         scenario=scenario,
         strategies=split_strategies(strategies) if strategies else None,
         lengths=parse_lengths(lengths) if lengths else None,
@@ -321,97 +385,39 @@ def compare(
         out=out,
         includes=[str(p) for p in include] if include else None,
     )
-    config = config.model_copy(update={k: v for k, v in updates.items() if v is not None})
-    config.endpoint = ec.model_copy(
-        update={
-            k: v
-            for k, v in dict(
-                url=endpoint[0] if endpoint else None,
-                replicas=list(endpoint[1:]) if endpoint else None,
-                replica_concurrency=replica_concurrency,
-                model=model,
-                api=api,
-                api_key_env=api_key_env,
-                max_model_len=max_model_len,
-                concurrency=concurrency,
-                max_tokens=max_tokens,
-                timeout_s=timeout,
-                max_retries=max_retries,
-                rope_scaling=rope_scaling,
-                rope_factor=rope_factor,
-                original_max_len=original_max_len,
-                revision=revision,
-                tensor_parallel_size=tensor_parallel_size,
-                gpu_memory_utilization=gpu_memory_utilization,
-                dtype=dtype,
-                adapter=str(adapter) if adapter is not None else None,
-            ).items()
-            if v is not None
-        }
+    data["endpoint"] = (base.get("endpoint") or {}) | given(
+        url=endpoint[0] if endpoint else None,
+        replicas=list(endpoint[1:]) if endpoint else None,
+        replica_concurrency=replica_concurrency,
+        model=model,
+        api=api,
+        api_key_env=api_key_env,
+        max_model_len=max_model_len,
+        concurrency=concurrency,
+        max_tokens=max_tokens,
+        timeout_s=timeout,
+        max_retries=max_retries,
+        rope_scaling=rope_scaling,
+        rope_factor=rope_factor,
+        original_max_len=original_max_len,
+        revision=revision,
+        tensor_parallel_size=tensor_parallel_size,
+        gpu_memory_utilization=gpu_memory_utilization,
+        dtype=dtype,
+        adapter=str(adapter) if adapter is not None else None,
     )
-    if executor is not None and executor not in ("local", "ray"):
-        raise UsageError("--executor must be local or ray")
-    if ray_workers is not None and ray_workers < 1:
-        raise UsageError("--ray-workers must be at least 1")
-    xc = config.executor.model_copy(
-        update={
-            k: v for k, v in dict(kind=executor, ray_address=ray_address, workers=ray_workers).items() if v is not None
-        }
+    data["executor"] = (base.get("executor") or {}) | given(kind=executor, ray_address=ray_address, workers=ray_workers)
+    data["scenario_params"] = (
+        (base.get("scenario_params") or {})
+        | deprecated_params(haystack_file=haystack_file, needles_file=needles_file)
+        | parse_kv(scenario_param or [], "--scenario-param")
     )
-    if (ray_address or ray_workers) and xc.kind != "ray":
-        raise UsageError("--ray-address and --ray-workers go with --executor ray")
-    config.executor = xc
-    sp = dict(config.scenario_params)
-    sp.update(deprecated_params(haystack_file=haystack_file, needles_file=needles_file))
-    sp.update(parse_kv(scenario_param or [], "--scenario-param"))
-    config.scenario_params = sp
-    if max_needles is not None and not until_decided and config.adaptive is None:
-        raise UsageError("--max-needles goes with --until-decided")
-    if until_decided or config.adaptive is not None:
-        from harness.config import AdaptiveConfig
-
-        prior = config.adaptive or AdaptiveConfig()
-        try:
-            config.adaptive = AdaptiveConfig(
-                max_needles=max_needles if max_needles is not None else prior.max_needles,
-                alpha=alpha if until_decided else prior.alpha,
-                tolerance=tolerance / 100 if until_decided else prior.tolerance,
-            )
-        except Exception:
-            raise UsageError(
-                "--until-decided: --max-needles must be at least 1, --alpha in (0, 1), --tolerance in 0-100 points"
-            ) from None
-        if until_decided and needles is None and not base.get("adaptive"):
-            config.needles = config.adaptive.first_round()
-        if config.needles > config.adaptive.max_needles:
-            raise UsageError(
-                f"--needles {config.needles} (the first round) is more than --max-needles {config.adaptive.max_needles}"
-            )
-    if config.needles < 1:
-        raise UsageError("--needles must be at least 1")
-    if config.shots is not None and config.shots < 0:
-        raise UsageError("--shots must be 0 or more")
-    if config.endpoint.api not in ("auto", "completions", "chat"):
-        raise UsageError("--api must be completions or chat")
-    if rope_scaling is not None and rope_scaling not in ("yarn", "linear", "dynamic", "none"):
-        raise UsageError("--rope-scaling must be yarn, linear, dynamic or none")
-    if replica_concurrency is not None and replica_concurrency < 1:
-        raise UsageError("--replica-concurrency must be at least 1")
-    if config.endpoint.timeout_s <= 0 or config.endpoint.max_retries < 0:
-        raise UsageError("--timeout must be positive and --max-retries 0 or more")
-    report = harness_api.ReportOptions(  # an --until-decided run's verdict tests at its own alpha / planned looks
-        prices=prices,
-        tolerance=tolerance,
-        alpha=None if config.adaptive else alpha,
-        faithfulness=faithfulness,
-        judge_endpoint=judge_endpoint,
-        judge_model=judge_model,
-        judge_api=judge_api,
-        judge_api_key_env=judge_api_key_env,
-        judge_concurrency=judge_concurrency,
-        judge_max_tokens=judge_max_tokens,
-    )
-    report.check()
+    if until_decided or base.get("adaptive") is not None:
+        now = dict(alpha=alpha, tolerance=tolerance / 100) if until_decided else {}
+        data["adaptive"] = (base.get("adaptive") or {}) | now | given(max_needles=max_needles)
+        if until_decided and needles is None and not base.get("adaptive"):  # the fewest that can settle
+            data["needles"] = validated(AdaptiveConfig, data["adaptive"]).first_round()
+    config = validated(RunConfig, data)
     harness_api.compare(config, use_cache=not no_cache, report=report)
 
 
@@ -437,9 +443,7 @@ def serve(
     ),
 ):
     """Serve a model (default: the embedded one; --model gemma-3-270m-<scenario> or --adapter DIR a tuned reader) on 127.0.0.1 until Ctrl-C; use its URL with `compare --endpoint`."""
-    if rope_scaling is not None and rope_scaling not in ("yarn", "linear", "dynamic", "none"):
-        raise UsageError("--rope-scaling must be yarn, linear, dynamic or none")
-    ec = EndpointConfig(
+    given = dict(
         model=model,
         max_model_len=max_model_len,
         rope_scaling=rope_scaling,
@@ -451,39 +455,32 @@ def serve(
         dtype=dtype,
         adapter=str(adapter) if adapter is not None else None,
     )
+    ec = validated(EndpointConfig, {k: v for k, v in given.items() if v is not None})
     harness_api.serve(ec, log, replicas)
 
 
 @app.command()
 def report(
     run_dir: Path = typer.Argument(..., help="a run folder written by `harness compare`"),
-    prices: Optional[Path] = typer.Option(None, "--prices", help="YAML price table overriding the shipped one"),
-    tolerance: float = typer.Option(
-        2.0, "--tolerance", help="verdict: accuracy points within which the cheapest strategy counts"
-    ),
+    prices: Prices = None,
+    tolerance: Tolerance = 2.0,
     alpha: Optional[float] = typer.Option(
         None,
         "--alpha",
         help="significance level of the verdict's paired tests (default 0.05, or the run's own --alpha for an --until-decided run; divided by its planned looks there)",
     ),
-    faithfulness: str = typer.Option("none", "--faithfulness", help="ragas: judge the records not judged yet first"),
-    judge_endpoint: Optional[str] = typer.Option(
-        None, "--judge-endpoint", help="OpenAI-compatible judge URL (default: the run's endpoint)"
-    ),
-    judge_model: Optional[str] = typer.Option(
-        None, "--judge-model", help="judge model name (default: the run's model)"
-    ),
-    judge_api: Optional[str] = typer.Option(None, "--judge-api", help="completions or chat"),
-    judge_api_key_env: Optional[str] = typer.Option(
-        None, "--judge-api-key-env", help="environment variable holding the judge's API key"
-    ),
-    judge_concurrency: int = typer.Option(2, "--judge-concurrency", help="judge queries in flight"),
-    judge_max_tokens: int = typer.Option(1024, "--judge-max-tokens", help="judge answer token limit"),
+    faithfulness: Faithfulness = "none",
+    judge_endpoint: JudgeEndpoint = None,
+    judge_model: JudgeModel = None,
+    judge_api: JudgeApi = None,
+    judge_api_key_env: JudgeApiKeyEnv = None,
+    judge_concurrency: JudgeConcurrency = 2,
+    judge_max_tokens: JudgeMaxTokens = 1024,
 ):
     """Recompute the summary, the verdict and report.html of a run folder (no model calls unless --faithfulness ragas)."""
     harness_api.report(
         run_dir,
-        harness_api.ReportOptions(
+        report_options(
             prices=prices,
             tolerance=tolerance,
             alpha=alpha,

@@ -7,9 +7,9 @@ replays it. Secrets never enter it: an API key is named by its environment varia
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 DEFAULT_STRATEGIES = ["full-context", "rag-dense"]
 DEFAULT_LENGTHS = [1000, 2000, 4000]
@@ -49,8 +49,8 @@ class EndpointConfig(BaseModel):
         description="requests in flight (the whole run, every replica); 0 picks a "
         "default per endpoint (8 per --endpoint)",
     )
-    timeout_s: float = 600.0
-    max_retries: int = 3
+    timeout_s: float = Field(600.0, gt=0, description="seconds per request attempt")
+    max_retries: int = Field(3, ge=0)
     max_tokens: int = 160
 
     @property
@@ -112,18 +112,26 @@ class RunConfig(BaseModel):
     scenario: str = "bio-needle"
     scenario_params: dict[str, Any] = Field(default_factory=dict)
     strategies: list[str] = Field(default_factory=lambda: list(DEFAULT_STRATEGIES))
-    lengths: list[int] = Field(default_factory=lambda: list(DEFAULT_LENGTHS))
-    depths: list[float] = Field(default_factory=lambda: list(DEFAULT_DEPTHS))
-    needles: int = 2
+    lengths: list[Annotated[int, Field(gt=0)]] = Field(default_factory=lambda: list(DEFAULT_LENGTHS))
+    depths: list[Annotated[float, Field(ge=0, le=100)]] = Field(default_factory=lambda: list(DEFAULT_DEPTHS))
+    needles: int = Field(2, ge=1)
     # None: the reader's default, decided (and saved as a number) when the run starts: 0 for a tuned
     # reader (trained zero-shot), BASE_SHOTS otherwise.
-    shots: int | None = None
+    shots: int | None = Field(None, ge=0)
     seed: int = 0
     endpoint: EndpointConfig = Field(default_factory=EndpointConfig)
     includes: list[str] = Field(default_factory=list)
     adaptive: AdaptiveConfig | None = None  # --until-decided; `needles` is then the first round
     executor: ExecutorConfig = Field(default_factory=ExecutorConfig)
     out: Path | None = None
+
+    @model_validator(mode="after")
+    def _first_round_fits(self) -> RunConfig:
+        if self.adaptive is not None and self.needles > self.adaptive.max_needles:
+            raise ValueError(
+                f"--needles {self.needles} (the first round) is more than --max-needles {self.adaptive.max_needles}"
+            )
+        return self
 
     def dump(self) -> dict[str, Any]:
         return self.model_dump(mode="json")

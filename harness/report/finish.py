@@ -3,45 +3,44 @@ files, the tables and report.html — everything recomputed from the run folder.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from harness.errors import Interrupted, UsageError
 from harness.ui import console, err, progress_bar
 
 
-@dataclass
-class ReportOptions:
-    """What the end of a compare (and `harness report`) adds to the records: prices, verdict, ragas."""
+class ReportOptions(BaseModel):
+    """What the end of a compare (and `harness report`) adds to the records: prices, verdict, ragas.
+    Constrained here, so a flag, a script and a test get the same one-line refusal."""
+
+    model_config = ConfigDict(extra="forbid")
 
     prices: Path | None = None
-    tolerance: float = 2.0  # accuracy points
-    alpha: float | None = 0.05  # the verdict's level; None: the run's own (report/verdict.py verdict_level)
-    faithfulness: str = "none"
+    tolerance: float = Field(2.0, ge=0, le=100, description="accuracy points")
+    # the verdict's level; None: the run's own (report/verdict.py verdict_level)
+    alpha: float | None = Field(0.05, gt=0, lt=1)
+    faithfulness: Literal["none", "ragas"] = "none"
     judge_endpoint: str | None = None
     judge_model: str | None = None
-    judge_api: str | None = None
+    judge_api: Literal["completions", "chat"] | None = None
     judge_api_key_env: str | None = None
-    judge_concurrency: int = 2
-    judge_max_tokens: int = 1024
+    judge_concurrency: int = Field(2, ge=1)
+    judge_max_tokens: int = Field(1024, ge=16)
+
+    @model_validator(mode="after")
+    def _judge_named(self) -> ReportOptions:
+        if self.judge_endpoint and not self.judge_model:
+            raise ValueError("--judge-endpoint needs --judge-model NAME")
+        return self
 
     def check(self) -> ReportOptions:
+        """A bad --prices file fails now, not after the run."""
         from harness.scoring.cost import load_prices
 
-        if self.faithfulness not in ("none", "ragas"):
-            raise UsageError("--faithfulness must be none or ragas")
-        if self.judge_api not in (None, "completions", "chat"):
-            raise UsageError("--judge-api must be completions or chat")
-        if self.judge_endpoint and not self.judge_model:
-            raise UsageError("--judge-endpoint needs --judge-model NAME")
-        if self.judge_concurrency < 1 or self.judge_max_tokens < 16:
-            raise UsageError("--judge-concurrency must be at least 1 and --judge-max-tokens at least 16")
-        if not 0 <= self.tolerance <= 100:
-            raise UsageError("--tolerance is in accuracy points, 0-100")
-        if self.alpha is not None and not 0 < self.alpha < 1:
-            raise UsageError("--alpha must be between 0 and 1 (e.g. 0.05)")
-        load_prices(self.prices)  # a bad --prices file fails now, not after the run
+        load_prices(self.prices)
         return self
 
     def judge(self, url: str | None, model: str | None, api: str | None, api_key_env: str | None):
