@@ -15,7 +15,7 @@ from harness import registry
 from harness.build import build_scenario, build_strategies, cache_dir, response_cache_path
 from harness.config import RunConfig
 from harness.errors import Interrupted, UsageError
-from harness.launch import open_endpoint
+from harness.launch import open_endpoint, refuse_unfit_lengths
 from harness.reader import Reader, resolve_reader
 from harness.report.finish import ReportOptions, finish_report, run_faithfulness
 from harness.runs import check_same_model, input_notes, save_replica_stats, save_server_metrics
@@ -43,6 +43,7 @@ def compare(config: RunConfig, use_cache: bool = True, report: ReportOptions | N
     reader = resolve_reader(config.endpoint, scen)
     if reader.note:
         err.print(f"[yellow]note:[/yellow] {reader.note}", highlight=False)
+    refuse_unfit_lengths(config.lengths, reader.endpoint)  # before minutes of server start
     if config.shots is None:  # an explicit, recorded choice: a tuned reader was trained zero-shot
         config = config.model_copy(update={"shots": reader.default_shots()})
     cache = cache_dir()

@@ -80,6 +80,57 @@ def open_endpoint(ec: EndpointConfig, log_path: Path | None = None):
         server.stop()
 
 
+def planned_window(ec: EndpointConfig) -> tuple[int, int | None] | None:
+    """(window, native window) of a server the harness would start, known before it starts:
+    --max-model-len, else the model's native window from its config (the embedded model's own, or a
+    local folder's). None where only a server can say: an --endpoint, a hub id, a RoPE factor alone."""
+    from harness.endpoints import rope
+    from harness.endpoints.embedded import embedded_model_dir, is_prepared
+    from harness.endpoints.vllm_server import EMBEDDED_MAX_MODEL_LEN
+
+    if ec.url:
+        return None
+    opts = server_options(ec)
+    if opts.embedded:
+        folder = str(embedded_model_dir()) if is_prepared() else None
+    elif rope.is_local_model(str(ec.model)):
+        folder = str(ec.model)
+    else:
+        return None
+    path = rope.resolve_config_file(folder) if folder else None
+    try:
+        native = rope.native_max_len(json.loads(path.read_text())) if path else None
+    except (OSError, ValueError):
+        native = None
+    if opts.embedded:
+        native = native or EMBEDDED_MAX_MODEL_LEN
+    if ec.max_model_len:
+        return ec.max_model_len, native
+    if ec.rope_factor is not None or ec.rope_scaling not in (None, "none"):
+        return None  # a scaled window: the launch plan decides it
+    return (native, native) if native else None
+
+
+def refuse_unfit_lengths(lengths: list[int], ec: EndpointConfig) -> None:
+    """A haystack longer than the window the server would get cannot be asked: refused before the
+    server starts (minutes), not after; the runner checks every prompt again once it is served."""
+    from harness.endpoints.rope import extend_hint
+
+    planned = planned_window(ec)
+    if planned is None or not lengths:
+        return
+    window, native = planned
+    longest = max(lengths)
+    if longest + ec.max_tokens > window:
+        what = "the embedded model" if server_options(ec).embedded else str(ec.model)
+        whence = "--max-model-len" if ec.max_model_len else "its native window, from its config"
+        raise UsageError(
+            f"--lengths {longest:,}: a {longest:,}-token haystack (+{ec.max_tokens} to answer) does not fit the "
+            f"{window:,}-token window {what} would be served with ({whence}); "
+            + extend_hint(window, longest + ec.max_tokens, native)
+        )
+
+
 def launch_server(opts, log_path: Path | None, env: dict[str, str] | None = None):
     """Start the server for `opts` (the embedded model goes through start_embedded); notes go to
     stderr, the startup phases to a live status line, then the total startup time."""
