@@ -16,11 +16,23 @@ from typing import Any
 
 from pydantic import Field
 
-from harness.errors import UsageError
-from harness.haystack import SEP_TOKENS, TokenCache, check_grid, depth_index, fill, joined_tokens
-from harness.registry import register_scenario
-from harness.samples import Document, Sample
-from harness.scenario import Grounding, Scenario, ScenarioParams, Shot, Words
+from harness.plugin import (  # the plug-in surface: everything a scenario imports from the harness
+    SEP_TOKENS,
+    Document,
+    Grounding,
+    Sample,
+    Scenario,
+    ScenarioParams,
+    Shot,
+    TokenCache,
+    UsageError,
+    Words,
+    check_grid,
+    depth_index,
+    fill,
+    joined_tokens,
+    register_scenario,
+)
 
 CITIES = ["Oslo", "Lima", "Perth", "Quito", "Turin", "Dakar", "Hanoi", "Porto", "Riga", "Sucre"]
 SPLITS = ["needles", "board", "shots"]
