@@ -242,9 +242,9 @@ def validated(model, data: dict):
         raise UsageError(f"{flag}: {msg}" if flag else msg) from None
 
 
-def report_options(**flags):
-    """The report flags (the same in `compare` and `report`) as checked ReportOptions."""
-    return validated(harness_api.ReportOptions, flags).check()
+def report_options(flags: dict):
+    """Checked ReportOptions from a command's flags (`compare` and `report` name them like its fields)."""
+    return validated(harness_api.ReportOptions, {k: flags[k] for k in harness_api.ReportOptions.model_fields}).check()
 
 
 # -- commands ----------------------------------------------------------------------------------------
@@ -358,18 +358,8 @@ def compare(
         raise UsageError("--max-needles goes with --until-decided")
     if (ray_address or ray_workers) and (executor or (base.get("executor") or {}).get("kind")) != "ray":
         raise UsageError("--ray-address and --ray-workers go with --executor ray")
-    report = report_options(  # an --until-decided run's verdict tests at its own alpha / planned looks
-        prices=prices,
-        tolerance=tolerance,
-        alpha=None if until_decided or base.get("adaptive") is not None else alpha,
-        faithfulness=faithfulness,
-        judge_endpoint=judge_endpoint,
-        judge_model=judge_model,
-        judge_api=judge_api,
-        judge_api_key_env=judge_api_key_env,
-        judge_concurrency=judge_concurrency,
-        judge_max_tokens=judge_max_tokens,
-    )
+    # an --until-decided run's verdict tests at its own alpha / planned looks
+    report = report_options(locals() | {"alpha": None if until_decided or base.get("adaptive") is not None else alpha})
 
     def given(**flags) -> dict:
         return {k: v for k, v in flags.items() if v is not None}
@@ -478,21 +468,7 @@ def report(
     judge_max_tokens: JudgeMaxTokens = 1024,
 ):
     """Recompute the summary, the verdict and report.html of a run folder (no model calls unless --faithfulness ragas)."""
-    harness_api.report(
-        run_dir,
-        report_options(
-            prices=prices,
-            tolerance=tolerance,
-            alpha=alpha,
-            faithfulness=faithfulness,
-            judge_endpoint=judge_endpoint,
-            judge_model=judge_model,
-            judge_api=judge_api,
-            judge_api_key_env=judge_api_key_env,
-            judge_concurrency=judge_concurrency,
-            judge_max_tokens=judge_max_tokens,
-        ),
-    )
+    harness_api.report(run_dir, report_options(locals()))
 
 
 @app.command()
