@@ -70,12 +70,10 @@ def report(run_dir: Path, opts: ReportOptions | None = None) -> dict[str, Any]:
     opts = (opts or ReportOptions()).check()
     store, scen, saved = open_run(run_dir)
     if opts.faithfulness == "ragas":
-        ep = saved.get("endpoint") or {}
-        run_cfg = (saved.get("config") or {}).get("endpoint") or {}
-        if opts.judge_endpoint or run_cfg.get("url"):
-            run_faithfulness(
-                store, scen, opts.judge(run_cfg.get("url"), ep.get("model"), ep.get("api"), run_cfg.get("api_key_env"))
-            )
+        asked = saved.config.endpoint
+        if opts.judge_endpoint or asked.url:
+            judge = opts.judge(asked.url, saved.endpoint.model, saved.endpoint.api, asked.api_key_env)
+            run_faithfulness(store, scen, judge)
         else:  # the run used the embedded model: serve it again for the judge
             with open_endpoint(EndpointConfig(), None) as (endpoint, _):
                 run_faithfulness(store, scen, opts.judge(endpoint.base_url, endpoint.model, endpoint.api, None))

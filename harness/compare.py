@@ -18,6 +18,7 @@ from harness.errors import Interrupted, UsageError
 from harness.launch import open_endpoint, refuse_unfit_lengths
 from harness.reader import Reader, resolve_reader
 from harness.report.finish import ReportOptions, finish_report, run_faithfulness
+from harness.runfiles import MANIFEST_VERSION, RunManifest, read_manifest
 from harness.runs import check_same_model, input_notes, save_replica_stats, save_server_metrics
 from harness.ui import console, err, progress_bar
 
@@ -57,13 +58,14 @@ def compare(config: RunConfig, use_cache: bool = True, report: ReportOptions | N
     run_id = time.strftime("%Y%m%d-%H%M%S") + f"-{config.scenario}"
     out = Path(config.out) if config.out else Path("results") / run_id
     store = RunStore(out)
-    saved = store.read_config()
+    raw = store.read_config()
+    saved = read_manifest(out, raw) if raw is not None else None
     if saved is not None:
-        run_id = saved.get("run_id", run_id)
+        run_id = saved.run_id
         mine = {k: v for k, v in config.dump().items() if k not in ("out", "endpoint", "executor")}
-        theirs = {k: saved.get("config", {}).get(k) for k in mine}
-        if mine != theirs:
-            changed = ", ".join(k for k in mine if mine[k] != theirs[k])
+        theirs = saved.config.dump()
+        if any(mine[k] != theirs.get(k) for k in mine):
+            changed = ", ".join(k for k in mine if mine[k] != theirs.get(k))
             raise UsageError(f"{out} holds a run with a different configuration ({changed}); choose another --out")
         err.print(f"[dim]resuming {out}[/dim]")
     elif out.exists() and (not out.is_dir() or any(out.iterdir())):
@@ -90,7 +92,7 @@ def _compare(
     scen,
     store,
     run_id: str,
-    saved: dict | None,
+    saved: RunManifest | None,
     use_cache: bool,
     report: ReportOptions,
     reader: Reader,
@@ -120,7 +122,9 @@ def _compare(
             )
         store.create()
         if saved is None:
-            store.write_config(run_manifest(run_id, config, endpoint, server, identity, reader, strategies, scen))
+            store.write_config(
+                run_manifest(run_id, config, endpoint, server, identity, reader, strategies, scen).dump()
+            )
             store.write_samples(samples)
         concurrency = ec.concurrency or (8 * len(ec.urls) if ec.url else default_concurrency(server.get("launch")))
         progress = progress_bar("acc")
@@ -216,35 +220,34 @@ def _compare(
 
 def run_manifest(
     run_id: str, config: RunConfig, endpoint, server: dict[str, Any], identity, reader: Reader, strategies, scen
-) -> dict[str, Any]:
+) -> RunManifest:
     """config.yaml: the run's settings, who answered (the endpoint, the server's facts, the reader),
     the strategies' parameters, the chance level and the installed versions — what a replay needs."""
     population = scen.reference_labels()
-    return {
-        "run_id": run_id,
-        "config": config.dump(),
-        "endpoint": {
-            "base_url": endpoint.base_url,
-            "model": endpoint.model,
-            "api": endpoint.api,
-            "max_model_len": server.get("max_model_len"),  # read back from /v1/models
-            "server_version": server.get("server_version"),  # read back from /version
-            "model_root": server.get("root"),  # the weights the server loaded (/v1/models)
-            "token_counter": endpoint.token_counter,
-            # a server the harness started: model path/revision, RoPE overrides, every argument
-            "launch": server.get("launch"),
-            # a pool (--endpoint given again): every replica and its limit of requests in flight
-            "replicas": server.get("replicas"),
-            "identity": identity.key(),  # what a resume must match
-        },
-        "reader": reader.record(config.shots),
-        "strategies": [{"label": s.label, "name": s.name, "params": s.params.model_dump()} for s in strategies],
-        "null_answer": scen.null_answer(population) if population else None,
-        "null_source": getattr(scen, "null_source", None),
-        "input_notes": input_notes(scen),
-        "versions": _versions(),
-        "host": _host(),
-    }
+    return RunManifest(
+        version=MANIFEST_VERSION,
+        run_id=run_id,
+        config=config,
+        endpoint=dict(
+            base_url=endpoint.base_url,
+            model=endpoint.model,
+            api=endpoint.api,
+            max_model_len=server.get("max_model_len"),
+            server_version=server.get("server_version"),
+            model_root=server.get("root"),
+            token_counter=endpoint.token_counter,
+            launch=server.get("launch"),
+            replicas=server.get("replicas"),
+            identity=identity.key(),
+        ),
+        reader=reader.record(config.shots),
+        strategies=[{"label": s.label, "name": s.name, "params": s.params.model_dump()} for s in strategies],
+        null_answer=scen.null_answer(population) if population else None,
+        null_source=getattr(scen, "null_source", None),
+        input_notes=input_notes(scen),
+        versions=_versions(),
+        host=_host(),
+    )
 
 
 def adaptive_rounds(store, scen, config: RunConfig):

@@ -11,8 +11,8 @@ from typing import Any
 
 from harness import registry
 from harness.build import build_scenario
-from harness.config import RunConfig
 from harness.errors import UsageError
+from harness.runfiles import RunManifest, read_manifest
 from harness.ui import err
 
 
@@ -47,11 +47,11 @@ def input_notes(scen) -> list[str]:
     return list(notes()) if callable(notes) else []
 
 
-def check_same_model(store, saved: dict[str, Any], identity) -> None:
+def check_same_model(store, saved: RunManifest, identity) -> None:
     """A run folder holds one model's answers: resuming with another model is refused."""
     from harness.record import ModelIdentity
 
-    known = (saved.get("endpoint") or {}).get("identity")
+    known = saved.endpoint.identity
     theirs = [ModelIdentity(**known)] if known else []
     theirs += [r.model for r in store.records() if r.model is not None][-1:]
     for other in theirs:
@@ -97,19 +97,16 @@ def save_server_metrics(store, recorder, run_id: str) -> None:
 
 
 def open_run(run_dir: Path):
-    """(store, scenario, saved config) of an existing run folder."""
+    """(store, scenario, RunManifest) of an existing run folder."""
     from harness.store import RunStore
 
     store = RunStore(run_dir)
-    saved = store.read_config() if run_dir.is_dir() else None
-    if not saved:
+    raw = store.read_config() if run_dir.is_dir() else None
+    if not raw:
         raise UsageError(f"{run_dir}: not a run folder (no config.yaml)")
     if not store.records_path.exists():
         raise UsageError(f"{run_dir}: no records.jsonl yet")
-    try:
-        config = RunConfig(**(saved.get("config") or {}))
-    except Exception as e:
-        raise UsageError(f"{run_dir}/config.yaml: not a harness config ({str(e).splitlines()[0]})") from None
-    for path in config.includes:
+    saved = read_manifest(run_dir, raw)
+    for path in saved.config.includes:
         registry.include(path)
-    return store, build_scenario(config), saved
+    return store, build_scenario(saved.config), saved

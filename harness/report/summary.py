@@ -290,20 +290,20 @@ def summarize_run(
     says so in words.
     """
     from harness.report.verdict import DEFAULT_TOLERANCE, verdict, verdict_level
+    from harness.runfiles import read_manifest
     from harness.scoring import cost, faithfulness, grounding
 
     tolerance = DEFAULT_TOLERANCE if tolerance is None else tolerance
-    saved = store.read_config() or {}
+    saved = store.read_config() or {}  # the raw form, for the parts that read it themselves
+    manifest = read_manifest(store.path, saved) if saved else None
     level = verdict_level(saved.get("config"), alpha)
     records = store.latest_records()
     samples = store.read_samples() if (store.path / "samples.jsonl").exists() else []
-    summary = summarize(records, scenario, saved.get("null_answer"))
-    summary["null_source"] = saved.get("null_source")  # whose labels chance level comes from, in words
+    summary = summarize(records, scenario, manifest.null_answer if manifest else None)
+    summary["null_source"] = manifest.null_source if manifest else None  # whose labels chance level comes from
     has_rules = grounding.annotate(records, samples, scenario)
     g = grounding.grounding_summary(records, scenario.fields)
-    model = (saved.get("endpoint") or {}).get("model") or ((saved.get("config") or {}).get("endpoint") or {}).get(
-        "model"
-    )
+    model = manifest.model if manifest else None
     table = prices if prices is not None else cost.load_prices()
     c = cost.cost_summary(records, model, table, cost.run_hardware(saved))
     price = c.pop("price_obj")
@@ -337,7 +337,11 @@ def summarize_run(
     from harness.endpoints.pool import replica_summary
 
     summary["replicas"] = replica_summary(store.path)  # a pool's requests per replica (replicas.jsonl)
-    summary["run"] = {"run_id": saved.get("run_id"), "endpoint": saved.get("endpoint"), "config": saved.get("config")}
+    summary["run"] = {  # as config.yaml holds them
+        "run_id": manifest.run_id if manifest else None,
+        "endpoint": saved.get("endpoint"),
+        "config": saved.get("config"),
+    }
     summary["tolerance"] = tolerance
     summary["alpha"] = level["alpha"]
     summary["level"] = level

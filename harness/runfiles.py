@@ -1,0 +1,104 @@
+"""A run folder's own files, typed: config.yaml as a `RunManifest`, read back by `load_run(dir)`
+(as inspect_ai's `read_eval_log` reads an eval log), so code asks `run.manifest.endpoint.model`
+instead of walking `.get()` chains through a dict.
+
+Versioned: a manifest written before the version field existed is version 1 and loads as it is
+(every run folder in tests/data does); unknown keys a later version adds are kept, not refused.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from harness.config import RunConfig
+from harness.errors import UsageError
+
+MANIFEST_VERSION = 2  # 1: before config.yaml said its version (same fields, no `version`)
+
+
+class ServedEndpoint(BaseModel):
+    """Who answered, as the server said when the run began (config.yaml's `endpoint`)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    base_url: str | None = None
+    model: str | None = None
+    api: str | None = None
+    max_model_len: int | None = None  # read back from /v1/models
+    server_version: str | None = None  # read back from /version
+    model_root: str | None = None  # the weights the server loaded (/v1/models)
+    token_counter: str | None = None
+    # a server the harness started: model path/revision, RoPE overrides, every argument, where it ran
+    launch: dict[str, Any] | None = None
+    # a pool (--endpoint given again): every replica and its limit of requests in flight
+    replicas: list[dict[str, Any]] | None = None
+    identity: dict[str, Any] | None = None  # what a resume must match (record.ModelIdentity.key())
+
+    @property
+    def hardware(self) -> str | None:
+        """Where a self-started server ran ("cpu" or "gpu"); None for --endpoint."""
+        flavour = (self.launch or {}).get("flavour")
+        return flavour if flavour in ("cpu", "gpu") else None
+
+
+class StrategyEntry(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    label: str
+    name: str
+    params: dict[str, Any] = Field(default_factory=dict)
+
+
+class RunManifest(BaseModel):
+    """config.yaml: the run's settings, who answered, the strategies' parameters, the chance level
+    and the installed versions — what a replay or a resume needs."""
+
+    model_config = ConfigDict(extra="allow")
+
+    version: int = 1
+    run_id: str
+    config: RunConfig
+    endpoint: ServedEndpoint = Field(default_factory=ServedEndpoint)
+    reader: dict[str, Any] | None = None  # reader.Reader.record(): tuned or not, the adapter's provenance, shots
+    strategies: list[StrategyEntry] = Field(default_factory=list)
+    null_answer: Any = None
+    null_source: str | None = None
+    input_notes: list[str] = Field(default_factory=list)
+    versions: dict[str, str] = Field(default_factory=dict)
+    host: dict[str, Any] | None = None
+
+    @property
+    def model(self) -> str | None:
+        """The served model's name: as the server said, else as the run asked."""
+        return self.endpoint.model or self.config.endpoint.model
+
+    def dump(self) -> dict[str, Any]:
+        """The YAML-ready form written to config.yaml (`config` as RunConfig dumps it)."""
+        return self.model_dump(mode="json")
+
+
+def read_manifest(run_dir: Path, raw: dict[str, Any] | None = None) -> RunManifest:
+    """The typed config.yaml of a run folder (`raw`: its content, when already read); a one-line
+    UsageError when there is none or it is not a harness run's."""
+    if raw is None:
+        import yaml
+
+        path = Path(run_dir) / "config.yaml"
+        if not path.is_file():
+            raise UsageError(f"{run_dir}: not a run folder (no config.yaml)")
+        try:
+            raw = yaml.safe_load(path.read_text())
+        except (yaml.YAMLError, OSError, UnicodeDecodeError) as e:
+            raise UsageError(f"{path}: not readable YAML ({str(e).splitlines()[0]})") from None
+    if not isinstance(raw, dict):
+        raise UsageError(f"{run_dir}/config.yaml: not a harness run's (expected a mapping)")
+    try:
+        return RunManifest.model_validate(raw)
+    except ValidationError as e:
+        first = e.errors()[0]
+        where = ".".join(map(str, first.get("loc", ()))) or "value"
+        msg = first.get("msg", "").replace("Value error, ", "")
+        raise UsageError(f"{run_dir}/config.yaml: not a harness config ({where}: {msg})") from None
