@@ -47,6 +47,7 @@ def load() -> str:
 def run_compare(ec, out: Path, lengths, depths, needles, shots, forms, strategies, use_cache):
     from harness.api import compare
     from harness.config import RunConfig
+    from harness.runfiles import load_run
 
     config = RunConfig(
         strategies=strategies,
@@ -60,8 +61,7 @@ def run_compare(ec, out: Path, lengths, depths, needles, shots, forms, strategie
     )
     t0 = time.monotonic()
     compare(config, use_cache=use_cache)
-    summary = json.loads((out / "summary.json").read_text())
-    return summary["by_strategy_length"], time.monotonic() - t0
+    return load_run(out).summary.by_strategy_length, time.monotonic() - t0
 
 
 def route_accuracy(ec, n_needles: int, length: int) -> dict:

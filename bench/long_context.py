@@ -36,6 +36,7 @@ def main() -> None:
     from harness.cli import parse_depths, parse_lengths, split_strategies
     from harness.config import EndpointConfig, RunConfig
     from harness.report.terminal import window_text
+    from harness.runfiles import load_run
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--length", default="40k", help="context length in the model's tokens (default 40k)")
@@ -76,8 +77,8 @@ def main() -> None:
     run_compare(config, use_cache=False)
     wall = time.monotonic() - t0
 
-    summary = json.loads((out / "summary.json").read_text())
-    srv = summary.get("server") or {}
+    summary = load_run(out).summary
+    srv = summary.server or {}
     print()
     print(
         f"window: {window_text(srv.get('max_model_len'), srv.get('launch'))}; vLLM {srv.get('server_version')}; "
@@ -94,7 +95,7 @@ def main() -> None:
         return "-" if x is None else format(x, fmt)
 
     rows = []
-    for s in summary["by_strategy"]:
+    for s in summary.by_strategy:
         print(
             f"{s['strategy']:<22} {f(100 * s['accuracy'], '6.1f')} {f(s.get('prompt_tokens'), '12.0f')} "
             f"{f(s.get('prefill_s'), '9.1f')} {f(s.get('prefill_tok_per_s'), '13.0f')} "

@@ -87,6 +87,7 @@ def recommend(
     from harness.report.summary import summarize_run
     from harness.report.verdict import recommend as pick
     from harness.report.verdict import recommend_lines
+    from harness.runfiles import Summary
     from harness.scoring.cost import load_prices
 
     target = min_accuracy / 100 if min_accuracy > 1 else min_accuracy
@@ -97,4 +98,5 @@ def recommend(
     store, scen, _ = open_run(run_dir)
     summary, _, _ = summarize_run(store, scen, prices=load_prices(prices))
     lines = recommend_lines(pick(summary, target, max_cost_per_1k), target, max_cost_per_1k)
-    return lines + [f"[dim]note: {note}[/dim]" for note in (summary.get("cost") or {}).get("notes") or []]
+    notes = (Summary.model_validate(summary).cost or {}).get("notes") or []
+    return lines + [f"[dim]note: {note}[/dim]" for note in notes]

@@ -102,3 +102,110 @@ def read_manifest(run_dir: Path, raw: dict[str, Any] | None = None) -> RunManife
         where = ".".join(map(str, first.get("loc", ()))) or "value"
         msg = first.get("msg", "").replace("Value error, ", "")
         raise UsageError(f"{run_dir}/config.yaml: not a harness config ({where}: {msg})") from None
+
+
+# -- summary.json --------------------------------------------------------------------------------
+SUMMARY_VERSION = 2  # 1: before summary.json said its version
+
+
+class Comparison(BaseModel):
+    """One strategy against a length's best (report/verdict.py): the paired difference, its tests
+    and what they settle."""
+
+    model_config = ConfigDict(extra="allow")
+
+    strategy: str
+    status: str  # better | worse | equivalent | undecided
+    accuracy: float | None = None
+    accuracy_lo: float | None = None
+    accuracy_hi: float | None = None
+    cost_per_1k: float | None = None
+    needles: int | None = None
+    diff: float | None = None
+    diff_lo: float | None = None
+    diff_hi: float | None = None
+    p: float | None = None  # the difference's paired sign-flip test
+    p_equivalent: float | None = None  # TOST within the tolerance
+    more_needles: int | None = None  # about how many more needles would settle it
+
+
+class Verdict(BaseModel):
+    """One length's verdict: the best strategy, every other compared with it, and the choice."""
+
+    model_config = ConfigDict(extra="allow")
+
+    length: int
+    best: str | None = None
+    best_accuracy: float | None = None
+    best_cost_per_1k: float | None = None
+    comparisons: list[Comparison] = Field(default_factory=list)
+    settled: bool = False
+    undecided: list[str] = Field(default_factory=list)
+    cheapest_within_tolerance: str | None = None
+    cost_ratio: float | None = None
+    candidate: str | None = None
+    choice: str | None = None
+    tolerance: float | None = None
+    alpha: float | None = None
+    n: int | None = None
+    n_needles: int | None = None
+
+
+class Summary(BaseModel):
+    """summary.json: accuracy per strategy, length and cell (rows keyed by the scenario's fields, so
+    kept as mappings), chance level, attribution, grounding, money, server metrics, the verdict."""
+
+    model_config = ConfigDict(extra="allow")
+
+    version: int = 1
+    fields: list[str] = Field(default_factory=list)
+    by_strategy_length: list[dict[str, Any]] = Field(default_factory=list)
+    by_strategy: list[dict[str, Any]] = Field(default_factory=list)
+    by_cell: list[dict[str, Any]] = Field(default_factory=list)
+    per_needle: dict[str, Any] = Field(default_factory=dict)
+    null_answer: Any = None
+    null_baseline: dict[str, Any] | None = None
+    null_source: str | None = None
+    attribution: list[dict[str, Any]] = Field(default_factory=list)
+    grounding: dict[str, Any] | None = None
+    cost: dict[str, Any] | None = None
+    faithfulness: dict[str, Any] | None = None
+    server: dict[str, Any] | None = None
+    replicas: Any = None
+    run: dict[str, Any] | None = None
+    tolerance: float | None = None
+    alpha: float | None = None
+    level: dict[str, Any] | None = None
+    verdict: list[Verdict] = Field(default_factory=list)
+
+    def verdict_at(self, length: int) -> Verdict | None:
+        return next((v for v in self.verdict if v.length == length), None)
+
+
+class Run(BaseModel):
+    """A run folder read back: its manifest and, once a report was made, its summary."""
+
+    path: Path
+    manifest: RunManifest
+    summary: Summary | None = None
+
+
+def read_summary(run_dir: Path) -> Summary | None:
+    """The typed summary.json of a run folder; None before the first report."""
+    import json
+
+    path = Path(run_dir) / "summary.json"
+    if not path.is_file():
+        return None
+    try:
+        return Summary.model_validate(json.loads(path.read_text()))
+    except (OSError, ValueError) as e:  # ValidationError is a ValueError
+        first = e.errors()[0] if isinstance(e, ValidationError) else None
+        why = f"{'.'.join(map(str, first['loc']))}: {first['msg']}" if first else str(e).splitlines()[0]
+        raise UsageError(f"{path}: not a harness summary ({why})") from None
+
+
+def load_run(run_dir: str | Path) -> Run:
+    """A run folder's config.yaml and summary.json, typed (as inspect_ai's read_eval_log reads a log)."""
+    run_dir = Path(run_dir)
+    return Run(path=run_dir, manifest=read_manifest(run_dir), summary=read_summary(run_dir))

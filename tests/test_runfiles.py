@@ -53,3 +53,25 @@ def test_open_run_gives_the_manifest(tmp_path):
     shutil.copytree(DATA / "milestone1-run", run)
     store, scen, manifest = open_run(run)
     assert isinstance(manifest, RunManifest) and scen.name == "bio-needle" and store.path == run
+
+
+def test_load_run_reads_an_old_folder_and_a_new_summary_typed(tmp_path):
+    from test_report_html import make_run
+
+    from harness.report.summary import summarize_run, write_summary
+    from harness.runfiles import SUMMARY_VERSION, load_run
+    from harness.store import RunStore
+    from scenarios.bio_needle import BioNeedle
+
+    old = load_run(DATA / "milestone1-run")
+    assert old.summary.version == 1 and old.manifest.version == 1
+    assert [v.length for v in old.summary.verdict] == [400, 800]
+    assert old.summary.verdict_at(800).comparisons[0].status in ("better", "worse", "equivalent", "undecided")
+    run = make_run(tmp_path)
+    assert load_run(run).summary is None  # no report yet
+    summary, _, _ = summarize_run(RunStore(run), BioNeedle())
+    write_summary(summary, run)
+    new = load_run(run)
+    assert new.summary.version == SUMMARY_VERSION and new.summary.fields == summary["fields"]
+    assert [v.choice for v in new.summary.verdict] == [v["choice"] for v in summary["verdict"]]
+    assert new.summary.by_strategy == summary["by_strategy"]  # rows keyed by the scenario's fields, as written

@@ -290,7 +290,7 @@ def summarize_run(
     says so in words.
     """
     from harness.report.verdict import DEFAULT_TOLERANCE, verdict, verdict_level
-    from harness.runfiles import read_manifest
+    from harness.runfiles import SUMMARY_VERSION, read_manifest
     from harness.scoring import cost, faithfulness, grounding
 
     tolerance = DEFAULT_TOLERANCE if tolerance is None else tolerance
@@ -299,7 +299,7 @@ def summarize_run(
     level = verdict_level(saved.get("config"), alpha)
     records = store.latest_records()
     samples = store.read_samples() if (store.path / "samples.jsonl").exists() else []
-    summary = summarize(records, scenario, manifest.null_answer if manifest else None)
+    summary = {"version": SUMMARY_VERSION} | summarize(records, scenario, manifest.null_answer if manifest else None)
     summary["null_source"] = manifest.null_source if manifest else None  # whose labels chance level comes from
     has_rules = grounding.annotate(records, samples, scenario)
     g = grounding.grounding_summary(records, scenario.fields)
