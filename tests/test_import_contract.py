@@ -34,3 +34,18 @@ def test_the_surface_names_what_it_exports():
     missing = [name for name in surface.__all__ if not hasattr(surface, name)]
     assert not missing
     assert set(surface.__all__) >= {"Scenario", "Strategy", "Query", "Sample", "ask_many", "open_model", "UsageError"}
+
+
+def test_no_module_of_the_core_is_in_an_import_circle():
+    """Module by module (the contract above is by package): no module of harness imports, through
+    any chain, a module that imports it back."""
+    grimp = pytest.importorskip("grimp")
+    graph = grimp.build_graph("harness", "retrievers", "scenarios", cache_dir=None)
+    circles = [
+        (m, imported)
+        for m in sorted(graph.modules)
+        if m.startswith("harness")
+        for imported in sorted(graph.find_modules_directly_imported_by(m))
+        if imported.startswith("harness") and graph.chain_exists(importer=imported, imported=m)
+    ]
+    assert not circles
