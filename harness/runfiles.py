@@ -124,9 +124,17 @@ class Comparison(BaseModel):
     diff: float | None = None
     diff_lo: float | None = None
     diff_hi: float | None = None
-    p: float | None = None  # the difference's paired sign-flip test
-    p_equivalent: float | None = None  # TOST within the tolerance
-    more_needles: int | None = None  # about how many more needles would settle it
+    p: float | None = None  # A and B differ (a betting confidence sequence: anytime-valid; v1: sign-flip test)
+    p_equivalent: float | None = None  # |A - B| within the tolerance
+    p_adjusted: float | None = None  # over every pair of strategies at the length
+    p_equivalent_adjusted: float | None = None
+    pairs: int | None = None  # pairs of strategies the length's alpha is split over
+    rule: str | None = None  # the rule that decided (None: a summary from before the confidence sequences)
+    alpha: float | None = None  # the level over every claim at the length
+    more_needles: int | None = None  # undecided: about how many more needles would settle it
+    more_needles_range: tuple[int, int] | None = None  # its 10th-90th percentile
+    more_needles_share: float | None = None  # share of forecasts decided within the planned maximum
+    margin: float | None = None  # undecided: the narrowest ±tolerance the data shows them within
 
 
 class Verdict(BaseModel):
@@ -147,6 +155,7 @@ class Verdict(BaseModel):
     choice: str | None = None
     tolerance: float | None = None
     alpha: float | None = None
+    pairs: int | None = None  # pairs of strategies at the length (alpha is split over them)
     n: int | None = None
     n_needles: int | None = None
 

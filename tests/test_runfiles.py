@@ -75,3 +75,21 @@ def test_load_run_reads_an_old_folder_and_a_new_summary_typed(tmp_path):
     assert new.summary.version == SUMMARY_VERSION and new.summary.fields == summary["fields"]
     assert [v.choice for v in new.summary.verdict] == [v["choice"] for v in summary["verdict"]]
     assert new.summary.by_strategy == summary["by_strategy"]  # rows keyed by the scenario's fields, as written
+
+
+def test_a_verdict_of_the_confidence_sequences_reads_typed(tmp_path):
+    """A summary written now: every comparison says its rule, its pairs and its adjusted p."""
+    from test_adaptive import adaptive_folder
+    from toy_scenario import TwoFieldScenario
+
+    from harness.report.summary import summarize_run, write_summary
+    from harness.runfiles import load_run
+    from harness.store import RunStore
+
+    run = adaptive_folder(tmp_path, adaptive=False)
+    summary, _, _ = summarize_run(RunStore(run), TwoFieldScenario())
+    write_summary(summary, run)
+    v = load_run(run).summary.verdict[0]
+    c = v.comparisons[0]
+    assert c.rule and c.pairs == v.pairs >= 1 and c.p_adjusted is not None and c.p_adjusted >= c.p
+    assert c.status == summary["verdict"][0]["comparisons"][0]["status"]
