@@ -190,6 +190,26 @@ Adapter = Annotated[
 ]
 
 
+# The flags above, as `compare` and `serve` both take them: EndpointConfig's fields of the same names.
+SERVER_FLAGS = (
+    "max_model_len",
+    "rope_scaling",
+    "rope_factor",
+    "original_max_len",
+    "revision",
+    "tensor_parallel_size",
+    "gpu_memory_utilization",
+    "dtype",
+    "adapter",
+)
+
+
+def server_flags(flags: dict) -> dict:
+    """The server options a command was given (`flags`: its parameters), as EndpointConfig fields."""
+    given = {k: flags[k] for k in SERVER_FLAGS if flags[k] is not None}
+    return given | ({"adapter": str(given["adapter"])} if "adapter" in given else {})
+
+
 # Options of the report at the end of a compare and of `harness report` (the same flags, the same words).
 Prices = Annotated[Optional[Path], typer.Option("--prices", help="YAML price table overriding the shipped one")]
 Tolerance = Annotated[
@@ -375,26 +395,21 @@ def compare(
         out=out,
         includes=[str(p) for p in include] if include else None,
     )
-    data["endpoint"] = (base.get("endpoint") or {}) | given(
-        url=endpoint[0] if endpoint else None,
-        replicas=list(endpoint[1:]) if endpoint else None,
-        replica_concurrency=replica_concurrency,
-        model=model,
-        api=api,
-        api_key_env=api_key_env,
-        max_model_len=max_model_len,
-        concurrency=concurrency,
-        max_tokens=max_tokens,
-        timeout_s=timeout,
-        max_retries=max_retries,
-        rope_scaling=rope_scaling,
-        rope_factor=rope_factor,
-        original_max_len=original_max_len,
-        revision=revision,
-        tensor_parallel_size=tensor_parallel_size,
-        gpu_memory_utilization=gpu_memory_utilization,
-        dtype=dtype,
-        adapter=str(adapter) if adapter is not None else None,
+    data["endpoint"] = (
+        (base.get("endpoint") or {})
+        | given(
+            url=endpoint[0] if endpoint else None,
+            replicas=list(endpoint[1:]) if endpoint else None,
+            replica_concurrency=replica_concurrency,
+            model=model,
+            api=api,
+            api_key_env=api_key_env,
+            concurrency=concurrency,
+            max_tokens=max_tokens,
+            timeout_s=timeout,
+            max_retries=max_retries,
+        )
+        | server_flags(locals())
     )
     data["executor"] = (base.get("executor") or {}) | given(kind=executor, ray_address=ray_address, workers=ray_workers)
     data["scenario_params"] = (
@@ -433,19 +448,7 @@ def serve(
     ),
 ):
     """Serve a model (default: the embedded one; --model gemma-3-270m-<scenario> or --adapter DIR a tuned reader) on 127.0.0.1 until Ctrl-C; use its URL with `compare --endpoint`."""
-    given = dict(
-        model=model,
-        max_model_len=max_model_len,
-        rope_scaling=rope_scaling,
-        rope_factor=rope_factor,
-        original_max_len=original_max_len,
-        revision=revision,
-        tensor_parallel_size=tensor_parallel_size,
-        gpu_memory_utilization=gpu_memory_utilization,
-        dtype=dtype,
-        adapter=str(adapter) if adapter is not None else None,
-    )
-    ec = validated(EndpointConfig, {k: v for k, v in given.items() if v is not None})
+    ec = validated(EndpointConfig, ({"model": model} if model else {}) | server_flags(locals()))
     harness_api.serve(ec, log, replicas)
 
 
