@@ -87,6 +87,12 @@ class Criterion:
             return f"held or ran for political office and were born before {self.value}"
         return f"competed as athletes and were born before {self.value}"
 
+    def search_terms(self) -> list[str]:
+        """Words a search for this criterion holds (stems: "politic" finds "political" and "politician")."""
+        if self.kind == "nationality":
+            return [self.value]
+        return ["politic", "office", "election"] if self.kind == "politician" else ["athlet", "sport"]
+
     def question(self, form: str) -> str:
         if form == "count":
             return f"How many of the people below {self.phrase()}?"
@@ -110,7 +116,12 @@ class BioAggregate(Scenario):
     name = "bio-aggregate"
     Params = AggregateParams
     fields = ["count"]
-    words = Words(document="biography", documents="biographies", subject="question")
+    words = Words(
+        document="biography",
+        documents="biographies",
+        subject="question",
+        searched="the criterion the question names (a nationality, a role)",
+    )
 
     def __init__(self, params: ScenarioParams | None = None, seed: int = 0):
         super().__init__(params, seed)
@@ -127,6 +138,10 @@ class BioAggregate(Scenario):
     @property
     def instructions(self) -> str:
         return INSTRUCTIONS[self.form]
+
+    def search_terms(self, sample: Sample) -> list[str]:
+        c = sample.meta.get("criterion") or {}
+        return Criterion(c["kind"], c["value"]).search_terms() if c else super().search_terms(sample)
 
     def answer_schema(self) -> dict[str, Any]:
         if self.form == "count":

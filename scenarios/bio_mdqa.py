@@ -34,7 +34,7 @@ from harness.errors import UsageError
 from harness.haystack import SEP_TOKENS, TokenCache, check_grid, fill, joined_tokens
 from harness.samples import Document, Sample
 from harness.scenario import Grounding, Scenario, ScenarioParams, Shot, TokenCounter, Words
-from scenarios.bio_needle.generator import BioGenerator
+from scenarios.bio_needle.generator import BioGenerator, surname_terms
 
 REFERENCE_SIZE = 1000
 
@@ -74,6 +74,9 @@ class BioMDQA(Scenario):
 
     def answer_schema(self) -> dict[str, Any]:
         return {"type": "integer", "minimum": 0, "maximum": 2100}
+
+    def search_terms(self, sample: Sample) -> list[str]:
+        return surname_terms(sample.subject)
 
     def reference_labels(self) -> list[dict[str, Any]]:
         return [{"year": r.labels.date_of_birth.year} for r in self.generator.records("haystack", REFERENCE_SIZE)]

@@ -72,6 +72,11 @@ def count_words(text: str) -> int:
     return len(_WORD.findall(text))
 
 
+def surname_terms(name: str) -> list[str]:
+    """What an agent searching for a person should type at least: the surname (the rarest part of a name)."""
+    return name.split()[-1:]
+
+
 @dataclass(frozen=True)
 class Person:
     """A generated person: the facts, the role behind the booleans, and the finished record."""

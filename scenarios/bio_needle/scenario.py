@@ -28,7 +28,7 @@ from harness.errors import UsageError
 from harness.haystack import CHARS_PER_TOKEN_GUESS, SEP_TOKENS, TokenCache
 from harness.samples import Document, Sample
 from harness.scenario import Scenario, ScenarioParams, Shot, TokenCounter, Words
-from scenarios.bio_needle.generator import BioGenerator
+from scenarios.bio_needle.generator import BioGenerator, surname_terms
 from scenarios.bio_needle.loader import BioLabels, BioRecord, ReadReport, read_bios
 
 _TASK = """\
@@ -227,6 +227,9 @@ class BioNeedle(Scenario):
     @property
     def training(self) -> bool:
         return getattr(self.params, "split", "test") == "train"
+
+    def search_terms(self, sample: Sample) -> list[str]:
+        return surname_terms(sample.subject)
 
     def split(self, name: str, seed: int | None = None) -> BioNeedle:
         """The test people, or the training ones (surnames no test split can hold, seen forms only)."""
