@@ -327,3 +327,68 @@ def test_self_route_refuses_an_arm_that_does_not_retrieve(tmp_path):
 
     with pytest.raises(UsageError, match="not a retrieval arm"):
         build_strategies(RunConfig(strategies=["self-route:rag=full-context"]), tmp_path, None)
+
+
+def test_self_route_one_call_form_answers_or_says_unanswerable(sample_and_scenario, tmp_path):
+    sample, scen = sample_and_scenario
+    r, bodies = _run("self-route:form=unanswerable", scen, sample, [{"text": _gold_text(scen, sample)}], tmp_path)
+    assert r.route == "rag" and r.n_calls == 1 and r.score == 1
+    assert 'reply "unanswerable"' in bodies[0]["prompt"] and "answerable" not in json.dumps(
+        bodies[0]["response_format"]["json_schema"]["schema"]["anyOf"][0]
+    )
+    replies = [{"text": '"unanswerable"'}, {"text": _gold_text(scen, sample)}]
+    r, _ = _run("self-route:form=unanswerable,top_k=1", scen, sample, replies, tmp_path)
+    assert r.route == "full-context" and [c.purpose for c in r.calls] == ["route", "answer"] and r.score == 1
+
+
+def test_route_accuracy_against_the_oracle_route(sample_and_scenario, tmp_path):
+    """Answerable exactly when retrieval showed the whole needle: each (said, oracle) pair is counted."""
+    from harness.report.multicall import route_rows
+
+    sample, scen = sample_and_scenario
+    yes = [{"text": json.dumps({"answerable": True, "answer": scen.encode_answer(sample.gold)})}]
+    no = [{"text": '{"answerable":false,"answer":null}'}, {"text": _gold_text(scen, sample)}]
+    shown_all, _ = _run("self-route:top_k=8", scen, sample, yes, tmp_path)  # the needle is in the top 8
+    refused_all, _ = _run("self-route:top_k=8", scen, sample, no, tmp_path)
+    assert shown_all.shown.retrieval["needle_coverage"] == 1.0
+    assert refused_all.shown.retrieval["first_route"]["needle_coverage"] == 1.0
+    (row,) = route_rows([shown_all, refused_all])
+    assert row["route_confusion"] == {
+        "answerable/answerable": 1,
+        "answerable/not": 0,
+        "not/answerable": 1,
+        "not/not": 0,
+    }
+    assert row["route_accuracy"] == 0.5 and row["token_share_of"] == "haystack" and row["token_share"] > 0
+
+
+def test_terminal_and_report_show_action_and_route_metrics(sample_and_scenario, tmp_path):
+    from rich.console import Console
+
+    from harness.report.html import render_report
+    from harness.report.summary import summarize
+    from harness.report.terminal import agent_action_table, route_table
+
+    sample, scen = sample_and_scenario
+    agent, _ = _run(
+        "agentic:driver=json",
+        scen,
+        sample,
+        [_action(action="jump", input=""), _action(action="answer", input=""), {"text": _gold_text(scen, sample)}],
+        tmp_path,
+    )
+    routed, _ = _run(
+        "self-route:top_k=8", scen, sample, [{"text": '"x"'}, {"text": _gold_text(scen, sample)}], tmp_path
+    )
+    summary = summarize([agent, routed], scen)
+    (a,) = summary["agents"]
+    assert a["unknown_tool"] == 1 and a["valid_actions"] == 0.5 and a["token_share_of"] == "haystack"
+    (r,) = summary["routes"]
+    assert r["route_confusion"]["not/answerable"] == 1 and r["route_accuracy"] == 0.0
+    console = Console(record=True, width=250)
+    console.print(agent_action_table(summary))
+    console.print(route_table(summary))
+    text = console.export_text()
+    assert "unknown tool" in text and "50.0" in text and "route accuracy" in text and "0 / 0" in text
+    html = render_report(summary, [agent, routed], [sample], scen)
+    assert 'id="agent-actions"' in html and "route accuracy" in html and "invalid (unknown tool)" in html
