@@ -170,8 +170,10 @@ def test_search_terms_speak_each_scenarios_subject():
         for sample in samples:
             terms = scen.search_terms(sample)
             assert terms and all(t.strip() for t in terms), name
-            gold = " ".join(d.text for d in sample.documents if d.id in sample.gold_ids).lower()
-            assert any(t.lower() in gold for t in terms), (name, terms)  # a search for them can find the gold
+            assert any(t.lower() in sample.question.lower() for t in terms), (name, terms)  # the agent can copy them
+            if name != "bio-aggregate":  # a criterion is matched by meaning, a name or key by its letters
+                gold = " ".join(d.text for d in sample.documents if d.id in sample.gold_ids).lower()
+                assert any(t.lower() in gold for t in terms), (name, terms)
 
 
 def test_json_agent_stopped_by_max_steps_answers_from_what_it_was_shown(sample_and_scenario, tmp_path):
