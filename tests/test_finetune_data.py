@@ -284,6 +284,33 @@ def test_a_retriever_is_asked_one_question_per_context(tmp_path):
         assert e.strategy == "rag-dense" and e.subject.lower() in e.prompt.split("Question:")[0].lower()
 
 
+def test_retrieved_answerable_keeps_partial_views_as_not_answerable(tmp_path):
+    """With retrieved_answerable, a retriever's view that cut part of the needle is a not-answerable example
+    (the asked-about person is in the chunks, the whole biography is not); off, such views are drawn again."""
+
+    def build(on: bool, n: int):
+        data = DataConfig(
+            lengths=[900, 1400],
+            strategies=["rag-dense:top_k=1,chunk_size=48"],
+            answerable_share=1.0,
+            retrieved_answerable=on,
+            seed=3,
+        )
+        builder = ExampleBuilder(
+            build_scenario(data), data, count_words, build_strategies(data.strategies, tmp_path, count_words)
+        )
+        return builder.build(n, "train")
+
+    def partial(e) -> bool:  # not answerable, yet the person asked about is in the retrieved chunks
+        context = e.prompt.split("Documents:\n", 1)[1].rsplit("\n\nQuestion:", 1)[0].lower()
+        return not e.needle_shown and e.subject.split()[-1].lower() in context
+
+    on = build(True, 8)
+    cut = [e for e in on if partial(e)]
+    assert cut and all(json.loads(e.target) == {"answerable": False, "answer": None} for e in cut)
+    assert not any(partial(e) for e in build(False, 4))
+
+
 def test_examples_are_deterministic_and_test_examples_disjoint(examples, tmp_path):
     scen, train, test = examples
     again = ExampleBuilder(scen, DATA, count_words, build_strategies(DATA.strategies, tmp_path, count_words))

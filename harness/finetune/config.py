@@ -46,6 +46,12 @@ class DataConfig(BaseModel):
         le=1,
         description="1: every combination of the boolean answer fields equally often; 0: as the split draws them",
     )
+    retrieved_answerable: bool = Field(
+        False,
+        description="answerable-form contexts shown by a retriever keep their partial views: a context that "
+        "cut part of the gold documents (needle coverage below 1) is a not-answerable example (self-route's "
+        "decision on retrieved chunks); off: such a view is drawn again",
+    )
     seed: int = 0
 
     @model_validator(mode="after")

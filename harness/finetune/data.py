@@ -16,7 +16,10 @@ and the target says {"answerable": false, "answer": null}.
 Boolean answer fields are balanced (by rejection: every combination of them as often as the
 rarest), so a reader cannot score by the population's majority label. A retrieval strategy's
 context is redrawn when it does not hold the whole of the gold documents (needle coverage below
-1): the target would otherwise teach answers the context does not give.
+1): the target would otherwise teach answers the context does not give — except, with
+`retrieved_answerable` (default off), in the answerable form, where such a partial view is kept
+as a not-answerable example: the decision self-route asks of retrieved chunks, learned on them
+(the chunk with the death date not retrieved: not answerable).
 """
 
 from __future__ import annotations
@@ -215,8 +218,11 @@ class ExampleBuilder:
         out = []
         for q, shown in asked:
             view = strategy.show(q)
-            # A retriever that cut the gold documents would teach answers the context does not hold.
+            # A retriever that cut the gold documents would teach answers the context does not hold;
+            # in the answerable form, with retrieved_answerable, it teaches that they are not there.
             if shown and (view.retrieval.get("needle_coverage") or 1.0) < 1.0:
+                if answerable and self.data.retrieved_answerable:
+                    out.append((q, seed, view.context, False))
                 continue
             out.append((q, seed, view.context, shown))
         return out
