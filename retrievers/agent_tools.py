@@ -149,7 +149,7 @@ async def run_tool_agent(arm, sample: Sample, query, tools: Tools) -> tuple[str 
     ]
 
     model = _chat_model_class()(query=query, before_call=lambda: arm.check_budget(query), on_invalid=tools.invalid)
-    agent = create_agent(model, toolset, system_prompt=arm.instructions(query, sample))
+    agent = create_agent(model, toolset, system_prompt=arm.instructions(query.scenario, sample))
     try:
         await agent.ainvoke(
             {"messages": [HumanMessage(sample.question)]}, config={"recursion_limit": 2 * arm.params.max_steps + 1}

@@ -35,12 +35,14 @@ from typing import Any, Literal
 from pydantic import Field
 
 from harness.errors import UsageError
-from harness.prompting import Prompt
+from harness.prompting import Prompt, build_prompt
 from harness.query import Query, WindowExceeded
 from harness.record import Step
 from harness.samples import Sample
+from harness.scenario import Scenario
+from harness.scoring.answers import wire_answer
 from harness.strategy import Outcome, Strategy, StrategyParams
-from retrievers.agent_actions import MAX_QUERY_CHARS, RESULT_CHARS, Tools, strict_schema
+from retrievers.agent_actions import MAX_QUERY_CHARS, RESULT_CHARS, Tools, passages_text, strict_schema
 
 
 class AgenticParams(StrategyParams):
@@ -127,8 +129,7 @@ class Agentic(Strategy):
             )
         return []
 
-    def instructions(self, query: Query, sample: Sample) -> str:
-        scenario = query.scenario
+    def instructions(self, scenario: Scenario, sample: Sample) -> str:
         note = AGENT_NOTE.format(
             n=len(sample.documents),
             answer=ANSWER_READ if self.params.answer_from == "read" else ANSWER_ACTION,
@@ -176,8 +177,8 @@ class Agentic(Strategy):
         )
 
     # -- the JSON action protocol -------------------------------------------------------------------------
-    def json_prompt(self, sample: Sample, query: Query, transcript: list[tuple[str, str]]) -> Prompt:
-        head = self.instructions(query, sample) + "\n" + JSON_NOTE[self.params.answer_from]
+    def json_prompt(self, sample: Sample, scenario: Scenario, transcript: list[tuple[str, str]]) -> Prompt:
+        head = self.instructions(scenario, sample) + "\n" + JSON_NOTE[self.params.answer_from]
         lines = [head, "", f"Question: {sample.question}", ""]
         messages: list[dict[str, Any]] = [
             {"role": "system", "content": head},
@@ -196,7 +197,8 @@ class Agentic(Strategy):
         transcript: list[tuple[str, str]] = []
         for _ in range(self.params.max_steps):
             self.check_budget(query)
-            gen = await query.generate(self.json_prompt(sample, query, transcript), schema=schema, purpose="agent")
+            prompt = self.json_prompt(sample, query.scenario, transcript)
+            gen = await query.generate(prompt, schema=schema, purpose="agent")
             call = len(query.calls) - 1
             try:
                 action = json.loads(gen.text)
@@ -226,3 +228,40 @@ class Agentic(Strategy):
                 result = (await tools.read(argument, call=call))[: RESULT_CHARS * 2]
             transcript.append((json.dumps(action, ensure_ascii=False), result))
         return None, "max_steps"
+
+    # -- demonstrations (fine-tuning data) -----------------------------------------------------------------
+    async def trajectory(self, sample: Sample, scenario: Scenario, miss: str | None = None) -> list[tuple[Prompt, str]]:
+        """The JSON protocol done right on one sample, as (the prompt of a step, what to write) pairs, in the exact
+        bytes `solve` sends: [a search for `miss` that surfaces no gold document, then] a search for the subject,
+        a read of the gold document it surfaced, the answer action, and the answer written over what was read
+        (the extraction prompt). [] when the subject's search surfaces no gold document (nothing to demonstrate);
+        a `miss` that does surface one is left out. Only the default protocol (answer_from=read)."""
+        self.rag.prepare([sample])
+        tools = Tools(self.rag, sample, self.params.k, scenario.search_terms(sample))
+        out: list[tuple[Prompt, str]] = []
+        transcript: list[tuple[str, str]] = []
+
+        def act(action: dict[str, str], result: str) -> None:
+            out.append((self.json_prompt(sample, scenario, transcript), _compact(action)))
+            transcript.append((json.dumps(action, ensure_ascii=False), result))
+
+        if miss:
+            results = await tools.search(miss)
+            if tools.search_hits[-1]:
+                tools = Tools(self.rag, sample, self.params.k, scenario.search_terms(sample))
+            else:
+                act({"action": "search", "input": miss}, passages_text(results))
+        results = await tools.search(sample.subject)
+        gold = next((d for r in results for d in r["documents"] if d in sample.gold_ids), None)
+        if gold is None:
+            return []
+        act({"action": "search", "input": sample.subject}, passages_text(results))
+        act({"action": "read", "input": gold}, (await tools.read(gold))[: RESULT_CHARS * 2])
+        out.append((self.json_prompt(sample, scenario, transcript), _compact({"action": "answer", "input": ""})))
+        final = build_prompt(scenario.instructions, [], tools.shown().context, sample.question)
+        out.append((final, _compact(wire_answer(scenario, sample.gold))))
+        return out
+
+
+def _compact(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))

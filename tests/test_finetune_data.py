@@ -459,3 +459,34 @@ def test_bf16_training_only_where_the_cpu_computes_it(monkeypatch):
     monkeypatch.delenv("ATEN_CPU_CAPABILITY")
     monkeypatch.delenv("ONEDNN_MAX_CPU_ISA", raising=False)
     assert FinetuneConfig().bf16 is read_facts().native_bf16
+
+
+def test_agent_trajectories_are_optional_groups_of_steps(tmp_path):
+    """agent_share makes contexts into trajectories: [a missed search,] the subject's search, the read, the answer
+    action, the answer over what was read; each step an example of one group. Off (the default), nothing changes."""
+    data = DataConfig(lengths=[900, 1400], agent_share=1.0, agent_recovery=1.0, seed=5)
+    builder = ExampleBuilder(
+        build_scenario(data), data, count_words, build_strategies(data.strategies, tmp_path, count_words)
+    )
+    train = builder.build(3, "train")
+    groups: dict[int, list] = {}
+    for e in train:
+        groups.setdefault(e.group, []).append(e)
+    assert len(groups) == 3 and all(e.form == "agent" and e.strategy.startswith("agentic") for e in train)
+    recovered = 0
+    for steps in groups.values():
+        actions = [json.loads(e.target) for e in steps[:-1]]
+        assert [a["action"] for a in actions][-3:] == ["search", "read", "answer"]
+        assert actions[-3]["input"] == steps[0].subject
+        recovered += len(actions) == 4 and actions[0]["action"] == "search" and actions[0]["input"] != steps[0].subject
+        assert read_answer(steps[-1].target, builder.scenario)[0] is not None  # the answer, in the scenario's form
+        assert steps[-1].prompt.endswith("Answer:") and all('"action"' in e.prompt for e in steps[:-1])
+    assert recovered >= 1
+    off = ExampleBuilder(
+        build_scenario(DATA), DATA, count_words, build_strategies(DATA.strategies, tmp_path, count_words)
+    )
+    plain = DATA.model_copy(update={"agent_share": 0.0, "retrieved_answerable": False})
+    again = ExampleBuilder(
+        build_scenario(plain), plain, count_words, build_strategies(plain.strategies, tmp_path, count_words)
+    )
+    assert [e.model_dump() for e in off.build(4, "train")] == [e.model_dump() for e in again.build(4, "train")]

@@ -394,3 +394,21 @@ def test_terminal_and_report_show_action_and_route_metrics(sample_and_scenario, 
     assert "unknown tool" in text and "50.0" in text and "route accuracy" in text and "0 / 0" in text
     html = render_report(summary, [agent, routed], [sample], scen)
     assert 'id="agent-actions"' in html and "route accuracy" in html and "invalid (unknown tool)" in html
+
+
+def test_agent_trajectory_is_byte_for_byte_what_solve_sends(sample_and_scenario, tmp_path):
+    """Fine-tuning demonstrations (harness finetune's agent trajectories) are the prompts the arm really sends:
+    replayed as the model's replies, every request of `solve` equals a demonstrated prompt, in order."""
+    sample, scen = sample_and_scenario
+    (arm,) = build_strategies(RunConfig(strategies=["agentic:driver=json"]), tmp_path / "cache", None)
+    steps = asyncio.run(arm.trajectory(sample, scen, miss="Quorble Zanthex"))
+    assert steps
+    actions = [json.loads(t) for _, t in steps[:-1]]
+    assert actions[-3:] == [
+        {"action": "search", "input": sample.subject},
+        {"action": "read", "input": sample.gold_ids[0]},
+        {"action": "answer", "input": ""},
+    ]
+    r, bodies = _run("agentic:driver=json", scen, sample, [{"text": t} for _, t in steps], tmp_path)
+    assert [b["prompt"] for b in bodies] == [p.text for p, _ in steps]
+    assert r.score == 1 and r.limit is None and r.shown.retrieval["searched_subject"]
