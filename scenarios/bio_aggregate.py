@@ -39,7 +39,7 @@ from typing import Any, Literal
 from pydantic import Field
 
 from harness.errors import UsageError
-from harness.haystack import SEP_TOKENS, TokenCache, check_grid, depth_index, fill, joined_tokens
+from harness.haystack import SEP_TOKENS, TokenCache, depth_index, fill, grid, joined_tokens
 from harness.samples import Document, Sample
 from harness.scenario import Scenario, ScenarioParams, Shot, TokenCounter, Words
 from harness.scoring.answers import set_precision_recall
@@ -201,23 +201,14 @@ class BioAggregate(Scenario):
 
     def _background(self, crit: Criterion) -> Iterator[tuple[str, BioRecord]]:
         """Haystack biographies that do not match the criterion, in order, with their pool ids."""
-        j = 0
-        while True:
-            for r in self.generator.records("haystack", j + 64)[j:]:
-                if not crit.matches(r.labels):
-                    yield f"h{j}", r
-                j += 1
+        return ((f"h{j}", r) for j, r in self.generator.stream("haystack") if not crit.matches(r.labels))
 
     # -- the grid ---------------------------------------------------------------------------------------
     def samples(
         self, lengths: Sequence[int], depths: Sequence[float], needles: int, count_tokens: TokenCounter
     ) -> list[Sample]:
-        lengths = list(dict.fromkeys(lengths))
-        depths = [float(d) for d in dict.fromkeys(depths)]
-        check_grid(self.name, lengths, depths, needles)
-        if self._cache is None or self._cache.count_tokens is not count_tokens:
-            self._cache = TokenCache(count_tokens)
-        cache = self._cache
+        lengths, depths = grid(self.name, lengths, depths, needles)
+        cache = self._cache = TokenCache.reuse(self._cache, count_tokens)
         qs = self.questions(needles)
         cache.ensure(r.bio for q in qs for r in q.matches)
         out: list[Sample] = []

@@ -31,7 +31,7 @@ from typing import Any
 from pydantic import Field
 
 from harness.errors import UsageError
-from harness.haystack import SEP_TOKENS, TokenCache, check_grid, fill, joined_tokens
+from harness.haystack import SEP_TOKENS, TokenCache, fill, grid, joined_tokens
 from harness.samples import Document, Sample
 from harness.scenario import Grounding, Scenario, ScenarioParams, Shot, TokenCounter, Words
 from scenarios.bio_needle.generator import BioGenerator, surname_terms
@@ -89,12 +89,8 @@ class BioMDQA(Scenario):
     def samples(
         self, lengths: Sequence[int], depths: Sequence[float], needles: int, count_tokens: TokenCounter
     ) -> list[Sample]:
-        lengths = list(dict.fromkeys(lengths))
-        depths = [float(d) for d in dict.fromkeys(depths)]
-        check_grid(self.name, lengths, depths, needles)
-        if self._cache is None or self._cache.count_tokens is not count_tokens:
-            self._cache = TokenCache(count_tokens)
-        cache = self._cache
+        lengths, depths = grid(self.name, lengths, depths, needles)
+        cache = self._cache = TokenCache.reuse(self._cache, count_tokens)
         people = self.generator.records("needles", needles)
         needle_tokens = cache.count([r.bio for r in people])
         biggest = max(needle_tokens)

@@ -35,7 +35,7 @@ from typing import Any, Literal
 from pydantic import Field
 
 from harness.errors import UsageError
-from harness.haystack import SEP_TOKENS, TokenCache, check_grid, depth_index, fill, joined_tokens
+from harness.haystack import SEP_TOKENS, TokenCache, depth_index, fill, grid, joined_tokens
 from harness.samples import Document, Sample
 from harness.scenario import Grounding, Scenario, ScenarioParams, Shot, TokenCounter, Words
 from scenarios.bio_needle.generator import BioGenerator, Person, surname_terms, wikify
@@ -136,22 +136,14 @@ class BioMultihop(Scenario):
     def _pool(self) -> Iterator[tuple[str, Any]]:
         """(id, record) of the haystack split in order, endlessly."""
         split = "train-haystack" if self.training else "haystack"
-        j = 0
-        while True:
-            for r in self.generator.records(split, j + 64)[j:]:
-                yield f"h{j}", r
-                j += 1
+        return ((f"h{j}", r) for j, r in self.generator.stream(split))
 
     # -- the grid ---------------------------------------------------------------------------------------
     def samples(
         self, lengths: Sequence[int], depths: Sequence[float], needles: int, count_tokens: TokenCounter
     ) -> list[Sample]:
-        lengths = list(dict.fromkeys(lengths))
-        depths = [float(d) for d in dict.fromkeys(depths)]
-        check_grid(self.name, lengths, depths, needles)
-        if self._cache is None or self._cache.count_tokens is not count_tokens:
-            self._cache = TokenCache(count_tokens)
-        cache = self._cache
+        lengths, depths = grid(self.name, lengths, depths, needles)
+        cache = self._cache = TokenCache.reuse(self._cache, count_tokens)
         pairs = self.pairs("train-needles" if self.training else "needles", needles)
         texts = [(p.record.bio + " " + coached_by(p, c), c.record.bio) for p, c in pairs]
         pair_tokens = [joined_tokens(cache.count(list(t))) for t in texts]

@@ -31,7 +31,7 @@ from typing import Any, Literal
 from pydantic import Field
 
 from harness.errors import UsageError
-from harness.haystack import SEP_TOKENS, TokenCache, check_grid, depth_index, fill, joined_tokens
+from harness.haystack import SEP_TOKENS, TokenCache, depth_index, fill, grid, joined_tokens
 from harness.samples import Document, Sample
 from harness.scenario import Grounding, Scenario, ScenarioParams, Shot, TokenCounter, Words
 
@@ -127,12 +127,8 @@ class KVRetrieval(Scenario):
     def samples(
         self, lengths: Sequence[int], depths: Sequence[float], needles: int, count_tokens: TokenCounter
     ) -> list[Sample]:
-        lengths = list(dict.fromkeys(lengths))
-        depths = [float(d) for d in dict.fromkeys(depths)]
-        check_grid(self.name, lengths, depths, needles)
-        if self._cache is None or self._cache.count_tokens is not count_tokens:
-            self._cache = TokenCache(count_tokens)
-        cache = self._cache
+        lengths, depths = grid(self.name, lengths, depths, needles)
+        cache = self._cache = TokenCache.reuse(self._cache, count_tokens)
         pairs = self.needles(needles)
         texts = [pair_text(k, v) for k, v in pairs]
         needle_tokens = cache.count(texts)

@@ -71,6 +71,26 @@ class Example(BaseModel):
     target: str  # the answer as the model should write it (compact JSON)
     gold: dict[str, Any] | None  # the scored form; None when not answerable
 
+    @classmethod
+    def of(
+        cls, sample: Sample, prompt, target: str, *, shown: bool = True, depth: float | None, **where: Any
+    ) -> Example:
+        """An example asking `sample`'s question with `prompt` (a harness.prompting.Prompt); `where`: split, group,
+        form, strategy (its label) and seed."""
+        return cls(
+            **where,
+            needle_shown=shown,
+            sample_id=sample.id,
+            subject=sample.subject,
+            length=sample.length,
+            depth=depth,
+            context_tokens=sample.context_tokens,
+            prompt=prompt.text,
+            messages=prompt.messages,
+            target=target,
+            gold=sample.gold if shown else None,
+        )
+
     def chat(self) -> list[dict[str, Any]]:
         """The chat-format messages: system, user, and the assistant's gold answer."""
         return [*self.messages, {"role": "assistant", "content": self.target}]
@@ -224,22 +244,16 @@ class ExampleBuilder:
         else:
             raise UsageError(f"{agent.label}: its search never surfaced the subject's document; no trajectory")
         return [
-            Example(
+            Example.of(
+                sample,
+                prompt,
+                target,
+                depth=sample.depth,
                 split=split,
                 group=group,
                 form="agent",
-                needle_shown=True,
                 strategy=agent.label,
-                sample_id=sample.id,
                 seed=seed,
-                subject=sample.subject,
-                length=sample.length,
-                depth=sample.depth,
-                context_tokens=sample.context_tokens,
-                prompt=prompt.text,
-                messages=prompt.messages,
-                target=target,
-                gold=sample.gold,
             )
             for prompt, target in steps
         ]
@@ -314,22 +328,18 @@ class ExampleBuilder:
             if shown and sample.gold_ids and sample.gold_ids[0] in ids
             else None
         )
-        return Example(
+        form = "answerable" if answerable else "answer"
+        return Example.of(
+            sample,
+            prompt,
+            target,
+            shown=shown,
+            depth=depth,
             split=split,
             group=group,
-            form="answerable" if answerable else "answer",
-            needle_shown=shown,
+            form=form,
             strategy=strategy.label,
-            sample_id=sample.id,
             seed=seed,
-            subject=sample.subject,
-            length=sample.length,
-            depth=depth,
-            context_tokens=sample.context_tokens,
-            prompt=prompt.text,
-            messages=prompt.messages,
-            target=target,
-            gold=sample.gold if shown else None,
         )
 
 
