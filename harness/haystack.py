@@ -104,6 +104,24 @@ def fill(
 _END = object()
 
 
+def plant(
+    background: Sequence[T], counts: Sequence[int], planted: Sequence[tuple[int, T, int]]
+) -> tuple[list[T], list[int]]:
+    """The background with each planted (k, item, tokens) put before background item k (k = len: at the end;
+    equal k in the order given), and every item's token count in the same order (for `joined_tokens`)."""
+    items: list[T] = []
+    tokens: list[int] = []
+    for k in range(len(background) + 1):
+        for at, item, n in planted:
+            if at == k:
+                items.append(item)
+                tokens.append(n)
+        if k < len(background):
+            items.append(background[k])
+            tokens.append(counts[k])
+    return items, tokens
+
+
 def depth_index(counts: Sequence[int], depth: float, sep_tokens: int = SEP_TOKENS) -> int:
     """Where a needle goes among documents of these token counts for `depth` percent: the document
     boundary k (0..len) whose token offset is nearest depth% of their joined length (ties go

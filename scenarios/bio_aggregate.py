@@ -39,7 +39,7 @@ from typing import Any, Literal
 from pydantic import Field
 
 from harness.errors import UsageError
-from harness.haystack import SEP_TOKENS, TokenCache, depth_index, fill, grid, joined_tokens
+from harness.haystack import SEP_TOKENS, TokenCache, depth_index, fill, grid, joined_tokens, plant
 from harness.samples import Document, Sample
 from harness.scenario import Scenario, ScenarioParams, Shot, TokenCounter, Words
 from harness.scoring.answers import set_precision_recall
@@ -227,16 +227,10 @@ class BioAggregate(Scenario):
                 ids = [f"n{i}.{m}" for m in range(len(q.matches))]
                 for d in depths:
                     slots = [depth_index(counts, p) for p in self.spread(d, len(q.matches))]
-                    documents: list[Document] = []
-                    doc_counts: list[int] = []
-                    for k in range(len(docs) + 1):
-                        for m, s in enumerate(slots):
-                            if s == k:
-                                documents.append(Document(id=ids[m], text=q.matches[m].bio))
-                                doc_counts.append(cache[q.matches[m].bio])
-                        if k < len(docs):
-                            documents.append(docs[k])
-                            doc_counts.append(counts[k])
+                    matches = [Document(id=ids[m], text=r.bio) for m, r in enumerate(q.matches)]
+                    documents, doc_counts = plant(
+                        docs, counts, [(s, doc, cache[doc.text]) for s, doc in zip(slots, matches)]
+                    )
                     out.append(
                         Sample(
                             id=f"bio-aggregate/L{L}/d{d:g}/n{i}",

@@ -35,7 +35,7 @@ from typing import Any, Literal
 from pydantic import Field
 
 from harness.errors import UsageError
-from harness.haystack import SEP_TOKENS, TokenCache, depth_index, fill, grid, joined_tokens
+from harness.haystack import SEP_TOKENS, TokenCache, depth_index, fill, grid, joined_tokens, plant
 from harness.samples import Document, Sample
 from harness.scenario import Grounding, Scenario, ScenarioParams, Shot, TokenCounter, Words
 from scenarios.bio_needle.generator import BioGenerator, Person, surname_terms, wikify
@@ -161,22 +161,11 @@ class BioMultihop(Scenario):
                     counts, (d + self.params.coach_offset) % 100 if d < 100 else self.params.coach_offset
                 )
                 for i, ((person, coach), (person_text, coach_text)) in enumerate(zip(pairs, texts)):
-                    planted = sorted(
-                        [
-                            (at, 0, Document(id=f"n{i}", text=person_text)),
-                            (coach_at, 1, Document(id=f"c{i}", text=coach_text)),
-                        ],
-                        key=lambda x: (x[0], x[1]),
+                    person_doc = Document(id=f"n{i}", text=person_text)
+                    coach_doc = Document(id=f"c{i}", text=coach_text)
+                    documents, doc_counts = plant(
+                        docs, counts, [(at, person_doc, cache[person_text]), (coach_at, coach_doc, cache[coach_text])]
                     )
-                    documents, doc_counts = [], []
-                    for k in range(len(docs) + 1):
-                        for pos, _, doc in planted:
-                            if pos == k:
-                                documents.append(doc)
-                                doc_counts.append(cache[doc.text])
-                        if k < len(docs):
-                            documents.append(docs[k])
-                            doc_counts.append(counts[k])
                     out.append(
                         Sample(
                             id=f"bio-multihop/L{L}/d{d:g}/n{i}",
