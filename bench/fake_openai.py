@@ -4,7 +4,8 @@ Used by bench/overhead.py (the harness's own overhead, with the model out of the
 the fault tests that need a server they can kill. A bare asyncio HTTP/1.1 server with keep-alive
 (no framework), so it costs the client side as little CPU as possible.
 
-    python bench/fake_openai.py [--port 0] [--latency 0] [--exit-after N] [--echo-auth]
+    python bench/fake_openai.py [--port 0] [--latency 0] [--exit-after N] [--echo-auth] [--strict]
+                                [--tool-call NAME]
     -> prints "listening http://127.0.0.1:PORT/v1" and serves until killed
 
 Routes: GET /v1/models, GET /version, GET /health, POST /tokenize (count = characters / 4),
@@ -13,6 +14,10 @@ GET /__stats (how many generation and /tokenize requests it answered).
 --exit-after N: the process dies abruptly (os._exit) on the (N+1)-th generation request, like
 a crashed server. --echo-auth: every 5th generation request answers HTTP 500 with the received
 Authorization header in the body (a server leaking the key back; the harness must scrub it).
+--strict: enforce OpenAI's documented rules for strict structured output (`strict_problems`) on
+every `response_format` json_schema and every tool marked `"strict": true`, answering HTTP 400
+with the first broken rule, as OpenAI does; /__stats counts the refusals. --tool-call NAME: when a
+chat request offers a tool of that name, call it with `{}` instead of answering text.
 """
 
 from __future__ import annotations
@@ -34,6 +39,50 @@ ANSWER = {
     "sportsperson": False,
     "politician": False,
 }
+
+
+def strict_problems(schema, path: str = "$") -> list[str]:
+    """Where `schema` breaks OpenAI's rules for strict structured output (Structured Outputs, "Supported
+    schemas"): the root is an object and not an anyOf; every object sets additionalProperties to false
+    and lists every property in required; the rules hold in nested objects, array items, anyOf
+    branches and $defs. [] when it is accepted."""
+    out: list[str] = []
+    if path == "$":
+        if not isinstance(schema, dict) or schema.get("type") != "object":
+            out.append("$: the root schema must be an object")
+        if isinstance(schema, dict) and "anyOf" in schema:
+            out.append("$: the root schema must not be anyOf")
+    if not isinstance(schema, dict):
+        return out
+    props = schema.get("properties")
+    if schema.get("type") == "object" or props is not None:
+        if schema.get("additionalProperties") is not False:
+            out.append(f"{path}: additionalProperties must be false")
+        missing = [k for k in props or {} if k not in (schema.get("required") or [])]
+        if missing:
+            out.append(f"{path}: every property must be required (missing {', '.join(missing)})")
+    for k, v in (props or {}).items():
+        out += strict_problems(v, f"{path}.{k}")
+    if isinstance(schema.get("items"), dict):
+        out += strict_problems(schema["items"], f"{path}[]")
+    for i, v in enumerate(schema.get("anyOf") or []):
+        out += strict_problems(v, f"{path}.anyOf[{i}]")
+    for k, v in (schema.get("$defs") or {}).items():
+        out += strict_problems(v, f"{path}.$defs.{k}")
+    return out
+
+
+def request_problems(req: dict) -> list[str]:
+    """Strict-rule problems of one generation request's response_format and strict tools."""
+    out: list[str] = []
+    rf = req.get("response_format") or {}
+    if rf.get("type") == "json_schema" and (rf.get("json_schema") or {}).get("strict"):
+        out += [f"response_format: {p}" for p in strict_problems(rf["json_schema"].get("schema"))]
+    for tool in req.get("tools") or []:
+        fn = tool.get("function") or {}
+        if fn.get("strict"):
+            out += [f"tool {fn.get('name')}: {p}" for p in strict_problems(fn.get("parameters"))]
+    return out
 
 
 class HTTPServer:
@@ -79,8 +128,13 @@ class Server(HTTPServer):
         exit_after: int | None = None,
         echo_auth: bool = False,
         max_model_len: int = 32768,
+        strict: bool = False,
+        tool_call: str | None = None,
     ):
         self.model = model
+        self.strict = strict
+        self.tool_call = tool_call
+        self.refused = 0
         self.max_model_len = max_model_len
         self.answer = answer if answer is not None else json.dumps(ANSWER, separators=(",", ":"))
         self.latency = latency
@@ -122,6 +176,20 @@ class Server(HTTPServer):
             }
         ).encode()
 
+    def _tool_reply(self, name: str) -> bytes:
+        call = {"id": "call_fake", "type": "function", "function": {"name": name, "arguments": "{}"}}
+        message = {"role": "assistant", "content": None, "tool_calls": [call]}
+        return json.dumps(
+            {
+                "id": "chatcmpl-fake",
+                "object": "chat.completion",
+                "created": 0,
+                "model": self.model,
+                "choices": [{"index": 0, "message": message, "finish_reason": "tool_calls"}],
+                "usage": {"prompt_tokens": 100, "completion_tokens": 10, "total_tokens": 110},
+            }
+        ).encode()
+
     async def route(self, method: bytes, path: bytes, headers: dict, body: bytes) -> tuple[int, bytes]:
         if path in (b"/v1/completions", b"/v1/chat/completions"):
             self.generations += 1
@@ -133,9 +201,21 @@ class Server(HTTPServer):
                 return 500, json.dumps(
                     {"error": {"message": "overloaded", "auth": headers.get(b"authorization", b"").decode()}}
                 ).encode()
+            if self.strict or self.tool_call:
+                req = json.loads(body or b"{}")
+                problems = request_problems(req) if self.strict else []
+                if problems:
+                    self.refused += 1
+                    return 400, json.dumps(
+                        {"error": {"message": "; ".join(problems), "type": "invalid_request_error"}}
+                    ).encode()
+                names = {(t.get("function") or {}).get("name") for t in req.get("tools") or []}
+                if self.tool_call in names:
+                    return 200, self._tool_reply(self.tool_call)
             return 200, self._completion if path == b"/v1/completions" else self._chat
         if path == b"/__stats":
-            return 200, json.dumps({"generations": self.generations, "tokenize": self.tokenize}).encode()
+            stats = {"generations": self.generations, "tokenize": self.tokenize, "refused": self.refused}
+            return 200, json.dumps(stats).encode()
         if path == b"/tokenize":
             self.tokenize += 1
             try:
@@ -192,6 +272,8 @@ def main() -> None:
     ap.add_argument("--exit-after", type=int, default=None)
     ap.add_argument("--echo-auth", action="store_true")
     ap.add_argument("--answer", default=None)
+    ap.add_argument("--strict", action="store_true")
+    ap.add_argument("--tool-call", default=None)
     a = ap.parse_args()
     try:
         import uvloop  # optional: a faster loop keeps the stand-in far from being the bottleneck
@@ -199,7 +281,17 @@ def main() -> None:
         uvloop.install()
     except ImportError:
         pass
-    asyncio.run(serve(a.port, latency=a.latency, exit_after=a.exit_after, echo_auth=a.echo_auth, answer=a.answer))
+    asyncio.run(
+        serve(
+            a.port,
+            latency=a.latency,
+            exit_after=a.exit_after,
+            echo_auth=a.echo_auth,
+            answer=a.answer,
+            strict=a.strict,
+            tool_call=a.tool_call,
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -33,6 +33,11 @@ class TokenCache:
         self.count_tokens = count_tokens
         self.counts: dict[str, int] = {}
 
+    @classmethod
+    def reuse(cls, cache: TokenCache | None, count_tokens: TokenCounter) -> TokenCache:
+        """`cache` when it counts with `count_tokens` (a scenario asked for another grid), else a fresh one."""
+        return cache if cache is not None and cache.count_tokens is count_tokens else cls(count_tokens)
+
     def ensure(self, texts: Iterable[str]) -> None:
         todo = list(dict.fromkeys(t for t in texts if t not in self.counts))
         if not todo:
@@ -99,6 +104,24 @@ def fill(
 _END = object()
 
 
+def plant(
+    background: Sequence[T], counts: Sequence[int], planted: Sequence[tuple[int, T, int]]
+) -> tuple[list[T], list[int]]:
+    """The background with each planted (k, item, tokens) put before background item k (k = len: at the end;
+    equal k in the order given), and every item's token count in the same order (for `joined_tokens`)."""
+    items: list[T] = []
+    tokens: list[int] = []
+    for k in range(len(background) + 1):
+        for at, item, n in planted:
+            if at == k:
+                items.append(item)
+                tokens.append(n)
+        if k < len(background):
+            items.append(background[k])
+            tokens.append(counts[k])
+    return items, tokens
+
+
 def depth_index(counts: Sequence[int], depth: float, sep_tokens: int = SEP_TOKENS) -> int:
     """Where a needle goes among documents of these token counts for `depth` percent: the document
     boundary k (0..len) whose token offset is nearest depth% of their joined length (ties go
@@ -114,6 +137,13 @@ def depth_index(counts: Sequence[int], depth: float, sep_tokens: int = SEP_TOKEN
     if j > 0 and target - ends[j - 1] <= ends[j] - target:
         return j - 1
     return j
+
+
+def grid(scenario: str, lengths: Sequence[int], depths: Sequence[float], needles: int) -> tuple[list[int], list[float]]:
+    """The grid's lengths and depths without repeats, in the order given, checked (`check_grid`)."""
+    lengths, depths = list(dict.fromkeys(lengths)), [float(d) for d in dict.fromkeys(depths)]
+    check_grid(scenario, lengths, depths, needles)
+    return lengths, depths
 
 
 def check_grid(scenario: str, lengths: Sequence[int], depths: Sequence[float], needles: int) -> None:

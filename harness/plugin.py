@@ -21,7 +21,9 @@ from harness.haystack import (
     check_grid,
     depth_index,
     fill,
+    grid,
     joined_tokens,
+    plant,
 )
 from harness.prompting import Prompt, build_prompt
 from harness.query import Query, WindowExceeded
@@ -31,11 +33,14 @@ from harness.samples import Document, Sample, Shown, ShownPiece
 from harness.scenario import Grounding, Scenario, ScenarioParams, Shot, TokenCounter, Words
 from harness.scoring.answers import (
     ANSWERABLE_NOTE,
+    UNANSWERABLE_NOTE,
     answerable_schema,
     parse_answer,
     read_answer,
     read_answerable,
+    read_unanswerable,
     set_precision_recall,
+    unanswerable_schema,
     wire_answer,
     wire_schema,
 )
@@ -69,6 +74,9 @@ __all__ = [
     "Prompt",
     "build_prompt",
     "ANSWERABLE_NOTE",
+    "UNANSWERABLE_NOTE",
+    "unanswerable_schema",
+    "read_unanswerable",
     "answerable_schema",
     "parse_answer",
     "read_answer",
@@ -90,6 +98,8 @@ __all__ = [
     "check_grid",
     "depth_index",
     "fill",
+    "grid",
+    "plant",
     "joined_tokens",
     # errors and output
     "HarnessError",

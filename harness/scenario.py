@@ -80,6 +80,10 @@ class Words(BaseModel):
     document: str = "document"  # one piece of the corpus
     documents: str = "documents"
     subject: str = "subject"  # what a question is about (Sample.subject)
+    searched: str = ""  # what an agent is told to search for; default "the <subject> the question names"
+
+    def search_hint(self) -> str:
+        return self.searched or f"the {self.subject} the question names"
 
 
 class Scenario(ABC):
@@ -197,6 +201,12 @@ class Scenario(ABC):
         itself first). Fine-tuning asks several of one context in a single forward pass; the default
         knows only the sample's own question."""
         return [sample]
+
+    def search_terms(self, sample: Sample) -> list[str]:
+        """The words that find this sample's gold documents when an agent searches for them (its subject, in
+        the scenario's own terms: a name, a key, a criterion). A search holding any of them, case-insensitive,
+        counts as having searched the subject (the agents' report). Default: the sample's subject."""
+        return [sample.subject] if sample.subject else []
 
     def reader(self) -> Path | None:
         """A LoRA adapter of the embedded model tuned on this scenario and shipped with it (the folder

@@ -5,7 +5,13 @@ until the `answer` tool (return_direct) ends it. The model it drives is `Harness
 LangChain chat model whose every call is `Query.generate` with OpenAI tools: so the response cache,
 retries, window check, token counting and the record of each call are the harness's, not the
 framework's. `tool_choice="required"` keeps models that would otherwise chat (or servers without a
-tool-call parser, which vLLM then enforces with structured output) calling tools.
+tool-call parser, which vLLM then enforces with structured output) calling tools. The tools are
+sent strict (`"strict": true`, closed schemas with every property required), as OpenAI-style strict
+function calling accepts them.
+
+Every tool call the model writes is checked before the graph runs it, and an invalid one is recorded
+as a step (`invalid`: arguments that are not JSON, a tool that does not exist, arguments that do not
+match the tool's schema), not folded away; the graph then answers it with an error as before.
 
 LangChain is imported only when this driver runs.
 """
@@ -15,9 +21,15 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from harness.plugin import Prompt, Sample, Step
+from harness.plugin import (
+    Prompt,
+    Sample,
+    Step,
+)
+from retrievers.agent_actions import Tools, strict_schema
 
 ANSWER_DESCRIPTION = "Give the final answer to the question (ends the task)."
+DONE_DESCRIPTION = "Call when what you have read answers the question (ends the task; the answer is written from it)."
 SEARCH_DESCRIPTION = "Find the passages that best match the query; each says which documents it comes from."
 READ_DESCRIPTION = "Read a whole document by its id (as given with the passages)."
 
@@ -33,6 +45,7 @@ def _chat_model_class():
 
         query: Any = None
         before_call: Any = None  # raises to stop the agent (the token budget)
+        on_invalid: Any = None  # Tools.invalid(error, call, note, tool=...): an invalid tool call
         tool_choice: Any = "required"
 
         @property
@@ -41,7 +54,9 @@ def _chat_model_class():
 
         def bind_tools(self, tools, *, tool_choice=None, **kwargs):
             return self.bind(
-                tools=[convert_to_openai_tool(t) for t in tools], tool_choice=tool_choice or self.tool_choice, **kwargs
+                tools=[strict_tool(convert_to_openai_tool(t)) for t in tools],
+                tool_choice=tool_choice or self.tool_choice,
+                **kwargs,
             )
 
         def _generate(self, messages, stop=None, run_manager=None, **kwargs):
@@ -55,11 +70,15 @@ def _chat_model_class():
                 prompt, schema=None, tools=kwargs.get("tools"), tool_choice=kwargs.get("tool_choice"), purpose="agent"
             )
             calls = []
+            schemas = {t["function"]["name"]: t["function"].get("parameters") for t in kwargs.get("tools") or []}
             for i, tc in enumerate(gen.tool_calls):
                 try:
                     args = json.loads(tc["arguments"] or "{}")
                 except ValueError:
                     args = {"_unparsed": tc["arguments"]}
+                error = tool_call_error(tc["name"], args, schemas)
+                if error is not None and self.on_invalid is not None:
+                    self.on_invalid(error[0], len(self.query.calls) - 1, error[1], tool=str(tc["name"])[:40])
                 calls.append(
                     {
                         "name": tc["name"],
@@ -74,28 +93,48 @@ def _chat_model_class():
     return HarnessChatModel
 
 
-async def run_tool_agent(arm, sample: Sample, query, tools) -> tuple[str | None, str | None]:
-    """Run the agent; (the answer's wire text, None) or (None, the limit that stopped it)."""
+def strict_tool(tool: dict[str, Any]) -> dict[str, Any]:
+    """An OpenAI function tool as strict function calling accepts it."""
+    fn = dict(tool["function"])
+    fn["parameters"] = strict_schema(fn.get("parameters") or {"type": "object", "properties": {}})
+    fn["strict"] = True
+    return {**tool, "function": fn}
+
+
+def tool_call_error(name: str, args: Any, schemas: dict[str, Any]) -> tuple[str, str] | None:
+    """(INVALID class, why) of a tool call the model wrote, or None when the graph can run it as written."""
+    import jsonschema
+
+    if isinstance(args, dict) and "_unparsed" in args:
+        return "invalid_json", str(args["_unparsed"])[:200]
+    if name not in schemas:
+        return "unknown_tool", f"no tool {name!r}"
+    error = jsonschema.exceptions.best_match(jsonschema.Draft202012Validator(schemas[name] or {}).iter_errors(args))
+    return None if error is None else ("bad_arguments", error.message[:200])
+
+
+async def run_tool_agent(arm, sample: Sample, query, tools: Tools) -> tuple[str | None, str | None]:
+    """Run the agent; (the answer's wire text, None) when it answered inside the answer tool, (None, None) when
+    it said it was done (the arm writes the answer from what it read), or (None, the limit that stopped it)."""
     from langchain.agents import create_agent
     from langchain_core.messages import HumanMessage
     from langchain_core.tools import StructuredTool
     from langgraph.errors import GraphRecursionError
 
-    answered: dict[str, str] = {}
+    answered: dict[str, str | None] = {}
+    inline = arm.params.answer_from == "action"
 
     def last_call() -> int:
         return len(query.calls) - 1
 
-    async def search(query: str, k: int = arm.params.k) -> str:
-        from retrievers.agentic import passages_text
-
-        return passages_text(await tools.search(query, k, call=last_call()))
+    async def search(query: str) -> str:
+        return await tools.search_text(query, call=last_call())
 
     async def read(doc_id: str) -> str:
         return await tools.read(doc_id, call=last_call())
 
     async def answer(**fields: Any) -> str:
-        answered["text"] = json.dumps(fields, ensure_ascii=False, separators=(",", ":"))
+        answered["text"] = json.dumps(fields, ensure_ascii=False, separators=(",", ":")) if inline else None
         tools.steps.append(Step(kind="answer", call=last_call()))
         return "recorded"
 
@@ -105,13 +144,14 @@ async def run_tool_agent(arm, sample: Sample, query, tools) -> tuple[str | None,
         StructuredTool.from_function(
             coroutine=answer,
             name="answer",
-            description=ANSWER_DESCRIPTION,
-            args_schema=query.schema,
+            description=ANSWER_DESCRIPTION if inline else DONE_DESCRIPTION,
+            args_schema=query.schema if inline else {"type": "object", "properties": {}},
             return_direct=True,
         ),
     ]
-    model = _chat_model_class()(query=query, before_call=lambda: arm.check_budget(query))
-    agent = create_agent(model, toolset, system_prompt=arm.instructions(query, sample))
+
+    model = _chat_model_class()(query=query, before_call=lambda: arm.check_budget(query), on_invalid=tools.invalid)
+    agent = create_agent(model, toolset, system_prompt=arm.instructions(query.scenario, sample))
     try:
         await agent.ainvoke(
             {"messages": [HumanMessage(sample.question)]}, config={"recursion_limit": 2 * arm.params.max_steps + 1}

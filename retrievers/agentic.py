@@ -1,29 +1,33 @@
 """`agentic`: the model drives retrieval with tools — search, read, answer — and may search again.
 
 Tools over the same chunk index the RAG arms use (the rag-dense or rag-bm25 chunks and embeddings,
-shared caches):
-  search(query, k)  the k best chunks for the model's own query: chunk ids, the documents they come
+shared caches; retrievers/agent_actions.py):
+  search(query)     the k best chunks for the model's own query: chunk ids, the documents they come
                     from, and their text;
   read(doc_id)      a whole document;
-  answer(...)       the final answer, in the scenario's answer schema.
+  answer            the agent is done. By default (`answer_from=read`) the answer is then written in
+                    the scenario's own answer form over everything the agent read — one plain
+                    extraction call, the reader's home ground; `answer_from=action` takes the answer
+                    the model put inside the answer action (or the answer tool's arguments) instead.
+The prompt speaks the scenario's words: what to search for is `Scenario.words.search_hint()`, and
+whether the agent searched it is judged by `Scenario.search_terms(sample)`.
 Two drivers, one arm:
   tools  OpenAI tool calls through LangChain's agent (`langchain.agents.create_agent`, a LangGraph
          graph), for chat endpoints whose models call tools. The chat model the agent drives is
          harness's own (`HarnessChatModel`), so every call still goes through `Query.generate`:
          cached, retried, window-checked, counted and recorded like any other;
-  json   a JSON action protocol under structured output ({"action": "search", "query": ...} and so
-         on, one per step, the schema enforced by the server), for endpoints and models without tool
-         calling — the embedded base model among them.
+  json   a JSON action protocol under structured output ({"action": "search", "input": ...}, one
+         per step; `action_schema`, which OpenAI-style strict structured output accepts), for
+         endpoints and models without tool calling — the embedded base model among them.
   auto (default) picks tools on a chat endpoint, json otherwise.
 Bounds: `max_steps` model calls for actions and a `token_budget` (prompt + completion tokens over
 all calls). An agent that hits either (or runs out of window) is not dropped: it answers once more
-from everything it was shown (a plain extraction prompt, the reader's home ground), and the record
-says which limit stopped it. Every step is recorded (tool, arguments, what came back, which call).
+from everything it was shown (the same extraction prompt), and the record says which limit stopped
+it. Every step is recorded (tool, arguments, what came back, which call), invalid actions too.
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
 from collections.abc import Sequence
 from typing import Any, Literal
@@ -35,19 +39,16 @@ from harness.plugin import (
     Prompt,
     Query,
     Sample,
-    Shown,
-    ShownPiece,
+    Scenario,
     Step,
     Strategy,
     StrategyParams,
     UsageError,
     WindowExceeded,
+    build_prompt,
+    wire_answer,
 )
-from retrievers.chunking import SEPARATOR, Chunk, doc_spans
-from retrievers.rag import gold_recall, needle_coverage
-
-MAX_QUERY_CHARS = 200
-RESULT_CHARS = 600  # of one passage, as shown to the agent
+from retrievers.agent_actions import MAX_QUERY_CHARS, RESULT_CHARS, Tools, passages_text, strict_schema
 
 
 class AgenticParams(StrategyParams):
@@ -61,121 +62,49 @@ class AgenticParams(StrategyParams):
     retriever: Literal["dense", "bm25"] = Field("dense", description="the index searched: rag-dense's or rag-bm25's")
     chunk_size: int = Field(128, ge=16, le=4096)
     chunk_overlap: int = Field(16, ge=0)
+    answer_from: Literal["read", "action"] = Field(
+        "read",
+        description="read: the agent says when it is done and the answer is written in the scenario's form over "
+        "what it read (one extraction call); action: the answer inside the answer action",
+    )
 
 
 class Budget(Exception):
     """The query's token budget is spent."""
 
 
-class Tools:
-    """search and read over one sample's corpus, remembering what the model was shown."""
-
-    def __init__(self, rag, sample: Sample, k: int):
-        self.rag, self.sample, self.k = rag, sample, k
-        self.steps: list[Step] = []
-        self.pieces: dict[str, ShownPiece] = {}
-        self.hits: list[tuple[Chunk, float]] = []  # everything shown, as spans (for needle coverage)
-        self.first_needle_step: int | None = None
-        self.docs = {d.id: d for d in sample.documents}
-
-    def _note_needle(self, ids: Sequence[str]) -> None:
-        if self.first_needle_step is None and set(ids) & set(self.sample.gold_ids):
-            self.first_needle_step = len(self.steps)
-
-    async def search(self, query: str, k: int | None = None, call: int | None = None) -> list[dict[str, Any]]:
-        query = (query or "").strip()[:MAX_QUERY_CHARS]
-        k = max(1, min(int(k or self.k), self.k))
-        hits = (await asyncio.to_thread(self.rag.retrieve, self.sample, query))[:k] if query else []
-        out = []
-        for rank, (c, score) in enumerate(hits):
-            self.pieces.setdefault(
-                c.id, ShownPiece(id=c.id, doc_ids=list(c.doc_ids), text=c.text, rank=rank, score=float(score))
-            )
-            self.hits.append((c, score))
-            out.append({"id": c.id, "documents": list(c.doc_ids), "text": c.text[:RESULT_CHARS]})
-        ids = [d for c, _ in hits for d in c.doc_ids]
-        self._note_needle(ids)
-        self.steps.append(
-            Step(
-                kind="search",
-                arguments={"query": query, "k": k},
-                call=call,
-                result_ids=[c.id for c, _ in hits],
-                result_chars=sum(len(c.text) for c, _ in hits),
-            )
-        )
-        return out
-
-    async def read(self, doc_id: str, call: int | None = None) -> str:
-        doc = self.docs.get(str(doc_id).strip())
-        if doc is None:
-            self.steps.append(Step(kind="read", arguments={"doc_id": doc_id}, call=call, note="no such document"))
-            return f"no document {doc_id!r}"
-        self.pieces[doc.id] = ShownPiece(id=doc.id, doc_ids=[doc.id], text=doc.text)
-        start = next(a for a, _, d in doc_spans(self.sample) if d == doc.id)
-        self.hits.append((Chunk(doc.id, doc.text, start, (doc.id,)), 0.0))
-        self._note_needle([doc.id])
-        self.steps.append(
-            Step(kind="read", arguments={"doc_id": doc.id}, call=call, result_ids=[doc.id], result_chars=len(doc.text))
-        )
-        return doc.text
-
-    def shown(self) -> Shown:
-        pieces = list(self.pieces.values())
-        searches = [s for s in self.steps if s.kind == "search"]
-        surname = (self.sample.subject or "").split()[-1:]  # the name the question asks about, its last part
-        return Shown(
-            context=SEPARATOR.join(p.text for p in pieces),
-            pieces=pieces,
-            retrieval={
-                "needle_retrieved": any(set(p.doc_ids) & set(self.sample.gold_ids) for p in pieces),
-                "gold_recall": gold_recall(self.sample, [p.doc_ids for p in pieces]),
-                "needle_step": self.first_needle_step,  # the step that first showed the needle
-                "needle_coverage": needle_coverage(self.sample, self.hits) if self.hits else 0.0,
-                "searches": len(searches),
-                "reads": sum(s.kind == "read" for s in self.steps),
-                "searched_subject": bool(surname)
-                and any(surname[0].lower() in str(s.arguments.get("query", "")).lower() for s in searches),
-            },
-        )
-
-
-def passages_text(results: list[dict[str, Any]]) -> str:
-    if not results:
-        return "(nothing found)"
-    return "\n".join(f"[{r['id']} from {', '.join(r['documents'])}] {r['text']}" for r in results)
-
-
 AGENT_NOTE = """\
 You answer by searching a collection of {n} documents before you reply. Tools:
-search(query, k): the passages that best match your query (each says which documents it comes from);
+search(query): the passages that best match your query (each says which documents it comes from);
 read(doc_id): a whole document;
-answer(...): your final answer, in the JSON form described above.
-Search for the person the question names; read a document when a passage is cut short."""
+answer: {answer}
+Search for {searched}; read a document when a passage is cut short."""
+ANSWER_READ = "when what you have read answers the question (your answer is then written from it)."
+ANSWER_ACTION = "your final answer, in the JSON form described above."
 
-JSON_NOTE = """\
+JSON_NOTE = {
+    "read": """\
 Reply with one JSON action per step:
-{"action": "search", "query": "..."} or {"action": "read", "doc_id": "..."} or {"action": "answer", "answer": ANSWER}."""
+{"action": "search", "input": QUERY} or {"action": "read", "input": DOC_ID} or {"action": "answer", "input": ""}.""",
+    "action": """\
+Reply with one JSON action per step (answer null unless the action is answer):
+{"action": "search", "input": QUERY, "answer": null} or {"action": "read", "input": DOC_ID, "answer": null} or \
+{"action": "answer", "input": "", "answer": ANSWER}.""",
+}
+ACTIONS = ("search", "read", "answer")
 
 
-def action_schema(answer_schema: dict[str, Any]) -> dict[str, Any]:
-    """One step of the JSON protocol: a search, a read, or the answer (anyOf: the server enforces it)."""
-
-    def obj(props: dict[str, Any]) -> dict[str, Any]:
-        return {"type": "object", "properties": props, "required": list(props), "additionalProperties": False}
-
-    return {
-        "anyOf": [
-            obj(
-                {
-                    "action": {"type": "string", "enum": ["search"]},
-                    "query": {"type": "string", "maxLength": MAX_QUERY_CHARS},
-                }
-            ),
-            obj({"action": {"type": "string", "enum": ["read"]}, "doc_id": {"type": "string", "maxLength": 40}}),
-            obj({"action": {"type": "string", "enum": ["answer"]}, "answer": answer_schema}),
-        ]
+def action_schema(answer_schema: dict[str, Any] | None = None) -> dict[str, Any]:
+    """One step of the JSON protocol, as OpenAI-style strict structured output accepts it: an object at
+    the root (no root anyOf), every property required, no other properties. The answer, when the
+    action carries it (answer_from=action), is the scenario's answer schema or null."""
+    props: dict[str, Any] = {
+        "action": {"type": "string", "enum": list(ACTIONS)},
+        "input": {"type": "string", "maxLength": MAX_QUERY_CHARS},
     }
+    if answer_schema is not None:
+        props["answer"] = {"anyOf": [strict_schema(answer_schema), {"type": "null"}]}
+    return {"type": "object", "properties": props, "required": list(props), "additionalProperties": False}
 
 
 class Agentic(Strategy):
@@ -206,16 +135,24 @@ class Agentic(Strategy):
             )
         return []
 
-    def instructions(self, query: Query, sample: Sample) -> str:
-        return query.scenario.instructions + "\n\n" + AGENT_NOTE.format(n=len(sample.documents))
+    def instructions(self, scenario: Scenario, sample: Sample) -> str:
+        note = AGENT_NOTE.format(
+            n=len(sample.documents),
+            answer=ANSWER_READ if self.params.answer_from == "read" else ANSWER_ACTION,
+            searched=scenario.words.search_hint(),
+        )
+        return scenario.instructions + "\n\n" + note
 
     def check_budget(self, query: Query) -> None:
         if query.tokens_used >= self.params.token_budget:
             raise Budget()
 
+    def tools(self, sample: Sample, query: Query) -> Tools:
+        return Tools(self.rag, sample, self.params.k, query.scenario.search_terms(sample))
+
     async def solve(self, sample: Sample, query: Query) -> Outcome:
-        tools = Tools(self.rag, sample, self.params.k)
-        limit, text = None, None
+        tools = self.tools(sample, query)
+        limit, text, done = None, None, False
         try:
             if self.driver(query) == "tools":
                 from retrievers.agent_tools import run_tool_agent
@@ -223,18 +160,20 @@ class Agentic(Strategy):
                 text, limit = await run_tool_agent(self, sample, query, tools)
             else:
                 text, limit = await self.run_json(sample, query, tools)
+            done = limit is None
         except Budget:
             limit = "token_budget"
         except WindowExceeded:
             limit = "context_window"
-        if text is None:  # stopped by a limit: answer from what was shown, in one plain extraction call
+        if text is None:  # done, or stopped by a limit: the answer over what was shown, in one extraction call
             shown = tools.shown()
             try:
-                final = await query.generate(query.prompt(shown.context), purpose="final")
+                final = await query.generate(query.prompt(shown.context), purpose="answer" if done else "final")
                 text = None if final.problem else final.text
             except WindowExceeded:
                 limit = "context_window"
-            tools.steps.append(Step(kind="final", note=limit, call=len(query.calls) - 1))
+            if not done or limit:
+                tools.steps.append(Step(kind="final", note=limit, call=len(query.calls) - 1))
         return Outcome(
             text=text,
             shown=tools.shown(),
@@ -244,8 +183,8 @@ class Agentic(Strategy):
         )
 
     # -- the JSON action protocol -------------------------------------------------------------------------
-    def json_prompt(self, sample: Sample, query: Query, transcript: list[tuple[str, str]]) -> Prompt:
-        head = self.instructions(query, sample) + "\n" + JSON_NOTE
+    def json_prompt(self, sample: Sample, scenario: Scenario, transcript: list[tuple[str, str]]) -> Prompt:
+        head = self.instructions(scenario, sample) + "\n" + JSON_NOTE[self.params.answer_from]
         lines = [head, "", f"Question: {sample.question}", ""]
         messages: list[dict[str, Any]] = [
             {"role": "system", "content": head},
@@ -258,24 +197,77 @@ class Agentic(Strategy):
         return Prompt(text="\n".join(lines), messages=messages)
 
     async def run_json(self, sample: Sample, query: Query, tools: Tools) -> tuple[str | None, str | None]:
-        schema = action_schema(query.schema)
+        """(the answer's wire text or None, None) when the agent answered; (None, the limit) otherwise."""
+        inline = self.params.answer_from == "action"
+        schema = action_schema(query.schema if inline else None)
         transcript: list[tuple[str, str]] = []
         for _ in range(self.params.max_steps):
             self.check_budget(query)
-            gen = await query.generate(self.json_prompt(sample, query, transcript), schema=schema, purpose="agent")
+            prompt = self.json_prompt(sample, query.scenario, transcript)
+            gen = await query.generate(prompt, schema=schema, purpose="agent")
             call = len(query.calls) - 1
             try:
                 action = json.loads(gen.text)
                 kind = action["action"]
             except (ValueError, KeyError, TypeError):
-                tools.steps.append(Step(kind="invalid", call=call, note=(gen.problem or gen.text)[:200]))
+                tools.invalid("invalid_json", call, gen.problem or gen.text or "")
                 return None, "invalid_action"
-            if kind == "answer":
-                tools.steps.append(Step(kind="answer", call=call))
-                return json.dumps(action.get("answer"), ensure_ascii=False, separators=(",", ":")), None
-            if kind == "search":
-                result = passages_text(await tools.search(action.get("query", ""), call=call))
+            argument = action.get("input")
+            if kind not in ACTIONS:
+                tools.invalid("unknown_tool", call, f"unknown action {kind!r}", tool=str(kind)[:40])
+                result = f"error: no action {kind!r}; use search, read or answer"
+            elif kind == "answer":
+                if not inline:
+                    tools.steps.append(Step(kind="answer", call=call))
+                    return None, None
+                if action.get("answer") is not None:
+                    tools.steps.append(Step(kind="answer", call=call))
+                    return json.dumps(action["answer"], ensure_ascii=False, separators=(",", ":")), None
+                tools.invalid("bad_arguments", call, "answer without an answer", tool="answer")
+                result = "error: the answer action needs an answer"
+            elif not isinstance(argument, str) or not argument.strip():
+                tools.invalid("bad_arguments", call, f"{kind} needs an input", tool=kind)
+                result = f"error: {kind} needs an input"
+            elif kind == "search":
+                result = await tools.search_text(argument, call=call)
             else:
-                result = (await tools.read(action.get("doc_id", ""), call=call))[: RESULT_CHARS * 2]
+                result = (await tools.read(argument, call=call))[: RESULT_CHARS * 2]
             transcript.append((json.dumps(action, ensure_ascii=False), result))
         return None, "max_steps"
+
+    # -- demonstrations (fine-tuning data) -----------------------------------------------------------------
+    async def trajectory(self, sample: Sample, scenario: Scenario, miss: str | None = None) -> list[tuple[Prompt, str]]:
+        """The JSON protocol done right on one sample, as (the prompt of a step, what to write) pairs, in the exact
+        bytes `solve` sends: [a search for `miss` that surfaces no gold document, then] a search for the subject,
+        a read of the gold document it surfaced, the answer action, and the answer written over what was read
+        (the extraction prompt). [] when the subject's search surfaces no gold document (nothing to demonstrate);
+        a `miss` that does surface one is left out. Only the default protocol (answer_from=read)."""
+        self.rag.prepare([sample])
+        tools = Tools(self.rag, sample, self.params.k, scenario.search_terms(sample))
+        out: list[tuple[Prompt, str]] = []
+        transcript: list[tuple[str, str]] = []
+
+        def act(action: dict[str, str], result: str) -> None:
+            out.append((self.json_prompt(sample, scenario, transcript), _compact(action)))
+            transcript.append((json.dumps(action, ensure_ascii=False), result))
+
+        if miss:
+            results = await tools.search(miss)
+            if tools.search_hits[-1]:
+                tools = Tools(self.rag, sample, self.params.k, scenario.search_terms(sample))
+            else:
+                act({"action": "search", "input": miss}, passages_text(results))
+        results = await tools.search(sample.subject)
+        gold = next((d for r in results for d in r["documents"] if d in sample.gold_ids), None)
+        if gold is None:
+            return []
+        act({"action": "search", "input": sample.subject}, passages_text(results))
+        act({"action": "read", "input": gold}, (await tools.read(gold))[: RESULT_CHARS * 2])
+        out.append((self.json_prompt(sample, scenario, transcript), _compact({"action": "answer", "input": ""})))
+        final = build_prompt(scenario.instructions, [], tools.shown().context, sample.question)
+        out.append((final, _compact(wire_answer(scenario, sample.gold))))
+        return out
+
+
+def _compact(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))

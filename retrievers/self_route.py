@@ -6,8 +6,12 @@ they do not hold the answer; only then is the question asked again over the full
 the reply is the core's answerable form ({"answerable": false, "answer": null}, or answerable with
 the scenario's answer; harness.scoring.answers), so it works under structured output everywhere.
 
-Parameters: the RAG arm that answers first (`rag`, any registered retrieval arm, default rag-dense)
-and its settings (chunk_size, chunk_overlap, top_k, order). Each record says which route answered
+`form=unanswerable` asks the paper's own one-call prompt instead: the scenario's answer, or the word
+"unanswerable" (harness.scoring.answers.UNANSWERABLE_NOTE; for vLLM-style structured output, whose
+root anyOf hosted strict modes refuse).
+
+Parameters: the RAG arm that answers first (`rag`, any registered retrieval arm, default rag-dense),
+its settings (chunk_size, chunk_overlap, top_k, order) and the route's `form`. Each record says which route answered
 (`route`: "rag" or "full-context") and holds both calls when it fell back; the summary shows the
 share routed to long context, accuracy per route, and cost against always using full context.
 """
@@ -15,11 +19,13 @@ share routed to long context, accuracy per route, and cost against always using 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Literal
 
 from pydantic import Field
 
 from harness.plugin import (
     ANSWERABLE_NOTE,
+    UNANSWERABLE_NOTE,
     Outcome,
     Prompt,
     Query,
@@ -31,7 +37,9 @@ from harness.plugin import (
     UsageError,
     answerable_schema,
     read_answerable,
+    read_unanswerable,
     registry,
+    unanswerable_schema,
 )
 from retrievers.chunking import SEPARATOR
 from retrievers.rag import RagParams, RagStrategy
@@ -39,6 +47,11 @@ from retrievers.rag import RagParams, RagStrategy
 
 class SelfRouteParams(RagParams):
     rag: str = Field("rag-dense", description="the retrieval arm that answers first (any registered RAG arm)")
+    form: Literal["answerable", "unanswerable"] = Field(
+        "answerable",
+        description='the route\'s reply: answerable ({"answerable", "answer"}), or unanswerable (the paper\'s '
+        'one-call prompt: the answer, or "unanswerable")',
+    )
 
 
 def full_shown(sample: Sample) -> Shown:
@@ -68,7 +81,8 @@ class SelfRoute(Strategy):
         self.rag.prepare(samples)
 
     def _route_prompt(self, query: Query, shown: Shown) -> Prompt:
-        return query.prompt(shown.context, instructions=query.scenario.instructions + "\n" + ANSWERABLE_NOTE)
+        note = ANSWERABLE_NOTE if self.params.form == "answerable" else UNANSWERABLE_NOTE
+        return query.prompt(shown.context, instructions=query.scenario.instructions + "\n" + note)
 
     def preflight(self, sample: Sample, query: Query) -> list[Prompt]:
         shown = self._shown[sample.id] = self.rag.show(sample)
@@ -77,10 +91,10 @@ class SelfRoute(Strategy):
 
     async def solve(self, sample: Sample, query: Query) -> Outcome:
         shown = self._shown.pop(sample.id, None) or self.rag.show(sample)
-        gen = await query.generate(
-            self._route_prompt(query, shown), schema=answerable_schema(query.scenario), purpose="route"
-        )
-        answerable, text, reason = read_answerable(gen.text, query.scenario)
+        one_call = self.params.form == "unanswerable"
+        schema = (unanswerable_schema if one_call else answerable_schema)(query.scenario)
+        gen = await query.generate(self._route_prompt(query, shown), schema=schema, purpose="route")
+        answerable, text, reason = (read_unanswerable if one_call else read_answerable)(gen.text, query.scenario)
         step = Step(
             kind="route",
             arguments={"answerable": answerable},

@@ -49,10 +49,11 @@ from harness.plugin import (
     TokenCounter,
     UsageError,
     Words,
-    check_grid,
     depth_index,
     fill,
+    grid,
     joined_tokens,
+    plant,
     set_precision_recall,
 )
 from scenarios.bio_needle import vocabulary as V
@@ -99,6 +100,12 @@ class Criterion:
             return f"held or ran for political office and were born before {self.value}"
         return f"competed as athletes and were born before {self.value}"
 
+    def search_terms(self) -> list[str]:
+        """Words a search for this criterion holds (stems: "politic" finds "political" and "politician")."""
+        if self.kind == "nationality":
+            return [self.value]
+        return ["politic", "office", "election"] if self.kind == "politician" else ["athlet", "sport"]
+
     def question(self, form: str) -> str:
         if form == "count":
             return f"How many of the people below {self.phrase()}?"
@@ -122,7 +129,12 @@ class BioAggregate(Scenario):
     name = "bio-aggregate"
     Params = AggregateParams
     fields = ["count"]
-    words = Words(document="biography", documents="biographies", subject="question")
+    words = Words(
+        document="biography",
+        documents="biographies",
+        subject="question",
+        searched="the criterion the question names (a nationality, a role)",
+    )
 
     def __init__(self, params: ScenarioParams | None = None, seed: int = 0):
         super().__init__(params, seed)
@@ -139,6 +151,10 @@ class BioAggregate(Scenario):
     @property
     def instructions(self) -> str:
         return INSTRUCTIONS[self.form]
+
+    def search_terms(self, sample: Sample) -> list[str]:
+        c = sample.meta.get("criterion") or {}
+        return Criterion(c["kind"], c["value"]).search_terms() if c else super().search_terms(sample)
 
     def answer_schema(self) -> dict[str, Any]:
         if self.form == "count":
@@ -198,23 +214,14 @@ class BioAggregate(Scenario):
 
     def _background(self, crit: Criterion) -> Iterator[tuple[str, BioRecord]]:
         """Haystack biographies that do not match the criterion, in order, with their pool ids."""
-        j = 0
-        while True:
-            for r in self.generator.records("haystack", j + 64)[j:]:
-                if not crit.matches(r.labels):
-                    yield f"h{j}", r
-                j += 1
+        return ((f"h{j}", r) for j, r in self.generator.stream("haystack") if not crit.matches(r.labels))
 
     # -- the grid ---------------------------------------------------------------------------------------
     def samples(
         self, lengths: Sequence[int], depths: Sequence[float], needles: int, count_tokens: TokenCounter
     ) -> list[Sample]:
-        lengths = list(dict.fromkeys(lengths))
-        depths = [float(d) for d in dict.fromkeys(depths)]
-        check_grid(self.name, lengths, depths, needles)
-        if self._cache is None or self._cache.count_tokens is not count_tokens:
-            self._cache = TokenCache(count_tokens)
-        cache = self._cache
+        lengths, depths = grid(self.name, lengths, depths, needles)
+        cache = self._cache = TokenCache.reuse(self._cache, count_tokens)
         qs = self.questions(needles)
         cache.ensure(r.bio for q in qs for r in q.matches)
         out: list[Sample] = []
@@ -233,16 +240,10 @@ class BioAggregate(Scenario):
                 ids = [f"n{i}.{m}" for m in range(len(q.matches))]
                 for d in depths:
                     slots = [depth_index(counts, p) for p in self.spread(d, len(q.matches))]
-                    documents: list[Document] = []
-                    doc_counts: list[int] = []
-                    for k in range(len(docs) + 1):
-                        for m, s in enumerate(slots):
-                            if s == k:
-                                documents.append(Document(id=ids[m], text=q.matches[m].bio))
-                                doc_counts.append(cache[q.matches[m].bio])
-                        if k < len(docs):
-                            documents.append(docs[k])
-                            doc_counts.append(counts[k])
+                    matches = [Document(id=ids[m], text=r.bio) for m, r in enumerate(q.matches)]
+                    documents, doc_counts = plant(
+                        docs, counts, [(s, doc, cache[doc.text]) for s, doc in zip(slots, matches)]
+                    )
                     out.append(
                         Sample(
                             id=f"bio-aggregate/L{L}/d{d:g}/n{i}",

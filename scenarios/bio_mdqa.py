@@ -42,11 +42,11 @@ from harness.plugin import (
     TokenCounter,
     UsageError,
     Words,
-    check_grid,
     fill,
+    grid,
     joined_tokens,
 )
-from scenarios.bio_needle.generator import BioGenerator
+from scenarios.bio_needle.generator import BioGenerator, surname_terms
 
 REFERENCE_SIZE = 1000
 
@@ -87,6 +87,9 @@ class BioMDQA(Scenario):
     def answer_schema(self) -> dict[str, Any]:
         return {"type": "integer", "minimum": 0, "maximum": 2100}
 
+    def search_terms(self, sample: Sample) -> list[str]:
+        return surname_terms(sample.subject)
+
     def reference_labels(self) -> list[dict[str, Any]]:
         return [{"year": r.labels.date_of_birth.year} for r in self.generator.records("haystack", REFERENCE_SIZE)]
 
@@ -98,12 +101,8 @@ class BioMDQA(Scenario):
     def samples(
         self, lengths: Sequence[int], depths: Sequence[float], needles: int, count_tokens: TokenCounter
     ) -> list[Sample]:
-        lengths = list(dict.fromkeys(lengths))
-        depths = [float(d) for d in dict.fromkeys(depths)]
-        check_grid(self.name, lengths, depths, needles)
-        if self._cache is None or self._cache.count_tokens is not count_tokens:
-            self._cache = TokenCache(count_tokens)
-        cache = self._cache
+        lengths, depths = grid(self.name, lengths, depths, needles)
+        cache = self._cache = TokenCache.reuse(self._cache, count_tokens)
         people = self.generator.records("needles", needles)
         needle_tokens = cache.count([r.bio for r in people])
         biggest = max(needle_tokens)

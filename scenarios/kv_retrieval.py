@@ -42,9 +42,9 @@ from harness.plugin import (
     TokenCounter,
     UsageError,
     Words,
-    check_grid,
     depth_index,
     fill,
+    grid,
     joined_tokens,
 )
 
@@ -140,12 +140,8 @@ class KVRetrieval(Scenario):
     def samples(
         self, lengths: Sequence[int], depths: Sequence[float], needles: int, count_tokens: TokenCounter
     ) -> list[Sample]:
-        lengths = list(dict.fromkeys(lengths))
-        depths = [float(d) for d in dict.fromkeys(depths)]
-        check_grid(self.name, lengths, depths, needles)
-        if self._cache is None or self._cache.count_tokens is not count_tokens:
-            self._cache = TokenCache(count_tokens)
-        cache = self._cache
+        lengths, depths = grid(self.name, lengths, depths, needles)
+        cache = self._cache = TokenCache.reuse(self._cache, count_tokens)
         pairs = self.needles(needles)
         texts = [pair_text(k, v) for k, v in pairs]
         needle_tokens = cache.count(texts)

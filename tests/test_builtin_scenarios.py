@@ -1,4 +1,4 @@
-"""The built-in scenarios beside bio-needle (kv-retrieval, bio-mdqa, bio-aggregate), without a server:
+"""The built-in scenarios beside bio-needle (kv-retrieval, bio-mdqa, bio-aggregate, bio-multihop), without a server:
 determinism for a seed, the pairing across depths, gold answers that agree with the text, lengths
 in tokens, scoring (exact, and set precision/recall), the null baseline, errors."""
 
@@ -16,6 +16,7 @@ from harness.scenario import Scenario
 from harness.scoring.answers import mark, read_answer, set_precision_recall, wire_answer, wire_schema
 from scenarios.bio_aggregate import BioAggregate
 from scenarios.bio_mdqa import BioMDQA
+from scenarios.bio_multihop import BioMultihop
 from scenarios.bio_needle.generator import BioGenerator
 from scenarios.kv_retrieval import KVRetrieval
 
@@ -34,6 +35,7 @@ CASES = [
     ("bio-mdqa", BioMDQA, {"documents": 0}),
     ("bio-aggregate", BioAggregate, {}),
     ("bio-aggregate", BioAggregate, {"question": "list", "targets": 3}),
+    ("bio-multihop", BioMultihop, {}),
 ]
 IDS = [f"{n}-{'-'.join(f'{k}={v}' for k, v in p.items()) or 'default'}" for n, _, p in CASES]
 
@@ -132,7 +134,7 @@ def test_depth_moves_the_gold(grid):
         if s.depth == 0:
             assert min(pos) == 0
         if s.depth == 100 and name != "bio-aggregate":
-            assert pos == [len(ids) - 1]
+            assert pos[0] == len(ids) - 1 and (name == "bio-multihop" or len(pos) == 1)
     if name == "bio-aggregate":  # the matches sit later for a later depth
         for L in LENGTHS:
             mean = {}
@@ -331,7 +333,7 @@ def test_non_object_answers_need_a_field_to_go_under():
 def test_harness_scenarios_lists_the_built_ins():
     p = subprocess.run([sys.executable, "-m", "harness.cli", "scenarios"], capture_output=True, text=True, timeout=120)
     assert p.returncode == 0, p.stderr
-    for name in ("bio-needle", "kv-retrieval", "bio-mdqa", "bio-aggregate"):
+    for name in ("bio-needle", "kv-retrieval", "bio-mdqa", "bio-aggregate", "bio-multihop"):
         assert name in p.stdout
 
 

@@ -284,6 +284,33 @@ def test_a_retriever_is_asked_one_question_per_context(tmp_path):
         assert e.strategy == "rag-dense" and e.subject.lower() in e.prompt.split("Question:")[0].lower()
 
 
+def test_retrieved_answerable_keeps_partial_views_as_not_answerable(tmp_path):
+    """With retrieved_answerable, a retriever's view that cut part of the needle is a not-answerable example
+    (the asked-about person is in the chunks, the whole biography is not); off, such views are drawn again."""
+
+    def build(on: bool, n: int):
+        data = DataConfig(
+            lengths=[900, 1400],
+            strategies=["rag-dense:top_k=1,chunk_size=48"],
+            answerable_share=1.0,
+            retrieved_answerable=on,
+            seed=3,
+        )
+        builder = ExampleBuilder(
+            build_scenario(data), data, count_words, build_strategies(data.strategies, tmp_path, count_words)
+        )
+        return builder.build(n, "train")
+
+    def partial(e) -> bool:  # not answerable, yet the person asked about is in the retrieved chunks
+        context = e.prompt.split("Documents:\n", 1)[1].rsplit("\n\nQuestion:", 1)[0].lower()
+        return not e.needle_shown and e.subject.split()[-1].lower() in context
+
+    on = build(True, 8)
+    cut = [e for e in on if partial(e)]
+    assert cut and all(json.loads(e.target) == {"answerable": False, "answer": None} for e in cut)
+    assert not any(partial(e) for e in build(False, 4))
+
+
 def test_examples_are_deterministic_and_test_examples_disjoint(examples, tmp_path):
     scen, train, test = examples
     again = ExampleBuilder(scen, DATA, count_words, build_strategies(DATA.strategies, tmp_path, count_words))
@@ -432,3 +459,34 @@ def test_bf16_training_only_where_the_cpu_computes_it(monkeypatch):
     monkeypatch.delenv("ATEN_CPU_CAPABILITY")
     monkeypatch.delenv("ONEDNN_MAX_CPU_ISA", raising=False)
     assert FinetuneConfig().bf16 is read_facts().native_bf16
+
+
+def test_agent_trajectories_are_optional_groups_of_steps(tmp_path):
+    """agent_share makes contexts into trajectories: [a missed search,] the subject's search, the read, the answer
+    action, the answer over what was read; each step an example of one group. Off (the default), nothing changes."""
+    data = DataConfig(lengths=[900, 1400], agent_share=1.0, agent_recovery=1.0, seed=5)
+    builder = ExampleBuilder(
+        build_scenario(data), data, count_words, build_strategies(data.strategies, tmp_path, count_words)
+    )
+    train = builder.build(3, "train")
+    groups: dict[int, list] = {}
+    for e in train:
+        groups.setdefault(e.group, []).append(e)
+    assert len(groups) == 3 and all(e.form == "agent" and e.strategy.startswith("agentic") for e in train)
+    recovered = 0
+    for steps in groups.values():
+        actions = [json.loads(e.target) for e in steps[:-1]]
+        assert [a["action"] for a in actions][-3:] == ["search", "read", "answer"]
+        assert actions[-3]["input"] == steps[0].subject
+        recovered += len(actions) == 4 and actions[0]["action"] == "search" and actions[0]["input"] != steps[0].subject
+        assert read_answer(steps[-1].target, builder.scenario)[0] is not None  # the answer, in the scenario's form
+        assert steps[-1].prompt.endswith("Answer:") and all('"action"' in e.prompt for e in steps[:-1])
+    assert recovered >= 1
+    off = ExampleBuilder(
+        build_scenario(DATA), DATA, count_words, build_strategies(DATA.strategies, tmp_path, count_words)
+    )
+    plain = DATA.model_copy(update={"agent_share": 0.0, "retrieved_answerable": False})
+    again = ExampleBuilder(
+        build_scenario(plain), plain, count_words, build_strategies(plain.strategies, tmp_path, count_words)
+    )
+    assert [e.model_dump() for e in off.build(4, "train")] == [e.model_dump() for e in again.build(4, "train")]

@@ -54,10 +54,11 @@ def _run(strategy_spec: str, scen, sample, replies, tmp_path: Path, api: str = "
         reply = script.pop(0) if script else {"text": "{}"}
         if api == "chat":
             msg = {"role": "assistant", "content": reply.get("text")}
-            if reply.get("tool_calls"):
+            calls = [(n, json.dumps(a)) for n, a in reply.get("tool_calls", [])] + reply.get("raw_tool_calls", [])
+            if calls:
                 msg["tool_calls"] = [
-                    {"id": f"c{i}", "type": "function", "function": {"name": n, "arguments": json.dumps(a)}}
-                    for i, (n, a) in enumerate(reply["tool_calls"])
+                    {"id": f"c{i}", "type": "function", "function": {"name": n, "arguments": a}}
+                    for i, (n, a) in enumerate(calls)
                 ]
             choice = {"index": 0, "message": msg, "finish_reason": "stop"}
         else:
@@ -88,31 +89,98 @@ def test_json_agent_searches_reads_and_answers_with_every_step_recorded(sample_a
     sample, scen = sample_and_scenario
     needle = sample.gold_ids[0]
     replies = [
-        _action(action="search", query=sample.subject) | {"usage": (300, 15)},
-        _action(action="read", doc_id=needle) | {"usage": (500, 10)},
-        {"text": json.dumps({"action": "answer", "answer": scen.encode_answer(sample.gold)}), "usage": (900, 40)},
+        _action(action="search", input=sample.subject) | {"usage": (300, 15)},
+        _action(action="read", input=needle) | {"usage": (500, 10)},
+        _action(action="answer", input="") | {"usage": (900, 5)},
+        {"text": _gold_text(scen, sample), "usage": (400, 40)},  # the answer, written over what was read
     ]
     r, bodies = _run("agentic:driver=json", scen, sample, replies, tmp_path)
     assert [s.kind for s in r.steps] == ["search", "read", "answer"]
     assert r.steps[0].arguments["query"] == sample.subject and r.steps[1].result_ids == [needle]
     assert [s.call for s in r.steps] == [0, 1, 2]
     assert r.score == 1 and r.limit is None and r.valid
-    assert r.n_calls == 3 and all(c.purpose == "agent" for c in r.calls)
-    assert (r.prompt_tokens, r.completion_tokens) == (1700, 65)  # sums over calls
+    assert [c.purpose for c in r.calls] == ["agent", "agent", "agent", "answer"]
+    assert (r.prompt_tokens, r.completion_tokens) == (2100, 70)  # sums over calls
     assert r.shown.retrieval["needle_retrieved"] and r.shown.retrieval["searched_subject"]
     assert r.shown.retrieval["needle_coverage"] == 1.0 and r.shown.needle_shown
-    # each step's request holds the transcript so far, and is constrained to an action
-    assert "anyOf" in bodies[0]["response_format"]["json_schema"]["schema"]
+    # each step's request holds the transcript so far, and is constrained to an action (an object at the root)
+    schema = bodies[0]["response_format"]["json_schema"]["schema"]
+    assert schema["type"] == "object" and "anyOf" not in schema and set(schema["required"]) == {"action", "input"}
     assert (
         "Step 1:" in bodies[1]["prompt"] and sample.subject in bodies[1]["prompt"] and "Step 2:" in bodies[1]["prompt"]
     )
+    # the answer is asked in the scenario's own extraction prompt, over what the agent read
+    assert bodies[3]["prompt"].rstrip().endswith("Answer:") and needle_text(sample) in bodies[3]["prompt"]
+    assert "Search for the person the question names" in bodies[0]["prompt"]
+
+
+def needle_text(sample) -> str:
+    return next(d.text for d in sample.documents if d.id == sample.gold_ids[0])
+
+
+def test_json_agent_answer_inside_the_action(sample_and_scenario, tmp_path):
+    sample, scen = sample_and_scenario
+    answer = {"action": "answer", "input": "", "answer": scen.encode_answer(sample.gold)}
+    r, bodies = _run("agentic:driver=json,answer_from=action", scen, sample, [{"text": json.dumps(answer)}], tmp_path)
+    assert r.score == 1 and r.n_calls == 1 and [s.kind for s in r.steps] == ["answer"]
+    schema = bodies[0]["response_format"]["json_schema"]["schema"]
+    assert set(schema["required"]) == {"action", "input", "answer"} and "anyOf" in schema["properties"]["answer"]
+
+
+def test_json_agent_invalid_actions_are_classed_and_fed_back(sample_and_scenario, tmp_path):
+    from harness.report.multicall import agent_rows
+
+    sample, scen = sample_and_scenario
+    replies = [
+        _action(action="jump", input="x"),  # unknown tool
+        _action(action="read", input="false,"),  # no such document: bad arguments
+        _action(action="search", input=" "),  # empty query: bad arguments
+        _action(action="search", input=sample.subject),
+        _action(action="search", input=sample.subject.upper()),  # the same query again
+        {"text": "not json"},  # invalid JSON: the agent is stopped
+        {"text": _gold_text(scen, sample)},
+    ]
+    r, bodies = _run("agentic:driver=json,max_steps=8", scen, sample, replies, tmp_path)
+    errors = [s.arguments.get("error") for s in r.steps if s.kind == "invalid"]
+    assert errors == ["unknown_tool", "bad_arguments", "bad_arguments", "invalid_json"]
+    assert r.limit == "invalid_action" and r.steps[-1].kind == "final"
+    assert "error: no action 'jump'" in bodies[1]["prompt"] and "no document 'false,'" in bodies[2]["prompt"]
+    retrieval = r.shown.retrieval
+    assert retrieval["repeated_queries"] == 1 and len(retrieval["search_hits"]) == 2
+    (row,) = agent_rows([r])
+    assert row["invalid_json"] == 1 and row["unknown_tool"] == 1 and row["bad_arguments"] == 2
+    assert row["actions"] == 6 and row["valid_actions"] == pytest.approx(2 / 6)
+    assert row["repeated_queries"] == 1.0
+
+
+def test_search_terms_speak_each_scenarios_subject():
+    """searched_subject means something in every built-in scenario: the scenario names its subject's words."""
+    from harness.registry import get
+
+    for name, words in {
+        "bio-needle": "person",
+        "kv-retrieval": "key",
+        "bio-mdqa": "person",
+        "bio-aggregate": "criterion",
+        "bio-multihop": "person",
+    }.items():
+        scen = get("scenario", name)()
+        samples = scen.samples([1200], [50.0], 3, _count)
+        assert words in scen.words.search_hint(), name
+        for sample in samples:
+            terms = scen.search_terms(sample)
+            assert terms and all(t.strip() for t in terms), name
+            assert any(t.lower() in sample.question.lower() for t in terms), (name, terms)  # the agent can copy them
+            if name != "bio-aggregate":  # a criterion is matched by meaning, a name or key by its letters
+                gold = " ".join(d.text for d in sample.documents if d.id in sample.gold_ids).lower()
+                assert any(t.lower() in gold for t in terms), (name, terms)
 
 
 def test_json_agent_stopped_by_max_steps_answers_from_what_it_was_shown(sample_and_scenario, tmp_path):
     sample, scen = sample_and_scenario
     replies = [
-        _action(action="search", query="somebody else"),
-        _action(action="search", query="still not"),
+        _action(action="search", input="somebody else"),
+        _action(action="search", input="still not"),
         {"text": _gold_text(scen, sample)},
     ]  # the forced final extraction call
     r, bodies = _run("agentic:driver=json,max_steps=2", scen, sample, replies, tmp_path)
@@ -125,7 +193,7 @@ def test_json_agent_stopped_by_max_steps_answers_from_what_it_was_shown(sample_a
 def test_json_agent_token_budget(sample_and_scenario, tmp_path):
     sample, scen = sample_and_scenario
     replies = [
-        _action(action="search", query=sample.subject) | {"usage": (5000, 20)},
+        _action(action="search", input=sample.subject) | {"usage": (5000, 20)},
         {"text": _gold_text(scen, sample)},
     ]
     r, _ = _run("agentic:driver=json,token_budget=1000", scen, sample, replies, tmp_path)
@@ -138,19 +206,19 @@ def test_agent_failure_classes(sample_and_scenario, tmp_path):
     sample, scen = sample_and_scenario
     wrong = dict(scen.encode_answer(sample.gold), nationality="martian")
     never, _ = _run(
-        "agentic:driver=json",
+        "agentic:driver=json,answer_from=action",
         scen,
         sample,  # answers without looking
         [{"text": json.dumps({"action": "answer", "answer": wrong})}],
         tmp_path,
     )
     misread, _ = _run(
-        "agentic:driver=json",
+        "agentic:driver=json,answer_from=action",
         scen,
         sample,
         [
-            _action(action="read", doc_id=sample.gold_ids[0]),
-            {"text": json.dumps({"action": "answer", "answer": wrong})},
+            _action(action="read", input=sample.gold_ids[0]),
+            {"text": json.dumps({"action": "answer", "input": "", "answer": wrong})},
         ],
         tmp_path,
     )
@@ -164,10 +232,12 @@ def test_tool_agent_runs_langchains_agent_over_the_harness_model(sample_and_scen
     sample, scen = sample_and_scenario
     replies = [
         {"text": "", "tool_calls": [("search", {"query": sample.subject})]},
-        {"text": "", "tool_calls": [("answer", scen.encode_answer(sample.gold))]},
+        {"text": "", "tool_calls": [("answer", {})]},
+        {"text": _gold_text(scen, sample)},  # the answer, written over what was read
     ]
     r, bodies = _run("agentic:driver=tools", scen, sample, replies, tmp_path, api="chat")
-    assert [s.kind for s in r.steps] == ["search", "answer"] and r.score == 1 and r.n_calls == 2
+    assert [s.kind for s in r.steps] == ["search", "answer"] and r.score == 1 and r.n_calls == 3
+    assert [c.purpose for c in r.calls] == ["agent", "agent", "answer"]
     assert {t["function"]["name"] for t in bodies[0]["tools"]} == {"search", "read", "answer"}
     assert bodies[0]["tool_choice"] == "required"
     # the tool result went back to the model as a tool message
@@ -175,6 +245,34 @@ def test_tool_agent_runs_langchains_agent_over_the_harness_model(sample_and_scen
         m.get("role") == "tool" and sample.subject.split()[-1].lower() in m["content"].lower()
         for m in bodies[1]["messages"]
     )
+    assert r.shown.retrieval["searched_subject"] and r.shown.retrieval["search_hits"] == [True]
+
+
+def test_tool_agent_answer_inside_the_tool(sample_and_scenario, tmp_path):
+    sample, scen = sample_and_scenario
+    replies = [{"text": "", "tool_calls": [("answer", scen.encode_answer(sample.gold))]}]
+    r, bodies = _run("agentic:driver=tools,answer_from=action", scen, sample, replies, tmp_path, api="chat")
+    assert [s.kind for s in r.steps] == ["answer"] and r.score == 1 and r.n_calls == 1
+
+
+def test_tool_agent_records_invalid_tool_calls_by_class(sample_and_scenario, tmp_path):
+    sample, scen = sample_and_scenario
+
+    def raw(name: str, arguments: str) -> dict:
+        return {"text": "", "raw_tool_calls": [(name, arguments)]}
+
+    replies = [
+        {"text": "", "tool_calls": [("jump", {"query": "x"})]},  # unknown tool
+        {"text": "", "tool_calls": [("read", {"doc": 3})]},  # off the tool's schema
+        raw("search", '{"query": '),  # arguments that do not parse
+        {"text": "", "tool_calls": [("answer", {})]},
+        {"text": _gold_text(scen, sample)},
+    ]
+    r, bodies = _run("agentic:driver=tools,max_steps=8", scen, sample, replies, tmp_path, api="chat")
+    errors = [(s.arguments.get("error"), s.arguments.get("tool")) for s in r.steps if s.kind == "invalid"]
+    assert errors == [("unknown_tool", "jump"), ("bad_arguments", "read"), ("invalid_json", "search")]
+    assert [s.call for s in r.steps if s.kind == "invalid"] == [0, 1, 2]
+    assert r.score == 1 and r.steps[-1].kind == "answer"
 
 
 def test_tool_driver_on_a_completions_endpoint_is_refused_before_any_call(sample_and_scenario, tmp_path):
@@ -231,3 +329,86 @@ def test_self_route_refuses_an_arm_that_does_not_retrieve(tmp_path):
 
     with pytest.raises(UsageError, match="not a retrieval arm"):
         build_strategies(RunConfig(strategies=["self-route:rag=full-context"]), tmp_path, None)
+
+
+def test_self_route_one_call_form_answers_or_says_unanswerable(sample_and_scenario, tmp_path):
+    sample, scen = sample_and_scenario
+    r, bodies = _run("self-route:form=unanswerable", scen, sample, [{"text": _gold_text(scen, sample)}], tmp_path)
+    assert r.route == "rag" and r.n_calls == 1 and r.score == 1
+    assert 'reply "unanswerable"' in bodies[0]["prompt"] and "answerable" not in json.dumps(
+        bodies[0]["response_format"]["json_schema"]["schema"]["anyOf"][0]
+    )
+    replies = [{"text": '"unanswerable"'}, {"text": _gold_text(scen, sample)}]
+    r, _ = _run("self-route:form=unanswerable,top_k=1", scen, sample, replies, tmp_path)
+    assert r.route == "full-context" and [c.purpose for c in r.calls] == ["route", "answer"] and r.score == 1
+
+
+def test_route_accuracy_against_the_oracle_route(sample_and_scenario, tmp_path):
+    """Answerable exactly when retrieval showed the whole needle: each (said, oracle) pair is counted."""
+    from harness.report.multicall import route_rows
+
+    sample, scen = sample_and_scenario
+    yes = [{"text": json.dumps({"answerable": True, "answer": scen.encode_answer(sample.gold)})}]
+    no = [{"text": '{"answerable":false,"answer":null}'}, {"text": _gold_text(scen, sample)}]
+    shown_all, _ = _run("self-route:top_k=8", scen, sample, yes, tmp_path)  # the needle is in the top 8
+    refused_all, _ = _run("self-route:top_k=8", scen, sample, no, tmp_path)
+    assert shown_all.shown.retrieval["needle_coverage"] == 1.0
+    assert refused_all.shown.retrieval["first_route"]["needle_coverage"] == 1.0
+    (row,) = route_rows([shown_all, refused_all])
+    assert row["route_confusion"] == {
+        "answerable/answerable": 1,
+        "answerable/not": 0,
+        "not/answerable": 1,
+        "not/not": 0,
+    }
+    assert row["route_accuracy"] == 0.5 and row["token_share_of"] == "haystack" and row["token_share"] > 0
+
+
+def test_terminal_and_report_show_action_and_route_metrics(sample_and_scenario, tmp_path):
+    from rich.console import Console
+
+    from harness.report.html import render_report
+    from harness.report.summary import summarize
+    from harness.report.terminal import agent_action_table, route_table
+
+    sample, scen = sample_and_scenario
+    agent, _ = _run(
+        "agentic:driver=json",
+        scen,
+        sample,
+        [_action(action="jump", input=""), _action(action="answer", input=""), {"text": _gold_text(scen, sample)}],
+        tmp_path,
+    )
+    routed, _ = _run(
+        "self-route:top_k=8", scen, sample, [{"text": '"x"'}, {"text": _gold_text(scen, sample)}], tmp_path
+    )
+    summary = summarize([agent, routed], scen)
+    (a,) = summary["agents"]
+    assert a["unknown_tool"] == 1 and a["valid_actions"] == 0.5 and a["token_share_of"] == "haystack"
+    (r,) = summary["routes"]
+    assert r["route_confusion"]["not/answerable"] == 1 and r["route_accuracy"] == 0.0
+    console = Console(record=True, width=250)
+    console.print(agent_action_table(summary))
+    console.print(route_table(summary))
+    text = console.export_text()
+    assert "unknown tool" in text and "50.0" in text and "route accuracy" in text and "0 / 0" in text
+    html = render_report(summary, [agent, routed], [sample], scen)
+    assert 'id="agent-actions"' in html and "route accuracy" in html and "invalid (unknown tool)" in html
+
+
+def test_agent_trajectory_is_byte_for_byte_what_solve_sends(sample_and_scenario, tmp_path):
+    """Fine-tuning demonstrations (harness finetune's agent trajectories) are the prompts the arm really sends:
+    replayed as the model's replies, every request of `solve` equals a demonstrated prompt, in order."""
+    sample, scen = sample_and_scenario
+    (arm,) = build_strategies(RunConfig(strategies=["agentic:driver=json"]), tmp_path / "cache", None)
+    steps = asyncio.run(arm.trajectory(sample, scen, miss="Quorble Zanthex"))
+    assert steps
+    actions = [json.loads(t) for _, t in steps[:-1]]
+    assert actions[-3:] == [
+        {"action": "search", "input": sample.subject},
+        {"action": "read", "input": sample.gold_ids[0]},
+        {"action": "answer", "input": ""},
+    ]
+    r, bodies = _run("agentic:driver=json", scen, sample, [{"text": t} for _, t in steps], tmp_path)
+    assert [b["prompt"] for b in bodies] == [p.text for p, _ in steps]
+    assert r.score == 1 and r.limit is None and r.shown.retrieval["searched_subject"]

@@ -46,6 +46,23 @@ class DataConfig(BaseModel):
         le=1,
         description="1: every combination of the boolean answer fields equally often; 0: as the split draws them",
     )
+    retrieved_answerable: bool = Field(
+        False,
+        description="answerable-form contexts shown by a retriever keep their partial views: a context that "
+        "cut part of the gold documents (needle coverage below 1) is a not-answerable example (self-route's "
+        "decision on retrieved chunks); off: such a view is drawn again",
+    )
+    agent_share: float = Field(
+        0.0,
+        ge=0,
+        le=1,
+        description="share of contexts made into agent trajectories (search the subject, read the hit, answer; "
+        "then the answer over what was read), in the exact bytes of the agent strategy's action prompts; 0: none",
+    )
+    agent_recovery: float = Field(
+        0.5, ge=0, le=1, description="share of trajectories that open with a search that misses (recovery)"
+    )
+    agent: str = Field("agentic:driver=json", description="the strategy whose action protocol is demonstrated")
     seed: int = 0
 
     @model_validator(mode="after")

@@ -16,11 +16,22 @@ and the target says {"answerable": false, "answer": null}.
 Boolean answer fields are balanced (by rejection: every combination of them as often as the
 rarest), so a reader cannot score by the population's majority label. A retrieval strategy's
 context is redrawn when it does not hold the whole of the gold documents (needle coverage below
-1): the target would otherwise teach answers the context does not give.
+1): the target would otherwise teach answers the context does not give — except, with
+`retrieved_answerable` (default off), in the answerable form, where such a partial view is kept
+as a not-answerable example: the decision self-route asks of retrieved chunks, learned on them
+(the chunk with the death date not retrieved: not answerable).
+
+With `agent_share` (default 0: none), a share of the contexts become agent trajectories: the agent
+strategy (`agent`, a registered strategy with a `trajectory` method, e.g. agentic's JSON protocol)
+demonstrates itself on the sample — [a search that misses, then] a search for the subject, a read of
+the gold document it surfaced, the answer action — one example per step, each prompt the exact bytes
+the strategy sends at that step, each target the action it should write; then the answer written over
+what was read. Off, the examples are byte for byte what they were before (no extra random draws).
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import math
@@ -46,7 +57,7 @@ class Example(BaseModel):
 
     split: Literal["train", "test"]
     group: int  # examples of one group share their context (one forward pass in training)
-    form: Literal["answer", "answerable"]
+    form: Literal["answer", "answerable", "agent"]  # agent: one step of a trajectory (an action, or its answer)
     needle_shown: bool  # False: the gold documents were taken out (target: not answerable)
     strategy: str
     sample_id: str
@@ -59,6 +70,26 @@ class Example(BaseModel):
     messages: list[dict[str, Any]]  # system (instructions) and user (documents and question)
     target: str  # the answer as the model should write it (compact JSON)
     gold: dict[str, Any] | None  # the scored form; None when not answerable
+
+    @classmethod
+    def of(
+        cls, sample: Sample, prompt, target: str, *, shown: bool = True, depth: float | None, **where: Any
+    ) -> Example:
+        """An example asking `sample`'s question with `prompt` (a harness.prompting.Prompt); `where`: split, group,
+        form, strategy (its label) and seed."""
+        return cls(
+            **where,
+            needle_shown=shown,
+            sample_id=sample.id,
+            subject=sample.subject,
+            length=sample.length,
+            depth=depth,
+            context_tokens=sample.context_tokens,
+            prompt=prompt.text,
+            messages=prompt.messages,
+            target=target,
+            gold=sample.gold if shown else None,
+        )
 
     def chat(self) -> list[dict[str, Any]]:
         """The chat-format messages: system, user, and the assistant's gold answer."""
@@ -119,6 +150,7 @@ class ExampleBuilder:
         self.answer_instructions = scenario.instructions
         self.answerable_instructions = answerable_instructions(scenario)
         self._accept = self._balance_weights(self.train.reference_labels()) if data.balance > 0 else {}
+        self._agent = None
 
     def _balance_weights(self, population: list[dict[str, Any]]) -> dict[tuple, float]:
         """Acceptance probability per combination of boolean fields: (rarest / own frequency) ** balance."""
@@ -161,6 +193,9 @@ class ExampleBuilder:
         rng = random.Random(f"harness-finetune/{self.data.seed}/{split}")
         out: list[Example] = []
         for group in range(n):
+            if self.data.agent_share > 0 and rng.random() < self.data.agent_share:
+                out += self._trajectory(rng, split, group)
+                continue
             answerable = rng.random() < self.data.answerable_share
             length, depth = self._length(rng), round(rng.uniform(0, 100), 1)
             strategy = self.strategies[group % len(self.strategies)]
@@ -178,6 +213,50 @@ class ExampleBuilder:
                 for q, seed, context, shown in asked
             ]
         return out
+
+    def agent(self):
+        """The strategy whose protocol trajectories demonstrate (built once, through the registry)."""
+        if self._agent is None:
+            from harness import registry
+            from harness.strategy import build_params, parse_spec
+
+            name, raw = parse_spec(self.data.agent)
+            cls = registry.get("strategy", name)
+            if not hasattr(cls, "trajectory"):
+                raise UsageError(f"agent: {name} cannot demonstrate itself (it has no trajectory method)")
+            resources = self.strategies[0].resources
+            self._agent = cls(build_params(cls.Params, raw, f"strategy {self.data.agent}"), resources)
+        return self._agent
+
+    def _trajectory(self, rng: random.Random, split: str, group: int) -> list[Example]:
+        """One trajectory's steps as examples (a group: they share their beginning)."""
+        agent = self.agent()
+        for _ in range(MAX_DRAWS):
+            length, depth = self._length(rng), round(rng.uniform(0, 100), 1)
+            sample, scen, seed = self._draw(rng, split, length, depth)
+            others = [d for d in sample.documents if d.id not in sample.gold_ids]
+            miss = None
+            if others and rng.random() < self.data.agent_recovery:  # the first words of another document
+                miss = " ".join(rng.choice(others).text.split()[:2])
+            steps = asyncio.run(agent.trajectory(sample, scen, miss))
+            if steps:
+                break
+        else:
+            raise UsageError(f"{agent.label}: its search never surfaced the subject's document; no trajectory")
+        return [
+            Example.of(
+                sample,
+                prompt,
+                target,
+                depth=sample.depth,
+                split=split,
+                group=group,
+                form="agent",
+                strategy=agent.label,
+                seed=seed,
+            )
+            for prompt, target in steps
+        ]
 
     def _ask(self, rng: random.Random, split: str, length: int, depth: float, strategy, answerable: bool):
         """[(question sample, seed, shown context, gold shown?)] for one context; [] to draw again."""
@@ -215,8 +294,11 @@ class ExampleBuilder:
         out = []
         for q, shown in asked:
             view = strategy.show(q)
-            # A retriever that cut the gold documents would teach answers the context does not hold.
+            # A retriever that cut the gold documents would teach answers the context does not hold;
+            # in the answerable form, with retrieved_answerable, it teaches that they are not there.
             if shown and (view.retrieval.get("needle_coverage") or 1.0) < 1.0:
+                if answerable and self.data.retrieved_answerable:
+                    out.append((q, seed, view.context, False))
                 continue
             out.append((q, seed, view.context, shown))
         return out
@@ -246,22 +328,18 @@ class ExampleBuilder:
             if shown and sample.gold_ids and sample.gold_ids[0] in ids
             else None
         )
-        return Example(
+        form = "answerable" if answerable else "answer"
+        return Example.of(
+            sample,
+            prompt,
+            target,
+            shown=shown,
+            depth=depth,
             split=split,
             group=group,
-            form="answerable" if answerable else "answer",
-            needle_shown=shown,
+            form=form,
             strategy=strategy.label,
-            sample_id=sample.id,
             seed=seed,
-            subject=sample.subject,
-            length=sample.length,
-            depth=depth,
-            context_tokens=sample.context_tokens,
-            prompt=prompt.text,
-            messages=prompt.messages,
-            target=target,
-            gold=sample.gold if shown else None,
         )
 
 

@@ -403,6 +403,8 @@ def trace_text(r: Record) -> str:
             what = f"read {args.get('doc_id', '')}"
         elif s.kind == "route":
             what = "route: " + ("answerable" if args.get("answerable") else "not answerable")
+        elif s.kind == "invalid" and args.get("error"):
+            what = f"invalid ({args['error'].replace('_', ' ')})"
         else:
             what = s.kind
         got = f" → {' '.join(s.result_ids[:6])}" if s.result_ids and s.kind != "route" else ""

@@ -354,6 +354,7 @@ def print_summary(summary: dict[str, Any], console: Console | None = None) -> No
         console.print(faithfulness_table(summary))
     if summary.get("agents"):
         console.print(agent_table(summary))
+        console.print(agent_action_table(summary))
     if summary.get("routes"):
         console.print(route_table(summary))
     for line in failure_notes(summary):
@@ -370,16 +371,45 @@ def agent_table(summary: dict[str, Any]) -> Table:
             Col("queries", lambda r: _num(r.get("n"))),
             Col("steps/q", lambda r: _num(r.get("steps"), "{:.1f}")),
             Col("calls/q", lambda r: _num(r.get("calls"), "{:.1f}")),
-            Col("searched the name %", lambda r: _pct(r.get("searched_subject"))),
+            Col("searched the subject %", lambda r: _pct(r.get("searched_subject"))),
             Col("found the needle %", lambda r: _pct(r.get("needle_found"))),
             Col("stopped by a limit %", lambda r: _pct(r.get("limited"))),
             Col("correct", lambda r: _num(r.get("correct"))),
             Col("ran out", lambda r: _num(r.get("ran_out"))),
-            Col("never searched the name", lambda r: _num(r.get("never_searched"))),
+            Col("never searched the subject", lambda r: _num(r.get("never_searched"))),
             Col("searched, not found", lambda r: _num(r.get("not_found"))),
             Col("found, misread", lambda r: _num(r.get("misread"))),
         ],
     )
+
+
+def _token_share(r: dict[str, Any]) -> str:
+    of = "" if r.get("token_share_of") in (None, "full-context") else f" (of {r['token_share_of']})"
+    return _pct(r.get("token_share")) + of
+
+
+def agent_action_table(summary: dict[str, Any]) -> Table:
+    """Agents' actions: tool-call validity by class, searches that found a gold document, repeats, tokens."""
+    return _table(
+        "agents: actions (invalid ones by class), searches that surfaced a gold document, tokens against full context",
+        summary["agents"],
+        [
+            Col("actions", lambda r: _num(r.get("actions"))),
+            Col("valid %", lambda r: _pct(r.get("valid_actions"))),
+            Col("invalid JSON", lambda r: _num(r.get("invalid_json"))),
+            Col("unknown tool", lambda r: _num(r.get("unknown_tool"))),
+            Col("bad arguments", lambda r: _num(r.get("bad_arguments"))),
+            Col("search hit %", lambda r: _pct(r.get("search_hit"))),
+            Col("steps to 1st hit", lambda r: _num(r.get("steps_to_first_hit"), "{:.1f}")),
+            Col("repeated queries/q", lambda r: _num(r.get("repeated_queries"), "{:.2f}")),
+            Col("tokens vs full context %", _token_share),
+        ],
+    )
+
+
+def _confusion(r: dict[str, Any], said: str) -> str:
+    c = r.get("route_confusion") or {}
+    return f"{c.get(said + '/answerable', 0)} / {c.get(said + '/not', 0)}" if c else "-"
 
 
 def route_table(summary: dict[str, Any]) -> Table:
@@ -390,14 +420,18 @@ def route_table(summary: dict[str, Any]) -> Table:
         return f"{100 * v:.0f}%" if _real(v) else "-"
 
     return _table(
-        "routes: answered from retrieval, or routed to full context",
+        "routes: answered from retrieval, or routed to full context; checked against the oracle route "
+        "(answerable exactly when retrieval showed the whole needle)",
         summary["routes"],
         [
             Col("queries", lambda r: _num(r.get("n"))),
             Col("routed to full context %", lambda r: _pct(r.get("share_full-context", 0.0))),
             Col("acc. via rag %", lambda r: _pct(r.get("accuracy_rag"))),
             Col("acc. via full context %", lambda r: _pct(r.get("accuracy_full-context"))),
-            Col("route agrees with retrieval %", lambda r: _pct(r.get("route_agrees_with_retrieval"))),
+            Col("route accuracy %", lambda r: _pct(r.get("route_accuracy", r.get("route_agrees_with_retrieval")))),
+            Col("said answerable: oracle yes / no", lambda r: _confusion(r, "answerable")),
+            Col("said not: oracle yes / no", lambda r: _confusion(r, "not")),
+            Col("tokens vs full context %", _token_share),
             Col("$ saved vs full context", saved),
         ],
     )

@@ -132,6 +132,36 @@ def read_answerable(raw: str, scenario) -> tuple[bool | None, str | None, str | 
     return True, json.dumps(value["answer"], ensure_ascii=False, separators=(",", ":")), None
 
 
+# The paper's own one-call form (Li et al. 2024's Self-Route prompt): the answer itself, or the word
+# "unanswerable". One JSON value either way (a root anyOf: vLLM's structured output takes it, OpenAI's
+# strict mode does not; the answerable form above is the one for hosted endpoints).
+UNANSWERABLE = "unanswerable"
+UNANSWERABLE_NOTE = (
+    'If the text below does not contain what is needed to answer the question, reply "unanswerable"; '
+    "otherwise reply with the JSON object described above."
+)
+
+
+def unanswerable_schema(scenario) -> dict[str, Any]:
+    return {"anyOf": [wire_schema(scenario), {"type": "string", "enum": [UNANSWERABLE]}]}
+
+
+def read_unanswerable(raw: str, scenario) -> tuple[bool | None, str | None, str | None]:
+    """(answerable, the answer's wire text or None, reason when unreadable) of a reply in the one-call form:
+    "unanswerable" (quoted or not, any case) is not answerable; a valid answer is."""
+    text = (raw or "").strip() if isinstance(raw, str) else ""
+    try:
+        value = json.loads(text)
+    except (ValueError, RecursionError):
+        value = text
+    if isinstance(value, str) and value.strip().lower() == UNANSWERABLE:
+        return False, None, None
+    answer, reason = parse_answer(text, wire_schema(scenario))
+    if answer is None:
+        return None, None, reason
+    return True, json.dumps(answer, ensure_ascii=False, separators=(",", ":")), None
+
+
 def read_answer(raw: str, scenario, schema: dict[str, Any] | None = None) -> tuple[Any, str | None]:
     """The scored form of a model's answer, or (None, reason): parse against the wire schema, unwrap,
     then the scenario's decoding."""

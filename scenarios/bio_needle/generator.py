@@ -38,6 +38,7 @@ import random
 import re
 import string
 import zlib
+from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -70,6 +71,11 @@ _WORD = re.compile(r"\w+")
 
 def count_words(text: str) -> int:
     return len(_WORD.findall(text))
+
+
+def surname_terms(name: str) -> list[str]:
+    """What an agent searching for a person should type at least: the surname (the rarest part of a name)."""
+    return name.split()[-1:]
 
 
 @dataclass(frozen=True)
@@ -356,6 +362,14 @@ class BioGenerator:
 
     def records(self, split: str, n: int) -> list[BioRecord]:
         return [p.record for p in self.people(split, n)]
+
+    def stream(self, split: str) -> Iterator[tuple[int, BioRecord]]:
+        """(index, record) of a split in order, endlessly (generated 64 at a time)."""
+        j = 0
+        while True:
+            for r in self.records(split, j + 64)[j:]:
+                yield j, r
+                j += 1
 
     # -- one person ---------------------------------------------------------------------
     def _person(self, split: str) -> Person:

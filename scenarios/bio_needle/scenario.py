@@ -37,7 +37,7 @@ from harness.plugin import (
     UsageError,
     Words,
 )
-from scenarios.bio_needle.generator import BioGenerator
+from scenarios.bio_needle.generator import BioGenerator, surname_terms
 from scenarios.bio_needle.loader import BioLabels, BioRecord, ReadReport, read_bios
 
 _TASK = """\
@@ -236,6 +236,9 @@ class BioNeedle(Scenario):
     @property
     def training(self) -> bool:
         return getattr(self.params, "split", "test") == "train"
+
+    def search_terms(self, sample: Sample) -> list[str]:
+        return surname_terms(sample.subject)
 
     def split(self, name: str, seed: int | None = None) -> BioNeedle:
         """The test people, or the training ones (surnames no test split can hold, seen forms only)."""
