@@ -458,7 +458,7 @@ class _Files:
 
     def _haystack(self, report: ReadReport | None = None):
         """(id, record) of each usable haystack biography; ids keep the file's numbering."""
-        for i, line in enumerate(read_bios(self.haystack_path, report=report)):
+        for i, line in enumerate(read_bios(self.haystack_path, drop_bad_labels=True, report=report)):
             if _name_key(line.record.name) in self.needle_names:
                 if report is not None:
                     self.dropped += 1
