@@ -224,6 +224,12 @@ class BioNeedle(Scenario):
         back = {v: k for k, v in COMPACT_KEYS.items()}
         return {back.get(k, k): (decode_date(v) if k in back else v) for k, v in written.items() if k != OCCUPATION_KEY}
 
+    def check_files(self, files: Sequence[Path]) -> tuple[list[str], str | None]:
+        """`harness data check`: biography files (or folders of them), counted line by line."""
+        from scenarios.bio_needle.check import check_files
+
+        return check_files(list(files))
+
     def check(self) -> None:
         if self.uses_files:
             self._load_files()
