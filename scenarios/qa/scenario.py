@@ -108,10 +108,6 @@ class QAParams(ScenarioParams):
     schema_file: Path | None = Field(None, alias="schema", description="JSON schema of JSON answers, scored per field")
 
 
-class RefusedRow(UsageError):
-    pass
-
-
 class QA(Scenario):
     """Your own questions: a question-answer file in the layouts people have (FlashRAG, Lost in the Middle, HotpotQA, LongBench, SQuAD)."""
 
@@ -160,7 +156,7 @@ class QA(Scenario):
             except RowError as e:
                 message = f"{path} row {n}: {e}"
                 if strict:
-                    raise RefusedRow(
+                    raise UsageError(
                         f"{message} (`harness data check {path} --scenario qa` lists every refused row)"
                     ) from None
                 self.refused_count += 1
