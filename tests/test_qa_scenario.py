@@ -212,7 +212,7 @@ def test_null_baseline_is_the_most_common_answer_or_none_for_open_answers():
     assert fl.null_source == 'the most common answer, "the Ashby", 2 of 4 rows'
     assert fl.null_answer(fl.reference_labels()) == {"answer": "the Ashby"}
     sq = qa(DATA / "squad.csv")
-    assert sq.null_source == "none: open answers (no answer given twice in the file)"
+    assert sq.null_source == "none: open answers, no answer given twice in the file"
     assert sq.null_answer(sq.reference_labels()) == {"answer": None}
     assert sq.score({"answer": None}, {"answer": ["1903"]}) == {"answer": 0.0}
 

@@ -276,7 +276,7 @@ class QA(Scenario):
             return f"each field's most common value in {len(rows):,} rows"
         common = self._most_common([self.gold(r) for r in rows])
         if common is None:
-            return "none: open answers (no answer given twice in the file)"
+            return "none: open answers, no answer given twice in the file"
         return f'the most common answer, "{common[0]}", {common[1]:,} of {len(rows):,} rows'
 
     def grounding(self) -> Grounding:
