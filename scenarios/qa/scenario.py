@@ -251,8 +251,13 @@ class QA(Scenario):
         return [self.gold(r) for r in self._rows()]
 
     def null_answer(self, golds: Sequence[dict[str, Any]]) -> dict[str, Any]:
-        if self.schema is not None:
-            return super().null_answer(golds)
+        if self.schema is not None:  # each field's most common value, or none where no value is given twice
+            out = {}
+            for f in self.fields:
+                counts = Counter(json.dumps(g.get(f), sort_keys=True) for g in golds)
+                top = counts.most_common(1)
+                out[f] = json.loads(top[0][0]) if top and top[0][1] >= 2 else None
+            return out
         common = self._most_common(golds)
         return {"answer": common[0] if common else None}
 
@@ -273,7 +278,7 @@ class QA(Scenario):
     def null_source(self) -> str:
         rows = self._rows()
         if self.schema is not None:
-            return f"each field's most common value in {len(rows):,} rows"
+            return f"each field's most common value in {len(rows):,} rows; none where no value is given twice"
         common = self._most_common([self.gold(r) for r in rows])
         if common is None:
             return "none: open answers, no answer given twice in the file"
