@@ -68,6 +68,7 @@ def test_every_layout_runs_end_to_end(runs, name, vllm_server):
         assert n <= LENGTH + 5 and abs(n - s.context_tokens) <= 5 + len(s.documents)
     summary = json.loads((folder / "summary.json").read_text())
     assert summary["gold_marked"] == (1.0 if marked else 0.0)
+    assert ("No gold documents marked in the data" in (folder / "report.html").read_text()) is (not marked)
     saved = store.read_config()
     assert saved["null_source"] and saved["input_notes"][0].startswith(str(DATA / name))
 
