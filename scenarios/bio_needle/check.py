@@ -15,7 +15,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from harness.errors import UsageError
+from harness.plugin import UsageError
 from scenarios.bio_needle.loader import ReadReport, read_bios
 
 EXAMPLES = 5  # names / lines shown per finding

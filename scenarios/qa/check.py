@@ -5,7 +5,7 @@ from __future__ import annotations
 import statistics
 from pathlib import Path
 
-from harness.errors import UsageError
+from harness.plugin import UsageError
 
 
 def _stats(values: list[int]) -> str:

@@ -25,7 +25,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from harness.errors import UsageError
+from harness.plugin import UsageError
 
 QUESTION_KEYS = ("question", "input", "query")
 ANSWER_KEYS = ("golden_answers", "answers", "answer")

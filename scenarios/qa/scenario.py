@@ -32,10 +32,23 @@ from typing import Any
 
 from pydantic import ConfigDict, Field
 
-from harness.errors import UsageError
-from harness.haystack import SEP_TOKENS, TokenCache, check_grid, depth_index, fill, joined_tokens
-from harness.samples import Document, Sample
-from harness.scenario import Grounding, Scenario, ScenarioParams, Shot, TokenCounter, Words
+from harness.plugin import (
+    SEP_TOKENS,
+    Document,
+    Grounding,
+    Sample,
+    Scenario,
+    ScenarioParams,
+    Shot,
+    TokenCache,
+    TokenCounter,
+    UsageError,
+    Words,
+    check_grid,
+    depth_index,
+    fill,
+    joined_tokens,
+)
 from scenarios.qa.layouts import Mapping, QADoc, QARow, RowError, iter_rows, parse_row
 from scenarios.qa.metrics import Metric, check_answers, mark, mark_value, normalize, number
 
