@@ -62,7 +62,7 @@ def plugin_command(name: str):
 data_app = typer.Typer(
     cls=DataGroup,
     no_args_is_help=True,
-    help="Data files of the scenarios: the core's commands (export-finetune) and those the scenarios' plug-ins add (check, import, label, inspect).",
+    help="Data files of the scenarios: the core's commands (check, export-finetune) and those the scenarios' plug-ins add (import, label, inspect).",
 )
 app.add_typer(data_app, name="data")
 
@@ -534,6 +534,31 @@ def finetune(
     except ValueError as e:
         raise UsageError(f"finetune: {_first_error(e)}") from None
     harness_api.finetune(config, command=_command_line(), name=name)
+
+
+@data_app.command("check")
+def data_check(
+    files: list[Path] = typer.Argument(..., help="the scenario's data files (or folders of them)"),
+    scenario: str = typer.Option(
+        "bio-needle", "--scenario", help="whose files: bio-needle (biographies), qa (questions)"
+    ),
+    scenario_param: list[str] = typer.Option(
+        None, "--scenario-param", "-P", help="scenario option key=value (qa: the column mapping)"
+    ),
+    include: list[Path] = typer.Option(None, "--include", help="Python file that registers scenarios"),
+):
+    """What a scenario's data files hold, every refused line or row named on a line of its own (no server)."""
+    from harness.strategy import build_params
+
+    for path in include or []:
+        registry.include(path)
+    cls = registry.get("scenario", scenario)
+    params = build_params(cls.Params, parse_kv(scenario_param or [], "--scenario-param"), f"scenario {scenario}")
+    lines, refusal = cls(params).check_files(files)
+    for line in lines:
+        console.print(line, highlight=False, markup=False, soft_wrap=True)
+    if refusal:
+        raise UsageError(refusal)
 
 
 @data_app.command("export-finetune")

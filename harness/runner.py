@@ -140,7 +140,9 @@ def make_record(
             # Documents are in corpus.jsonl; only chunk text needs keeping here.
             pieces=[p.model_dump(exclude={"text"} if p.id in doc_ids else None) for p in shown.pieces],
             doc_ids=shown.doc_ids(),
-            needle_shown=any(shown.holds(g) for g in sample.gold_ids),
+            needle_shown=any(shown.holds(g) for g in sample.gold_ids)
+            if sample.gold_ids
+            else None,  # None: no gold marked
             retrieval=shown.retrieval,
         ),
         steps=list(outcome.steps) if outcome is not None else [],

@@ -115,6 +115,12 @@ class Scenario(ABC):
 
         Raise harness.errors.UsageError with a one-line reason; the default checks nothing."""
 
+    def check_files(self, files: Sequence[Path]) -> tuple[list[str], str | None]:
+        """`harness data check FILE... --scenario NAME`: what the files hold, as lines to print, and
+        why a run could not use them (None: it could). Read everything, name every refused line or
+        row; start no server. Default: the scenario reads no files."""
+        raise UsageError(f"scenario {self.name} reads no data files (`harness data check` has nothing to check)")
+
     def input_notes(self) -> list[str]:
         """What `check()` did to the inputs that a user should know (labels normalised, with counts;
         entries left out). Printed as notes and saved in the run's config.yaml; default: none."""

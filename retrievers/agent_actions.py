@@ -143,7 +143,9 @@ class Tools:
             context=SEPARATOR.join(p.text for p in pieces),
             pieces=pieces,
             retrieval={
-                "needle_retrieved": any(set(p.doc_ids) & set(self.sample.gold_ids) for p in pieces),
+                "needle_retrieved": any(set(p.doc_ids) & set(self.sample.gold_ids) for p in pieces)
+                if self.sample.gold_ids
+                else None,  # None: no gold marked (a qa file without gold documents)
                 "gold_recall": gold_recall(self.sample, [p.doc_ids for p in pieces]),
                 "needle_step": self.first_needle_step,  # the step that first showed the needle
                 "needle_coverage": needle_coverage(self.sample, self.hits) if self.hits else 0.0,

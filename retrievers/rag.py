@@ -121,7 +121,7 @@ class RagStrategy(OneShot):
             context=SEPARATOR.join(p.text for p in pieces),
             pieces=pieces,
             retrieval={
-                "needle_retrieved": bool(ranks),
+                "needle_retrieved": bool(ranks) if gold else None,  # None: no gold marked
                 "gold_recall": gold_recall(sample, [c.doc_ids for c, _ in hits]),
                 "needle_rank": min(ranks) if ranks else None,
                 "chunks": len(hits),

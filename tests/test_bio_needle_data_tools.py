@@ -56,7 +56,7 @@ def real_words(rows) -> dict[int, set[str]]:
 def test_data_commands_are_mounted_from_entry_points_and_loaded_lazily():
     from harness import registry
 
-    assert {"check", "import-wikibio", "label", "inspect"} <= set(registry.names("data_command"))
+    assert {"import-wikibio", "label", "inspect"} <= set(registry.names("data_command"))  # check: the core's
     p = harness("data", "--help")
     assert p.returncode == 0
     for name in ("check", "import-wikibio", "label", "inspect"):
@@ -115,7 +115,10 @@ def test_check_prints_what_it_found_and_fails_on_refused_lines(tmp_path):
     p = harness("data", "check", str(hay), str(needles))
     out = p.stdout
     assert p.returncode == 2
-    assert p.stderr.strip().splitlines() == ["error: 1 line refused (listed above); a run would stop at the first"]
+    assert p.stderr.strip().splitlines() == [
+        "error: 1 line refused (listed above): as needles, a run stops at the first; "
+        "in a haystack, a line refused only for its labels is kept without them"
+    ]
     assert "lines       32: 32 biographies read, 0 refused" in out
     assert "labels      0 labeled, 32 unlabeled: usable as a haystack; needles need labels" in out
     assert "tokens/bio  min" in out and 'the file\'s "num_tokens"' in out

@@ -248,10 +248,40 @@ def test_the_haystack_is_read_lazily_after_one_checking_pass(tmp_path):
 def test_a_bad_haystack_line_far_down_is_found_before_any_run(tmp_path):
     hay, needles = _published(tmp_path)
     with open(hay, "a") as fh:
-        fh.write(json.dumps({"name": "Zed", "bio": "Zed.", "json": {**GOLD, "date_of_birth": "1951?"}}) + "\n")
+        fh.write(json.dumps({"name": "Zed", "json": GOLD}) + "\n")
     sc = BioNeedle(BioNeedle.Params(haystack_file=hay, needles_file=needles))
-    with pytest.raises(UsageError, match=rf"{hay} line 151: json\.date_of_birth: \"1951\?\" is not a date"):
+    with pytest.raises(UsageError, match=rf"{hay} line 151: bio: missing"):
         sc.check()
+
+
+IMPOSSIBLE = {
+    **GOLD,
+    "date_of_birth": {"day": 3, "month": 4, "year": 669},
+    "date_of_death": {"day": 0, "month": 0, "year": 11},
+}
+
+
+def test_an_impossible_haystack_label_is_dropped_and_said_the_biography_kept(tmp_path):
+    """Anyscale's published biographies hold one haystack line born 669, died in year 11: that label
+    goes (counted, named), the biography stays in the haystack; the same label on a needle stops the run."""
+    hay, needles = _published(tmp_path, labeled_haystack=True, n=40)
+    lines = hay.read_text().splitlines()
+    odd = json.loads(lines[6])
+    odd["json"] = IMPOSSIBLE
+    lines[6] = json.dumps(odd)
+    hay.write_text("\n".join(lines) + "\n")
+    sc = BioNeedle(BioNeedle.Params(haystack_file=hay, needles_file=needles))
+    sc.check()
+    assert len(sc.reference_labels()) == 39  # the other 39 labels are the population
+    notes = [n for n in sc.input_notes() if "impossible label" in n]
+    assert len(notes) == 1 and notes[0].startswith(f"{hay}: 1 impossible label dropped, the biography kept unlabeled")
+    assert "first: line 7: json.date_of_death" in notes[0]
+    samples = sc.samples([3000], [50], 1, words)
+    assert odd["bio"] in {d.text for d in samples[0].documents}  # the biography is still in the haystack
+    bad_needle = tmp_path / "bad-needles.jsonl"
+    bad_needle.write_text(json.dumps({"name": odd["name"], "bio": odd["bio"], "json": IMPOSSIBLE}) + "\n")
+    with pytest.raises(UsageError, match=rf"{bad_needle} line 1: json\.date_of_death"):
+        BioNeedle(BioNeedle.Params(haystack_file=hay, needles_file=bad_needle)).check()
 
 
 def test_null_source_is_shown_beside_the_null_baseline():

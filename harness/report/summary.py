@@ -57,6 +57,7 @@ def frame(records: Sequence[Record], fields: Sequence[str]) -> pd.DataFrame:
             "limited": bool(r.limit),
             "routed_long": (r.route == "full-context") if r.route is not None else None,
             "needle_shown": r.shown.needle_shown,
+            "gold": has_gold(r),
         }
         for f in fields:
             row[f] = float(r.marks.get(f, 0.0))
@@ -101,12 +102,21 @@ def needle_coverage(record: Record) -> float | None:
     return None if seen is None else float(bool(seen))
 
 
+def has_gold(r: Record) -> bool:
+    """Whether the data marks the documents that answer the query (a question-answer file may not:
+    the runner then records neither a needle id nor whether the needle was shown)."""
+    return r.needle_id is not None or r.shown.needle_shown is not None
+
+
 def _attribution(r: Record, fields: Sequence[str]) -> dict[str, Any]:
-    retrieval = r.shown.retrieval
+    """Retrieval figures and the cause of each wrong field; none where the data marks no gold document
+    (nothing says what a retriever should have found)."""
+    gold = has_gold(r)
+    retrieval = r.shown.retrieval if gold else {}
     answered = not r.error
     wrong = [f for f in fields if r.marks.get(f, 0.0) < 1] if answered else []
-    cov = needle_coverage(r)
-    where = "read" if cov is None or cov >= FULL else ("miss" if cov <= 0 else "part")
+    cov = needle_coverage(r) if gold else None
+    where = None if not gold else "read" if cov is None or cov >= FULL else ("miss" if cov <= 0 else "part")
     out: dict[str, Any] = {
         "needle_retrieved": retrieval.get("needle_retrieved"),
         # share of the gold documents retrieved (several for an aggregate question); older records: 0/1
@@ -258,6 +268,7 @@ def summarize(
         "by_strategy": _records(by_s),
         "by_cell": _records(by_cell),  # strategy x length x depth: the heatmap
         "per_needle": per_needle(df),
+        "gold_marked": float(df["gold"].mean()),  # share of queries whose data marks gold documents
         "null_answer": null_answer,
         "null_baseline": null_baseline(scenario, list(golds.values()), null_answer),
         "attribution": attribution(df, fields, order),

@@ -147,8 +147,14 @@ def retrieval_table(summary: dict[str, Any]) -> Table:
         wrong, miss = s.get("wrong_fields"), s.get("retrieval_misses")
         return _pct(miss / wrong) if wrong and _real(miss) else "-"
 
+    title = "retrieval and error attribution (wrong fields, all lengths)"
+    marked = summary.get("gold_marked")
+    if marked is not None and marked == 0:
+        title += ": no gold documents marked in the data (recall and the miss / reading split need them)"
+    elif marked is not None and marked < 1:
+        title += f": gold documents marked for {100 * marked:.0f}% of queries, the figures are theirs"
     return _table(
-        "retrieval and error attribution (wrong fields, all lengths)",
+        title,
         summary["by_strategy"],
         [
             Col("needle recall %", lambda s: _pct(s.get("needle_recall"))),

@@ -15,6 +15,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from harness.plugin import UsageError
 from scenarios.bio_needle.loader import ReadReport, read_bios
 
 EXAMPLES = 5  # names / lines shown per finding
@@ -140,4 +141,33 @@ def shared_names(checks: list[FileCheck]) -> list[str]:
                     f"{len(both):,} name{'s' if len(both) != 1 else ''} in both {a.path} and {b.path}: {shown}"
                     f"{' ...' if len(both) > EXAMPLES else ''} (a run leaves such haystack biographies out)"
                 )
+    return out
+
+
+def check_files(files: list[Path]) -> tuple[list[str], str | None]:
+    """`harness data check` for biography files (or folders of them): lines to print, and the refusal."""
+    checks = [check_file(p) for p in jsonl_files(files)]
+    lines = [line for fc in checks for line in describe(fc)]
+    lines += [f"shared      {line}" for line in shared_names(checks)]
+    refused = sum(fc.report.refused_count for fc in checks)
+    if not refused:
+        return lines, None
+    return lines, (
+        f"{refused:,} line{'s' if refused != 1 else ''} refused (listed above): as needles, a run stops at the first; "
+        "in a haystack, a line refused only for its labels is kept without them"
+    )
+
+
+def jsonl_files(targets: list[Path]) -> list[Path]:
+    out: list[Path] = []
+    for t in targets:
+        if t.is_dir():
+            found = sorted(p for p in t.glob("*.jsonl") if p.is_file())
+            if not found:
+                raise UsageError(f"{t}: no .jsonl files in it")
+            out += found
+        elif t.exists():
+            out.append(t)
+        else:
+            raise UsageError(f"{t}: no such file or folder")
     return out

@@ -1,7 +1,7 @@
 """The biography data commands, mounted under `harness data` by entry point (harness.data_commands).
 
-Only arguments are parsed here; the work is in check.py, wikibio.py, labeling.py and
-inspect_html.py. Nothing heavy is imported at module level: `harness data --help` loads this.
+Only arguments are parsed here; the work is in wikibio.py, labeling.py and inspect_html.py
+(`harness data check` is the core's, dispatching to BioNeedle.check_files). Nothing heavy is imported at module level: `harness data --help` loads this.
 """
 
 from __future__ import annotations
@@ -11,41 +11,6 @@ from pathlib import Path
 import typer
 
 from harness.plugin import UsageError
-
-
-def _jsonl_files(targets: list[Path]) -> list[Path]:
-    out: list[Path] = []
-    for t in targets:
-        if t.is_dir():
-            found = sorted(p for p in t.glob("*.jsonl") if p.is_file())
-            if not found:
-                raise UsageError(f"{t}: no .jsonl files in it")
-            out += found
-        elif t.exists():
-            out.append(t)
-        else:
-            raise UsageError(f"{t}: no such file or folder")
-    return out
-
-
-def check_cmd(
-    files: list[Path] = typer.Argument(..., help="biography JSONL files (or folders of them)"),
-):
-    """What biography files hold: labels, normalisations, refused lines, words/tokens, duplicate names."""
-    from harness.plugin import console
-    from scenarios.bio_needle.check import check_file, describe, shared_names
-
-    checks = [check_file(p) for p in _jsonl_files(files)]
-    for fc in checks:
-        for line in describe(fc):
-            console.print(line, highlight=False, markup=False, soft_wrap=True)
-    for line in shared_names(checks):
-        console.print(f"shared      {line}", highlight=False, markup=False, soft_wrap=True)
-    refused = sum(fc.report.refused_count for fc in checks)
-    if refused:
-        raise UsageError(
-            f"{refused:,} line{'s' if refused != 1 else ''} refused (listed above); a run would stop at the first"
-        )
 
 
 def import_wikibio_cmd(
@@ -145,11 +110,12 @@ def inspect_cmd(
 ):
     """Write an HTML table of biographies and their labels to check by eye (self-contained, no script)."""
     from harness.plugin import console
+    from scenarios.bio_needle.check import jsonl_files
     from scenarios.bio_needle.inspect_html import write_inspection
 
     if limit < 1:
         raise UsageError("--limit must be at least 1")
-    paths = _jsonl_files([target])
+    paths = jsonl_files([target])
     out = out or (target / "inspect.html" if target.is_dir() else target.with_suffix(".html"))
     path, rows = write_inspection(paths, out, limit)
     console.print(f"wrote {path} ({rows:,} rows)", highlight=False, markup=False)

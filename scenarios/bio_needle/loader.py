@@ -96,6 +96,8 @@ class ReadReport:
     first_line: dict[str, int] = field(default_factory=dict)  # note -> first line number
     refused: list[str] = field(default_factory=list)  # "file line N: field: why", the first ones
     refused_count: int = 0
+    dropped_labels: list[str] = field(default_factory=list)  # "line N: field: why", the first ones (haystack only)
+    dropped_count: int = 0
 
     @property
     def records(self) -> int:
@@ -106,6 +108,17 @@ class ReadReport:
         return [
             f"{note} ({n:,} biograph{'y' if n == 1 else 'ies'}, first on line {self.first_line[note]})"
             for note, n in self.normalised.most_common()
+        ] + self.dropped_lines()
+
+    def dropped_lines(self) -> list[str]:
+        """'N impossible labels dropped ... (first: line L: field: why)': haystack labels that could not be
+        read, whose biographies were kept unlabeled."""
+        if not self.dropped_count:
+            return []
+        n = self.dropped_count
+        return [
+            f"{n:,} impossible label{'s' if n != 1 else ''} dropped, the biograph{'y' if n == 1 else 'ies'} kept "
+            f"unlabeled (haystack labels only feed the null baseline; first: {self.dropped_labels[0]})"
         ]
 
 
@@ -145,8 +158,21 @@ def _text(obj: dict[str, Any], key: str) -> str:
     return value
 
 
-def parse_line(text: str, need_labels: bool = False) -> tuple[BioRecord, dict[str, Any], list[str]]:
-    """(record, extra keys, normalisations) of one JSONL line, or LineError with 'field: why'."""
+class DroppedLabel(LineError):
+    """A haystack line whose labels cannot be read: the biography is kept without them."""
+
+    def __init__(self, message: str, record: BioRecord, extras: dict[str, Any], notes: list[str]):
+        super().__init__(message)
+        self.parsed = (record, extras, notes)
+
+
+def parse_line(
+    text: str, need_labels: bool = False, drop_bad_labels: bool = False
+) -> tuple[BioRecord, dict[str, Any], list[str]]:
+    """(record, extra keys, normalisations) of one JSONL line, or LineError with 'field: why'.
+
+    drop_bad_labels (a haystack's lines, whose labels only feed the null baseline): labels that cannot
+    be read raise DroppedLabel, which carries the biography parsed without them."""
     try:
         obj: Any = json.loads(text)
     except json.JSONDecodeError as e:
@@ -160,11 +186,16 @@ def parse_line(text: str, need_labels: bool = False) -> tuple[BioRecord, dict[st
         notes.append("name: spaces normalised")
     raw = obj.pop("json", None)
     labels = None
+    dropped = None
     if raw is not None:
         try:
             values, more = normalise_labels(raw)
         except LabelError as e:
-            raise LineError(f"json.{e.field}: {e.message}" if e.field != "json" else f"json: {e.message}") from None
+            why = f"json.{e.field}: {e.message}" if e.field != "json" else f"json: {e.message}"
+            if not drop_bad_labels:
+                raise LineError(why) from None
+            dropped, raw, more = why, None, []
+    if raw is not None:
         notes += more
         try:
             labels = BioLabels.model_validate(values)
@@ -176,16 +207,27 @@ def parse_line(text: str, need_labels: bool = False) -> tuple[BioRecord, dict[st
     occupation = None
     if isinstance(obj.get("occupation"), str):  # optional, unscored: see BioRecord.occupation
         occupation = " ".join(obj.pop("occupation").split()) or None
-    return BioRecord(name=clean, bio=bio, labels=labels, occupation=occupation), obj, list(dict.fromkeys(notes))
+    record = BioRecord(name=clean, bio=bio, labels=labels, occupation=occupation)
+    if dropped is not None:
+        raise DroppedLabel(dropped, record, obj, list(dict.fromkeys(notes)))
+    return record, obj, list(dict.fromkeys(notes))
 
 
 def read_bios(
-    path: str | Path, *, strict: bool = True, need_labels: bool = False, report: ReadReport | None = None
+    path: str | Path,
+    *,
+    strict: bool = True,
+    need_labels: bool = False,
+    drop_bad_labels: bool = False,
+    report: ReadReport | None = None,
 ) -> Iterator[Line]:
     """Each good line of a biography file, in order, read a line at a time.
 
     strict: the first bad line raises UsageError naming file, line and field; otherwise bad lines
     are counted in `report` (the first MAX_REFUSALS_KEPT kept as messages) and skipped.
+    drop_bad_labels (a haystack): a line whose labels cannot be read keeps its biography, unlabeled;
+    the dropped labels are counted in `report` (published haystacks hold the odd impossible label,
+    and a haystack's labels only feed the null baseline). Needle labels are never dropped.
     """
     path = Path(path)
     report = report if report is not None else ReadReport(str(path))
@@ -204,7 +246,12 @@ def read_bios(
                     continue
                 report.lines += 1
                 try:
-                    record, extras, notes = parse_line(text, need_labels)
+                    record, extras, notes = parse_line(text, need_labels, drop_bad_labels)
+                except DroppedLabel as e:
+                    record, extras, notes = e.parsed
+                    report.dropped_count += 1
+                    if len(report.dropped_labels) < MAX_REFUSALS_KEPT:
+                        report.dropped_labels.append(f"line {lineno}: {e}")
                 except LineError as e:
                     message = f"{path} line {lineno}: {e}"
                     if strict:

@@ -224,6 +224,12 @@ class BioNeedle(Scenario):
         back = {v: k for k, v in COMPACT_KEYS.items()}
         return {back.get(k, k): (decode_date(v) if k in back else v) for k, v in written.items() if k != OCCUPATION_KEY}
 
+    def check_files(self, files: Sequence[Path]) -> tuple[list[str], str | None]:
+        """`harness data check`: biography files (or folders of them), counted line by line."""
+        from scenarios.bio_needle.check import check_files
+
+        return check_files(list(files))
+
     def check(self) -> None:
         if self.uses_files:
             self._load_files()
@@ -461,7 +467,7 @@ class _Files:
 
     def _haystack(self, report: ReadReport | None = None):
         """(id, record) of each usable haystack biography; ids keep the file's numbering."""
-        for i, line in enumerate(read_bios(self.haystack_path, report=report)):
+        for i, line in enumerate(read_bios(self.haystack_path, drop_bad_labels=True, report=report)):
             if _name_key(line.record.name) in self.needle_names:
                 if report is not None:
                     self.dropped += 1
