@@ -26,6 +26,10 @@ The server is bound to 127.0.0.1 only, in its own process group, with stdout+std
 launcher follows the log: `srv.phases` holds each startup phase with the second it began,
 `on_progress(phase, elapsed_s)` hears them about twice a second, and an engine that dies while the
 API process lives on fails the start at once instead of after the timeout.
+
+A healthy server also says what it is (harness/endpoints/served.py: cpu or gpu, the CPU's kind,
+its tokenizer's folder) in a small file under the cache, withdrawn when it stops, so a
+`harness compare --endpoint` at its URL prices it as the machine it is.
 """
 
 from __future__ import annotations
@@ -42,7 +46,7 @@ import urllib.request
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from harness.endpoints import process
+from harness.endpoints import process, served
 from harness.endpoints.cpu import CpuPlan, allowed_cpus, cpu_list_str
 from harness.endpoints.cpu import detect as detect_cpu
 from harness.endpoints.embedded import cache_dir, is_complete, is_prepared, prepare_embedded_model
@@ -198,6 +202,28 @@ class VLLMServer:
         """The full argv of the server process (self.port must be set)."""
         return launch_argv(self.settings())
 
+    def served_record(self) -> served.Served:
+        """What this running server tells a later `harness compare --endpoint` at its URL (harness.endpoints.served)."""
+        launch = self.settings()
+        if launch.cpu:
+            plan = self.cpu_plan
+            device = f"CPU {plan.facts.kind}, cores {plan.bind}" if plan is not None else "CPU"
+        else:
+            gpus = launch.overrides.get("CUDA_VISIBLE_DEVICES")
+            device = f"GPU {gpus}" if gpus else "GPU"
+        folder = Path(self.model_path)
+        own_tokenizer = (folder / "tokenizer.json").is_file() and "--tokenizer" not in self.extra_args
+        return served.Served(
+            pid=self.proc.pid,
+            created=served.process_created(self.proc.pid) or 0.0,
+            port=self.port,
+            model=self.model,
+            model_path=self.model_path,
+            tokenizer=str(folder) if own_tokenizer else None,
+            flavour="cpu" if launch.cpu else "gpu",
+            device=device,
+        )
+
     def start(self) -> VLLMServer:
         """Start the server and wait until GET /health answers 200. Raises EndpointError."""
         with self._lock:
@@ -212,6 +238,7 @@ class VLLMServer:
                 self._spawn()
                 try:
                     self._wait_ready()
+                    served.write(self.served_record())
                     return self
                 except EndpointError as err:
                     self.stop()
@@ -312,6 +339,8 @@ class VLLMServer:
                 process.stop_group(self.proc, timeout)
             finally:
                 process.unregister(self)
+                if self.port is not None:
+                    served.remove(self.port, self.proc.pid)
 
 
 def gpu_present() -> bool:

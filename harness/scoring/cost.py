@@ -11,8 +11,8 @@ Cost of one query is the sum over its model calls (an agent or self-route makes 
   Self-hosted model, charged by the hour of the machine that served it, for the busy time of each
   call (its measured latency: exact for one request at a time, an upper bound when requests
   overlap, since the server batches them; cached prefixes make calls faster, so they are priced in):
-      gpu_hour  when the server ran on a GPU (the run's launch says so, or the price entry's
-                `hardware: gpu` for a server behind --endpoint);
+      gpu_hour  when the server ran on a GPU (the run's launch says so, or a harness-started server
+                behind --endpoint said so, or else the price entry's `hardware: gpu`);
       cpu_hour  when it ran on a CPU: the price of the CPU machine, not of a GPU it did not have.
                 Latency measured on a CPU is not a GPU's latency, so a GPU price times CPU seconds
                 would be meaningless; an entry with only gpu_hour gives no $ for a CPU run, and
@@ -155,10 +155,15 @@ def find_price(model: str | None, table: dict[str, dict[str, Any]]) -> Price | N
 
 
 def run_hardware(saved: dict[str, Any] | None) -> str | None:
-    """Where the run's self-started server ran ("cpu" or "gpu"), from config.yaml; None for --endpoint."""
-    launch = ((saved or {}).get("endpoint") or {}).get("launch") or {}
-    flavour = launch.get("flavour")
-    return flavour if flavour in ("cpu", "gpu") else None
+    """Where the run's server ran ("cpu" or "gpu"), from config.yaml: the launch of a server the run
+    started, else what a harness-started server behind --endpoint said of itself (endpoint.hardware,
+    harness/endpoints/served.py); None for any other --endpoint."""
+    endpoint = (saved or {}).get("endpoint") or {}
+    for facts in (endpoint.get("launch"), endpoint.get("hardware")):
+        flavour = (facts or {}).get("flavour")
+        if flavour in ("cpu", "gpu"):
+            return flavour
+    return None
 
 
 def call_cost(call: Call, price: Price) -> float | None:
