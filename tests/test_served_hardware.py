@@ -25,7 +25,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 import fake_openai  # noqa: E402
 
 
-@pytest.fixture(autouse=True)
+@pytest.fixture
 def cache(tmp_path, monkeypatch) -> Path:
     monkeypatch.setenv("HARNESS_CACHE_DIR", str(tmp_path / "cache"))
     return tmp_path / "cache"
@@ -74,7 +74,7 @@ def test_a_record_is_believed_only_for_its_live_process_its_loopback_port_and_it
     assert not (cache / "served" / "8124.json").exists()
 
 
-def test_the_endpoint_learns_the_hardware_and_counts_with_the_served_tokenizer(stand_in, tmp_path):
+def test_the_endpoint_learns_the_hardware_and_counts_with_the_served_tokenizer(stand_in, tmp_path, cache):
     from tokenizers import Tokenizer, models, pre_tokenizers
 
     folder = tmp_path / "model"
@@ -116,7 +116,7 @@ def _compare(url: str, out: Path) -> dict:
     return json.loads((out / "summary.json").read_text())
 
 
-def test_a_compare_at_a_harness_served_cpu_endpoint_is_priced_as_a_cpu(stand_in, tmp_path):
+def test_a_compare_at_a_harness_served_cpu_endpoint_is_priced_as_a_cpu(stand_in, tmp_path, cache):
     proc, url = stand_in
     before = _compare(url, tmp_path / "unknown")  # any server behind --endpoint: the entry's own basis
     assert before["cost"]["price"]["basis"] == "gpu_hour"
@@ -145,3 +145,29 @@ def test_a_started_server_advertises_itself_until_it_stops(tmp_path, cache):
         assert record.flavour == "gpu" and record.device == "GPU"  # the fake runs without the CPU build's settings
         assert record.tokenizer is None  # its folder holds no tokenizer.json
     assert served.lookup(srv.base_url, "fake") is None and not list((cache / "served").glob("*.json"))
+
+
+@pytest.mark.server
+def test_the_served_tokenizer_read_locally_counts_as_the_server_does(vllm_server):
+    """The embedded model's converted folder counts every prompt and text exactly as vLLM's /tokenize."""
+    from harness.endpoints.embedded import EMBEDDED_MODEL, embedded_model_dir
+    from harness.prompting import Prompt
+
+    if vllm_server.model != EMBEDDED_MODEL:
+        pytest.skip("the session's server is not the embedded model")
+    local = Endpoint(vllm_server.base_url, vllm_server.model, "completions", None, tokenizer=str(embedded_model_dir()))
+    remote = Endpoint(vllm_server.base_url, vllm_server.model, "completions", None)
+    assert local.token_counter == "served tokenizer (local)" and remote.token_counter == "server /tokenize"
+    texts = [
+        "Ada Lovelace (10 December 1815 – 27 November 1852) was an English mathematician.",
+        "  spaces,\ttabs\nand\n\nnewlines  ",
+        'Zürich · 東京 · emoji 🧪 · {"json": [1, 2]}',
+    ]
+    assert local.count_tokens(texts) == remote.count_tokens(texts)
+    prompts = [Prompt(text=t, messages=[{"role": "user", "content": t}]) for t in texts]
+    root = vllm_server.base_url.removesuffix("/v1")
+    served_counts = [
+        httpx.post(root + "/tokenize", json={"model": vllm_server.model, "prompt": p.text}, timeout=30).json()["count"]
+        for p in prompts
+    ]
+    assert local.count_prompts_locally(prompts) == served_counts  # BOS included, as vLLM counts a prompt
