@@ -21,8 +21,6 @@ import hashlib
 import json
 import os
 import shutil
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -33,11 +31,11 @@ from harness.endpoints.embedded import (
     _file_lock,
     _fsync_dir,
     cache_dir,
-    child_env,
     is_complete,
     prepare_embedded_model,
+    run_script,
 )
-from harness.errors import EndpointError, UsageError
+from harness.errors import UsageError
 
 PROVENANCE = "finetune.json"
 ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")
@@ -110,16 +108,7 @@ def prepare_merged_model(adapter: Path | str, cache: Path | None = None) -> Path
         try:
             t0 = time.monotonic()
             out = tmp / "model"
-            proc = subprocess.run(
-                [sys.executable, "-c", _MERGE_SCRIPT, str(base), str(adapter), str(out)],
-                env=child_env(),
-                stdin=subprocess.DEVNULL,
-                capture_output=True,
-                text=True,
-            )
-            if proc.returncode != 0:
-                lines = [ln.strip() for ln in (proc.stderr or "").splitlines() if ln.strip()]
-                raise EndpointError(f"merging {adapter} failed: {lines[-1] if lines else proc.returncode}")
+            run_script(_MERGE_SCRIPT, [str(base), str(adapter), str(out)], f"merging {adapter}")
             umask = os.umask(0)
             os.umask(umask)
             for entry in out.iterdir():
