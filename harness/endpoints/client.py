@@ -1,7 +1,8 @@
 """An OpenAI-compatible endpoint: vLLM (ours or anyone's) or a hosted API.
 
 Requests are plain JSON POSTs over one pooled `httpx.AsyncClient` per session
-(`/v1/completions`, `/v1/chat/completions`, vLLM's `/tokenize`), with the harness's own
+(`/v1/completions`, `/v1/chat/completions`, vLLM's `/tokenize` unless the served model's tokenizer
+is at hand: harness/endpoints/tokens.py), with the harness's own
 bounded retry policy rather than the `openai` client's: it counts the attempts of every
 query, puts a hard total deadline on each attempt, decodes the body itself (invalid UTF-8,
 malformed envelopes and megabytes of text become an *invalid* answer with a reason, never an
@@ -286,7 +287,8 @@ class Endpoint:
 
     # -- tokens ---------------------------------------------------------------------
     def count_tokens(self, texts: Sequence[str]) -> list[int]:
-        """Tokens of each text in the served model's own tokenizer (vLLM `/tokenize`), no special tokens.
+        """Tokens of each text in the served model's own tokenizer (read locally where the harness knows the
+        served folder, else vLLM `/tokenize`), no special tokens.
 
         Each unique text is counted once per endpoint. Servers without `/tokenize`
         (hosted APIs) get an approximation of 4 characters a token, flagged in `token_counter`.
