@@ -3,6 +3,8 @@
     .venv/bin/python bench/overhead.py                         # part 1 only (stand-in server)
     .venv/bin/python bench/overhead.py --vllm http://127.0.0.1:PORT/v1   # parts 1-3
 
+The bare client is `openai` (pip install 'harness[dev]'): the harness itself does not depend on it.
+
 (1) Harness overhead. A zero-latency OpenAI-compatible stand-in (bench/fake_openai.py, a real
     HTTP server in its own process on 127.0.0.1, canned JSON) answers both sides. The harness's
     end-to-end rate -- plan and build prompts, count them (the served tokenizer when the embedded
