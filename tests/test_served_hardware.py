@@ -86,7 +86,7 @@ def test_the_endpoint_learns_the_hardware_and_counts_with_the_served_tokenizer(s
     served.write(_record(proc.pid, urlsplit(url).port, tokenizer=str(folder)))
     ep = Endpoint(url, "gemma-3-270m", "completions", None)
     info = ep.describe()
-    assert info["hardware"]["flavour"] == "cpu" and "avx2" in info["hardware"]["device"]
+    assert info["served_by"]["flavour"] == "cpu" and "avx2" in info["served_by"]["device"]
     assert ep.token_counter == "served tokenizer (local)"
     assert ep.count_tokens(["red fox red", "fox", "red fox red"]) == [3, 1, 3]
     root = url.removesuffix("/v1")
@@ -94,7 +94,7 @@ def test_the_endpoint_learns_the_hardware_and_counts_with_the_served_tokenizer(s
     # without a record: the server's /tokenize, and nothing said about the hardware
     served.remove(urlsplit(url).port, proc.pid)
     plain = Endpoint(url, "gemma-3-270m", "completions", None)
-    assert "hardware" not in plain.describe() and plain.token_counter == "server /tokenize"
+    assert "served_by" not in plain.describe() and plain.token_counter == "server /tokenize"
     plain.count_tokens(["red fox"])
     assert httpx.get(root + "/__stats").json()["tokenize"] == 1
 
@@ -123,7 +123,7 @@ def test_a_compare_at_a_harness_served_cpu_endpoint_is_priced_as_a_cpu(stand_in,
     served.write(_record(proc.pid, urlsplit(url).port))
     summary = _compare(url, tmp_path / "served")
     saved = yaml.safe_load((tmp_path / "served" / "config.yaml").read_text())
-    assert saved["endpoint"]["hardware"]["flavour"] == "cpu"
+    assert saved["endpoint"]["served_by"]["flavour"] == "cpu"
     price = summary["cost"]["price"]
     assert price["basis"] == "cpu_hour" and price["cpu_hour"] == pytest.approx(0.05)
     assert "self-hosted on CPU, $0.05/hour" in price["describe"] and "GPU" not in price["describe"]

@@ -225,7 +225,7 @@ class Endpoint:
             pass
         record = served.lookup(self.base_url, self.model)
         if record is not None:  # a server the harness started: it says where it runs and what it counts with
-            info["hardware"] = record.hardware()
+            info["served_by"] = record.hardware()
             if self.tokenizer is None and tokens.has_tokenizer(record.tokenizer):
                 self.tokenizer = record.tokenizer
         self.info = info

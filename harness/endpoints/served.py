@@ -38,7 +38,7 @@ class Served(BaseModel):
     device: str = ""  # e.g. "CPU avx2, cores 0-1" or "GPU"
 
     def hardware(self) -> dict[str, str]:
-        """What config.yaml records (endpoint.hardware) and pricing reads."""
+        """What config.yaml records (endpoint.served_by) and pricing reads."""
         return {"flavour": self.flavour, "device": self.device, "source": f"harness-started server (pid {self.pid})"}
 
 

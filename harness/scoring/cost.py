@@ -156,10 +156,10 @@ def find_price(model: str | None, table: dict[str, dict[str, Any]]) -> Price | N
 
 def run_hardware(saved: dict[str, Any] | None) -> str | None:
     """Where the run's server ran ("cpu" or "gpu"), from config.yaml: the launch of a server the run
-    started, else what a harness-started server behind --endpoint said of itself (endpoint.hardware,
+    started, else what a harness-started server behind --endpoint said of itself (endpoint.served_by,
     harness/endpoints/served.py); None for any other --endpoint."""
     endpoint = (saved or {}).get("endpoint") or {}
-    for facts in (endpoint.get("launch"), endpoint.get("hardware")):
+    for facts in (endpoint.get("launch"), endpoint.get("served_by")):
         flavour = (facts or {}).get("flavour")
         if flavour in ("cpu", "gpu"):
             return flavour
