@@ -3,11 +3,16 @@
     .venv/bin/python bench/overhead.py                         # part 1 only (stand-in server)
     .venv/bin/python bench/overhead.py --vllm http://127.0.0.1:PORT/v1   # parts 1-3
 
+The bare client is `openai` (pip install 'harness[dev]'): the harness itself does not depend on it.
+
 (1) Harness overhead. A zero-latency OpenAI-compatible stand-in (bench/fake_openai.py, a real
     HTTP server in its own process on 127.0.0.1, canned JSON) answers both sides. The harness's
-    end-to-end rate -- plan and build prompts, count them (/tokenize), call, parse, score, write
-    each record fsynced -- against a bare `openai.AsyncOpenAI` client sending the same requests
-    at the same concurrency and doing nothing with the answers. Targets: >= 0.8x and >= 300 q/s.
+    end-to-end rate -- plan and build prompts, count them (the served tokenizer when the embedded
+    model is converted, else /tokenize; a sent prompt is counted from its answer's usage), call,
+    parse, score, write the records in fsynced batches -- against a bare `openai.AsyncOpenAI`
+    client sending the same requests at the same concurrency and doing nothing with the answers.
+    Targets: >= 0.8x and >= 300 q/s. The harness's own endpoint client alone (send only) is shown
+    too: it is what `openai` would replace.
 (2) Against the real vLLM server: the harness's throughput against a bare client sending the
     identical prompts (same bodies, same order, same concurrency). Target >= 0.95x. The server's
     prefix cache is warmed by one pass first; then bare and harness passes alternate.
@@ -124,6 +129,25 @@ def run_bare(base_url: str, requests: list[tuple[str, dict]], concurrency: int) 
     return asyncio.run(go())
 
 
+def run_client(endpoint, requests: list[tuple[str, dict]], concurrency: int) -> float:
+    """The harness's own endpoint client (Session.send: retries, deadline, decoding), same bodies, same
+    concurrency, answers thrown away: the figure `openai` is weighed against."""
+
+    async def go() -> float:
+        async with endpoint.session(concurrency) as session:
+            it = iter(requests)
+
+            async def worker():
+                for path, body in it:
+                    _ = (await session.send(path, body)).text
+
+            t0 = time.perf_counter()
+            await asyncio.gather(*(worker() for _ in range(concurrency)))
+            return time.perf_counter() - t0
+
+    return asyncio.run(go())
+
+
 def table(title: str, rows: list[tuple[str, ...]], head: tuple[str, ...]) -> None:
     widths = [max(len(str(x)) for x in col) for col in zip(head, *rows)]
     print(f"\n{title}")
@@ -138,10 +162,14 @@ def part1(args) -> None:
     from fake_openai import start_subprocess
 
     from harness.endpoints.client import Endpoint
+    from harness.endpoints.embedded import embedded_model_dir, is_prepared
 
     proc, url = start_subprocess()
     try:
-        endpoint = Endpoint(url, "gemma-3-270m", "completions", None, timeout_s=60, max_retries=3)
+        # The stand-in plays a `harness serve` of the embedded model: the harness counts with that model's
+        # own tokenizer when it is converted (as it does for a server it started), else with /tokenize.
+        tokenizer = str(embedded_model_dir()) if is_prepared() else None
+        endpoint = Endpoint(url, "gemma-3-270m", "completions", None, timeout_s=60, max_retries=3, tokenizer=tokenizer)
         endpoint.describe()
         depths = [float(d) for d in range(0, 101)]
         needles = max(1, -(-args.queries // len(depths)))
@@ -150,22 +178,26 @@ def part1(args) -> None:
         n = len(reqs)
         # warm-up (imports, connection set-up), then alternate
         run_bare(url, reqs[:200], args.concurrency)
+        run_client(endpoint, reqs[:200], args.concurrency)
         run_harness(endpoint, scen, strats, samples[:200], shots, args.concurrency, 160)
-        bare_t, harness_t = [], []
+        bare_t, client_t, harness_t = [], [], []
         for _ in range(args.repeats):
             bare_t.append(run_bare(url, reqs, args.concurrency))
+            client_t.append(run_client(endpoint, reqs, args.concurrency))
             dt, written = run_harness(endpoint, scen, strats, samples, shots, args.concurrency, 160)
             assert written == n, (written, n)
             harness_t.append(dt)
     finally:
         proc.kill()
         proc.wait()
-    b, h = statistics.median(bare_t), statistics.median(harness_t)
+    b, c, h = statistics.median(bare_t), statistics.median(client_t), statistics.median(harness_t)
     table(
         f"(1) harness overhead: zero-latency stand-in server on 127.0.0.1, {n} queries, concurrency "
-        f"{args.concurrency}, median of {args.repeats} (this machine: {os.cpu_count()} cores)",
+        f"{args.concurrency}, median of {args.repeats} (this machine: {os.cpu_count()} cores; tokens: "
+        f"{endpoint.token_counter})",
         [
             ("bare AsyncOpenAI client (send only)", f"{b:.2f}", f"{n / b:.0f}", "1.00x", ""),
+            ("harness endpoint client (Session.send only)", f"{c:.2f}", f"{n / c:.0f}", f"{b / c:.2f}x", ""),
             (
                 "harness (plan, count, send, parse, score, fsync'd record)",
                 f"{h:.2f}",

@@ -237,6 +237,7 @@ def run_manifest(
             model_root=server.get("root"),
             token_counter=endpoint.token_counter,
             launch=server.get("launch"),
+            served_by=server.get("served_by"),
             replicas=server.get("replicas"),
             identity=identity.key(),
         ),

@@ -2,8 +2,8 @@
 
 Every call goes through here, however many a strategy makes, so each one is:
   * answered from the response cache when the exact request was answered before (temperature 0);
-  * checked against the served window before it is sent (counted with the server's /tokenize
-    when the prompt might not fit) — a call that cannot fit raises `WindowExceeded`, which the
+  * checked against the served window before it is sent (counted with the served model's own
+    tokenizer where the harness has it, else the server's /tokenize when the prompt might not fit) — a call that cannot fit raises `WindowExceeded`, which the
     runner records as the query's limit, not as a failure to retry;
   * sent with the client's retries, within the run's limit of calls in flight (the runner
     schedules calls, not queries: an agent waiting on its next step holds no request slot);
@@ -76,7 +76,7 @@ class Asker:
         self.slots = asyncio.Semaphore(max(1, concurrency))
         self.cache, self.cache_writes = cache, cache_writes
         self.identity = endpoint.identity()
-        self.counting = endpoint.token_counter.startswith("server")
+        self.counting = endpoint.counts_exactly
         self.hits: dict[str, dict[str, Any]] = {}  # prefetched cache entries (preflight)
         # Identical requests within a run share one answer (with the cache on): the first is sent, the
         # others wait for it. vLLM can answer the same temperature-0 request differently depending on
@@ -214,7 +214,12 @@ class Query:
     async def _ask(
         self, request: tuple[str, dict[str, Any]], prompt: Prompt, purpose: str, max_tokens: int, counted: int | None
     ) -> Generation:
-        """Send one request (the window checked first; its prompt counted alongside when not yet)."""
+        """Send one request (the window checked first when the prompt might not fit).
+
+        A prompt not counted before it was sent is counted from the answer: the server's usage is the
+        served tokenizer's own count (vLLM counts a prompt with the tokenizer /tokenize uses), so the
+        request needs no second one. Only a failed request, or an answer without usage, is counted
+        afterwards (the served tokenizer here, else /tokenize)."""
         a = self.asker
         chat = a.endpoint.api == "chat"
         if counted is None:
@@ -223,20 +228,19 @@ class Query:
             counted = await a.session.count_prompt_tokens(prompt)
         if counted is not None and a.window and counted + max_tokens > a.window:
             raise WindowExceeded(counted, max_tokens, a.window)
-        count_task = None
-        if counted is None and a.counting:  # counted alongside its own request, for the record
-            count_task = asyncio.ensure_future(a.session.count_prompt_tokens(prompt))
+        count_after = counted is None and a.counting
         try:
             async with a.slots:
                 completion = await a.session.send(*request)
         except RequestFailed as e:
-            counted = await _settle(count_task, cancel=False, fallback=counted)
+            if count_after:
+                counted = await _count(a.session, prompt)
             self.calls.append(Call(purpose=purpose, prompt_tokens_counted=counted, attempts=e.attempts, error=e.reason))
             raise
-        except BaseException:
-            await _settle(count_task, cancel=True, fallback=None)
-            raise
-        counted = await _settle(count_task, cancel=False, fallback=counted)
+        if count_after:
+            counted = (
+                completion.prompt_tokens if completion.prompt_tokens is not None else await _count(a.session, prompt)
+            )
         return self._record(purpose, completion, counted)
 
     def _record(
@@ -266,13 +270,9 @@ class Query:
         )
 
 
-async def _settle(task: asyncio.Future | None, *, cancel: bool, fallback: int | None) -> int | None:
-    """The token count of a counting task started beside a request (None if it failed or was cancelled)."""
-    if task is None:
-        return fallback
-    if cancel and not task.done():
-        task.cancel()
+async def _count(session: Session, prompt: Prompt) -> int | None:
+    """The prompt's tokens for the record of a call that has no usage (None when counting fails)."""
     try:
-        return await task
-    except (asyncio.CancelledError, Exception):
-        return fallback
+        return await session.count_prompt_tokens(prompt)
+    except Exception:
+        return None

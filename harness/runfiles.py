@@ -33,15 +33,21 @@ class ServedEndpoint(BaseModel):
     token_counter: str | None = None
     # a server the harness started: model path/revision, RoPE overrides, every argument, where it ran
     launch: dict[str, Any] | None = None
+    # what a harness-started server behind --endpoint said it runs on (harness/endpoints/served.py)
+    served_by: dict[str, Any] | None = None
     # a pool (--endpoint given again): every replica and its limit of requests in flight
     replicas: list[dict[str, Any]] | None = None
     identity: dict[str, Any] | None = None  # what a resume must match (record.ModelIdentity.key())
 
     @property
     def hardware(self) -> str | None:
-        """Where a self-started server ran ("cpu" or "gpu"); None for --endpoint."""
-        flavour = (self.launch or {}).get("flavour")
-        return flavour if flavour in ("cpu", "gpu") else None
+        """Where the server ran ("cpu" or "gpu"): a self-started one's launch, else what a harness-started
+        server behind --endpoint said; None for any other --endpoint."""
+        for facts in (self.launch, self.served_by):
+            flavour = (facts or {}).get("flavour")
+            if flavour in ("cpu", "gpu"):
+                return flavour
+        return None
 
 
 class StrategyEntry(BaseModel):

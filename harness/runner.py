@@ -253,7 +253,8 @@ def _prompt_id(prompt: Prompt) -> str:
 
 async def count_preflight(plan: Sequence[Planned], asker: Asker, concurrency: int, max_tokens: int) -> None:
     """Preflight prompts that might not fit are counted before any request (and a grid with one over
-    the window is refused: `check_window`); the rest are counted alongside their own request."""
+    the window is refused: `check_window`); the rest are counted from their own answer's usage. With the
+    served model's tokenizer at hand they are counted here, in one batch, without a request."""
     session = asker.session
     chat = asker.endpoint.api == "chat"
     unsure = [
@@ -264,6 +265,11 @@ async def count_preflight(plan: Sequence[Planned], asker: Asker, concurrency: in
     ]
     for p in plan:
         p.counts = [None] * len(p.prompts)
+    local = asker.endpoint.count_prompts_locally([p.prompts[i] for p, i in unsure]) if unsure else None
+    if local is not None:  # the served model's tokenizer, here: in one batch, no request
+        for (p, i), n in zip(unsure, local):
+            p.counts[i] = n
+        return
     it = iter(unsure)
 
     async def count_worker() -> None:

@@ -239,3 +239,19 @@ def test_a_cpu_run_is_charged_cpu_time_at_a_cpu_price_never_a_gpu_price():
 
 def test_the_shipped_embedded_price_has_a_cpu_rate():
     assert find_price("gemma-3-270m", load_prices()).on("cpu").rate == pytest.approx(0.05)
+
+
+def test_a_prices_file_error_names_the_entry_and_field(tmp_path):
+    """The one model that holds a price also checks the file: a typo'd key or hardware is refused, in one line."""
+    f = tmp_path / "p.yaml"
+    for bad, says in (
+        ("models:\n  x: {gpu_hours: 1}\n", "model 'x': gpu_hours"),
+        ("models:\n  x: {gpu_hour: 1, hardware: tpu}\n", "model 'x': hardware"),
+        ("models:\n  x: {gpu_hour: -1}\n", "model 'x': gpu_hour"),
+    ):
+        f.write_text(bad)
+        with pytest.raises(UsageError) as e:
+            load_prices(f)
+        assert says in str(e.value) and "\n" not in str(e.value)
+    f.write_text("models:\n  x: {gpu_hour: 1, hardware: cpu, cpu_hour: 0.1}\n")
+    assert find_price("x", load_prices(f)).rate == pytest.approx(0.1)

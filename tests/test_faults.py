@@ -565,7 +565,9 @@ def test_fault_proxy_20_percent_errors_same_scores_as_a_clean_run(vllm_server, t
     assert len(faulty) == len(clean) == 6  # one record each: no failed attempt was recorded
     got = {(r["strategy"], r["sample_id"]): r for r in faulty}
     assert not any(r["error"] for r in faulty)
-    assert sum(r["attempts"] for r in faulty) > len(faulty)  # retried, and counted
+    # retried, and counted: more attempts than requests that were sent (a query whose request repeats an
+    # earlier one's shares its answer and records 0 attempts; counting those made this a roll of the dice)
+    assert sum(r["attempts"] for r in faulty) > sum(1 for r in faulty if r["attempts"])
     assert not any("injected" in (r["raw"] or "") for r in faulty)
     _assert_same(got, clean, ("raw", "answer", "marks", "score", "prompt_tokens", "prompt_tokens_counted"))
 

@@ -239,3 +239,12 @@ def test_real_server_metrics_are_non_zero_after_a_tiny_run(vllm_server):
     assert d.prompt_tokens >= 2 * 128 and d.generation_tokens >= 2
     assert d.prefix_cache_queries > 0 and d.prefix_cache_hits > 0  # the repeat reused whole blocks
     assert d.requests >= 2 and d.prefill_count >= 2 and d.prefill_s > 0 and d.ttft_mean_s > 0
+
+
+def test_a_garbled_line_is_skipped_not_fatal():
+    """prometheus_client rejects a whole text for one bad line; the good lines still count."""
+    text = TEXT.replace("vllm:generation_tokens_total", "vllm:generation_tokens_total{oops 12 x\nvllm:g", 1)
+    parsed = parse(text)
+    assert "vllm:generation_tokens_total" not in parsed
+    assert snapshot(parsed).prompt_tokens == 126100.0
+    assert parse("") == {} and parse("<html>proxy error</html>") == {}

@@ -1,7 +1,8 @@
 """An OpenAI-compatible endpoint: vLLM (ours or anyone's) or a hosted API.
 
 Requests are plain JSON POSTs over one pooled `httpx.AsyncClient` per session
-(`/v1/completions`, `/v1/chat/completions`, vLLM's `/tokenize`), with the harness's own
+(`/v1/completions`, `/v1/chat/completions`, vLLM's `/tokenize` unless the served model's tokenizer
+is at hand: harness/endpoints/tokens.py), with the harness's own
 bounded retry policy rather than the `openai` client's: it counts the attempts of every
 query, puts a hard total deadline on each attempt, decodes the body itself (invalid UTF-8,
 malformed envelopes and megabytes of text become an *invalid* answer with a reason, never an
@@ -34,6 +35,7 @@ from urllib.parse import urlsplit
 import httpx
 from pydantic import BaseModel
 
+from harness.endpoints import served, tokens
 from harness.errors import EndpointError
 from harness.prompting import Prompt
 
@@ -149,6 +151,7 @@ class Endpoint:
         api_key_env: str | None = "OPENAI_API_KEY",
         timeout_s: float = 600.0,
         max_retries: int = 3,
+        tokenizer: str | None = None,
     ):
         self.base_url = base_url.rstrip("/")
         if not self.base_url.endswith("/v1"):
@@ -167,6 +170,9 @@ class Endpoint:
         self.requests_sent = 0  # generation requests, attempts included (the bench reads it)
         self._tokenize_ok: bool | None = None
         self._token_cache: dict[str, int] = {}
+        # The served model's tokenizer folder, where the harness knows it (given, or told by a server the
+        # harness started: harness/endpoints/served.py): tokens counted locally instead of by /tokenize.
+        self.tokenizer = tokenizer if tokens.has_tokenizer(tokenizer) else None
 
     # -- identity -----------------------------------------------------------------
     def _key(self) -> str | None:
@@ -217,6 +223,11 @@ class Endpoint:
                 info["server_version"] = v.json().get("version")
         except (httpx.HTTPError, ValueError, AttributeError):
             pass
+        record = served.lookup(self.base_url, self.model)
+        if record is not None:  # a server the harness started: it says where it runs and what it counts with
+            info["served_by"] = record.hardware()
+            if self.tokenizer is None and tokens.has_tokenizer(record.tokenizer):
+                self.tokenizer = record.tokenizer
         self.info = info
         return info
 
@@ -276,14 +287,20 @@ class Endpoint:
 
     # -- tokens ---------------------------------------------------------------------
     def count_tokens(self, texts: Sequence[str]) -> list[int]:
-        """Tokens of each text in the served model's own tokenizer (vLLM `/tokenize`), no special tokens.
+        """Tokens of each text in the served model's own tokenizer (read locally where the harness knows the
+        served folder, else vLLM `/tokenize`), no special tokens.
 
         Each unique text is counted once per endpoint. Servers without `/tokenize`
         (hosted APIs) get an approximation of 4 characters a token, flagged in `token_counter`.
         """
         todo = [t for t in dict.fromkeys(texts) if t not in self._token_cache]
         if todo:
-            counts = _run_sync(self._tokenize_many(todo)) if self._tokenize_ok is not False else None
+            if self.tokenizer is not None:
+                counts = tokens.count(self.tokenizer, todo, special=False)
+            elif self._tokenize_ok is not False:
+                counts = _run_sync(self._tokenize_many(todo))
+            else:
+                counts = None
             if counts is None:
                 counts = [max(1, round(len(t) / 4)) for t in todo]
             self._token_cache.update(zip(todo, counts))
@@ -291,7 +308,21 @@ class Endpoint:
 
     @property
     def token_counter(self) -> str:
+        if self.tokenizer is not None:
+            return "served tokenizer (local)"
         return "server /tokenize" if self._tokenize_ok is not False else "approx 4 chars/token"
+
+    @property
+    def counts_exactly(self) -> bool:
+        """Token counts come from the served model's tokenizer (local or /tokenize), not an approximation."""
+        return self.tokenizer is not None or self._tokenize_ok is not False
+
+    def count_prompts_locally(self, prompts: Sequence[Prompt]) -> list[int] | None:
+        """Tokens of whole prompts as the server counts them (special tokens included), from the local
+        tokenizer; None where it cannot (no local tokenizer, or chat prompts: the server's template)."""
+        if self.tokenizer is None or self.api == "chat":
+            return None
+        return tokens.count(self.tokenizer, [p.text for p in prompts], special=True)
 
     async def _tokenize_many(self, texts: list[str]) -> list[int] | None:
         async with self.session(16) as s:
@@ -439,6 +470,8 @@ class Session:
     async def tokenize(self, text: str, add_special_tokens: bool = False) -> int | None:
         """vLLM /tokenize count of one text; None when the server has no /tokenize."""
         ep = self.endpoint
+        if ep.tokenizer is not None:
+            return tokens.count(ep.tokenizer, [text], special=add_special_tokens)[0]
         if ep._tokenize_ok is False:
             return None
         if text in ep._token_cache:
@@ -457,6 +490,9 @@ class Session:
     async def count_prompt_tokens(self, prompt: Prompt) -> int | None:
         """Tokens of a whole prompt as the server will see it (special tokens included); None if unknown."""
         ep = self.endpoint
+        local = ep.count_prompts_locally([prompt])
+        if local is not None:
+            return local[0]
         if ep._tokenize_ok is False:
             return None
         body: dict[str, Any] = {"model": ep.model}

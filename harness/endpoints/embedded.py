@@ -204,18 +204,20 @@ def _assemble_gguf(workdir: Path) -> Path:
         raise EndpointError(f"could not assemble the embedded GGUF: {e}") from e
 
 
-def _run_conversion(gguf: Path, out: Path) -> dict:
+def run_script(script: str, args: list[str], what: str) -> subprocess.CompletedProcess:
+    """Run a Python snippet in a child process (offline; torch stays out of the caller); EndpointError
+    "`what` failed: <the child's last stderr line>" when it fails."""
     proc = subprocess.run(
-        [sys.executable, "-c", _CONVERT_SCRIPT, str(gguf), str(out), DTYPE],
-        env=child_env(),
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        text=True,
+        [sys.executable, "-c", script, *args], env=child_env(), stdin=subprocess.DEVNULL, capture_output=True, text=True
     )
     if proc.returncode != 0:
         lines = [ln.strip() for ln in (proc.stderr or "").splitlines() if ln.strip()]
-        last = lines[-1] if lines else f"exit status {proc.returncode}"
-        raise EndpointError(f"converting the embedded model failed: {last}")
+        raise EndpointError(f"{what} failed: {lines[-1] if lines else f'exit status {proc.returncode}'}")
+    return proc
+
+
+def _run_conversion(gguf: Path, out: Path) -> dict:
+    proc = run_script(_CONVERT_SCRIPT, [str(gguf), str(out), DTYPE], "converting the embedded model")
     for line in proc.stdout.splitlines():
         if line.startswith("HARNESS_CONVERT_INFO "):
             return json.loads(line.split(" ", 1)[1])

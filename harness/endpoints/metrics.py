@@ -1,4 +1,4 @@
-"""vLLM's /metrics (Prometheus text): scrape, sum over label sets, and take deltas.
+"""vLLM's /metrics (Prometheus text, read by prometheus_client's parser): scrape, sum over label sets, and take deltas.
 
     before = scrape(root_url)            # None when the server has no /metrics (not vLLM, proxy, ...)
     ...                                  # requests
@@ -16,11 +16,13 @@ vllm:request_decode_time_seconds, vllm:e2e_request_latency_seconds (histograms).
 
 from __future__ import annotations
 
+import contextlib
 import math
-import re
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, fields
 from typing import Any
+
+from prometheus_client.parser import text_string_to_metric_families
 
 # field -> Prometheus series (summed over labels). A series absent from the scrape stays None.
 SERIES: dict[str, str] = {
@@ -44,27 +46,29 @@ FALLBACK: dict[str, tuple[str, ...]] = {
     "prefix_cache_hits": ("vllm:gpu_prefix_cache_hits_total",),
 }
 
-_LINE = re.compile(r"^(?P<name>[a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(?P<labels>.*)\})?\s+(?P<value>\S+)(?:\s+\S+)?\s*$")
-_LABEL = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"')
-
 
 def parse(text: str) -> dict[str, list[tuple[dict[str, str], float]]]:
-    """Prometheus text exposition -> {series name: [(labels, value), ...]} (comments skipped)."""
+    """Prometheus text exposition -> {series name: [(labels, value), ...]}, by prometheus_client's parser.
+
+    Label values keep their exposition form (`\\"` stays escaped), as earlier runs recorded them.
+    A line the parser rejects (a proxy's garbage, a truncated scrape) is skipped, not fatal."""
     out: dict[str, list[tuple[dict[str, str], float]]] = {}
-    for raw in text.splitlines():
-        line = raw.strip()
-        if not line or line.startswith("#"):
-            continue
-        m = _LINE.match(line)
-        if not m:
-            continue
-        try:
-            value = float(m.group("value"))
-        except ValueError:
-            continue
-        labels = dict(_LABEL.findall(m.group("labels") or ""))
-        out.setdefault(m.group("name"), []).append((labels, value))
+    try:
+        samples = [s for family in text_string_to_metric_families(text) for s in family.samples]
+    except ValueError:  # one bad line fails the whole text: parse line by line, skipping the bad ones
+        samples = []
+        for line in text.splitlines():
+            if line.strip() and not line.lstrip().startswith("#"):
+                with contextlib.suppress(ValueError):
+                    samples += [s for family in text_string_to_metric_families(line) for s in family.samples]
+    for sample in samples:
+        labels = {k: _escape(v) for k, v in sample.labels.items()}
+        out.setdefault(sample.name, []).append((labels, float(sample.value)))
     return out
+
+
+def _escape(value: str) -> str:
+    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
 
 
 def info_labels(parsed: dict[str, list[tuple[dict[str, str], float]]], name: str) -> dict[str, str]:

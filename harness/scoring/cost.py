@@ -11,8 +11,8 @@ Cost of one query is the sum over its model calls (an agent or self-route makes 
   Self-hosted model, charged by the hour of the machine that served it, for the busy time of each
   call (its measured latency: exact for one request at a time, an upper bound when requests
   overlap, since the server batches them; cached prefixes make calls faster, so they are priced in):
-      gpu_hour  when the server ran on a GPU (the run's launch says so, or the price entry's
-                `hardware: gpu` for a server behind --endpoint);
+      gpu_hour  when the server ran on a GPU (the run's launch says so, or a harness-started server
+                behind --endpoint said so, or else the price entry's `hardware: gpu`);
       cpu_hour  when it ran on a CPU: the price of the CPU machine, not of a GPU it did not have.
                 Latency measured on a CPU is not a GPU's latency, so a GPU price times CPU seconds
                 would be meaningless; an entry with only gpu_hour gives no $ for a CPU run, and
@@ -32,12 +32,12 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
+from pydantic import BaseModel, ConfigDict, NonNegativeFloat, ValidationError, model_validator
 
 from harness.errors import UsageError
 from harness.record import Call, Record
@@ -45,17 +45,26 @@ from harness.record import Call, Record
 FULL_CONTEXT = "full-context"
 
 
-@dataclass(frozen=True)
-class Price:
-    model: str  # the key it was found under
-    input: float | None = None
-    output: float | None = None
-    cached_input: float | None = None
-    gpu_hour: float | None = None
-    cpu_hour: float | None = None
-    hardware: str | None = None  # where a self-hosted model runs: "gpu" or "cpu" (decided per run, see `on`)
+class Price(BaseModel):
+    """One model's prices: the prices file's entry as checked (strict numbers, never negative) and as held."""
+
+    model_config = ConfigDict(frozen=True, strict=True, extra="forbid")
+
+    model: str = ""  # the key it was found under
+    input: NonNegativeFloat | None = None
+    output: NonNegativeFloat | None = None
+    cached_input: NonNegativeFloat | None = None
+    gpu_hour: NonNegativeFloat | None = None
+    cpu_hour: NonNegativeFloat | None = None
+    hardware: Literal["cpu", "gpu"] | None = None  # where a self-hosted model runs (decided per run, see `on`)
     note: str = ""
     cpu_note: str = ""
+
+    @model_validator(mode="after")
+    def _priced(self) -> Price:
+        if self.gpu_hour is None and self.cpu_hour is None and (self.input is None or self.output is None):
+            raise ValueError("give input and output ($ per 1M tokens), or gpu_hour / cpu_hour")
+        return self
 
     @property
     def basis(self) -> str:
@@ -72,11 +81,9 @@ class Price:
 
     def on(self, hardware: str | None) -> Price:
         """This price for a run served on `hardware` ("cpu" or "gpu"; None: unknown, keep the entry's)."""
-        import dataclasses
-
         if hardware is None or (self.gpu_hour is None and self.cpu_hour is None):
             return self
-        return dataclasses.replace(self, hardware=hardware)
+        return self.model_copy(update={"hardware": hardware})
 
     def describe(self) -> str:
         if self.basis == "cpu_hour":
@@ -93,27 +100,26 @@ class Price:
         return f"{self.model}: ${self.input:g} in / ${self.output:g} out per 1M tokens{cached}"
 
 
+class PriceTable(BaseModel):
+    """A prices file: `models: {NAME: Price}`."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    models: dict[str, Price]
+
+
 def _check_table(table: Any, source: str) -> dict[str, dict[str, Any]]:
-    models = table.get("models") if isinstance(table, dict) else None
-    if not isinstance(models, dict):
+    """The file's entries, checked by `PriceTable` (one line naming the entry and field when wrong)."""
+    if not isinstance(table, dict) or not isinstance(table.get("models"), dict):
         raise UsageError(f"{source}: expected a mapping 'models: {{NAME: {{input, output}} or {{gpu_hour}}}}'")
-    out = {}
-    for name, entry in models.items():
-        if not isinstance(entry, dict):
-            raise UsageError(f"{source}: model {name!r}: expected a mapping of prices")
-        for k in ("input", "output", "cached_input", "gpu_hour", "cpu_hour"):
-            v = entry.get(k)
-            if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0):
-                raise UsageError(f"{source}: model {name!r}: {k} must be a non-negative number")
-        if entry.get("hardware") not in (None, "cpu", "gpu"):
-            raise UsageError(f"{source}: model {name!r}: hardware must be cpu or gpu")
-        hosted = entry.get("gpu_hour") is not None or entry.get("cpu_hour") is not None
-        if not hosted and (entry.get("input") is None or entry.get("output") is None):
-            raise UsageError(
-                f"{source}: model {name!r}: give input and output ($ per 1M tokens), or gpu_hour / cpu_hour"
-            )
-        out[str(name)] = entry
-    return out
+    try:
+        checked = PriceTable.model_validate(table)
+    except ValidationError as e:
+        first = e.errors()[0]
+        loc = [str(x) for x in first["loc"]]
+        where = f"model {loc[1]!r}" + (f": {loc[2]}" if len(loc) > 2 else "") if len(loc) > 1 else ".".join(loc)
+        raise UsageError(f"{source}: {where}: {first['msg'].removeprefix('Value error, ')}") from None
+    return {name: p.model_dump(exclude_unset=True) for name, p in checked.models.items()}
 
 
 def load_prices(path: str | Path | None = None) -> dict[str, dict[str, Any]]:
@@ -145,26 +151,19 @@ def find_price(model: str | None, table: dict[str, dict[str, Any]]) -> Price | N
         key = max(starts, key=len) if starts else None
     if key is None:
         return None
-    e = table[key]
-    num = lambda k: None if e.get(k) is None else float(e[k])  # noqa: E731
-    return Price(
-        model=key,
-        input=num("input"),
-        output=num("output"),
-        cached_input=num("cached_input"),
-        gpu_hour=num("gpu_hour"),
-        cpu_hour=num("cpu_hour"),
-        hardware=e.get("hardware"),
-        note=str(e.get("note") or ""),
-        cpu_note=str(e.get("cpu_note") or ""),
-    )
+    return Price.model_validate({**table[key], "model": key})
 
 
 def run_hardware(saved: dict[str, Any] | None) -> str | None:
-    """Where the run's self-started server ran ("cpu" or "gpu"), from config.yaml; None for --endpoint."""
-    launch = ((saved or {}).get("endpoint") or {}).get("launch") or {}
-    flavour = launch.get("flavour")
-    return flavour if flavour in ("cpu", "gpu") else None
+    """Where the run's server ran ("cpu" or "gpu"), from config.yaml: the launch of a server the run
+    started, else what a harness-started server behind --endpoint said of itself (endpoint.served_by,
+    harness/endpoints/served.py); None for any other --endpoint."""
+    endpoint = (saved or {}).get("endpoint") or {}
+    for facts in (endpoint.get("launch"), endpoint.get("served_by")):
+        flavour = (facts or {}).get("flavour")
+        if flavour in ("cpu", "gpu"):
+            return flavour
+    return None
 
 
 def call_cost(call: Call, price: Price) -> float | None:
@@ -249,7 +248,7 @@ def cost_summary(
         row["cost_ratio_full_context"] = ratio(s.get(fc_label), row) if fc_label else None
     return {
         "model": model,
-        "price": None if price is None else {**price.__dict__, "basis": price.basis, "describe": price.describe()},
+        "price": None if price is None else {**price.model_dump(), "basis": price.basis, "describe": price.describe()},
         "price_obj": price,
         "full_context": fc_label,
         "notes": notes,
