@@ -7,7 +7,7 @@ Rules compared on simulated per-needle differences d = A - B in [-1, 1] (toleran
   old  the previous verdict: an exact sign-flip test for "better", its TOST for "equivalent", each
        Holm-adjusted on its own over the length's comparisons; --until-decided looked at
        alpha / planned looks.
-  new  the verdict today (harness/report/sequential.py): anytime-valid confidence sequences by
+  new  the verdict today (harness/sequential.py): anytime-valid confidence sequences by
        betting, alpha split over every pair of strategies, "better" when the sequence excludes 0,
        "equivalent" when it lies inside ±tolerance; --until-decided looks at alpha every round.
 
@@ -33,7 +33,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from harness.report import sequential, stats  # noqa: E402
+from harness import sequential  # noqa: E402
+from harness.report import stats  # noqa: E402
 
 ALPHA = 0.05
 TOL = 0.02

@@ -62,7 +62,7 @@ class AdaptiveConfig(BaseModel):
     """`--until-decided`: needles are added in rounds, per length, until the verdict there is settled.
 
     Rounds double the needles (the run's `needles` first, then 2x, 4x, ... up to `max_needles`).
-    The verdict's confidence sequences are anytime-valid (report/sequential.py), so every round's
+    The verdict's confidence sequences are anytime-valid (harness/sequential.py), so every round's
     look is at the run's alpha and stopping at the first decision buys no false certainty; no
     split of alpha over the looks is needed. Saved with the run, so a resume replays the same rounds.
     """
@@ -83,7 +83,7 @@ class AdaptiveConfig(BaseModel):
     def first_round(self) -> int:
         """The fewest needles with which round one could settle anything: a comparison whose every
         needle differs by the whole scale (d = 1) is decided at this many, and at no fewer."""
-        from harness.report.sequential import confidence_sequence
+        from harness.sequential import confidence_sequence
 
         for n in range(1, self.max_needles + 1):
             if confidence_sequence([1.0] * n, self.alpha).p_zero < self.alpha:

@@ -336,7 +336,7 @@ def test_recommend_says_whether_the_interval_supports_the_target():
 
 # -- the adaptive schedule -------------------------------------------------------------------------------
 def test_adaptive_schedule_doubles_and_first_round_can_decide():
-    from harness.report.sequential import confidence_sequence
+    from harness.sequential import confidence_sequence
 
     a = AdaptiveConfig(max_needles=32, alpha=0.05)
     first = a.first_round()

@@ -8,7 +8,7 @@ same every time it is computed).
 
 Strategies are asked the same needles, so they are compared pair-wise on per-needle differences
 (`paired_family`): decided by anytime-valid confidence sequences for the mean difference, by
-betting (report/sequential.py), which hold for bounded differences of any shape and at whatever
+betting (harness/sequential.py), which hold for bounded differences of any shape and at whatever
 round an --until-decided run stopped; alpha is split over every pair of strategies at a length, so
 one error rate covers every claim there, "better" and "equivalent" alike.
 
@@ -205,7 +205,7 @@ def _monte_carlo(x: np.ndarray, t: float, tie: float, alternative: str) -> float
 class Paired:
     """Strategy A against strategy B on the needles both were asked (d = A - B per needle).
 
-    Decided by the anytime-valid confidence sequence of the mean difference (report/sequential.py)
+    Decided by the anytime-valid confidence sequence of the mean difference (harness/sequential.py)
     at `alpha / pairs`: "better"/"worse" when it excludes 0, "equivalent" when it lies inside
     ±tolerance, else "undecided". `pairs` is how many pairs of strategies the length's alpha is split
     over (Bonferroni over every pair, since the reference strategy is chosen from the data): every
@@ -259,7 +259,7 @@ def paired_family(
     sequence misses the truth. `plan`: forecast the needles an undecided comparison still needs
     (a forward simulation; off where only the status matters, as in --until-decided's rounds).
     """
-    from harness.report import sequential
+    from harness import sequential
 
     m = max(1, family or len(pairs))
     level = alpha / m

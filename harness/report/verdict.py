@@ -6,7 +6,7 @@ verdict (end of `harness compare`, top of the report), per length:
   * every other strategy compared with it on the same needles (report/stats.py `paired_family`):
     worse, no detectable difference (equivalent within `tolerance`), or too few needles to tell,
     decided by anytime-valid confidence sequences for the mean per-needle difference (by betting,
-    report/sequential.py: valid for bounded differences of any shape, and at whatever round an
+    harness/sequential.py: valid for bounded differences of any shape, and at whatever round an
     --until-decided run stopped). Alpha is split over every pair of the length's strategies, so one
     error rate covers every claim made there, "better" and "equivalent" together. An undecided
     comparison says how many more needles the rule itself would need (simulated forward from the
