@@ -378,7 +378,7 @@ def compare(
         raise UsageError("--max-needles goes with --until-decided")
     if (ray_address or ray_workers) and (executor or (base.get("executor") or {}).get("kind")) != "ray":
         raise UsageError("--ray-address and --ray-workers go with --executor ray")
-    # an --until-decided run's verdict tests at its own alpha / planned looks
+    # an --until-decided run's verdict tests at its own alpha (anytime-valid: no split over its looks)
     report = report_options(locals() | {"alpha": None if until_decided or base.get("adaptive") is not None else alpha})
 
     def given(**flags) -> dict:
@@ -460,7 +460,7 @@ def report(
     alpha: Optional[float] = typer.Option(
         None,
         "--alpha",
-        help="significance level of the verdict's paired tests (default 0.05, or the run's own --alpha for an --until-decided run; divided by its planned looks there)",
+        help="significance level of the verdict's paired tests (default 0.05, or the run's own --alpha for an --until-decided run, whose confidence sequences are anytime-valid)",
     ),
     faithfulness: Faithfulness = "none",
     judge_endpoint: JudgeEndpoint = None,

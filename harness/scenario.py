@@ -6,8 +6,8 @@ A scenario knows nothing about strategies or endpoints. It builds samples for a 
 
 What the statistics rely on (docs/adding-a-scenario.md walks through a whole scenario):
   * **Pairing.** Needle i of a length is the same item (the same fact, question and gold
-    answer) at every depth, and every strategy is asked the same samples. The verdict's paired
-    sign-flip tests and the intervals resample or flip whole needles, so a scenario that drew a
+    answer) at every depth, and every strategy is asked the same samples. The verdict compares
+    per-needle differences and the intervals resample whole needles, so a scenario that drew a
     fresh needle per depth would compare depths on different questions and the tests would be
     wrong. Keep the background the same across depths too (only the needle moves), so depth is
     the only thing that changes; sharing it across the needles of a length also lets a server's

@@ -297,7 +297,7 @@ def summarize_run(
     printed. Returns (summary, latest records with their in-memory `grounding`, samples).
 
     `alpha` is the verdict's level (default: the run's own). An --until-decided run's verdict is
-    tested at alpha / its planned looks, as its rounds were (verdict.verdict_level); `level`
+    tested at the run's alpha, as its rounds were (anytime-valid; verdict.verdict_level); `level`
     says so in words.
     """
     from harness.report.verdict import DEFAULT_TOLERANCE, verdict, verdict_level
