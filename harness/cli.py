@@ -521,19 +521,42 @@ def finetune(
         "--no-bf16",
         help="train in float32 (default: bfloat16 where the CPU computes it natively, float32 elsewhere)",
     ),
+    recipe: Optional[Path] = typer.Option(
+        None,
+        "--config",
+        help="a YAML file of every setting (harness.finetune.config.FinetuneConfig; e.g. a multi-scenario `mix`, "
+        "as scenarios/reader/recipe.yaml); --steps/--out/--threads/--name/--no-bf16 still apply",
+    ),
 ):
     """Tune the embedded model to read: LoRA on the scenario's training split (zero-shot prompts, loss on the answer)."""
     from harness.finetune.config import FinetuneConfig
 
     try:
-        data = _data_config(scenario, lengths, strategies, answerable_share, seed, scenario_param, include)
         given = dict(steps=steps, batch=batch, lr=lr, rank=rank, alpha=2.0 * rank if rank else None, threads=threads)
-        config = FinetuneConfig(
-            data=data, out=out, bf16=False if no_bf16 else None, **{k: v for k, v in given.items() if v is not None}
-        )
+        given = {k: v for k, v in given.items() if v is not None}
+        if recipe is not None:
+            config = FinetuneConfig.model_validate(
+                _read_recipe(recipe) | given | ({"out": out} if out else {}) | ({"bf16": False} if no_bf16 else {})
+            )
+        else:
+            data = _data_config(scenario, lengths, strategies, answerable_share, seed, scenario_param, include)
+            config = FinetuneConfig(data=data, out=out, bf16=False if no_bf16 else None, **given)
     except ValueError as e:
         raise UsageError(f"finetune: {_first_error(e)}") from None
     harness_api.finetune(config, command=_command_line(), name=name)
+
+
+def _read_recipe(path: Path) -> dict:
+    """A finetune settings file (YAML), as a dict; a clear error when it cannot be read."""
+    import yaml
+
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError) as e:
+        raise UsageError(f"finetune: --config {path}: {e}") from None
+    if not isinstance(raw, dict):
+        raise UsageError(f"finetune: --config {path}: expected a mapping of settings")
+    return raw
 
 
 @data_app.command("check")

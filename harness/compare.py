@@ -72,10 +72,11 @@ def compare(config: RunConfig, use_cache: bool = True, report: ReportOptions | N
         raise UsageError(f"{out} exists and is not a run folder; choose another --out")
     created = not out.exists()
     if reader.tuned:
+        trained = list(dict.fromkeys(t["scenario"] for t in reader.provenance.get("trained_on") or []))
+        on = ", ".join(trained) if len(trained) > 1 else reader.provenance.get("scenario")
         err.print(
             f"[dim]reader: {reader.provenance['served_name']} (the embedded model tuned on "
-            f"{reader.provenance.get('scenario')} by harness finetune; --model gemma-3-270m is the base), "
-            f"{config.shots} shots[/dim]",
+            f"{on} by harness finetune; --model gemma-3-270m is the base), {config.shots} shots[/dim]",
             highlight=False,
         )
     try:

@@ -43,23 +43,52 @@ class Reader:
 
 
 def shipped_reader(name: str | None) -> Path | None:
-    """The adapter behind a tuned reader's served name (gemma-3-270m-<scenario>), if that scenario ships one."""
+    """The adapter behind a tuned reader's served name, if a registered scenario ships it: gemma-3-270m-<scenario>
+    (that scenario's reader), or any other name a shipped reader's finetune.json gives (gemma-3-270m-reader, the
+    reader of several scenarios)."""
     from harness.endpoints.embedded import EMBEDDED_MODEL
+    from harness.finetune.merge import read_provenance
 
     prefix = EMBEDDED_MODEL + "-"
-    if not name or not name.startswith(prefix) or name[len(prefix) :] not in registry.names("scenario"):
+    if not name or not name.startswith(prefix):
         return None
-    try:
-        return registry.get("scenario", name[len(prefix) :])().reader()
-    except HarnessError:
-        return None
+    names = registry.names("scenario")
+    own = name[len(prefix) :]
+    for scenario in ([own] if own in names else []) + [n for n in names if n != own]:
+        try:
+            folder = registry.get("scenario", scenario)().reader()
+        except HarnessError:
+            continue
+        if folder is None:
+            continue
+        if scenario == own:
+            return folder
+        try:
+            if read_provenance(folder).get("served_name") == name:
+                return folder
+        except HarnessError:
+            continue
+    return None
+
+
+def trained_for(info: dict[str, Any], scen) -> bool:
+    """Was this tuned reader trained on the scenario's own prompt and answer form (the instructions and
+    schema these scenario parameters ask)? A reader of several scenarios lists each (`trained_on`)."""
+    from harness.finetune.data import prompt_form
+
+    form = prompt_form(scen)
+    forms = {t.get("prompt_form") for t in info.get("trained_on") or []}
+    if not forms:  # a single-scenario reader made before `trained_on` was recorded
+        return info.get("scenario") == scen.name and info.get("prompt_form") in (None, form)
+    return form in forms
 
 
 def resolve_reader(ec: EndpointConfig, scen) -> Reader:
     """The embedded model tuned on this scenario when the scenario ships a reader and nothing else was
-    asked for (no --endpoint, no --model); `--model gemma-3-270m` is the base, `--adapter DIR` any adapter."""
+    asked for (no --endpoint, no --model); `--model gemma-3-270m` is the base, `--adapter DIR` any adapter.
+    A tuned reader is asked zero-shot only on a scenario and form it was trained on; elsewhere it is
+    treated as the base model (shown worked examples), with a note."""
     from harness.endpoints.embedded import EMBEDDED_MODEL
-    from harness.finetune.data import prompt_form
     from harness.finetune.merge import read_provenance
 
     if ec.adapter:
@@ -70,15 +99,15 @@ def resolve_reader(ec: EndpointConfig, scen) -> Reader:
             )
         if ec.model not in (None, "", EMBEDDED_MODEL):
             raise UsageError(f"--adapter tunes the embedded model, not --model {ec.model}")
-        return Reader(ec, read_provenance(ec.adapter))
+        return _tuned(ec, read_provenance(ec.adapter), scen)
     shipped = shipped_reader(ec.model)
     if ec.url:
-        return Reader(ec, read_provenance(shipped) if shipped else None)
+        return _tuned(ec, read_provenance(shipped), scen) if shipped else Reader(ec)
     if shipped is not None:
-        return Reader(ec.model_copy(update={"model": None, "adapter": str(shipped)}), read_provenance(shipped))
+        return _tuned(ec.model_copy(update={"model": None, "adapter": str(shipped)}), read_provenance(shipped), scen)
     if ec.model is None and (own := scen.reader()) is not None:
         info = read_provenance(own)
-        if info.get("prompt_form") not in (None, prompt_form(scen)):
+        if not trained_for(info, scen):
             return Reader(
                 ec,
                 None,
@@ -87,3 +116,15 @@ def resolve_reader(ec: EndpointConfig, scen) -> Reader:
             )
         return Reader(ec.model_copy(update={"adapter": str(own)}), info)
     return Reader(ec)
+
+
+def _tuned(ec: EndpointConfig, info: dict[str, Any], scen) -> Reader:
+    """A tuned reader someone asked for by name or folder: zero-shot where it was trained, else as a base."""
+    if trained_for(info, scen):
+        return Reader(ec, info)
+    return Reader(
+        ec,
+        None,
+        note=f"{info['served_name']} was not trained on {scen.name} in this form: it is shown the base "
+        "model's worked examples",
+    )

@@ -25,7 +25,9 @@ Questions (`-P question=...`):
          the empty list, which is neither precise nor complete (0).
 
 Reuses bio-needle's generator (scenarios.bio_needle.generator): matches come from its "needles"
-split, the background from its "haystack" split.
+split, the background from its "haystack" split; the training split (`-P split=train`, fine-tuning
+data) from its "train-needles" and "train-haystack" splits, whose surnames no test split can hold,
+with the nationalities training text is written with.
 """
 
 from __future__ import annotations
@@ -57,7 +59,7 @@ from harness.plugin import (
     set_precision_recall,
 )
 from scenarios.bio_needle import vocabulary as V
-from scenarios.bio_needle.generator import BioGenerator
+from scenarios.bio_needle.generator import TRAIN_FORMS, BioGenerator
 from scenarios.bio_needle.loader import BioLabels, BioRecord
 
 REFERENCE_SIZE = 1000
@@ -76,6 +78,9 @@ question asks for, as the biography writes it.""",
 
 
 class AggregateParams(ScenarioParams):
+    split: Literal["test", "train"] = Field(
+        "test", description="test: the questions compare asks; train: fine-tuning people, never in any test split"
+    )
     question: Literal["count", "list"] = Field(
         "count", description="count: how many (exact); list: the names (set P/R)"
     )
@@ -112,9 +117,9 @@ class Criterion:
         return f"List the people below who {self.phrase()}."
 
 
-def draw_criterion(rng: random.Random, index: int) -> Criterion:
+def draw_criterion(rng: random.Random, index: int, demonyms: Sequence[str] = V.DEMONYMS) -> Criterion:
     kind = KINDS[index % len(KINDS)]
-    return Criterion(kind, rng.choice(V.DEMONYMS) if kind == "nationality" else rng.choice(YEARS))
+    return Criterion(kind, rng.choice(demonyms) if kind == "nationality" else rng.choice(YEARS))
 
 
 @dataclass(frozen=True)
@@ -135,6 +140,7 @@ class BioAggregate(Scenario):
         subject="question",
         searched="the criterion the question names (a nationality, a role)",
     )
+    splits = ("test", "train")
 
     def __init__(self, params: ScenarioParams | None = None, seed: int = 0):
         super().__init__(params, seed)
@@ -147,6 +153,15 @@ class BioAggregate(Scenario):
         self._questions: list[Question] = []
         self._used: set[int] = set()  # needles-split people already a match of an earlier question
         self._scan = 0
+
+    @property
+    def training(self) -> bool:
+        return self.params.split == "train"
+
+    def split(self, name: str, seed: int | None = None) -> BioAggregate:
+        if name not in self.splits:
+            return super().split(name, seed)
+        return BioAggregate(self.params.model_copy(update={"split": name}), self.seed if seed is None else seed)
 
     @property
     def instructions(self) -> str:
@@ -164,17 +179,18 @@ class BioAggregate(Scenario):
         return {"type": "array", "items": {"type": "string", "maxLength": 60}, "maxItems": 2 * self.params.targets + 2}
 
     # -- questions ------------------------------------------------------------------------------------
-    def questions(self, n: int) -> list[Question]:
+    def drawn(self, n: int) -> list[Question]:
         """The first n questions; prefix-stable (question i never depends on how many are asked)."""
         while len(self._questions) < n:
             i = len(self._questions)
-            rng = random.Random(f"bio-aggregate/{self.seed}/question/{i}")
-            crit = draw_criterion(rng, i)
+            train = self.training
+            rng = random.Random(f"bio-aggregate/{self.seed}/" + ("train-" if train else "") + f"question/{i}")
+            crit = draw_criterion(rng, i, TRAIN_FORMS.demonyms if train else V.DEMONYMS)
             want = rng.randint(1, self.params.targets)
             found: list[BioRecord] = []
             start = 0
             while len(found) < want:
-                people = self.generator.records("needles", start + 64)
+                people = self.generator.records("train-needles" if train else "needles", start + 64)
                 for j in range(start, len(people)):
                     if j not in self._used and crit.matches(people[j].labels):
                         found.append(people[j])
@@ -214,7 +230,8 @@ class BioAggregate(Scenario):
 
     def _background(self, crit: Criterion) -> Iterator[tuple[str, BioRecord]]:
         """Haystack biographies that do not match the criterion, in order, with their pool ids."""
-        return ((f"h{j}", r) for j, r in self.generator.stream("haystack") if not crit.matches(r.labels))
+        split = "train-haystack" if self.training else "haystack"
+        return ((f"h{j}", r) for j, r in self.generator.stream(split) if not crit.matches(r.labels))
 
     # -- the grid ---------------------------------------------------------------------------------------
     def samples(
@@ -222,7 +239,7 @@ class BioAggregate(Scenario):
     ) -> list[Sample]:
         lengths, depths = grid(self.name, lengths, depths, needles)
         cache = self._cache = TokenCache.reuse(self._cache, count_tokens)
-        qs = self.questions(needles)
+        qs = self.drawn(needles)
         cache.ensure(r.bio for q in qs for r in q.matches)
         out: list[Sample] = []
         for L in lengths:

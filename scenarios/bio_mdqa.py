@@ -17,7 +17,9 @@ level: the most common birth year among 1,000 haystack biographies. Grounding: a
 supported by a text that contains it, so a year read from a neighbour's biography is a
 distractor.
 
-Reuses bio-needle's generator (scenarios.bio_needle.generator): the same synthetic people.
+Reuses bio-needle's generator (scenarios.bio_needle.generator): the same synthetic people. The
+training split (`-P split=train`, fine-tuning data) draws its people and background from the
+generator's training splits, whose surnames no test split can hold.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ import random
 import re
 from collections import Counter
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field
 
@@ -56,6 +58,9 @@ person's biography. Reply with a JSON object {"answer": YEAR}, YEAR being the ye
 
 
 class MDQAParams(ScenarioParams):
+    split: Literal["test", "train"] = Field(
+        "test", description="test: the people compare asks about; train: fine-tuning people, never in any test split"
+    )
     documents: int = Field(
         20, ge=0, le=1000, description="biographies per context, the gold one included (0: as many as fill the length)"
     )
@@ -72,6 +77,7 @@ class BioMDQA(Scenario):
     Params = MDQAParams
     fields = ["year"]
     words = Words(document="biography", documents="biographies", subject="person")
+    splits = ("test", "train")
 
     def __init__(self, params: ScenarioParams | None = None, seed: int = 0):
         super().__init__(params, seed)
@@ -79,6 +85,16 @@ class BioMDQA(Scenario):
             raise UsageError("bio-mdqa: documents must be 0 (fill the length) or at least 2")
         self.generator = BioGenerator(seed)
         self._cache: TokenCache | None = None
+        self._people: dict[str, Any] = {}  # biography text -> its record, for every biography placed
+
+    @property
+    def training(self) -> bool:
+        return self.params.split == "train"
+
+    def split(self, name: str, seed: int | None = None) -> BioMDQA:
+        if name not in self.splits:
+            return super().split(name, seed)
+        return BioMDQA(self.params.model_copy(update={"split": name}), self.seed if seed is None else seed)
 
     @property
     def instructions(self) -> str:
@@ -103,7 +119,8 @@ class BioMDQA(Scenario):
     ) -> list[Sample]:
         lengths, depths = grid(self.name, lengths, depths, needles)
         cache = self._cache = TokenCache.reuse(self._cache, count_tokens)
-        people = self.generator.records("needles", needles)
+        people = self.generator.records("train-needles" if self.training else "needles", needles)
+        self._people.update((r.bio, r) for r in people)
         needle_tokens = cache.count([r.bio for r in people])
         biggest = max(needle_tokens)
         k = self.params.documents
@@ -137,14 +154,36 @@ class BioMDQA(Scenario):
                     )
         return out
 
+    def questions(self, sample: Sample) -> list[Sample]:
+        """The sample's own question, then the birth year of every other person in its context (fine-tuning
+        asks several of one context at once)."""
+        out = [sample]
+        for doc in sample.documents:
+            rec = self._people.get(doc.text)
+            if doc.id in sample.gold_ids or rec is None:
+                continue
+            out.append(
+                sample.model_copy(
+                    update={
+                        "id": f"{sample.id}/q/{doc.id}",
+                        "subject": rec.name,
+                        "question": question_for(rec.name),
+                        "gold": {"year": rec.labels.date_of_birth.year},
+                        "gold_ids": [doc.id],
+                    }
+                )
+            )
+        return out
+
     def _pool(self, limit: int | None):
         """(id, record) of the haystack split in order; at most `limit` (None: endless)."""
         j = 0
         while limit is None or j < limit:
-            batch = self.generator.records("haystack", j + 64)[j:]
+            batch = self.generator.records("train-haystack" if self.training else "haystack", j + 64)[j:]
             for r in batch:
                 if limit is not None and j >= limit:
                     return
+                self._people[r.bio] = r
                 yield f"h{j}", r
                 j += 1
 

@@ -13,6 +13,10 @@ Variants (`-P variant=...`):
                 (Xiong et al.'s multi-subkey task). The background is the needle's own, the same
                 at every depth.
 
+Splits (`-P split=...`): "test" (what compare asks) and "train" (fine-tuning data). Test UUIDs are
+version-4 UUIDs, whose variant digit (the first of the fourth group) is always 8, 9, a or b; every
+training UUID has a variant digit 0-7 instead, so no training key or value can be a test one.
+
 Lengths are haystack tokens in the served model's tokenizer (harness.haystack.fill); the needle
 goes at the document boundary nearest depth% of the background's tokens. Needle i is the same
 pair at every depth and length (the pairing the verdict's tests rely on). Chance level: the
@@ -58,20 +62,25 @@ and reply with a JSON object {"answer": VALUE}, VALUE being that pair's value.""
 
 
 class KVParams(ScenarioParams):
+    split: Literal["test", "train"] = Field(
+        "test", description="test: the pairs compare asks about; train: fine-tuning pairs, never in any test split"
+    )
     variant: Literal["uuid", "multi_subkey"] = Field(
         "uuid", description="uuid: random keys; multi_subkey: background keys share 2-3 of the needle key's 5 groups"
     )
 
 
-def _uuid(rng: random.Random) -> str:
-    return str(uuid.UUID(int=rng.getrandbits(128), version=4))
+def _uuid(rng: random.Random, train: bool = False) -> str:
+    """A version-4 UUID (variant digit 8-b); for the training split, the variant digit mapped to 0-7."""
+    text = str(uuid.UUID(int=rng.getrandbits(128), version=4))
+    return text[:19] + "%x" % (int(text[19], 16) & 7) + text[20:] if train else text
 
 
-def _near_key(rng: random.Random, key: str) -> str:
+def _near_key(rng: random.Random, key: str, train: bool = False) -> str:
     """A key sharing 2 or 3 of `key`'s five groups, in place; the others drawn anew (never equal)."""
     groups = key.split("-")
     keep = set(rng.sample(range(5), rng.choice((2, 3))))
-    fresh = _uuid(rng).split("-")
+    fresh = _uuid(rng, train).split("-")
     out = [g if i in keep else f for i, (g, f) in enumerate(zip(groups, fresh))]
     if out == groups:  # all redrawn groups equal by chance: change one hex digit
         i = next(i for i in range(5) if i not in keep)
@@ -94,10 +103,24 @@ class KVRetrieval(Scenario):
     Params = KVParams
     fields = ["value"]
     words = Words(document="key-value pair", documents="key-value pairs", subject="key")
+    splits = ("test", "train")
 
     def __init__(self, params: ScenarioParams | None = None, seed: int = 0):
         super().__init__(params, seed)
         self._cache: TokenCache | None = None
+
+    @property
+    def training(self) -> bool:
+        return self.params.split == "train"
+
+    def split(self, name: str, seed: int | None = None) -> KVRetrieval:
+        if name not in self.splits:
+            return super().split(name, seed)
+        return KVRetrieval(self.params.model_copy(update={"split": name}), self.seed if seed is None else seed)
+
+    def _stream(self, what: str) -> str:
+        """The random stream's name: the training split draws from streams of its own."""
+        return f"kv-retrieval/{self.seed}/" + ("train-" if self.training else "") + what
 
     @property
     def instructions(self) -> str:
@@ -108,18 +131,19 @@ class KVRetrieval(Scenario):
 
     # -- the pairs ------------------------------------------------------------------------------
     def needles(self, n: int) -> list[tuple[str, str]]:
-        rng = random.Random(f"kv-retrieval/{self.seed}/needles")
-        return [(_uuid(rng), _uuid(rng)) for _ in range(n)]
+        rng, t = random.Random(self._stream("needles")), self.training
+        return [(_uuid(rng, t), _uuid(rng, t)) for _ in range(n)]
 
     def background(self, needle_key: str, index: int) -> Iterator[tuple[str, str, str]]:
         """(document id, key, value), endless; the same for every depth (and, for uuid, every needle)."""
         variant = self.params.variant
-        rng = random.Random(f"kv-retrieval/{self.seed}/haystack" + (f"/{index}" if variant == "multi_subkey" else ""))
+        rng = random.Random(self._stream("haystack") + (f"/{index}" if variant == "multi_subkey" else ""))
         prefix = f"h{index}." if variant == "multi_subkey" else "h"
+        t = self.training
         j = 0
         while True:
-            key = _near_key(rng, needle_key) if variant == "multi_subkey" else _uuid(rng)
-            value = _uuid(rng)
+            key = _near_key(rng, needle_key, t) if variant == "multi_subkey" else _uuid(rng, t)
+            value = _uuid(rng, t)
             if key != needle_key:
                 yield f"{prefix}{j}", key, value
                 j += 1
@@ -181,6 +205,27 @@ class KVRetrieval(Scenario):
                         )
                     )
         out.sort(key=lambda s: (s.length, s.depth, s.needle_index))
+        return out
+
+    def questions(self, sample: Sample) -> list[Sample]:
+        """The sample's own question, then one about every other pair in its context (fine-tuning asks
+        several of one context at once)."""
+        out = [sample]
+        for doc in sample.documents:
+            if doc.id in sample.gold_ids:
+                continue
+            ((key, value),) = json.loads(doc.text).items()
+            out.append(
+                sample.model_copy(
+                    update={
+                        "id": f"{sample.id}/q/{doc.id}",
+                        "subject": key,
+                        "question": question_for(key),
+                        "gold": {"value": value},
+                        "gold_ids": [doc.id],
+                    }
+                )
+            )
         return out
 
     # -- few-shot -----------------------------------------------------------------------------------

@@ -210,7 +210,7 @@ def test_aggregate_gold_agrees_with_the_labels():
     for form in ("count", "list"):
         sc, samples = build(BioAggregate, {"question": form, "targets": 3})
         for s in samples:
-            q = sc.questions(3)[s.needle_index]
+            q = sc.drawn(3)[s.needle_index]
             matching = [people[d.text] for d in s.documents if q.criterion.matches(people[d.text].labels)]
             assert {d.id for d in s.documents if q.criterion.matches(people[d.text].labels)} == set(s.gold_ids)
             if form == "count":
@@ -222,7 +222,7 @@ def test_aggregate_gold_agrees_with_the_labels():
 
 def test_aggregate_questions_vary_in_kind_and_count():
     sc = BioAggregate(seed=0)
-    qs = sc.questions(9)
+    qs = sc.drawn(9)
     assert {q.criterion.kind for q in qs} == {"politician", "nationality", "sportsperson"}
     assert len({len(q.matches) for q in qs}) > 1  # counts vary, so the null baseline is not 100%
     names = [r.name for q in qs for r in q.matches]

@@ -75,12 +75,26 @@ class DataConfig(BaseModel):
         return self
 
 
+class MixPart(BaseModel):
+    """Another scenario (or form of one) trained into the same adapter: a multi-task reader."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    data: DataConfig
+    share: float = Field(gt=0, lt=1, description="share of the training contexts drawn from this part")
+
+
 class FinetuneConfig(BaseModel):
     """One LoRA training run of the embedded model."""
 
     model_config = ConfigDict(extra="forbid")
 
     data: DataConfig = Field(default_factory=DataConfig)
+    mix: list[MixPart] = Field(
+        default_factory=list,
+        description="other scenarios learned by the same adapter, each a share of the contexts; `data` has the "
+        "rest. One merged model then reads every one of them (served once)",
+    )
     steps: int = Field(
         200,
         ge=1,
@@ -118,13 +132,27 @@ class FinetuneConfig(BaseModel):
             self.bf16 = read_facts().native_bf16
         return self
 
+    @model_validator(mode="after")
+    def _shares(self):
+        if sum(p.share for p in self.mix) >= 1:
+            raise ValueError("the mix's shares must leave some contexts to the main data (they sum to 1 or more)")
+        return self
+
     @property
     def examples(self) -> int:
         return self.steps * self.batch
 
+    def parts(self, n: int) -> list[tuple[DataConfig, int]]:
+        """(data, contexts) of every part for n contexts in all: each mixed part its share (rounded), the
+        main data the rest."""
+        mixed = [(p.data, max(1, round(p.share * n))) if n else (p.data, 0) for p in self.mix]
+        return [(self.data, max(0, n - sum(k for _, k in mixed))), *mixed]
+
     def identity(self) -> dict[str, Any]:
-        """What a resumed run must share with the interrupted one (not where it writes, nor threads)."""
-        return self.model_dump(mode="json", exclude={"out", "threads", "checkpoint_every"})
+        """What a resumed run must share with the interrupted one (not where it writes, nor threads). An
+        empty mix is left out, so single-scenario adapters keep the identity they were made with."""
+        exclude = {"out", "threads", "checkpoint_every"} | (set() if self.mix else {"mix"})
+        return self.model_dump(mode="json", exclude=exclude)
 
 
 class ExportConfig(BaseModel):

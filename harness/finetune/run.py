@@ -39,11 +39,12 @@ DATA_INFO = "train.json"
 
 def default_out(config: FinetuneConfig) -> Path:
     digest = hashlib.sha256(json.dumps(config.identity(), sort_keys=True).encode()).hexdigest()[:8]
-    return Path("results") / "finetune" / f"{config.data.scenario}-{digest}"
+    return Path("results") / "finetune" / f"{'reader' if config.mix else config.data.scenario}-{digest}"
 
 
 def served_name(scenario: str) -> str:
-    """The name a scenario's tuned reader is served under: gemma-3-270m-<scenario>."""
+    """The name a scenario's tuned reader is served under: gemma-3-270m-<scenario> (a reader of several
+    scenarios: gemma-3-270m-reader)."""
     from harness.endpoints.embedded import EMBEDDED_MODEL
 
     return f"{EMBEDDED_MODEL}-{scenario}"
@@ -64,27 +65,85 @@ def local_counter(base: Path):
 
 def build_examples(config: FinetuneConfig, base: Path, out: Path | None = None):
     """(training examples, held-out test-split examples); the training ones are reused from OUT when
-    they were built with the same data settings."""
+    they were built with the same data settings. A mixed config draws each part's contexts with its
+    own scenario, then interleaves them (seeded) so every stretch of training sees every part."""
     from harness.build import cache_dir
 
-    scen = build_scenario(config.data)
     count = local_counter(base)
-    builder = ExampleBuilder(scen, config.data, count, build_strategies(config.data.strategies, cache_dir(), count))
+    parts = config.parts(config.examples)
     info = {"data": config.data.model_dump(mode="json"), "n": config.examples}
-    if (
+    if config.mix:
+        info["mix"] = [p.model_dump(mode="json") for p in config.mix]
+    cached = (
         out is not None
         and (out / DATA).is_file()
         and (out / DATA_INFO).is_file()
         and json.loads((out / DATA_INFO).read_text()) == info
-    ):
+    )
+    builders = [
+        ExampleBuilder(build_scenario(d), d, count, build_strategies(d.strategies, cache_dir(), count))
+        for d, _ in parts
+    ]
+    if cached:
         train = read_jsonl(out / DATA)
     else:
-        train = builder.build(config.examples, "train")
+        train = interleave([b.build(n, "train") for b, (_, n) in zip(builders, parts)], config.data.seed)
         if out is not None:
             write_jsonl(out / DATA, train)
             (out / DATA_INFO).write_text(json.dumps(info, indent=2) + "\n")
-    held_out = builder.build(config.eval_n, "test") if config.eval_n else []
+    held_out: list = []
+    if config.eval_n:
+        eval_parts = config.parts(config.eval_n) if config.mix else [(config.data, config.eval_n)]
+        held_out = interleave([b.build(n, "test") for b, (_, n) in zip(builders, eval_parts)], config.data.seed)
     return train, held_out
+
+
+PREFIX_CONTEXTS = (
+    6  # contexts per part whose examples the shipped reader's test rebuilds (harness.finetune.run.prefix_hashes)
+)
+
+
+def prefix_hashes(config: FinetuneConfig, base: Path, k: int = PREFIX_CONTEXTS) -> list[str]:
+    """data_hash of each part's first k training contexts (a part's examples are prefix-stable): a cheap
+    check that today's code still builds what an adapter of many parts was trained on."""
+    from harness.build import cache_dir
+
+    count = local_counter(base)
+    out = []
+    for d, n in config.parts(config.examples):
+        builder = ExampleBuilder(build_scenario(d), d, count, build_strategies(d.strategies, cache_dir(), count))
+        out.append(data_hash(builder.build(min(k, n), "train")))
+    return out
+
+
+def interleave(parts: list[list], seed: int) -> list:
+    """One part's examples unchanged; several parts' groups shuffled together (seeded) and renumbered."""
+    if len(parts) == 1:
+        return parts[0]
+    import random
+
+    groups = []
+    for part in parts:
+        by_group: dict[int, list] = {}
+        for e in part:
+            by_group.setdefault(e.group, []).append(e)
+        groups += list(by_group.values())
+    random.Random(f"harness-finetune/{seed}/mix").shuffle(groups)
+    return [e.model_copy(update={"group": g}) for g, group in enumerate(groups) for e in group]
+
+
+def trained_forms(config: FinetuneConfig) -> list[dict]:
+    """Every scenario and prompt form the adapter learned: where compare may use it zero-shot."""
+    out = []
+    for d, _ in config.parts(config.examples):
+        entry = {
+            "scenario": d.scenario,
+            "scenario_params": d.scenario_params,
+            "prompt_form": prompt_form(build_scenario(d)),
+        }
+        if entry not in out:
+            out.append(entry)
+    return out
 
 
 def finetune(config: FinetuneConfig, command: str = "", name: str | None = None) -> Path:
@@ -140,13 +199,15 @@ def finetune(config: FinetuneConfig, command: str = "", name: str | None = None)
     info = provenance(
         config,
         command,
-        name or served_name(config.data.scenario),
+        name or served_name("reader" if config.mix else config.data.scenario),
         digest,
         state,
         eval_loss,
         train,
         prompt_form(build_scenario(config.data)),
     )
+    if config.mix:
+        info["data_prefix"] = {"contexts": PREFIX_CONTEXTS, "hashes": prefix_hashes(config, base)}
     save_adapter(model, out, info)
     shutil.rmtree(out / CHECKPOINT, ignore_errors=True)
     return out
@@ -203,6 +264,7 @@ def provenance(
         "command": command,
         "shots": 0,  # trained on zero-shot prompts: compare asks it without shots by default
         "prompt_form": form,  # instructions and answer schema it was trained on (harness.finetune.data.prompt_form)
+        "trained_on": trained_forms(config),  # every scenario and prompt form learned (a mixed reader: several)
         "train_seconds": round(state.seconds, 1),
         "final_loss": round(sum(tail) / len(tail), 4) if tail else None,
         "eval_loss": round(eval_loss, 4) if eval_loss is not None else None,
