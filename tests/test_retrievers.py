@@ -1,5 +1,7 @@
 """Retrieval pieces on the real MiniLM model and FAISS: provenance, recall, ordering, the cache."""
 
+from pathlib import Path
+
 import pytest
 
 from harness.samples import Document, Sample
@@ -146,3 +148,34 @@ def test_the_window_bound_covers_every_preflight_prompt_without_embedding(tmp_pa
         for prompt in arm.preflight(s, queries[s.id]):
             text, chat = _size(prompt)
             assert any(text <= bt and chat <= bc for bt, bc in map(_size, bounds[s.id])), (s.id, text, chat)
+
+
+def test_the_chunking_tokenizer_is_the_one_autotokenizer_loads_without_importing_torch(tmp_path):
+    """chunking.hf_tokenizer loads the class tokenizer_config.json names (fast form first, as AutoTokenizer
+    picks) so that splitting for the window bound does not import PyTorch; the tokens are the same."""
+    import subprocess
+    import sys
+
+    from transformers import AutoTokenizer
+
+    from retrievers.chunking import _named_tokenizer
+
+    path = str(local_model_path())
+    mine, auto = _named_tokenizer(path), AutoTokenizer.from_pretrained(path)
+    assert type(mine) is type(auto)
+    texts = [_sample().joined(), "Zoë Ñúñez (1950–2001) was a Kraków-born café owner.\n\n«Quoted» 東京 naïve", ""]
+    assert [mine.tokenize(t) for t in texts] == [auto.tokenize(t) for t in texts]
+    code = (
+        "import sys\n"
+        "from types import SimpleNamespace\n"
+        "from pathlib import Path\n"
+        "from harness.query import Query\n"
+        "from harness.strategy import Resources\n"
+        "from retrievers.dense import DenseRAG\n"
+        "from tests.test_retrievers import _sample\n"
+        f"arm = DenseRAG(DenseRAG.Params(), Resources(cache_dir=Path({str(tmp_path)!r})))\n"
+        "s = _sample()\n"
+        "assert arm.window_bound(s, Query(None, s, SimpleNamespace(instructions='x'), []))\n"
+        "assert 'torch' not in sys.modules, 'torch imported'\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).resolve().parents[1])
