@@ -6,11 +6,15 @@ from the scorers. The order of work:
 
   1. plan: each strategy prepares its samples (batch work such as embedding) and names the
      prompts it will send that are known now (`Strategy.preflight`); the response cache is
-     looked up for those in one go;
+     looked up for those in one go. A strategy whose `window_bound` (no preparing) shows that
+     every such prompt surely fits the window is deferred instead: it is prepared and
+     preflighted when its turn comes (step 3), so the first query does not wait for, say,
+     every retrieval chunk of the grid to be embedded;
   2. check: preflight prompts that might not fit are counted with the server's /tokenize, and
      a grid with one over the window is refused before any request;
   3. ask: strategies one after another (so /metrics deltas taken at the boundaries belong to one
-     strategy), queries concurrently within one; the number of *calls* in flight is the run's
+     strategy; a deferred strategy is prepared, counted and checked before its first request),
+     queries concurrently within one; the number of *calls* in flight is the run's
      concurrency, while more multi-call queries may be in progress, each waiting on its next
      step; queries that share a haystack go back to back for the server's prefix cache;
   4. record: each finished query is one typed `Record`, handed to a writer thread that appends
@@ -58,6 +62,9 @@ class Planned:
     query: Query
     prompts: list[Prompt] = field(default_factory=list)
     counts: list[int | None] = field(default_factory=list)
+    # Not prepared yet: the samples its strategy prepares when its turn comes (`prepare_deferred`), in the
+    # run's order (as an up-front prepare would see them), shared by the strategy's deferred queries.
+    deferred: tuple[Sample, ...] | None = None
 
 
 def order_key(strategies: Sequence[Strategy]) -> Callable[[Planned], tuple]:
@@ -281,6 +288,7 @@ async def count_preflight(plan: Sequence[Planned], asker: Asker, concurrency: in
 
 async def _run(
     plan: list[Planned],
+    scenario,
     strategies: Sequence[Strategy],
     endpoint: Endpoint,
     asker: Asker,
@@ -311,6 +319,10 @@ async def _run(
     groups = _by_strategy(plan) if on_strategy is not None else [(None, list(plan))]
     multi = {s.label for s in strategies if not s.one_call}
     for label, group in groups:
+        if any(p.deferred is not None for p in group):  # prepared now, and checked before its first request
+            ready = await asyncio.to_thread(prepare_deferred, group, scenario, asker)
+            await count_preflight(ready, asker, concurrency, max_tokens)
+            check_window(ready, window, max_tokens)
         if on_strategy is not None:
             on_strategy(label)
         in_progress = concurrency * (PROGRESS_PER_SLOT if any(p.strategy.label in multi for p in group) else 1)
@@ -331,22 +343,70 @@ def _by_strategy(plan: Sequence[Planned]) -> list[tuple[str, list[Planned]]]:
 
 
 def plan_queries(
-    scenario, strategies: Sequence[Strategy], samples: Sequence[Sample], shots, done: set, asker: Asker
+    scenario,
+    strategies: Sequence[Strategy],
+    samples: Sequence[Sample],
+    shots,
+    done: set,
+    asker: Asker,
+    *,
+    defer: bool = False,
 ) -> list[Planned]:
-    """Every (strategy, sample) not yet in the store, with its preflight prompts, in asking order."""
+    """Every (strategy, sample) not yet in the store, with its preflight prompts, in asking order.
+
+    With `defer`, a strategy whose window bounds surely fit (`bound_fits`) is neither prepared nor
+    preflighted here: its queries are `deferred`, for `prepare_deferred` when its turn comes."""
     plan: list[Planned] = []
     for strategy in strategies:
         todo = [s for s in samples if (strategy.label, s.id) not in done]
         if not todo:
             continue
+        queries = [(s, Query(asker, s, scenario, shots, strategy.label)) for s in todo]
+        if defer and bound_fits(strategy, queries, asker):
+            later = tuple(todo)
+            plan += [Planned(strategy, s, q, deferred=later) for s, q in queries]
+            continue
         strategy.prepare(todo)
-        for s in todo:
-            q = Query(asker, s, scenario, shots, strategy.label)
-            plan.append(Planned(strategy, s, q, list(strategy.preflight(s, q))))
+        plan += [Planned(strategy, s, q, list(strategy.preflight(s, q))) for s, q in queries]
     plan.sort(key=order_key(strategies))
+    _prefetch(plan, scenario, asker)
+    return plan
+
+
+def bound_fits(strategy: Strategy, queries: Sequence[tuple[Sample, Query]], asker: Asker) -> bool:
+    """True when the strategy's `window_bound`s, computed without preparing it, surely fit the window for
+    every query (by their bytes: no counting, no request), so that no prompt its preflight would name
+    can be over the window and preparing it can wait for its turn. Where a bound is None or might not
+    fit, the strategy is prepared and its real prompts counted up front instead."""
+    chat = asker.endpoint.api == "chat"
+    for s, q in queries:
+        bound = strategy.window_bound(s, q)
+        if bound is None:
+            return False
+        if asker.counting and not all(asker.surely_fits(pr, chat, asker.max_tokens) for pr in bound):
+            return False
+    return True
+
+
+def prepare_deferred(group: Sequence[Planned], scenario, asker: Asker) -> list[Planned]:
+    """Prepare and preflight the deferred queries of `group` (strategy by strategy, in place), and look
+    their requests up in the response cache; returns them, for counting and the window check."""
+    ready = [p for p in group if p.deferred is not None]
+    for strategy in dict.fromkeys(p.strategy for p in ready):
+        mine = [p for p in ready if p.strategy is strategy]
+        todo = list(mine[0].deferred)
+        at = {s.id: i for i, s in enumerate(todo)}
+        strategy.prepare(todo)
+        for p in sorted(mine, key=lambda p: at[p.sample.id]):  # preflight in the same order as up front
+            p.prompts = list(strategy.preflight(p.sample, p.query))
+            p.deferred = None
+    _prefetch(ready, scenario, asker)
+    return ready
+
+
+def _prefetch(plan: Sequence[Planned], scenario, asker: Asker) -> None:
     schema = wire_schema(scenario)
     asker.prefetch([asker.key(asker.request(pr, schema, asker.max_tokens)) for p in plan for pr in p.prompts])
-    return plan
 
 
 def run(
@@ -394,12 +454,16 @@ def run(
             )
             try:
                 # Planning runs strategies' synchronous code (embedding, retrieval, token counting through
-                # the endpoint's blocking client): off the event loop.
-                plan = await asyncio.to_thread(plan_queries, scenario, strategies, samples, shots, done, asker)
+                # the endpoint's blocking client): off the event loop. Strategies whose prompts surely fit
+                # are prepared when their turn comes (deferred), so the first query goes out sooner.
+                plan = await asyncio.to_thread(
+                    plan_queries, scenario, strategies, samples, shots, done, asker, defer=True
+                )
                 stats.planned = len(plan)
                 if plan:
                     await _run(
                         plan,
+                        scenario,
                         strategies,
                         endpoint,
                         asker,

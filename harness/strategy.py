@@ -9,7 +9,7 @@ the context-window check, token counting and recording the call in the query's r
 One-shot arms (full context, the RAG pipelines) subclass `OneShot`: they only say what the
 model is shown (`show`); asking is the one-call case of the same interface. Their prompts are
 known before any request, so a grid that cannot fit the window is refused before anything is
-paid for (`preflight`).
+paid for (`preflight`, or a cheaper upper bound of it, `window_bound`, where preparing is slow).
 
 Parameters are a pydantic model so that `--strategies rag-dense:chunk_size=256,top_k=4` is
 validated and recorded verbatim. Strategies live in plug-in packages (`retrievers/`, users'
@@ -76,7 +76,9 @@ class Strategy(ABC):
         return self.name + (":" + ",".join(f"{k}={v}" for k, v in changed.items()) if changed else "")
 
     def prepare(self, samples: Sequence[Sample]) -> None:  # noqa: B027 (an optional hook: nothing by default)
-        """Optional batch work before any query (e.g. embed every unique chunk once)."""
+        """Optional batch work before the strategy's first query (e.g. embed every unique chunk once):
+        before any request, or, where `window_bound` shows the strategy's prompts fit, just before the
+        strategy's own turn."""
 
     def preflight(self, sample: Sample, query: Query) -> list[Prompt]:
         """Prompts this strategy will send for `sample` that are known before any call.
@@ -84,6 +86,18 @@ class Strategy(ABC):
         The runner counts them and refuses a grid whose prompts exceed the window before any request;
         calls it cannot foresee are checked one by one as they are made."""
         return []
+
+    def window_bound(self, sample: Sample, query: Query) -> list[Prompt] | None:
+        """Without `prepare`: prompts no smaller than any `preflight` will name for `sample` (each of those
+        no larger, as `Asker.surely_fits` measures prompts, than one of these); None, the default, when the
+        strategy cannot tell before it is prepared.
+
+        When every bound of a strategy surely fits the window, the runner prepares and preflights the
+        strategy only when its first query is due, so the strategies before it start asking at once (a
+        retrieval arm's embedding is not paid up front); otherwise it is prepared up front, as before.
+        Either way no request is sent before the grid is known to fit. Raise whatever `preflight` would
+        refuse (UsageError): this runs before any request in its place."""
+        return None
 
     @abstractmethod
     async def solve(self, sample: Sample, query: Query) -> Outcome:

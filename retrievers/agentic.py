@@ -135,6 +135,11 @@ class Agentic(Strategy):
             )
         return []
 
+    def window_bound(self, sample: Sample, query: Query) -> list[Prompt] | None:
+        # no prompt is known before the agent runs (each call is checked as it is made): embedding the
+        # grid's chunks can wait for this arm's turn; the driver is checked up front all the same
+        return self.preflight(sample, query)
+
     def instructions(self, scenario: Scenario, sample: Sample) -> str:
         note = AGENT_NOTE.format(
             n=len(sample.documents),

@@ -9,9 +9,11 @@ span, which maps it back to document ids for needle recall and grounding.
 from __future__ import annotations
 
 import bisect
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
+from pathlib import Path
 
 from harness.plugin import Sample
 
@@ -48,12 +50,33 @@ def docs_overlapping(spans: list[tuple[int, int, str]], start: int, end: int) ->
 
 @lru_cache(maxsize=4)
 def hf_tokenizer(tokenizer_path: str):
-    """The embedding model's tokenizer, for measuring chunks (and counting retrieved tokens)."""
-    from transformers import AutoTokenizer
+    """The embedding model's tokenizer, for measuring chunks (and counting retrieved tokens).
 
-    tok = AutoTokenizer.from_pretrained(tokenizer_path)
+    Loaded by the class its tokenizer_config.json names (the fast form where transformers has one, as
+    AutoTokenizer picks): importing AutoTokenizer imports PyTorch, seconds on a small CPU, and the runner
+    splits a retrieval arm's samples before the first query (`window_bound`), long before any embedding
+    needs PyTorch. A folder that names no class transformers has goes through AutoTokenizer."""
+    tok = _named_tokenizer(tokenizer_path)
+    if tok is None:
+        from transformers import AutoTokenizer
+
+        tok = AutoTokenizer.from_pretrained(tokenizer_path)
     tok.model_max_length = 1 << 30  # only counting here: no "longer than the maximum" warnings
     return tok
+
+
+def _named_tokenizer(tokenizer_path: str):
+    import transformers
+
+    try:
+        name = json.loads((Path(tokenizer_path) / "tokenizer_config.json").read_text()).get("tokenizer_class")
+    except (OSError, ValueError, AttributeError):
+        return None
+    if not isinstance(name, str) or not name.isidentifier():
+        return None
+    fast = None if name.endswith("Fast") else getattr(transformers, name + "Fast", None)
+    cls = fast or getattr(transformers, name, None)
+    return cls.from_pretrained(tokenizer_path) if isinstance(cls, type) else None
 
 
 def count_model_tokens(texts: Sequence[str], tokenizer_path: str) -> list[int]:

@@ -13,7 +13,7 @@ from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
-from harness.plugin import OneShot, Sample, Shown, ShownPiece, StrategyParams
+from harness.plugin import OneShot, Prompt, Query, Sample, Shown, ShownPiece, StrategyParams
 from retrievers.chunking import SEPARATOR, Chunk, count_model_tokens, doc_spans
 
 
@@ -99,6 +99,22 @@ class RagStrategy(OneShot):
 
     def query(self, sample: Sample) -> str:
         return sample.question
+
+    def bound_context(self, sample: Sample) -> str | None:
+        """A context no shorter, in bytes, than any `show` can give `sample` without retrieving: its
+        top_k largest chunks, joined (`show` joins at most top_k of them). Needs only the split, not the
+        embeddings; None for an arm that does not say what its chunks are (`chunks(sample)`)."""
+        chunks = getattr(self, "chunks", None)
+        if chunks is None:
+            return None
+        texts = sorted((c.text for c in chunks(sample)), key=lambda t: len(t.encode()), reverse=True)
+        return SEPARATOR.join(texts[: self.params.top_k])
+
+    def window_bound(self, sample: Sample, query: Query) -> list[Prompt] | None:
+        # the prompt around the largest context retrieval can show: preparing (embedding every chunk of
+        # the grid) waits for this arm's turn when it surely fits the window
+        context = self.bound_context(sample)
+        return None if context is None else [query.prompt(context)]
 
     def count_tokens(self, texts: Sequence[str]) -> tuple[list[int], str]:
         """Tokens of each text, in the served model's tokens when the run has an endpoint

@@ -84,6 +84,12 @@ class SelfRoute(Strategy):
         note = ANSWERABLE_NOTE if self.params.form == "answerable" else UNANSWERABLE_NOTE
         return query.prompt(shown.context, instructions=query.scenario.instructions + "\n" + note)
 
+    def window_bound(self, sample: Sample, query: Query) -> list[Prompt] | None:
+        context = self.rag.bound_context(sample)  # the largest retrieval can show, without embedding
+        if context is None:
+            return None
+        return [self._route_prompt(query, Shown(context=context, pieces=[])), query.prompt(full_shown(sample).context)]
+
     def preflight(self, sample: Sample, query: Query) -> list[Prompt]:
         shown = self._shown[sample.id] = self.rag.show(sample)
         # the fallback's prompt too: a grid whose full context cannot fit the window is refused up front

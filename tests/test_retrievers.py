@@ -1,5 +1,7 @@
 """Retrieval pieces on the real MiniLM model and FAISS: provenance, recall, ordering, the cache."""
 
+from pathlib import Path
+
 import pytest
 
 from harness.samples import Document, Sample
@@ -108,3 +110,72 @@ def test_full_context_shows_every_document_in_order():
     shown = FullContext(FullContext.Params(), None).show(s)
     assert [p.id for p in shown.pieces] == [d.id for d in s.documents]
     assert shown.context == s.joined()
+
+
+def _size(prompt) -> tuple[int, int]:
+    """What `Asker.surely_fits` measures: the text's bytes (completions), the messages' bytes (chat)."""
+    return len(prompt.text.encode()), sum(len((m.get("content") or "").encode()) + 16 for m in prompt.messages)
+
+
+@pytest.mark.parametrize(
+    "name,params",
+    [
+        ("rag-dense", dict(chunk_size=48, chunk_overlap=8, top_k=3)),
+        ("rag-dense", dict(chunk_size=32, chunk_overlap=16, top_k=200, order="ends")),
+        ("rag-bm25", dict(chunk_size=48, chunk_overlap=8, top_k=1, order="document")),
+        ("self-route", dict(chunk_size=48, chunk_overlap=8, top_k=2)),
+    ],
+)
+def test_the_window_bound_covers_every_preflight_prompt_without_embedding(tmp_path, name, params):
+    """A retrieval arm's window bound (its top_k largest chunks) is no smaller than what it shows, and is
+    computed before `prepare`, without embedding anything: the runner defers preparing on it."""
+    from types import SimpleNamespace
+
+    from harness import registry
+    from harness.query import Query
+
+    cls = registry.get("strategy", name)
+    arm = cls(cls.Params(**params), Resources(cache_dir=tmp_path / "cache"))
+    embeddings = getattr(getattr(arm, "rag", arm), "embeddings", None)
+    scenario = SimpleNamespace(instructions="Answer from the documents.")
+    samples = [_sample(needle_at=3, sid="a"), _sample(n=12, needle_at=11, sid="b")]
+    queries = {s.id: Query(None, s, scenario, []) for s in samples}
+    bounds = {s.id: arm.window_bound(s, queries[s.id]) for s in samples}
+    if embeddings is not None:
+        assert embeddings.computed == 0  # no embedding for the bound
+    arm.prepare(samples)
+    for s in samples:
+        for prompt in arm.preflight(s, queries[s.id]):
+            text, chat = _size(prompt)
+            assert any(text <= bt and chat <= bc for bt, bc in map(_size, bounds[s.id])), (s.id, text, chat)
+
+
+def test_the_chunking_tokenizer_is_the_one_autotokenizer_loads_without_importing_torch(tmp_path):
+    """chunking.hf_tokenizer loads the class tokenizer_config.json names (fast form first, as AutoTokenizer
+    picks) so that splitting for the window bound does not import PyTorch; the tokens are the same."""
+    import subprocess
+    import sys
+
+    from transformers import AutoTokenizer
+
+    from retrievers.chunking import _named_tokenizer
+
+    path = str(local_model_path())
+    mine, auto = _named_tokenizer(path), AutoTokenizer.from_pretrained(path)
+    assert type(mine) is type(auto)
+    texts = [_sample().joined(), "Zoë Ñúñez (1950–2001) was a Kraków-born café owner.\n\n«Quoted» 東京 naïve", ""]
+    assert [mine.tokenize(t) for t in texts] == [auto.tokenize(t) for t in texts]
+    code = (
+        "import sys\n"
+        "from types import SimpleNamespace\n"
+        "from pathlib import Path\n"
+        "from harness.query import Query\n"
+        "from harness.strategy import Resources\n"
+        "from retrievers.dense import DenseRAG\n"
+        "from tests.test_retrievers import _sample\n"
+        f"arm = DenseRAG(DenseRAG.Params(), Resources(cache_dir=Path({str(tmp_path)!r})))\n"
+        "s = _sample()\n"
+        "assert arm.window_bound(s, Query(None, s, SimpleNamespace(instructions='x'), []))\n"
+        "assert 'torch' not in sys.modules, 'torch imported'\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).resolve().parents[1])
