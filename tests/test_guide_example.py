@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from harness import registry
+from harness.errors import UsageError
 from harness.scoring.answers import mark, read_answer, wire_answer
 from harness.store import RunStore
 
@@ -155,3 +156,19 @@ def test_compare_runs_the_included_scenario_end_to_end(tmp_path):
         env=env,
     )
     assert r.returncode == 0, r.stderr[-2000:]
+
+
+def codes(texts) -> set[str]:
+    return {c for t in texts for c in re.findall(r"\bflight ([A-Z]{2}-\d+)", t, re.IGNORECASE)}
+
+
+def test_the_training_split_flies_airlines_no_test_flight_has(cls):
+    test = cls(seed=0).samples([300, 600], [0, 50, 100], 3, words)
+    train = cls(seed=0).split("train", seed=7)
+    assert train.training and train.seed == 7 and not cls(seed=0).training
+    assert cls(seed=0).split("test", seed=7).samples([300], [50], 1, words)[0].subject[0] in "QXZJ"
+    seen = codes(d.text for s in test for d in s.documents)
+    learned = codes(d.text for s in train.samples([300, 600], [0, 50, 100], 3, words) for d in s.documents)
+    assert {c[0] for c in seen} <= set("QXZJ") and {c[0] for c in learned} <= set("MPRT") and learned
+    with pytest.raises(UsageError, match="no 'dev' split"):
+        cls(seed=0).split("dev")

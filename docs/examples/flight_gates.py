@@ -5,6 +5,7 @@ gate and departure time. Run it with
 
     harness scenarios --include docs/examples/flight_gates.py
     harness compare --include docs/examples/flight_gates.py --scenario flight-gates --lengths 1k,2k
+    harness finetune --include docs/examples/flight_gates.py --scenario flight-gates   # a reader of its own
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from __future__ import annotations
 import random
 import re
 import zlib
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field
 
@@ -39,13 +40,14 @@ SPLITS = ["needles", "board", "shots"]
 
 
 # --8<-- [start:flights]
-def flights(seed: int, split: str):
+def flights(seed: int, split: str, train: bool = False):
     """An endless, deterministic stream of (code, city, gate, time); each split its own stream.
-    A split only takes codes whose hash falls in its third, so splits never share a flight."""
-    rng = random.Random(f"flight-gates/{seed}/{split}")
+    A split only takes codes whose hash falls in its third, so splits never share a flight.
+    train=True: the fine-tuning flights, of airlines (a code's first letter) no test flight has."""
+    rng = random.Random(f"flight-gates/{seed}/{split}" + ("/train" if train else ""))
     seen: set[str] = set()
     while True:
-        code = f"{rng.choice('QXZJ')}{rng.choice('KVWY')}-{rng.randint(100, 9999)}"
+        code = f"{rng.choice('MPRT' if train else 'QXZJ')}{rng.choice('KVWY')}-{rng.randint(100, 9999)}"
         if code in seen or zlib.crc32(code.encode()) % len(SPLITS) != SPLITS.index(split):
             continue
         seen.add(code)
@@ -65,6 +67,7 @@ class FlightParams(ScenarioParams):
     """Options a user sets with -P key=value (validated; unknown keys are refused)."""
 
     city_in_question: bool = Field(False, description="name the destination in the question too")
+    split: Literal["test", "train"] = Field("test", description="train: the flights `harness finetune` learns from")
 # --8<-- [end:params]
 
 
@@ -101,7 +104,7 @@ class FlightGates(Scenario):
     def samples(self, lengths, depths, needles, count_tokens) -> list[Sample]:
         check_grid(self.name, lengths, depths, needles)
         cache = TokenCache(count_tokens)  # counts each distinct text once, in batches
-        stream = flights(self.seed, "needles")
+        stream = flights(self.seed, "needles", self.training)
         targets = [next(stream) for _ in range(needles)]  # needle i: the same flight everywhere
         target_tokens = cache.count([line(f) for f in targets])
         out = []
@@ -109,7 +112,7 @@ class FlightGates(Scenario):
             if L <= max(target_tokens) + SEP_TOKENS:
                 raise UsageError(f"flight-gates: length {L} is too small for one departure")
             # One background per length, the same at every depth and for every needle.
-            board = flights(self.seed, "board")
+            board = flights(self.seed, "board", self.training)
             background = fill(board, L - max(target_tokens) - SEP_TOKENS, cache, text=line)
             docs = [Document(id=f"b{j}", text=line(f)) for j, f in enumerate(background)]
             counts = [cache[d.text] for d in docs]
@@ -142,11 +145,25 @@ class FlightGates(Scenario):
         return out
 
     def reference_labels(self) -> list[dict[str, Any]]:
-        stream = flights(self.seed, "board")  # drawn like the needles, never asked about
+        stream = flights(self.seed, "board", self.training)  # drawn like the needles, never asked about
         return [{"gate": f[2], "time": f[3]} for f in (next(stream) for _ in range(1000))]
 
     null_source = "gates and times of 1,000 board flights"
     # --8<-- [end:score]
+
+    # --8<-- [start:train]
+    splits = ("test", "train")  # "train": what `harness finetune` learns from
+
+    @property
+    def training(self) -> bool:
+        return self.params.split == "train"
+
+    def split(self, name: str, seed: int | None = None) -> FlightGates:
+        """This scenario drawing from split `name`; `seed` draws another board (one per training example)."""
+        if name not in self.splits:
+            return super().split(name, seed)
+        return FlightGates(self.params.model_copy(update={"split": name}), self.seed if seed is None else seed)
+    # --8<-- [end:train]
 
     # --8<-- [start:grounding]
     def grounding(self) -> Grounding:
