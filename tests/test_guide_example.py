@@ -1,13 +1,16 @@
 """The guide's example scenario (docs/examples/flight_gates.py), so docs/adding-a-scenario.md cannot rot:
 the guide quotes the file verbatim; the file registers through --include; its samples keep the
 promises the guide makes; `harness compare --include` runs it end to end (a stand-in server here,
-the real one in test_scenarios_e2e.py)."""
+the real one in test_scenarios_e2e.py); the guide's quick `harness finetune` trains a reader on its
+training split (a few steps, no server)."""
 
 from __future__ import annotations
 
 import json
 import os
 import re
+import shlex
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -158,6 +161,13 @@ def test_compare_runs_the_included_scenario_end_to_end(tmp_path):
     assert r.returncode == 0, r.stderr[-2000:]
 
 
+def guide_command(start: str) -> list[str]:
+    """The guide's shell line that starts with `start` (continuation lines joined, comment dropped), as argv."""
+    text = re.sub(r"\s*\\\n\s*", " ", GUIDE.read_text())
+    (line,) = [ln for ln in text.splitlines() if ln.startswith(start)]
+    return shlex.split(line, comments=True)
+
+
 def codes(texts) -> set[str]:
     return {c for t in texts for c in re.findall(r"\bflight ([A-Z]{2}-\d+)", t, re.IGNORECASE)}
 
@@ -172,3 +182,58 @@ def test_the_training_split_flies_airlines_no_test_flight_has(cls):
     assert {c[0] for c in seen} <= set("QXZJ") and {c[0] for c in learned} <= set("MPRT") and learned
     with pytest.raises(UsageError, match="no 'dev' split"):
         cls(seed=0).split("dev")
+
+
+def test_the_guides_finetune_command_trains_a_reader_on_the_training_split(cls, tmp_path):
+    """The guide's quick `harness finetune` through the CLI (a few steps on short boards: no server);
+    then what `compare --adapter` and a reader/ folder beside the scenario make of the adapter."""
+    from harness.api import resolve_reader
+    from harness.config import EndpointConfig
+    from harness.finetune.data import prompt_form
+
+    argv = guide_command("harness finetune --include docs/examples/flight_gates.py --scenario flight-gates --steps")
+    out = tmp_path / "ft"
+    argv[argv.index("--out") + 1] = str(out)
+    steps = int(argv[argv.index("--steps") + 1])
+    assert steps <= 3
+    env = dict(os.environ, TOKENIZERS_PARALLELISM="false")
+    p = subprocess.run(
+        [sys.executable, "-m", "harness.cli", *argv[1:]], capture_output=True, text=True, timeout=600, cwd=ROOT, env=env
+    )
+    assert p.returncode == 0, p.stderr[-2000:]
+    assert f"harness compare --adapter {out}" in p.stdout
+    for name in ("adapter_config.json", "adapter_model.safetensors", "finetune.json"):
+        assert (out / name).is_file(), name
+    info = json.loads((out / "finetune.json").read_text())
+    assert info["scenario"] == "flight-gates" and info["steps"] == steps and info["examples"] >= steps
+    assert info["served_name"] == "gemma-3-270m-flight-gates" and info["command"].startswith("harness finetune")
+    assert info["config"]["data"]["includes"] == ["docs/examples/flight_gates.py"]
+    assert info["eval_loss"] is not None  # the held-out loss: test-split boards drawn with other seeds
+    scen = cls(seed=0)
+    assert info["trained_on"] == [{"scenario": "flight-gates", "scenario_params": {}, "prompt_form": prompt_form(scen)}]
+
+    # What it learned from: training boards only (airlines M, P, R, T), asked as compare asks.
+    examples = [json.loads(line) for line in (out / "train.jsonl").read_text().splitlines()]
+    assert len(examples) == info["examples"] and {e["split"] for e in examples} == {"train"}
+    learned = codes(e["prompt"] for e in examples)
+    assert learned and {c[0] for c in learned} <= set("MPRT")
+    assert all(e["subject"][0] in "MPRT" for e in examples)
+    test = cls(seed=0).samples([300, 600], [0, 100], 8, words)
+    assert not learned & codes(d.text for s in test for d in s.documents)
+
+    # compare --adapter DIR: this reader, zero-shot, its provenance recorded.
+    reader = resolve_reader(EndpointConfig(adapter=str(out)), scen)
+    assert reader.tuned and reader.provenance["scenario"] == "flight-gates" and reader.default_shots() == 0
+    # A reader/ folder beside the scenario's file: its default reader (no --adapter, no --model).
+    assert resolve_reader(EndpointConfig(), scen).tuned is False
+    mine = tmp_path / "my_scenario"
+    mine.mkdir()
+    shutil.copy(EXAMPLE, mine / "flight_gates.py")
+    shutil.copytree(out, mine / "reader", ignore=shutil.ignore_patterns("train.json*"))
+    try:
+        registry.include(mine / "flight_gates.py")
+        own = registry.get("scenario", "flight-gates")(seed=0)
+        reader = resolve_reader(EndpointConfig(), own)
+        assert reader.tuned and reader.endpoint.adapter == str(mine / "reader")
+    finally:
+        registry.include(EXAMPLE)  # the module's scenario again, for the tests after this one
