@@ -52,9 +52,9 @@ def served_name(scenario: str) -> str:
 
 def local_counter(base: Path):
     """Tokens of each text in the embedded model's tokenizer (what vLLM's /tokenize counts), no specials."""
-    from transformers import AutoTokenizer
+    from harness.finetune.train import load_tokenizer
 
-    tok = AutoTokenizer.from_pretrained(str(base))
+    tok = load_tokenizer(base)
 
     def count(texts):
         texts = list(texts)

@@ -20,6 +20,7 @@ steps into OUT/checkpoint; a rerun with the same settings resumes from it.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import shutil
@@ -43,7 +44,9 @@ class TrainState:
     seconds: float = 0.0  # training time so far, over every resumed segment
 
 
+@functools.lru_cache(maxsize=2)
 def load_tokenizer(base: Path):
+    """The embedded model's tokenizer, loaded once per process (seconds each time on a small CPU)."""
     from transformers import AutoTokenizer
 
     return AutoTokenizer.from_pretrained(str(base))
