@@ -14,7 +14,7 @@ The grids (strategies full-context and rag-dense, depths 0/50/100, --needles per
                  Middle's U, or its absence)
   bio-aggregate  question=count at 1k and 2k (exact match beside chance level); question=list at 1k and 2k
                  (set-F1 per query from its precision and recall, rag-dense's gold recall and coverage)
-  bio-needle     1k (a sanity row)
+  bio-needle     1k and 4k, with self-route and the agentic arm (the multi-call strategies' reading)
   bio-multihop   1k and 2k, with the agentic arm too (--no-agentic drops it)
 
 Each reader is served once (--max-model-len, default 8,192: 4k contexts, shots and the answer fit)
@@ -87,7 +87,7 @@ def plan(agentic: bool) -> list[Grid]:
         Grid("bio-mdqa", "documents=20", {"documents": 20}, [1000], D5, FC_RAG, kind="depth"),
         Grid("bio-aggregate", "question=count", {"question": "count"}, [1000, 2000], D3, FC_RAG),
         Grid("bio-aggregate", "question=list", {"question": "list"}, [1000, 2000], D3, FC_RAG, kind="list"),
-        Grid("bio-needle", "", {}, [1000], D3, FC_RAG),
+        Grid("bio-needle", "", {}, [1000, 4000], D3, FC_RAG + ["self-route"] + (["agentic"] if agentic else [])),
         Grid("bio-multihop", "", {}, [1000, 2000], D3, multihop),
     ]
 

@@ -87,11 +87,17 @@ def test_without_a_shipped_reader_the_base_answers(monkeypatch):
 
 
 def test_the_shipped_adapter_is_where_the_interface_says():
-    """scenarios/bio_needle/reader/ is found by the default Scenario.reader(), and is small."""
+    """scenarios/reader/ is every built-in scenario's reader (bio-needle's too), and is small."""
+    from harness import registry
+
     folder = BioNeedle().reader()
-    assert folder is not None and folder.name == "reader" and folder.parent.name == "bio_needle"
+    assert folder is not None and folder.name == "reader" and folder.parent.name == "scenarios"
     info = json.loads((folder / "finetune.json").read_text())
-    assert info["served_name"] == "gemma-3-270m-bio-needle" and info["shots"] == 0
+    assert info["served_name"] == "gemma-3-270m-reader" and info["shots"] == 0
     assert info["command"].startswith("harness finetune") and len(info["data_hash"]) == 64
-    assert info["prompt_form"] == prompt_form(BioNeedle())
+    trained = {t["scenario"] for t in info["trained_on"]}
+    assert {"bio-needle", "kv-retrieval", "bio-mdqa", "bio-aggregate", "bio-multihop"} <= trained
+    for name in trained:
+        scen = registry.get("scenario", name)()
+        assert scen.reader() == folder and resolve_reader(EndpointConfig(), scen).tuned, name
     assert (folder / "adapter_model.safetensors").stat().st_size < 20e6
