@@ -194,13 +194,23 @@ class Scenario(ABC):
         """This scenario drawing its samples from split `name`: "test" (what compare asks about) or
         "train" (fine-tuning data: `harness finetune`, `harness data export-finetune`), whose
         documents no test sample of any seed may hold. `seed` draws another sample of the split (a
-        fresh haystack per training example). Only scenarios that list "train" in `splits` have one."""
+        fresh haystack per training example). Only scenarios that list "train" in `splits` have one.
+
+        Default: a scenario whose parameters have a `split` field ("test" or "train") and that lists the
+        split in `splits` is rebuilt with that field set (and the seed); its samples ask `training`."""
         if name == "test" and seed is None:
             return self
+        if name in self.splits and "split" in type(self.params).model_fields:
+            return type(self)(self.params.model_copy(update={"split": name}), self.seed if seed is None else seed)
         raise UsageError(
             f"scenario {self.name} has no {name!r} split (it has: {', '.join(self.splits)}); "
             "fine-tuning needs a scenario with a training split"
         )
+
+    @property
+    def training(self) -> bool:
+        """Does this scenario draw the training split (its parameters' `split` is "train")?"""
+        return getattr(self.params, "split", "test") == "train"
 
     def questions(self, sample: Sample) -> list[Sample]:
         """Every question the sample's documents answer, each as a sample sharing its documents (the sample

@@ -155,15 +155,6 @@ class BioAggregate(Scenario):
         self._scan = 0
 
     @property
-    def training(self) -> bool:
-        return self.params.split == "train"
-
-    def split(self, name: str, seed: int | None = None) -> BioAggregate:
-        if name not in self.splits:
-            return super().split(name, seed)
-        return BioAggregate(self.params.model_copy(update={"split": name}), self.seed if seed is None else seed)
-
-    @property
     def instructions(self) -> str:
         return INSTRUCTIONS[self.form]
 

@@ -88,15 +88,6 @@ class BioMDQA(Scenario):
         self._people: dict[str, Any] = {}  # biography text -> its record, for every biography placed
 
     @property
-    def training(self) -> bool:
-        return self.params.split == "train"
-
-    def split(self, name: str, seed: int | None = None) -> BioMDQA:
-        if name not in self.splits:
-            return super().split(name, seed)
-        return BioMDQA(self.params.model_copy(update={"split": name}), self.seed if seed is None else seed)
-
-    @property
     def instructions(self) -> str:
         return INSTRUCTIONS
 

@@ -103,15 +103,6 @@ class BioMultihop(Scenario):
         self._cache: TokenCache | None = None
 
     @property
-    def training(self) -> bool:
-        return self.params.split == "train"
-
-    def split(self, name: str, seed: int | None = None) -> BioMultihop:
-        if name not in self.splits:
-            return super().split(name, seed)
-        return BioMultihop(self.params.model_copy(update={"split": name}), self.seed if seed is None else seed)
-
-    @property
     def instructions(self) -> str:
         return INSTRUCTIONS
 

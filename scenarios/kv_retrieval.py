@@ -109,15 +109,6 @@ class KVRetrieval(Scenario):
         super().__init__(params, seed)
         self._cache: TokenCache | None = None
 
-    @property
-    def training(self) -> bool:
-        return self.params.split == "train"
-
-    def split(self, name: str, seed: int | None = None) -> KVRetrieval:
-        if name not in self.splits:
-            return super().split(name, seed)
-        return KVRetrieval(self.params.model_copy(update={"split": name}), self.seed if seed is None else seed)
-
     def _stream(self, what: str) -> str:
         """The random stream's name: the training split draws from streams of its own."""
         return f"kv-retrieval/{self.seed}/" + ("train-" if self.training else "") + what

@@ -87,17 +87,31 @@ def test_without_a_shipped_reader_the_base_answers(monkeypatch):
 
 
 def test_the_shipped_adapter_is_where_the_interface_says():
-    """scenarios/reader/ is every built-in scenario's reader (bio-needle's too), and is small."""
+    """scenarios/bio_needle/reader/ is found by the default Scenario.reader(), and is small."""
+    folder = BioNeedle().reader()
+    assert folder is not None and folder.name == "reader" and folder.parent.name == "bio_needle"
+    info = json.loads((folder / "finetune.json").read_text())
+    assert info["served_name"] == "gemma-3-270m-bio-needle" and info["shots"] == 0
+    assert info["command"].startswith("harness finetune") and len(info["data_hash"]) == 64
+    assert info["prompt_form"] == prompt_form(BioNeedle())
+    assert (folder / "adapter_model.safetensors").stat().st_size < 20e6
+
+
+def test_the_shipped_reader_of_every_other_scenario_is_one_adapter():
+    """scenarios/reader/ (a multi-task adapter) is the default reader of every other built-in scenario, found
+    by the default Scenario.reader() and by its served name; it learned bio-needle too (for `--model`)."""
     from harness import registry
 
-    folder = BioNeedle().reader()
+    folder = registry.get("scenario", "kv-retrieval")().reader()
     assert folder is not None and folder.name == "reader" and folder.parent.name == "scenarios"
     info = json.loads((folder / "finetune.json").read_text())
     assert info["served_name"] == "gemma-3-270m-reader" and info["shots"] == 0
-    assert info["command"].startswith("harness finetune") and len(info["data_hash"]) == 64
+    assert info["command"].startswith("harness finetune --config scenarios/reader/recipe.yaml")
     trained = {t["scenario"] for t in info["trained_on"]}
     assert {"bio-needle", "kv-retrieval", "bio-mdqa", "bio-aggregate", "bio-multihop"} <= trained
-    for name in trained:
+    for name in trained - {"bio-needle"}:
         scen = registry.get("scenario", name)()
         assert scen.reader() == folder and resolve_reader(EndpointConfig(), scen).tuned, name
+    assert shipped_reader("gemma-3-270m-reader") == folder
+    assert resolve_reader(EndpointConfig(model="gemma-3-270m-reader"), BioNeedle()).tuned
     assert (folder / "adapter_model.safetensors").stat().st_size < 20e6

@@ -152,17 +152,10 @@ class FlightGates(Scenario):
     # --8<-- [end:score]
 
     # --8<-- [start:train]
-    splits = ("test", "train")  # "train": what `harness finetune` learns from
-
-    @property
-    def training(self) -> bool:
-        return self.params.split == "train"
-
-    def split(self, name: str, seed: int | None = None) -> FlightGates:
-        """This scenario drawing from split `name`; `seed` draws another board (one per training example)."""
-        if name not in self.splits:
-            return super().split(name, seed)
-        return FlightGates(self.params.model_copy(update={"split": name}), self.seed if seed is None else seed)
+    # "train": what `harness finetune` learns from. With a `split` parameter, the core's split(name, seed)
+    # rebuilds the scenario with it set (seed: another board, one per training example) and
+    # `self.training` says which split a sample comes from.
+    splits = ("test", "train")
     # --8<-- [end:train]
 
     # --8<-- [start:grounding]

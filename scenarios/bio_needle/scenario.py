@@ -246,12 +246,6 @@ class BioNeedle(Scenario):
     def search_terms(self, sample: Sample) -> list[str]:
         return surname_terms(sample.subject)
 
-    def reader(self) -> Path | None:
-        """The shipped reader of every built-in scenario (scenarios/reader/: one multi-task adapter, made
-        from its recipe.yaml), which learned this scenario among the others."""
-        folder = Path(__file__).resolve().parents[1] / self.READER_DIR
-        return folder if (folder / "adapter_config.json").is_file() else None
-
     def split(self, name: str, seed: int | None = None) -> BioNeedle:
         """The test people, or the training ones (surnames no test split can hold, seen forms only)."""
         if name not in self.splits:
