@@ -52,19 +52,11 @@ def shipped_reader(name: str | None) -> Path | None:
     prefix = EMBEDDED_MODEL + "-"
     if not name or not name.startswith(prefix):
         return None
-    names = registry.names("scenario")
     own = name[len(prefix) :]
-    for scenario in ([own] if own in names else []) + [n for n in names if n != own]:
+    for scenario in sorted(registry.names("scenario"), key=lambda n: n != own):  # its own scenario first
         try:
             folder = registry.get("scenario", scenario)().reader()
-        except HarnessError:
-            continue
-        if folder is None:
-            continue
-        if scenario == own:
-            return folder
-        try:
-            if read_provenance(folder).get("served_name") == name:
+            if folder is not None and (scenario == own or read_provenance(folder).get("served_name") == name):
                 return folder
         except HarnessError:
             continue

@@ -67,7 +67,6 @@ def build_examples(config: FinetuneConfig, base: Path, out: Path | None = None):
     """(training examples, held-out test-split examples); the training ones are reused from OUT when
     they were built with the same data settings. A mixed config draws each part's contexts with its
     own scenario, then interleaves them (seeded) so every stretch of training sees every part."""
-    from harness.build import cache_dir
 
     count = local_counter(base)
     parts = config.parts(config.examples)
@@ -80,10 +79,7 @@ def build_examples(config: FinetuneConfig, base: Path, out: Path | None = None):
         and (out / DATA_INFO).is_file()
         and json.loads((out / DATA_INFO).read_text()) == info
     )
-    builders = [
-        ExampleBuilder(build_scenario(d), d, count, build_strategies(d.strategies, cache_dir(), count))
-        for d, _ in parts
-    ]
+    builders = [_builder(d, count) for d, _ in parts]
     if cached:
         train = read_jsonl(out / DATA)
     else:
@@ -93,27 +89,27 @@ def build_examples(config: FinetuneConfig, base: Path, out: Path | None = None):
             (out / DATA_INFO).write_text(json.dumps(info, indent=2) + "\n")
     held_out: list = []
     if config.eval_n:
-        eval_parts = config.parts(config.eval_n) if config.mix else [(config.data, config.eval_n)]
+        eval_parts = config.parts(config.eval_n)
         held_out = interleave([b.build(n, "test") for b, (_, n) in zip(builders, eval_parts)], config.data.seed)
     return train, held_out
 
 
-PREFIX_CONTEXTS = (
-    6  # contexts per part whose examples the shipped reader's test rebuilds (harness.finetune.run.prefix_hashes)
-)
+def _builder(data, count) -> ExampleBuilder:
+    """The example builder of one part: its scenario and the strategies that show its contexts."""
+    from harness.build import cache_dir
+
+    return ExampleBuilder(build_scenario(data), data, count, build_strategies(data.strategies, cache_dir(), count))
+
+
+# Contexts per part whose examples a shipped reader's test rebuilds (prefix_hashes).
+PREFIX_CONTEXTS = 6
 
 
 def prefix_hashes(config: FinetuneConfig, base: Path, k: int = PREFIX_CONTEXTS) -> list[str]:
     """data_hash of each part's first k training contexts (a part's examples are prefix-stable): a cheap
     check that today's code still builds what an adapter of many parts was trained on."""
-    from harness.build import cache_dir
-
     count = local_counter(base)
-    out = []
-    for d, n in config.parts(config.examples):
-        builder = ExampleBuilder(build_scenario(d), d, count, build_strategies(d.strategies, cache_dir(), count))
-        out.append(data_hash(builder.build(min(k, n), "train")))
-    return out
+    return [data_hash(_builder(d, count).build(min(k, n), "train")) for d, n in config.parts(config.examples)]
 
 
 def interleave(parts: list[list], seed: int) -> list:

@@ -239,10 +239,6 @@ class BioNeedle(Scenario):
         return self._files.notes() if self._files is not None else []
 
     # ------------------------------------------------------------------ splits
-    @property
-    def training(self) -> bool:
-        return getattr(self.params, "split", "test") == "train"
-
     def search_terms(self, sample: Sample) -> list[str]:
         return surname_terms(sample.subject)
 
