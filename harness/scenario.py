@@ -224,6 +224,13 @@ class Scenario(ABC):
         counts as having searched the subject (the agents' report). Default: the sample's subject."""
         return [sample.subject] if sample.subject else []
 
+    def hops(self, sample: Sample) -> list[str]:
+        """What an agent searches, in turn, to reach the gold documents one after another: one search a gold
+        document (`gold_ids` in order), each read in the document the hop before found (a multi-hop
+        question: the coach's name in the athlete's biography). Agent trajectories in fine-tuning
+        demonstrate these. Default: one hop, the subject."""
+        return [sample.subject] if sample.subject else []
+
     def reader(self) -> Path | None:
         """A LoRA adapter of the embedded model tuned on this scenario and shipped with it (the folder
         `harness finetune` writes), or None. Default: a `reader/` folder beside the scenario's module."""

@@ -56,7 +56,9 @@ class AgenticParams(StrategyParams):
         "auto",
         description="tools (OpenAI tool calls), json (action protocol under structured output), auto: tools on chat",
     )
-    max_steps: int = Field(4, ge=1, le=32, description="model calls for actions, before a forced final answer")
+    max_steps: int = Field(
+        6, ge=1, le=32, description="model calls for actions, before a forced final answer (two hops, a missed search)"
+    )
     token_budget: int = Field(12000, ge=256, description="prompt + completion tokens per query, all calls")
     k: int = Field(3, ge=1, le=20, description="passages a search returns (the model may ask for fewer)")
     retriever: Literal["dense", "bm25"] = Field("dense", description="the index searched: rag-dense's or rag-bm25's")
@@ -109,6 +111,7 @@ def action_schema(answer_schema: dict[str, Any] | None = None) -> dict[str, Any]
 
 class Agentic(Strategy):
     Params = AgenticParams
+    reader_skill = "agent"
 
     def __init__(self, params, resources):
         super().__init__(params, resources)
@@ -243,9 +246,10 @@ class Agentic(Strategy):
     # -- demonstrations (fine-tuning data) -----------------------------------------------------------------
     async def trajectory(self, sample: Sample, scenario: Scenario, miss: str | None = None) -> list[tuple[Prompt, str]]:
         """The JSON protocol done right on one sample, as (the prompt of a step, what to write) pairs, in the exact
-        bytes `solve` sends: [a search for `miss` that surfaces no gold document, then] a search for the subject,
-        a read of the gold document it surfaced, the answer action, and the answer written over what was read
-        (the extraction prompt). [] when the subject's search surfaces no gold document (nothing to demonstrate);
+        bytes `solve` sends: [a search for `miss` that surfaces no gold document, then] for each hop of the
+        scenario (`Scenario.hops`: the subject; then, multi-hop, the name read in it) a search and a read of
+        the gold document it surfaced, the answer action, and the answer written over what was read
+        (the extraction prompt). [] when a hop's search does not surface its gold document (nothing to demonstrate);
         a `miss` that does surface one is left out. Only the default protocol (answer_from=read)."""
         self.rag.prepare([sample])
         tools = Tools(self.rag, sample, self.params.k, scenario.search_terms(sample))
@@ -262,12 +266,13 @@ class Agentic(Strategy):
                 tools = Tools(self.rag, sample, self.params.k, scenario.search_terms(sample))
             else:
                 act({"action": "search", "input": miss}, passages_text(results))
-        results = await tools.search(sample.subject)
-        gold = next((d for r in results for d in r["documents"] if d in sample.gold_ids), None)
-        if gold is None:
-            return []
-        act({"action": "search", "input": sample.subject}, passages_text(results))
-        act({"action": "read", "input": gold}, (await tools.read(gold))[: RESULT_CHARS * 2])
+        hops = scenario.hops(sample)
+        for term, want in zip(hops, sample.gold_ids[: len(hops)]):
+            results = await tools.search(term)
+            if not any(want in r["documents"] for r in results):
+                return []
+            act({"action": "search", "input": term}, passages_text(results))
+            act({"action": "read", "input": want}, (await tools.read(want))[: RESULT_CHARS * 2])
         out.append((self.json_prompt(sample, scenario, transcript), _compact({"action": "answer", "input": ""})))
         final = build_prompt(scenario.instructions, [], tools.shown().context, sample.question)
         out.append((final, _compact(wire_answer(scenario, sample.gold))))

@@ -152,6 +152,7 @@ class BioAggregate(Scenario):
         self._cache: TokenCache | None = None
         self._questions: list[Question] = []
         self._used: set[int] = set()  # needles-split people already a match of an earlier question
+        self._people: dict[str, BioRecord] = {}  # biography text -> its record (questions() asks about them)
         self._scan = 0
 
     @property
@@ -244,6 +245,8 @@ class BioAggregate(Scenario):
                     )
                 bg = fill(self._background(q.criterion), L - match_tokens - SEP_TOKENS, cache, text=lambda x: x[1].bio)
                 docs = [Document(id=doc_id, text=r.bio) for doc_id, r in bg]
+                self._people.update((r.bio, r) for _, r in bg)
+                self._people.update((r.bio, r) for r in q.matches)
                 counts = [cache[d.text] for d in docs]
                 ids = [f"n{i}.{m}" for m in range(len(q.matches))]
                 for d in depths:
@@ -274,6 +277,45 @@ class BioAggregate(Scenario):
                         )
                     )
         out.sort(key=lambda s: (s.length, s.depth, s.needle_index))
+        return out
+
+    def questions(self, sample: Sample) -> list[Sample]:
+        """The same context asked other questions (fine-tuning asks several in one pass): the sample's own
+        first, then one criterion for each count from 1 to 2 x targets that the context's biographies
+        match that often (a nationality, or a role born before a year, taken from a biography in it), so
+        a reader learns to count and list whatever the count, not the planted question's odds."""
+        people = [(d.id, self._people[d.text]) for d in sample.documents if d.text in self._people]
+        seen: set[Criterion] = {Criterion(**sample.meta["criterion"])} if sample.meta.get("criterion") else set()
+        by_count: dict[int, list[tuple[Criterion, list[tuple[str, BioRecord]]]]] = {}
+        for _, rec in people:
+            lab = rec.labels
+            options = [Criterion(kind, y) for kind in ("politician", "sportsperson") for y in YEARS]
+            if lab.nationality != "unknown":
+                options.append(Criterion("nationality", lab.nationality))
+            for crit in options:
+                if crit in seen or not crit.matches(lab):
+                    continue
+                seen.add(crit)
+                hits = [(i, r) for i, r in people if crit.matches(r.labels)]
+                if len(hits) <= 2 * self.params.targets:
+                    by_count.setdefault(len(hits), []).append((crit, hits))
+        rng = random.Random(sample.id)
+        out = [sample]
+        for count in sorted(by_count):
+            crit, hits = rng.choice(by_count[count])
+            gold = self.gold(Question(crit, tuple(r for _, r in hits)))
+            out.append(
+                sample.model_copy(
+                    update={
+                        "id": f"{sample.id}/{crit.kind}-{crit.value}",
+                        "gold_ids": [i for i, _ in hits],
+                        "subject": crit.phrase(),
+                        "question": crit.question(self.form),
+                        "gold": gold,
+                        "meta": {**sample.meta, "criterion": {"kind": crit.kind, "value": crit.value}},
+                    }
+                )
+            )
         return out
 
     def spread(self, depth: float, n: int) -> list[float]:

@@ -144,6 +144,10 @@ class BioMultihop(Scenario):
         return ((f"h{j}", r) for j, r in self.generator.stream(split))
 
     # -- the grid ---------------------------------------------------------------------------------------
+    def hops(self, sample: Sample) -> list[str]:
+        """The person, then the coach their biography names (the second hop's words are read, not asked)."""
+        return [sample.subject, sample.meta["coach"]]
+
     def samples(
         self, lengths: Sequence[int], depths: Sequence[float], needles: int, count_tokens: TokenCounter
     ) -> list[Sample]:

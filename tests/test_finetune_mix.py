@@ -13,7 +13,7 @@ from harness.finetune.config import DataConfig, FinetuneConfig
 from harness.finetune.data import ExampleBuilder, build_scenario, build_strategies, prompt_form
 from harness.finetune.run import interleave
 from harness.reader import resolve_reader, shipped_reader, trained_for
-from scenarios.bio_aggregate import BioAggregate
+from scenarios.bio_aggregate import BioAggregate, Criterion
 from scenarios.bio_mdqa import BioMDQA
 from scenarios.bio_needle.generator import TRAIN_LETTERS
 from scenarios.bio_needle.scenario import BioNeedle
@@ -69,6 +69,27 @@ def test_fine_tuning_asks_every_pair_and_every_person_of_a_context():
     for q in qs[1:]:
         text = next(d.text for d in s.documents if d.id == q.gold_ids[0])
         assert q.subject.lower() in text.lower() and str(q.gold["year"]) in text
+
+
+def test_aggregate_contexts_are_asked_a_criterion_for_every_count():
+    """A count reader must not learn the planted question's odds: each context is asked one criterion for
+    each count its biographies match, with golds that hold in the context (names in document order)."""
+    for form in ("count", "list"):
+        agg = BioAggregate(BioAggregate.Params(question=form)).split("train", seed=3)
+        s = agg.samples([1500], [50], 1, count_words)[0]
+        qs = agg.questions(s)
+        assert qs[0] == s and len(qs) >= 3
+        counts = []
+        for q in qs[1:]:
+            crit = Criterion(**q.meta["criterion"])
+            hits = [d for d in s.documents if crit.matches(agg._people[d.text].labels)]
+            assert q.gold_ids == [d.id for d in hits] and crit.phrase() in q.question
+            if form == "count":
+                assert q.gold == {"count": len(hits)}
+            else:
+                assert q.gold == {"names": [agg._people[d.text].name for d in hits]}
+            counts.append(len(hits))
+        assert counts == sorted(set(counts)) and counts[0] == 1  # one question a count, from 1 up
 
 
 MIX = {

@@ -412,3 +412,26 @@ def test_agent_trajectory_is_byte_for_byte_what_solve_sends(sample_and_scenario,
     r, bodies = _run("agentic:driver=json", scen, sample, [{"text": t} for _, t in steps], tmp_path)
     assert [b["prompt"] for b in bodies] == [p.text for p, _ in steps]
     assert r.score == 1 and r.limit is None and r.shown.retrieval["searched_subject"]
+
+
+def test_a_multi_hop_trajectory_searches_the_name_it_read(tmp_path):
+    """bio-multihop's demonstration: search the person, read them, search the coach their biography names,
+    read the coach, answer; replayed, `solve` sends exactly those prompts and scores."""
+    config = RunConfig(scenario="bio-multihop", lengths=[900], depths=[0.0], needles=1, shots=0)
+    scen = build_scenario(config)
+    (sample,) = scen.samples(config.lengths, config.depths, config.needles, _count)
+    (arm,) = build_strategies(RunConfig(strategies=["agentic:driver=json"]), tmp_path / "cache", None)
+    steps = asyncio.run(arm.trajectory(sample, scen))
+    actions = [json.loads(t) for _, t in steps[:-1]]
+    coach = sample.meta["coach"]
+    assert actions == [
+        {"action": "search", "input": sample.subject},
+        {"action": "read", "input": sample.gold_ids[0]},
+        {"action": "search", "input": coach},
+        {"action": "read", "input": sample.gold_ids[1]},
+        {"action": "answer", "input": ""},
+    ]
+    assert coach.lower() in steps[2][0].text.lower()  # the name was read before it was searched
+    r, bodies = _run("agentic:driver=json", scen, sample, [{"text": t} for _, t in steps], tmp_path)
+    assert [b["prompt"] for b in bodies] == [p.text for p, _ in steps]
+    assert r.score == 1 and r.limit is None
