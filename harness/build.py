@@ -39,6 +39,13 @@ def build_strategies(config: RunConfig, cache_dir: Path, count_tokens) -> list:
     return out
 
 
+def reader_skills(config: RunConfig) -> set[str]:
+    """What the run's arms need a tuned reader to have learned (Strategy.reader_skill), by name alone."""
+    from harness.strategy import parse_spec
+
+    return {registry.get("strategy", parse_spec(spec)[0]).reader_skill for spec in config.strategies}
+
+
 def cache_dir() -> Path:
     from harness.endpoints.embedded import cache_dir as _cache_dir
 

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from harness import registry
-from harness.build import build_scenario, build_strategies, cache_dir, response_cache_path
+from harness.build import build_scenario, build_strategies, cache_dir, reader_skills, response_cache_path
 from harness.config import RunConfig
 from harness.errors import Interrupted, UsageError
 from harness.launch import open_endpoint, refuse_unfit_lengths
@@ -41,7 +41,7 @@ def compare(config: RunConfig, use_cache: bool = True, report: ReportOptions | N
         check()  # input files and the like: now, not after minutes of server start
     for note in input_notes(scen):
         err.print(f"[yellow]note:[/yellow] {note}", highlight=False, soft_wrap=True)
-    reader = resolve_reader(config.endpoint, scen)
+    reader = resolve_reader(config.endpoint, scen, reader_skills(config))
     if reader.note:
         err.print(f"[yellow]note:[/yellow] {reader.note}", highlight=False)
     refuse_unfit_lengths(config.lengths, reader.endpoint)  # before minutes of server start

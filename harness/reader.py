@@ -49,14 +49,11 @@ def shipped_reader(name: str | None) -> Path | None:
     from harness.endpoints.embedded import EMBEDDED_MODEL
     from harness.finetune.merge import read_provenance
 
-    prefix = EMBEDDED_MODEL + "-"
-    if not name or not name.startswith(prefix):
+    if not name or not name.startswith(EMBEDDED_MODEL + "-"):
         return None
-    own = name[len(prefix) :]
-    for scenario in sorted(registry.names("scenario"), key=lambda n: n != own):  # its own scenario first
+    for folder in shipped_readers():
         try:
-            folder = registry.get("scenario", scenario)().reader()
-            if folder is not None and (scenario == own or read_provenance(folder).get("served_name") == name):
+            if read_provenance(folder)["served_name"] == name:
                 return folder
         except HarnessError:
             continue
@@ -75,9 +72,81 @@ def trained_for(info: dict[str, Any], scen) -> bool:
     return form in forms
 
 
-def resolve_reader(ec: EndpointConfig, scen) -> Reader:
+SKILLS = {
+    "answer": "extraction",
+    "route": "self-route's decision on retrieved chunks",
+    "agent": "the agent's action protocol",
+}
+
+
+def skills(info: dict[str, Any], scen) -> set[str]:
+    """What a tuned reader learned on this scenario (Strategy.reader_skill): extraction, and, where one of its
+    training parts on the scenario holds them, agent trajectories ("agent") and the answerable decision on
+    retrieved chunks ("route"); read from the training settings its finetune.json keeps."""
+    config = info.get("config") or {}
+    parts = [config.get("data") or {}] + [m.get("data") or {} for m in config.get("mix") or []]
+    out = {"answer"}
+    for part in parts:
+        if part.get("scenario", "bio-needle") != scen.name:
+            continue
+        if part.get("agent_share", 0) > 0:
+            out.add("agent")
+        if part.get("retrieved_answerable") and part.get("answerable_share", 0) > 0:
+            out.add("route")
+    return out
+
+
+def shipped_readers() -> list[Path]:
+    """Every adapter a registered scenario ships (one folder once: a multi-task reader serves several)."""
+    out: list[Path] = []
+    for name in registry.names("scenario"):
+        try:
+            folder = registry.get("scenario", name)().reader()
+        except HarnessError:
+            continue
+        if folder is not None and folder.resolve() not in [f.resolve() for f in out]:
+            out.append(folder)
+    return out
+
+
+def _own_reader(ec: EndpointConfig, scen, own: Path, needs: set[str]) -> Reader:
+    """The scenario's shipped reader, unless the run's arms need a skill it lacks and another shipped reader
+    trained on the scenario has every one (then that one answers every arm, so the arms still compare)."""
+    from harness.finetune.merge import read_provenance
+
+    info = read_provenance(own)
+    if not trained_for(info, scen):
+        return Reader(
+            ec,
+            None,
+            note=f"{info['served_name']} was tuned on another prompt or answer form than "
+            "these scenario parameters ask for: the base model answers",
+        )
+    missing = sorted(needs - skills(info, scen))
+    if not missing:
+        return Reader(ec.model_copy(update={"adapter": str(own)}), info)
+    lacks = " and ".join(SKILLS[s] for s in missing)
+    for folder in shipped_readers():
+        other = read_provenance(folder)
+        if folder.resolve() != own.resolve() and trained_for(other, scen) and not needs - skills(other, scen):
+            return Reader(
+                ec.model_copy(update={"adapter": str(folder)}),
+                other,
+                note=f"{scen.name}'s own reader ({info['served_name']}) was not trained on {lacks}; "
+                f"{other['served_name']}, which was, answers every arm of this run",
+            )
+    return Reader(
+        ec.model_copy(update={"adapter": str(own)}),
+        info,
+        note=f"no shipped reader was trained on {lacks} for {scen.name}: those arms read as an untuned model "
+        "would (harness finetune teaches them: docs/finetune.md)",
+    )
+
+
+def resolve_reader(ec: EndpointConfig, scen, needs: set[str] | frozenset[str] = frozenset()) -> Reader:
     """The embedded model tuned on this scenario when the scenario ships a reader and nothing else was
-    asked for (no --endpoint, no --model); `--model gemma-3-270m` is the base, `--adapter DIR` any adapter.
+    asked for (no --endpoint, no --model) — or another shipped reader trained on it where the run's arms
+    `needs` a skill (Strategy.reader_skill) that only the other learned; `--model gemma-3-270m` is the base, `--adapter DIR` any adapter.
     A tuned reader is asked zero-shot only on a scenario and form it was trained on; elsewhere it is
     treated as the base model (shown worked examples), with a note."""
     from harness.endpoints.embedded import EMBEDDED_MODEL
@@ -98,15 +167,7 @@ def resolve_reader(ec: EndpointConfig, scen) -> Reader:
     if shipped is not None:
         return _tuned(ec.model_copy(update={"model": None, "adapter": str(shipped)}), read_provenance(shipped), scen)
     if ec.model is None and (own := scen.reader()) is not None:
-        info = read_provenance(own)
-        if not trained_for(info, scen):
-            return Reader(
-                ec,
-                None,
-                note=f"{info['served_name']} was tuned on another prompt or answer form than "
-                "these scenario parameters ask for: the base model answers",
-            )
-        return Reader(ec.model_copy(update={"adapter": str(own)}), info)
+        return _own_reader(ec, scen, own, set(needs))
     return Reader(ec)
 
 

@@ -64,6 +64,10 @@ class Strategy(ABC):
     name: ClassVar[str] = ""
     Params: ClassVar[type[StrategyParams]] = StrategyParams
     one_call: ClassVar[bool] = False  # True: exactly one model call per query (the runner plans accordingly)
+    # What a tuned reader must have learned to read this arm's calls: "answer" (extract the answer), "route"
+    # (say whether retrieved chunks answer the question), "agent" (the JSON action protocol). A run's default
+    # reader is a shipped one trained on every arm's skill where there is one (harness.reader).
+    reader_skill: ClassVar[str] = "answer"
 
     def __init__(self, params: StrategyParams, resources: Resources):
         self.params = params

@@ -64,6 +64,7 @@ def full_shown(sample: Sample) -> Shown:
 
 class SelfRoute(Strategy):
     Params = SelfRouteParams
+    reader_skill = "route"
 
     def __init__(self, params, resources):
         super().__init__(params, resources)

@@ -115,3 +115,29 @@ def test_the_shipped_reader_of_every_other_scenario_is_one_adapter():
     assert shipped_reader("gemma-3-270m-reader") == folder
     assert resolve_reader(EndpointConfig(model="gemma-3-270m-reader"), BioNeedle()).tuned
     assert (folder / "adapter_model.safetensors").stat().st_size < 20e6
+
+
+def test_an_agent_or_a_route_in_the_run_picks_the_shipped_reader_trained_on_it():
+    """bio-needle's own reader learned extraction only; the multi-task reader also learned the agent's
+    protocol and the route on retrieved chunks on bio-needle, so a run with those arms gets it (every arm)."""
+    from harness.build import reader_skills
+    from harness.config import RunConfig
+
+    own = BioNeedle().reader()
+    plain = resolve_reader(
+        EndpointConfig(), BioNeedle(), reader_skills(RunConfig(strategies=["full-context", "rag-dense"]))
+    )
+    assert plain.endpoint.adapter == str(own) and plain.note is None
+    needs = reader_skills(RunConfig(strategies=["rag-dense", "self-route", "agentic"]))
+    assert needs == {"answer", "route", "agent"}
+    other = resolve_reader(EndpointConfig(), BioNeedle(), needs)
+    assert other.provenance["served_name"] == "gemma-3-270m-reader" != BioNeedle().reader().name
+    assert other.endpoint.adapter != str(own) and "action protocol" in other.note and "route" in other.note
+
+
+def test_no_reader_trained_on_a_needed_skill_keeps_the_own_one_and_says_so(shipped, monkeypatch):
+    import harness.reader
+
+    monkeypatch.setattr(harness.reader, "shipped_readers", lambda: [shipped])
+    reader = resolve_reader(EndpointConfig(), BioNeedle(), {"answer", "agent"})
+    assert reader.endpoint.adapter == str(shipped) and "no shipped reader was trained on" in reader.note
