@@ -59,6 +59,7 @@ def _judge_reply(prompt: str) -> tuple[int, str, str]:
 
 class _Judge(BaseHTTPRequestHandler):
     calls: list[str] = []
+    prompts: list[str] = []
 
     def log_message(self, *args):  # quiet
         pass
@@ -70,6 +71,7 @@ class _Judge(BaseHTTPRequestHandler):
         else:
             prompt = body["prompt"][0] if isinstance(body["prompt"], list) else body["prompt"]
         type(self).calls.append(self.path)
+        type(self).prompts.append(prompt)
         status, text, finish = _judge_reply(prompt)
         if status != 200:
             payload = {"error": {"message": "judge exploded", "type": "server_error"}}
@@ -103,6 +105,7 @@ class _Judge(BaseHTTPRequestHandler):
 def judge_url():
     server = ThreadingHTTPServer(("127.0.0.1", 0), _Judge)
     _Judge.calls = []
+    _Judge.prompts = []
     t = threading.Thread(target=server.serve_forever, daemon=True)
     t.start()
     yield f"http://127.0.0.1:{server.server_address[1]}/v1"
@@ -279,3 +282,50 @@ def test_real_judge_counts_every_query(vllm_server, tmp_path, offline):
         # base model writes either scores in [0, 1] or is classified with the reason kept
         assert row["status"] not in ("error", "skipped"), row
         assert (row["status"] == "ok" and 0.0 <= row["score"] <= 1.0) or row["detail"] or row["status"] == "nan", row
+
+
+def test_judge_training_prompts_are_the_bytes_ragas_sends(judge_url, offline):
+    """harness finetune's judge examples (judge_share) teach ragas's two prompts exactly as ragas renders and
+    sends them over /v1/completions, so a reader tuned on them is asked what it learned."""
+    import asyncio
+
+    from harness.finetune.judge import statement_prompt, verdict_prompt
+
+    item = {
+        "strategy": "full-context",
+        "sample_id": "s0",
+        "length": 100,
+        "digest": "d",
+        "question": "What is known about Ana Bo?",
+        "response": '{"nationality":"french","born":"1950"}',
+        "contexts": ["Ana Bo is a French painter.", "Born in 1950."],
+    }
+    rows = []
+    asyncio.run(F._judge_all([item], F.Judge(url=judge_url, model="m"), rows.append))
+    assert rows[0]["status"] == "ok" and len(_Judge.prompts) == 2
+    assert _Judge.prompts[0] == statement_prompt(item["question"], item["response"])
+    assert _Judge.prompts[1] == verdict_prompt(item["contexts"], rows[0]["statements"])
+
+
+def test_judge_targets_parse_as_ragas_outputs_and_follow_the_grounding():
+    """Targets are what ragas parses; the verdict is 1 exactly where the needle states the value, so a
+    field swapped for another person's value (a distractor in the same context) is judged 0."""
+    from ragas.metrics._faithfulness import NLIStatementOutput, StatementGeneratorOutput
+
+    from harness.finetune.judge import judge_steps, statements
+    from scenarios.bio_needle.scenario import BioNeedle
+
+    scen = BioNeedle().split("train", seed=5)
+    sample = scen.samples([600], [50], 1, lambda texts: [len(t.split()) for t in texts])[0]
+    contexts = [d.text for d in sample.documents]
+    (_, said), (_, judged) = judge_steps(scen, sample, contexts, sample.gold)
+    assert StatementGeneratorOutput.model_validate_json(said).statements
+    assert all(s.verdict == 1 for s in NLIStatementOutput.model_validate_json(judged).statements)
+    other = next(
+        q for q in scen.questions(sample)[1:] if q.gold["nationality"] not in ("unknown", sample.gold["nationality"])
+    )
+    swapped = {**sample.gold, "nationality": other.gold["nationality"]}
+    steps = judge_steps(scen, sample, contexts, swapped)
+    verdicts = {s.statement: s.verdict for s in NLIStatementOutput.model_validate_json(steps[1][1]).statements}
+    (nat,) = [text for field, _, text in statements(scen, sample, swapped) if field == "nationality"]
+    assert verdicts[nat] == 0 and sum(verdicts.values()) == len(verdicts) - 1

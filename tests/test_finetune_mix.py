@@ -92,6 +92,17 @@ def test_aggregate_contexts_are_asked_a_criterion_for_every_count():
         assert counts == sorted(set(counts)) and counts[0] == 1  # one question a count, from 1 up
 
 
+def test_judge_share_makes_groups_of_ragas_prompts_with_both_verdicts(tmp_path):
+    data = DataConfig(scenario="bio-needle", judge_share=1.0, lengths=[300, 600], seed=11)
+    scen = build_scenario(data)
+    builder = ExampleBuilder(scen, data, count_words, build_strategies(data.strategies, tmp_path, count_words))
+    examples = builder.build(10)
+    assert {e.form for e in examples} == {"judge"} and len({e.group for e in examples}) == 10
+    verdicts = [v["verdict"] for e in examples if '"verdict"' in e.target for v in json.loads(e.target)["statements"]]
+    assert 0 in verdicts and 1 in verdicts
+    assert all(e.prompt.rstrip().endswith("Output:") for e in examples)
+
+
 MIX = {
     "steps": 12,
     "data": {"scenario": "bio-needle", "lengths": [300, 700]},

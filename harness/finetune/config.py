@@ -63,6 +63,13 @@ class DataConfig(BaseModel):
         0.5, ge=0, le=1, description="share of trajectories that open with a search that misses (recovery)"
     )
     agent: str = Field("agentic:driver=json", description="the strategy whose action protocol is demonstrated")
+    judge_share: float = Field(
+        0.0,
+        ge=0,
+        le=1,
+        description="share of contexts made into ragas Faithfulness judge examples (its statement prompt and its "
+        "verdict prompt, targets from the grounding rules: harness.finetune.judge); 0: none",
+    )
     seed: int = 0
 
     @model_validator(mode="after")

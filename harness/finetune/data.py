@@ -27,6 +27,10 @@ demonstrates itself on the sample — [a search that misses, then] a search for 
 the gold document it surfaced, the answer action — one example per step, each prompt the exact bytes
 the strategy sends at that step, each target the action it should write; then the answer written over
 what was read. Off, the examples are byte for byte what they were before (no extra random draws).
+
+With `judge_share` (default 0: none), a share of the contexts become ragas Faithfulness judge examples:
+its statement prompt and its verdict prompt over a full context, targets from the scenario's
+grounding rules (harness.finetune.judge); off, no extra random draws either.
 """
 
 from __future__ import annotations
@@ -57,7 +61,7 @@ class Example(BaseModel):
 
     split: Literal["train", "test"]
     group: int  # examples of one group share their context (one forward pass in training)
-    form: Literal["answer", "answerable", "agent"]  # agent: one step of a trajectory (an action, or its answer)
+    form: Literal["answer", "answerable", "agent", "judge"]  # agent: a trajectory's step; judge: a ragas prompt
     needle_shown: bool  # False: the gold documents were taken out (target: not answerable)
     strategy: str
     sample_id: str
@@ -196,6 +200,9 @@ class ExampleBuilder:
             if self.data.agent_share > 0 and rng.random() < self.data.agent_share:
                 out += self._trajectory(rng, split, group)
                 continue
+            if self.data.judge_share > 0 and rng.random() < self.data.judge_share:
+                out += self._judging(rng, split, group)
+                continue
             answerable = rng.random() < self.data.answerable_share
             length, depth = self._length(rng), round(rng.uniform(0, 100), 1)
             strategy = self.strategies[group % len(self.strategies)]
@@ -256,6 +263,29 @@ class ExampleBuilder:
                 seed=seed,
             )
             for prompt, target in steps
+        ]
+
+    def _judging(self, rng: random.Random, split: str, group: int) -> list[Example]:
+        """ragas's two judge prompts over one full context (harness.finetune.judge), as one group."""
+        from harness.finetune.judge import judge_steps, response_for
+
+        length, depth = self._length(rng), round(rng.uniform(0, 100), 1)
+        sample, scen, seed = self._draw(rng, split, length, depth)
+        answer = response_for(rng, scen, sample, scen.questions(sample)[1:])
+        contexts = [d.text for d in sample.documents]  # what judge_items gives ragas for full context
+        return [
+            Example.of(
+                sample,
+                prompt,
+                target,
+                depth=sample.depth,
+                split=split,
+                group=group,
+                form="judge",
+                strategy="ragas-faithfulness",
+                seed=seed,
+            )
+            for prompt, target in judge_steps(scen, sample, contexts, answer)
         ]
 
     def _ask(self, rng: random.Random, split: str, length: int, depth: float, strategy, answerable: bool):
