@@ -109,6 +109,8 @@ class Result:
     served: str | None = None  # the served model name the run recorded
     f1: dict[tuple[str, int], dict[str, Any]] = field(default_factory=dict)  # list questions
     documents: float | None = None  # bio-mdqa: mean biographies per context
+    agents: list[dict[str, Any]] = field(default_factory=list)  # summary.agents (agentic arms)
+    routes: list[dict[str, Any]] = field(default_factory=list)  # summary.routes (self-route)
     error: str | None = None
 
 
@@ -220,6 +222,8 @@ def run_grid(ec, res: Result, needles: int, use_cache: bool) -> None:
         res.cells = run.summary.by_cell
         res.null = run.summary.null_baseline or {}
         res.null_source = run.summary.null_source
+        res.agents = run.summary.agents
+        res.routes = run.summary.routes
     if g.kind == "list":
         res.f1 = set_f1(res.out)
     if g.scenario == "bio-mdqa":
@@ -317,6 +321,32 @@ def list_table(results: list[Result]) -> list[str]:
     return lines
 
 
+def multicall_table(results: list[Result]) -> list[str]:
+    """The multi-call arms' behaviour over the whole grid: agents' actions, the route against its oracle."""
+    lines = [
+        "| reader | strategy | n | searched subject % | valid actions % | search hit % | steps to first hit | "
+        "route accuracy % (vs oracle) | said answerable: oracle yes / no | said not: oracle yes / no | "
+        "token share of full context % |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in results:
+        for a in r.agents:
+            lines.append(
+                f"| {r.reader} | {a['strategy']} | {a['n']} | {pct(a.get('searched_subject'))} | "
+                f"{pct(a.get('valid_actions'))} | {pct(a.get('search_hit'))} | "
+                f"{'-' if a.get('steps_to_first_hit') is None else format(a['steps_to_first_hit'], '.1f')} | - | - | - | "
+                f"{pct(a.get('token_share'))} |"
+            )
+        for o in r.routes:
+            c = o.get("route_confusion") or {}
+            lines.append(
+                f"| {r.reader} | {o['strategy']} | {o['n']} | - | - | - | - | {pct(o.get('route_accuracy'))} | "
+                f"{c.get('answerable/answerable', 0)} / {c.get('answerable/not', 0)} | "
+                f"{c.get('not/answerable', 0)} / {c.get('not/not', 0)} | {pct(o.get('token_share'))} |"
+            )
+    return lines
+
+
 def print_report(report: dict, results: list[Result], grids: list[Grid], a) -> None:
     scenarios = ", ".join(dict.fromkeys(g.scenario for g in grids))
     needles = f"{a.needles} needle{'s' if a.needles != 1 else ''} per depth" + (" (--quick)" if a.quick else "")
@@ -357,6 +387,9 @@ def print_report(report: dict, results: list[Result], grids: list[Grid], a) -> N
                     "\nSet-F1 per query (from its precision and recall), gold recall and coverage of the retrieval arm\n"
                 )
                 print("\n".join(list_table(rs)))
+            if any(r.agents or r.routes for r in rs):
+                print("\nThe multi-call arms, every length together (summary.json `agents`, `routes`)\n")
+                print("\n".join(multicall_table(rs)))
             nulls = {r.null_source for r in rs if r.null_source}
             print(f"\nreaders as recorded: {reader_line(rs) or '-'}")
             if nulls:

@@ -182,6 +182,8 @@ class Summary(BaseModel):
     null_baseline: dict[str, Any] | None = None
     null_source: str | None = None
     attribution: list[dict[str, Any]] = Field(default_factory=list)
+    agents: list[dict[str, Any]] = Field(default_factory=list)  # harness.report.multicall.agent_rows
+    routes: list[dict[str, Any]] = Field(default_factory=list)  # harness.report.multicall.route_rows
     grounding: dict[str, Any] | None = None
     cost: dict[str, Any] | None = None
     faithfulness: dict[str, Any] | None = None
