@@ -329,3 +329,39 @@ def test_judge_targets_parse_as_ragas_outputs_and_follow_the_grounding():
     verdicts = {s.statement: s.verdict for s in NLIStatementOutput.model_validate_json(steps[1][1]).statements}
     (nat,) = [text for field, _, text in statements(scen, sample, swapped) if field == "nationality"]
     assert verdicts[nat] == 0 and sum(verdicts.values()) == len(verdicts) - 1
+
+
+def test_judge_verdicts_are_compared_with_the_grounding_field_by_field():
+    from types import SimpleNamespace
+
+    record = SimpleNamespace(
+        grounding={
+            "fields": {
+                "nationality": {"claim": True, "in_needle": True},
+                "date_of_birth": {"claim": True, "in_needle": False},
+                "date_of_death": {"claim": True, "in_needle": True},
+                "sportsperson": {"claim": True, "in_needle": True},
+                "politician": {"claim": False, "in_needle": False},
+            }
+        },
+        answer={
+            "nationality": "french",
+            "date_of_birth": {"day": 0, "month": 3, "year": 1950},
+            "date_of_death": {"day": 2, "month": 1, "year": 2001},
+            "sportsperson": True,
+            "politician": False,
+        },
+    )
+    row = {
+        "status": "ok",
+        "statements": ["Ana Bo is French.", "Ana Bo's date of birth is March 1950.", "Ana Bo is a sportsperson."],
+        "verdicts": [1, 1, 0],
+    }
+    assert F.judge_agreement(record, row) == {
+        "yes/needle": 1,
+        "yes/not": 1,
+        "no/needle": 1,
+        "no/not": 0,
+        "unmatched": 1,  # the death date is named by no statement
+    }
+    assert F.judge_agreement(record, {**row, "status": "parse_failure"}) == dict.fromkeys(F.AGREEMENT, 0)

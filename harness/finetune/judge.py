@@ -22,6 +22,7 @@ from typing import Any
 from harness.prompting import Prompt
 from harness.samples import Sample
 from harness.scoring.answers import wire_answer
+from harness.scoring.faithfulness import value_text
 
 REASONS = {1: "The context states this about them.", 0: "The context does not state this about them."}
 
@@ -37,19 +38,6 @@ def _prompts():
 
     metric = Faithfulness()
     return metric.statement_generator_prompt, StatementGeneratorInput, metric.nli_statements_prompt, NLIStatementInput
-
-
-def value_text(value: Any) -> str:
-    """A field value as a sentence writes it: dates as "12 March 1950" (zeros left out), the rest as is."""
-    if isinstance(value, dict) and {"day", "month", "year"} <= value.keys():
-        import calendar
-
-        parts = [
-            str(value["day"]) if value["day"] else "",
-            calendar.month_name[value["month"]] if value["month"] else "",
-        ]
-        return " ".join(p for p in [*parts, str(value["year"])] if p)
-    return str(value)
 
 
 def statements(scenario, sample: Sample, answer: dict[str, Any]) -> list[tuple[str, Any, str]]:

@@ -238,11 +238,16 @@ def faithfulness_table(summary: dict[str, Any]) -> Table:
         ("not judged", "ragas_missing"),
     ]
     return _table(
-        "ragas faithfulness (judge): mean of scored queries; failures counted",
+        "ragas faithfulness (judge): mean of scored queries; failures counted; the judge's verdicts against the "
+        "judge-free grounding, per claimed field (yes/no: its verdict; needle/not: the shown needle states the value)",
         summary["by_strategy_length"],
         [
             Col("faithfulness", lambda r: _num(r.get("ragas_faithfulness"), "{:.3f}")),
             *[Col(h, lambda r, k=k: _num(r.get(k))) for h, k in counts],
+            Col("agrees with grounding", lambda r: _pct(r.get("judge_agreement"))),
+            Col("judge yes: needle / not", lambda r: f"{r.get('judge_yes/needle', 0)} / {r.get('judge_yes/not', 0)}"),
+            Col("judge no: needle / not", lambda r: f"{r.get('judge_no/needle', 0)} / {r.get('judge_no/not', 0)}"),
+            Col("no statement", lambda r: _num(r.get("judge_unmatched"))),
         ],
         length=True,
     )

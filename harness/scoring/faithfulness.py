@@ -20,6 +20,9 @@ How it runs:
       error          the request failed (HTTP error, timeout)
       skipped        nothing to judge (failed request or empty response)
     nothing is dropped silently: the summary shows every count beside the mean of the scored;
+  * the judge is checked against the judge-free grounding (harness.scoring.grounding), field by
+    field: its verdict on the statement naming each claimed value against whether the shown needle
+    states it (`judge_agreement`; a judge that names no statement for a field disagrees);
   * offline: RAGAS_DO_NOT_TRACK=true (no telemetry), and tiktoken — which ragas and langchain
     only use to count tokens — is given a local byte-level encoding for the duration, so its
     encoding files are never downloaded. The run is resumable: queries already judged (same
@@ -271,11 +274,52 @@ def run_ragas(
     return counts
 
 
+def value_text(value: Any) -> str:
+    """A field value as a sentence writes it: dates as "12 March 1950" (zeros left out), the rest as is."""
+    if isinstance(value, dict) and {"day", "month", "year"} <= value.keys():
+        import calendar
+
+        day = str(value["day"]) if value["day"] else ""
+        month = calendar.month_name[value["month"]] if 1 <= (value["month"] or 0) <= 12 else ""
+        return " ".join(p for p in (day, month, str(value["year"])) if p)
+    return str(value)
+
+
+AGREEMENT = ("yes/needle", "yes/not", "no/needle", "no/not", "unmatched")
+
+
+def judge_agreement(record: Record, row: dict[str, Any]) -> dict[str, int]:
+    """The judge's verdicts against the judge-free grounding, field by field: for each field the answer
+    claims, the judge's verdict on the first statement that names the value (or, for a true flag, the
+    field) — yes/no — against whether the shown needle text states it (needle/not); `unmatched` when no
+    statement names it. Needs `record.grounding` (harness.scoring.grounding.annotate)."""
+    out = dict.fromkeys(AGREEMENT, 0)
+    fields = ((record.grounding or {}).get("fields") or {}) if row.get("status") == "ok" else {}
+    said = list(zip(row.get("statements") or [], row.get("verdicts") or []))
+    for field, g in fields.items():
+        if not g.get("claim"):
+            continue
+        value = (record.answer or {}).get(field)
+        words = field.replace("_", " ") if value is True else value_text(value)
+        verdict = next((v for text, v in said if words.lower() in str(text).lower()), None)
+        if verdict is None:
+            out["unmatched"] += 1
+        else:
+            out[f"{'yes' if verdict else 'no'}/{'needle' if g.get('in_needle') else 'not'}"] += 1
+    return out
+
+
 def faithfulness_summary(records: Sequence[Record], results: dict[tuple[str, str], dict[str, Any]]) -> dict[str, Any]:
-    """Per (strategy, length) and per strategy: mean score of the scored, and every status counted."""
+    """Per (strategy, length) and per strategy: mean score of the scored, every status counted, and how far
+    the judge's verdicts agree with the judge-free grounding (judge_agreement; where records are grounded)."""
 
     def empty():
-        return {"ragas_scores": [], **{f"ragas_{s}": 0 for s in STATUSES}, "ragas_missing": 0}
+        return {
+            "ragas_scores": [],
+            **{f"ragas_{s}": 0 for s in STATUSES},
+            "ragas_missing": 0,
+            **{f"judge_{k}": 0 for k in AGREEMENT},
+        }
 
     by_sl: dict[tuple[str, int], dict[str, Any]] = {}
     by_s: dict[str, dict[str, Any]] = {}
@@ -288,11 +332,16 @@ def faithfulness_summary(records: Sequence[Record], results: dict[tuple[str, str
             acc[f"ragas_{row['status']}"] += 1
             if row["status"] == "ok":
                 acc["ragas_scores"].append(row["score"])
+                for k, n in judge_agreement(r, row).items():
+                    acc[f"judge_{k}"] += n
 
     def done(acc):
         scores = acc.pop("ragas_scores")
         acc["ragas_faithfulness"] = sum(scores) / len(scores) if scores else None
         acc["ragas_scored"] = len(scores)
+        fields = sum(acc[f"judge_{k}"] for k in AGREEMENT)
+        agree = acc["judge_yes/needle"] + acc["judge_no/not"]
+        acc["judge_agreement"] = agree / fields if fields else None  # unmatched fields count as disagreeing
         return acc
 
     return {
