@@ -250,20 +250,7 @@ class ExampleBuilder:
                 break
         else:
             raise UsageError(f"{agent.label}: its search never surfaced the subject's document; no trajectory")
-        return [
-            Example.of(
-                sample,
-                prompt,
-                target,
-                depth=sample.depth,
-                split=split,
-                group=group,
-                form="agent",
-                strategy=agent.label,
-                seed=seed,
-            )
-            for prompt, target in steps
-        ]
+        return _steps(sample, steps, split=split, group=group, form="agent", strategy=agent.label, seed=seed)
 
     def _judging(self, rng: random.Random, split: str, group: int) -> list[Example]:
         """ragas's two judge prompts over one full context (harness.finetune.judge), as one group."""
@@ -273,20 +260,8 @@ class ExampleBuilder:
         sample, scen, seed = self._draw(rng, split, length, depth)
         answer = response_for(rng, scen, sample, scen.questions(sample)[1:])
         contexts = [d.text for d in sample.documents]  # what judge_items gives ragas for full context
-        return [
-            Example.of(
-                sample,
-                prompt,
-                target,
-                depth=sample.depth,
-                split=split,
-                group=group,
-                form="judge",
-                strategy="ragas-faithfulness",
-                seed=seed,
-            )
-            for prompt, target in judge_steps(scen, sample, contexts, answer)
-        ]
+        steps = judge_steps(scen, sample, contexts, answer)
+        return _steps(sample, steps, split=split, group=group, form="judge", strategy="ragas-faithfulness", seed=seed)
 
     def _ask(self, rng: random.Random, split: str, length: int, depth: float, strategy, answerable: bool):
         """[(question sample, seed, shown context, gold shown?)] for one context; [] to draw again."""
@@ -371,6 +346,11 @@ class ExampleBuilder:
             strategy=strategy.label,
             seed=seed,
         )
+
+
+def _steps(sample: Sample, steps, **where: Any) -> list[Example]:
+    """One group's examples from (prompt, target) steps over one sample (a trajectory, the judge's prompts)."""
+    return [Example.of(sample, prompt, target, depth=sample.depth, **where) for prompt, target in steps]
 
 
 def prompt_form(scenario) -> str:
