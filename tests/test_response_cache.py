@@ -7,7 +7,6 @@ import os
 import sqlite3
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
@@ -177,7 +176,7 @@ def test_failures_are_not_cached(tmp_path):
 
 # -- the real server -------------------------------------------------------------------------------
 @pytest.mark.server
-def test_identical_compare_on_the_real_server_is_free_and_much_faster(vllm_server, tmp_path, monkeypatch):
+def test_identical_compare_on_the_real_server_is_free(vllm_server, tmp_path, monkeypatch):
     from harness.api import compare as run_compare
     from harness.config import EndpointConfig, RunConfig
     from harness.endpoints import client as client_mod
@@ -191,7 +190,6 @@ def test_identical_compare_on_the_real_server_is_free_and_much_faster(vllm_serve
 
     monkeypatch.setattr(client_mod.Session, "send", counting)
     monkeypatch.setenv("HARNESS_RESPONSE_CACHE", str(tmp_path / "responses.sqlite"))
-    times = []
     for out in ("first", "second"):
         config = RunConfig(
             strategies=["full-context", "rag-dense"],
@@ -202,16 +200,15 @@ def test_identical_compare_on_the_real_server_is_free_and_much_faster(vllm_serve
             out=tmp_path / out,
             endpoint=EndpointConfig(url=vllm_server.base_url, model=vllm_server.model, api="completions"),
         )
-        t0 = time.perf_counter()
         run_compare(config)
-        times.append(time.perf_counter() - t0)
         if out == "first":
             n_first = len(sent)
     assert n_first > 0 and len(sent) == n_first  # the identical rerun: zero model calls
     first, second = RunStore(tmp_path / "first").rows(), RunStore(tmp_path / "second").rows()
     assert len(second) == len(first) == 8 and all(r["from_cache"] for r in second)
     assert sorted(r["score"] for r in first) == sorted(r["score"] for r in second)
-    assert times[1] * 5 < times[0], times  # the bench shows the full ratio (>= 20x); here, loosely
+    # How much faster the rerun is belongs to the bench (bench/overhead.py): timed here,
+    # a first run that found a warm prefix cache on the shared server made a 4x rerun fail a 5x bound.
 
 
 def test_identical_requests_in_one_run_are_asked_once_and_share_the_answer(tmp_path):
