@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import os
 import random
+from functools import lru_cache
 from typing import Any
 
 from harness.prompting import Prompt
@@ -31,8 +32,10 @@ def _compact(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
 
 
+@lru_cache(maxsize=1)
 def _prompts():
-    """ragas's two prompts and their input models (imported late: ragas is an optional, heavy import)."""
+    """ragas's two prompts and their input models (imported late: ragas is an optional, heavy import; built
+    once, not per example)."""
     os.environ.setdefault("RAGAS_DO_NOT_TRACK", "true")
     from ragas.metrics._faithfulness import Faithfulness, NLIStatementInput, StatementGeneratorInput
 
@@ -58,9 +61,8 @@ def statements(scenario, sample: Sample, answer: dict[str, Any]) -> list[tuple[s
     return out
 
 
-def verdict(scenario, sample: Sample, field: str, value: Any) -> int:
+def verdict(grounding, sample: Sample, field: str, value: Any) -> int:
     """1 when the subject's own documents state the value (the scenario's grounding rules), else 0."""
-    grounding = scenario.grounding()
     own = [d.text for d in sample.documents if d.id in sample.gold_ids]
     if grounding is None:
         return int(any(value_text(value).lower() in t.lower() for t in own))
@@ -101,9 +103,10 @@ def judge_steps(scenario, sample: Sample, contexts: list[str], answer: dict[str,
     first = statement_prompt(sample.question, _compact(wire_answer(scenario, answer)))
     out = [(Prompt(text=first, messages=[{"role": "user", "content": first}]), _compact({"statements": said}))]
     if claims:
+        grounding = scenario.grounding()
         verdicts = []
         for field, value, text in claims:
-            v = verdict(scenario, sample, field, value)
+            v = verdict(grounding, sample, field, value)
             verdicts.append({"statement": text, "reason": REASONS[v], "verdict": v})
         second = verdict_prompt(contexts, said)
         out.append(
