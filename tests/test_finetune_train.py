@@ -102,6 +102,61 @@ def test_boolean_decisions_are_weighted_in_the_answer_loss(base):
     assert FinetuneConfig(bf16=False).decision_weight == 10.0
 
 
+def test_an_agent_steps_action_is_weighted_and_its_final_answer_is_not(base):
+    """A trajectory's action steps (search / read / answer) weigh their action's token like a boolean: the choice
+    to search again after a first read is one token of the step; the final extraction answer is left as it was."""
+    import torch
+
+    from harness.finetune.data import Example
+
+    tok = trainer.load_tokenizer(base)
+
+    def ex(target):
+        return Example(
+            split="train",
+            group=0,
+            form="agent",
+            needle_shown=True,
+            strategy="agentic",
+            sample_id="s",
+            seed=0,
+            subject="A B",
+            length=1,
+            depth=0.0,
+            context_tokens=1,
+            prompt="p",
+            messages=[],
+            target=target,
+            gold=None,
+        )
+
+    group = [
+        ex('{"action":"search","input":"A B"}'),
+        ex('{"action":"read","input":"n5"}'),
+        ex('{"action":"search","input":"C D"}'),
+        ex('{"action":"answer","input":""}'),
+        ex('{"nationality":"kenyan","sportsperson":true}'),
+    ]
+    answers = [trainer.encode(tok, e)[1] for e in group]
+    marks = trainer.action_indices(tok, group, answers)
+    assert [tok.decode([a[m[0]]]) if m else None for a, m in zip(answers, marks)] == [
+        "search",
+        "read",
+        "search",
+        "answer",
+        None,
+    ]
+    assert trainer.action_indices(tok, [e.model_copy(update={"form": "answer"}) for e in group], answers) == [()] * 5
+    answer, (at,) = answers[2], marks[2]
+    logits = torch.zeros(len(answer), len(tok))
+    logits[torch.arange(len(answer)), torch.tensor(answer)] = 20.0
+    logits[at, answer[at]] = 0.0  # the action itself a coin flip over the vocabulary
+    plain = float(trainer.answer_ce(logits, answer))
+    assert float(trainer.answer_ce(logits, answer, [], 10.0, marks[2])) > 4 * plain
+    packed = trainer.pack([([1, 2, 3], a) for a in answers], marks)
+    assert packed.weighted == marks
+
+
 def test_an_interrupted_run_resumes_from_its_checkpoint(base, tmp_path):
     config = _config(tmp_path, steps=3, checkpoint_every=1)
     examples, _ = build_examples(config, base, tmp_path)

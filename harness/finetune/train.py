@@ -69,14 +69,16 @@ class Packed:
     positions: list[int]
     segment: list[int]  # -1: the shared prefix; i: the i-th prompt's rest and answer
     answers: list[tuple[int, list[int]]]  # (index of the position that predicts the answer's first token, answer)
+    weighted: list[tuple[int, ...]] = field(default_factory=list)  # per answer: indices weighted as decisions
 
     @property
     def shared(self) -> int:
         return self.segment.count(-1)
 
 
-def pack(encoded: Sequence[tuple[list[int], list[int]]]) -> Packed:
-    """Pack (prompt, answer) pairs whose prompts share a prefix (the longest common one, leaving each >= 1 token)."""
+def pack(encoded: Sequence[tuple[list[int], list[int]]], weighted: Sequence[tuple[int, ...]] = ()) -> Packed:
+    """Pack (prompt, answer) pairs whose prompts share a prefix (the longest common one, leaving each >= 1 token);
+    `weighted`: per pair, answer indices the loss counts as decisions (`action_indices`)."""
     prompts = [p for p, _ in encoded]
     n = min(len(p) for p in prompts) - 1
     for i in range(n):
@@ -90,7 +92,7 @@ def pack(encoded: Sequence[tuple[list[int], list[int]]]) -> Packed:
         ids += rest
         positions += range(n, n + len(rest))
         segment += [k] * len(rest)
-    return Packed(ids, positions, segment, answers)
+    return Packed(ids, positions, segment, answers, list(weighted) or [()] * len(answers))
 
 
 def packed_masks(packed: Packed, config):
@@ -147,20 +149,49 @@ def decision_ids(tokenizer) -> list[int]:
     return sorted(out)
 
 
-def answer_ce(logits, answer: list[int], decisions: Sequence[int] = (), weight: float = 1.0):
+def action_indices(tokenizer, group: Sequence[Example], answers: Sequence[list[int]]) -> list[tuple[int, ...]]:
+    """Per example of a group, the answer indices weighted as decisions beyond the booleans: an agent step's
+    action (the first token of its first value, search / read / answer in `{"action":"search",...}`).
+
+    After the first read of a two-hop question the reader answered where it should search again (#29): that
+    choice is one token of the step's ~15, so it is weighted like a boolean. A trajectory's steps share their
+    first key (the protocol's); its final answer, written in the extraction form, does not, and is left as is."""
+    import re
+    from collections import Counter
+
+    keys = [re.match(r'\{"([^"]*)":"?', e.target) if e.form == "agent" else None for e in group]
+    common = Counter(k.group(1) for k in keys if k).most_common(1)
+    out: list[tuple[int, ...]] = []
+    for e, key, answer in zip(group, keys, answers):
+        if not key or not common or key.group(1) != common[0][0]:
+            out.append(())
+            continue
+        i = len(tokenizer(e.target[: key.end()], add_special_tokens=False).input_ids)
+        word = tokenizer.decode([answer[i]]).strip() if i < len(answer) - 1 else ""
+        out.append((i,) if word and e.target[key.end() :].startswith(word) else ())
+    return out
+
+
+def answer_ce(
+    logits, answer: list[int], decisions: Sequence[int] = (), weight: float = 1.0, weighted: Sequence[int] = ()
+):
     """The answer's mean token cross-entropy, with its decision tokens (`decisions`) counted `weight` times.
 
     A boolean field is decided by one token among the answer's ~40: at weight 1 the readers learned the
     prior (the same P(true) for every person) and never the field. The sum is still divided by the
     answer's length, so every other token keeps its gradient: divided by the summed weights instead,
-    the dates lost a third of theirs and date_of_birth fell from 70-80 % to 46-50 % (docs/finetune.md)."""
+    the dates lost a third of theirs and date_of_birth fell from 70-80 % to 46-50 % (docs/finetune.md).
+    `weighted`: answer indices counted `weight` times too (an agent step's action: `action_indices`)."""
     import torch
 
     target = torch.tensor(answer)
     ce = torch.nn.functional.cross_entropy(logits, target, reduction="none")
-    if weight == 1.0 or not decisions:
+    if weight == 1.0 or not (decisions or weighted):
         return ce.mean()
-    w = torch.where(torch.isin(target, torch.tensor(list(decisions))), weight, 1.0)
+    hit = torch.isin(target, torch.tensor(list(decisions), dtype=torch.long))
+    if weighted:
+        hit[list(weighted)] = True
+    w = torch.where(hit, weight, 1.0)
     return (ce * w).sum() / len(answer)
 
 
@@ -169,9 +200,11 @@ def packed_loss(model, packed: Packed, bf16: bool, decisions: Sequence[int] = ()
     import torch
 
     lm = model.get_base_model() if hasattr(model, "get_base_model") else model
+    marks = packed.weighted or [()] * len(packed.answers)
     if len(packed.answers) == 1:
         ((start, answer),) = packed.answers
-        return answer_ce(answer_logits(model, packed.ids, len(answer), bf16), answer, decisions, weight)
+        logits = answer_logits(model, packed.ids, len(answer), bf16)
+        return answer_ce(logits, answer, decisions, weight, marks[0])
     rows = torch.tensor([start + j for start, answer in packed.answers for j in range(len(answer))])
     with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
         hidden = lm.get_decoder()(
@@ -184,8 +217,8 @@ def packed_loss(model, packed: Packed, bf16: bool, decisions: Sequence[int] = ()
     cap = getattr(lm.config, "final_logit_softcapping", None)
     logits = torch.tanh(logits.float() / cap) * cap if cap else logits.float()
     losses, at = [], 0
-    for _, answer in packed.answers:
-        losses.append(answer_ce(logits[at : at + len(answer)], answer, decisions, weight))
+    for (_, answer), marked in zip(packed.answers, marks):
+        losses.append(answer_ce(logits[at : at + len(answer)], answer, decisions, weight, marked))
         at += len(answer)
     return torch.stack(losses).mean()
 
@@ -275,7 +308,11 @@ def packed_groups(tokenizer, examples: Sequence[Example]) -> list[Packed]:
     by_group: dict[int, list[Example]] = {}
     for e in examples:
         by_group.setdefault(e.group, []).append(e)
-    return [pack([encode(tokenizer, e) for e in group]) for group in by_group.values()]
+    out = []
+    for group in by_group.values():
+        encoded = [encode(tokenizer, e) for e in group]
+        out.append(pack(encoded, action_indices(tokenizer, group, [a for _, a in encoded])))
+    return out
 
 
 def evaluate_loss(model, tokenizer, examples: Sequence[Example], bf16: bool) -> float | None:
