@@ -394,8 +394,9 @@ def test_export_equals_the_training_data(exported, tmp_path):
     assert [(r["prompt"], r["completion"]) for r in rows] == [(e.prompt, e.target) for e in train]
 
 
-def test_the_shipped_reader_was_trained_on_the_data_finetune_builds_today():
-    """The shipped adapter's provenance holds: its recorded settings build, from this code, the examples it
+@pytest.mark.parametrize("served", ["gemma-3-270m-bio-needle", "gemma-3-270m-reader"])
+def test_the_shipped_reader_was_trained_on_the_data_finetune_builds_today(served):
+    """Each shipped adapter's provenance holds: its recorded settings build, from this code, the examples it
     was trained on. A reader of several scenarios records the hash of each part's first contexts (a part's
     examples are prefix-stable), so this check rebuilds those, not the whole of its data; a single-scenario
     reader is rebuilt in full. A change to a generator or the example builder that alters training data
@@ -404,8 +405,11 @@ def test_the_shipped_reader_was_trained_on_the_data_finetune_builds_today():
     from harness.finetune.config import FinetuneConfig
     from harness.finetune.data import data_hash
     from harness.finetune.run import build_examples, prefix_hashes
+    from harness.reader import shipped_reader
 
-    info = json.loads((BioNeedle().reader() / "finetune.json").read_text())
+    folder = shipped_reader(served)
+    assert folder is not None, served
+    info = json.loads((folder / "finetune.json").read_text())
     config = FinetuneConfig(**info["config"]).model_copy(update={"eval_n": 0})
     if config.mix:
         prefix = info["data_prefix"]
