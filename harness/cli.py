@@ -311,7 +311,7 @@ def compare(
     api: str = typer.Option(
         None,
         "--api",
-        help="completions (base models) or chat; default: completions for the embedded model, chat otherwise",
+        help="completions (base models) or chat; default: completions for the embedded model and its tuned readers (also by name at --endpoint), chat otherwise",
     ),
     api_key_env: str = typer.Option(None, "--api-key-env", help="environment variable holding the API key"),
     max_model_len: MaxModelLen = None,

@@ -47,7 +47,7 @@ def open_endpoint(ec: EndpointConfig, log_path: Path | None = None):
                 f"{', '.join(server_only)} configure a server the harness starts, not --endpoint "
                 f"{ec.url}: start that server with them (`harness serve {server_only[0]} ...`)"
             )
-        api = "chat" if ec.api == "auto" else ec.api
+        api = remote_api(ec.model) if ec.api == "auto" else ec.api
         endpoint = Endpoint(ec.url, ec.model, api, ec.api_key_env, ec.timeout_s, ec.max_retries)
         if ec.replicas:  # --endpoint given again: replicas of one model, balanced, with failover
             from harness.endpoints.pool import Pool
@@ -175,6 +175,16 @@ def server_options(ec: EndpointConfig):
         dtype=ec.dtype,
         adapter=ec.adapter,
     )
+
+
+def remote_api(model: str | None) -> str:
+    """`--api auto` at --endpoint: completions for the embedded model and its tuned readers by name (what
+    `harness serve` serves: a base model without a chat template, readers trained on completion prompts, so
+    chat would ask them in bytes they never saw); chat for any other model."""
+    from harness.endpoints.embedded import EMBEDDED_MODEL
+
+    ours = bool(model) and (model == EMBEDDED_MODEL or model.startswith(EMBEDDED_MODEL + "-"))
+    return "completions" if ours else "chat"
 
 
 def default_api(model_path: str) -> str:

@@ -46,3 +46,24 @@ def test_a_hub_model_may_download_unless_the_base_environment_is_offline():
     hub = LaunchSettings("org/model", "org/model", port=1, cpu=False, offline=False)
     assert "HF_HUB_OFFLINE" not in plan_launch(hub, {}, cpus=[0], iomp=None).env
     assert plan_launch(hub, {"HF_HUB_OFFLINE": "1"}, cpus=[0], iomp=None).env["HF_HUB_OFFLINE"] == "1"
+
+
+def test_at_an_endpoint_auto_asks_the_embedded_model_and_its_readers_by_completion_prompts(monkeypatch):
+    """`harness serve` then `compare --endpoint URL --model gemma-3-270m-reader`: the readers were trained on
+    completion prompts (no chat template), so `--api auto` asks them so; any other model gets chat."""
+    from harness.config import EndpointConfig
+    from harness.endpoints.client import Endpoint
+    from harness.launch import open_endpoint, remote_api
+
+    monkeypatch.setattr(Endpoint, "describe", lambda self: {})  # no server here: only the API chosen is checked
+
+    assert remote_api("gemma-3-270m") == remote_api("gemma-3-270m-reader") == "completions"
+    assert remote_api("gemma-3-270m-bio-needle") == "completions"
+    assert remote_api("Qwen/Qwen2.5-7B-Instruct") == remote_api("gpt-4o-mini") == remote_api(None) == "chat"
+    with open_endpoint(EndpointConfig(url="http://127.0.0.1:9/v1", model="gemma-3-270m-reader"), None) as (ep, _):
+        assert ep.api == "completions"
+    with open_endpoint(EndpointConfig(url="http://127.0.0.1:9/v1", model="gpt-4o-mini", api="auto"), None) as (ep, _):
+        assert ep.api == "chat"
+    at = EndpointConfig(url="http://127.0.0.1:9/v1", model="gemma-3-270m-reader", api="chat")
+    with open_endpoint(at, None) as (ep, _):
+        assert ep.api == "chat"  # an explicit --api wins
