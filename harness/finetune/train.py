@@ -69,7 +69,7 @@ class Packed:
     positions: list[int]
     segment: list[int]  # -1: the shared prefix; i: the i-th prompt's rest and answer
     answers: list[tuple[int, list[int]]]  # (index of the position that predicts the answer's first token, answer)
-    weighted: list[tuple[int, ...]] = field(default_factory=list)  # per answer: indices weighted as decisions
+    weighted: list[tuple[int, ...]] = field(default_factory=list)  # per answer: indices weighted as decisions (or none)
 
     @property
     def shared(self) -> int:
@@ -92,7 +92,7 @@ def pack(encoded: Sequence[tuple[list[int], list[int]]], weighted: Sequence[tupl
         ids += rest
         positions += range(n, n + len(rest))
         segment += [k] * len(rest)
-    return Packed(ids, positions, segment, answers, list(weighted) or [()] * len(answers))
+    return Packed(ids, positions, segment, answers, list(weighted))
 
 
 def packed_masks(packed: Packed, config):
