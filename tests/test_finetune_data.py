@@ -311,6 +311,30 @@ def test_retrieved_answerable_keeps_partial_views_as_not_answerable(tmp_path):
     assert not any(partial(e) for e in build(False, 4))
 
 
+def test_partial_share_draws_views_the_retriever_cut(tmp_path):
+    """partial_share: that share of answerable contexts is drawn until the retriever cut someone's gold documents,
+    each such view a not-answerable example about a person the chunks show; it needs retrieved_answerable."""
+    data = DataConfig(
+        lengths=[900, 1400],
+        strategies=["rag-dense:top_k=2,chunk_size=64"],
+        answerable_share=1.0,
+        retrieved_answerable=True,
+        partial_share=1.0,
+        seed=4,
+    )
+    builder = ExampleBuilder(
+        build_scenario(data), data, count_words, build_strategies(data.strategies, tmp_path, count_words)
+    )
+    made = builder.build(4, "train")
+    assert len({e.group for e in made}) == 4
+    for e in made:
+        context = e.prompt.split("Documents:\n", 1)[1].rsplit("\n\nQuestion:", 1)[0].lower()
+        assert json.loads(e.target) == {"answerable": False, "answer": None}
+        assert e.subject.split()[-1].lower() in context
+    with pytest.raises(ValueError, match="retrieved_answerable"):
+        DataConfig(partial_share=0.5)
+
+
 def test_examples_are_deterministic_and_test_examples_disjoint(examples, tmp_path):
     scen, train, test = examples
     again = ExampleBuilder(scen, DATA, count_words, build_strategies(DATA.strategies, tmp_path, count_words))

@@ -157,6 +157,26 @@ def test_an_agent_steps_action_is_weighted_and_its_final_answer_is_not(base):
     assert packed.weighted == marks
 
 
+def test_a_judges_verdicts_are_weighted(base):
+    """Each ragas verdict (the 0 / 1 after `"verdict":`) is one decision token, weighted like a boolean."""
+    from harness.finetune.data import Example
+
+    tok = trainer.load_tokenizer(base)
+    target = (
+        '{"statements":[{"statement":"A B is a politician.","reason":"r","verdict":1},'
+        '{"statement":"A B\'s nationality is kenyan.","reason":"r","verdict":0}]}'
+    )
+    e = Example(
+        split="train", group=0, form="judge", needle_shown=True, strategy="ragas-faithfulness", sample_id="s",
+        seed=0, subject="A B", length=1, depth=0.0, context_tokens=1, prompt="p", messages=[], target=target,
+        gold=None,
+    )  # fmt: skip
+    answer = trainer.encode(tok, e)[1]
+    (marks,) = trainer.action_indices(tok, [e], [answer])
+    assert [tok.decode([answer[i]]) for i in marks] == ["1", "0"]
+    assert trainer.action_indices(tok, [e.model_copy(update={"form": "answer"})], [answer]) == [()]
+
+
 def test_an_interrupted_run_resumes_from_its_checkpoint(base, tmp_path):
     config = _config(tmp_path, steps=3, checkpoint_every=1)
     examples, _ = build_examples(config, base, tmp_path)

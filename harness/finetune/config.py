@@ -52,6 +52,21 @@ class DataConfig(BaseModel):
         "cut part of the gold documents (needle coverage below 1) is a not-answerable example (self-route's "
         "decision on retrieved chunks); off: such a view is drawn again",
     )
+    absent_share: float = Field(
+        0.5,
+        ge=0,
+        le=1,
+        description="answerable form, one question a context (a retriever's): share of those asked about a person "
+        "of another draw, absent from the context (the rest: present)",
+    )
+    partial_share: float = Field(
+        0.0,
+        ge=0,
+        le=1,
+        description="with retrieved_answerable: share of answerable-form contexts drawn again until the retriever "
+        "cut the asked person's gold documents (a partial view: not answerable). At default top_k such views are "
+        "rare (8 of 52 contexts), and a reader shown so few said answerable whenever the person was there; 0: as drawn",
+    )
     agent_share: float = Field(
         0.0,
         ge=0,
@@ -74,6 +89,8 @@ class DataConfig(BaseModel):
 
     @model_validator(mode="after")
     def _lengths(self):
+        if self.partial_share > 0 and not self.retrieved_answerable:
+            raise ValueError("partial_share needs retrieved_answerable (partial views are kept only then)")
         if not self.lengths or any(n < 1 for n in self.lengths):
             raise ValueError("lengths must be positive token counts")
         if self.length_range and len(self.lengths) != 2:

@@ -19,7 +19,8 @@ context is redrawn when it does not hold the whole of the gold documents (needle
 1): the target would otherwise teach answers the context does not give — except, with
 `retrieved_answerable` (default off), in the answerable form, where such a partial view is kept
 as a not-answerable example: the decision self-route asks of retrieved chunks, learned on them
-(the chunk with the death date not retrieved: not answerable).
+(the chunk with the death date not retrieved: not answerable); `partial_share` of those contexts are
+drawn until the retriever cut someone's gold documents, so such views are learned at all.
 
 With `agent_share` (default 0: none), a share of the contexts become agent trajectories: the agent
 strategy (`agent`, a registered strategy with a `trajectory` method, e.g. agentic's JSON protocol)
@@ -204,15 +205,16 @@ class ExampleBuilder:
                 out += self._judging(rng, split, group)
                 continue
             answerable = rng.random() < self.data.answerable_share
+            partial = answerable and self.data.partial_share > 0 and rng.random() < self.data.partial_share
             length, depth = self._length(rng), round(rng.uniform(0, 100), 1)
             strategy = self.strategies[group % len(self.strategies)]
             for _ in range(MAX_DRAWS):
-                asked = self._ask(rng, split, length, depth, strategy, answerable)
+                asked = self._ask(rng, split, length, depth, strategy, answerable, partial)
                 if asked:
                     break
             else:
                 raise UsageError(
-                    f"{strategy.label} never showed a whole needle at {length} tokens; "
+                    f"{strategy.label} never {'cut' if partial else 'showed'} a whole needle at {length} tokens; "
                     "training contexts could not be drawn"
                 )
             out += [
@@ -263,8 +265,11 @@ class ExampleBuilder:
         steps = judge_steps(scen, sample, contexts, answer)
         return _steps(sample, steps, split=split, group=group, form="judge", strategy="ragas-faithfulness", seed=seed)
 
-    def _ask(self, rng: random.Random, split: str, length: int, depth: float, strategy, answerable: bool):
-        """[(question sample, seed, shown context, gold shown?)] for one context; [] to draw again."""
+    def _ask(
+        self, rng: random.Random, split: str, length: int, depth: float, strategy, answerable: bool, partial=False
+    ):
+        """[(question sample, seed, shown context, gold shown?)] for one context; [] to draw again. `partial`:
+        only the present people whose gold documents the strategy cut (partial_share), [] when it cut none."""
         sample, scen, seed = self._draw(rng, split, length, depth)
         balanced = split == "train"
         present = scen.questions(sample)
@@ -272,6 +277,10 @@ class ExampleBuilder:
         packable = len(present) > 1 and strategy.show(present[1]).context == first
         k = self.data.questions if packable else 1
         absent = []
+        if partial:
+            views = {q.id: strategy.show(q) for q in present}
+            cut = [q for q in present if (views[q.id].retrieval.get("needle_coverage") or 1.0) < 1.0]
+            return [(q, seed, views[q.id].context, False) for q in self._pick(rng, cut, k, balanced)] if cut else []
         if answerable:  # people from another draw of the split, asked about this context
             other, other_scen, _ = self._draw(rng, split, length, depth)
             here = {d.text for d in sample.documents}
@@ -288,8 +297,8 @@ class ExampleBuilder:
                 for q in other_scen.questions(other)
                 if not here & {d.text for d in q.documents if d.id in q.gold_ids}
             ]
-        if answerable and not packable:  # one question: present or absent, even odds
-            present, absent = ([], absent) if rng.random() < 0.5 else (present, [])
+        if answerable and not packable:  # one question: present or absent (even odds by default)
+            present, absent = ([], absent) if rng.random() < self.data.absent_share else (present, [])
             k = 1
         asked = (
             [(q, True) for q in self._pick(rng, present, k - k // 2 if answerable else k, balanced)] if present else []

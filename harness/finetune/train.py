@@ -151,7 +151,8 @@ def decision_ids(tokenizer) -> list[int]:
 
 def action_indices(tokenizer, group: Sequence[Example], answers: Sequence[list[int]]) -> list[tuple[int, ...]]:
     """Per example of a group, the answer indices weighted as decisions beyond the booleans: an agent step's
-    action (the first token of its first value, search / read / answer in `{"action":"search",...}`).
+    action (the first token of its first value, search / read / answer in `{"action":"search",...}`), and a
+    judge verdict's 0 / 1 (`verdict_indices`).
 
     After the first read of a two-hop question the reader answered where it should search again (#29): that
     choice is one token of the step's ~15, so it is weighted like a boolean. A trajectory's steps share their
@@ -163,6 +164,9 @@ def action_indices(tokenizer, group: Sequence[Example], answers: Sequence[list[i
     common = Counter(k.group(1) for k in keys if k).most_common(1)
     out: list[tuple[int, ...]] = []
     for e, key, answer in zip(group, keys, answers):
+        if e.form == "judge":
+            out.append(verdict_indices(tokenizer, e.target, answer))
+            continue
         if not key or not common or key.group(1) != common[0][0]:
             out.append(())
             continue
@@ -170,6 +174,20 @@ def action_indices(tokenizer, group: Sequence[Example], answers: Sequence[list[i
         word = tokenizer.decode([answer[i]]).strip() if i < len(answer) - 1 else ""
         out.append((i,) if word and e.target[key.end() :].startswith(word) else ())
     return out
+
+
+def verdict_indices(tokenizer, target: str, answer: list[int]) -> tuple[int, ...]:
+    """The answer indices of a ragas verdict list's decisions (the 0 / 1 after each `"verdict":`): the judge's
+    one-token choice per statement, weighted like a boolean. At weight 1 the judge learned verdict 0 for
+    every statement (#29)."""
+    import re
+
+    out = []
+    for m in re.finditer(r'"verdict":', target):
+        i = len(tokenizer(target[: m.end()], add_special_tokens=False).input_ids)
+        if i < len(answer) and tokenizer.decode([answer[i]]).strip() == target[m.end() : m.end() + 1]:
+            out.append(i)
+    return tuple(out)
 
 
 def answer_ce(
