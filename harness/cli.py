@@ -236,6 +236,14 @@ JudgeApiKeyEnv = Annotated[
 ]
 JudgeConcurrency = Annotated[int, typer.Option("--judge-concurrency", help="judge queries in flight")]
 JudgeMaxTokens = Annotated[int, typer.Option("--judge-max-tokens", help="judge answer token limit")]
+JudgeStatements = Annotated[
+    str,
+    typer.Option(
+        "--judge-statements",
+        help="ragas: the judge writes the statements (ragas's prompt); fields: one per field the answer claims, "
+        "the judge gives verdicts only; auto: fields for the embedded model and its readers, else ragas",
+    ),
+]
 
 # Where a model's field is set from: a pydantic error on it names this flag.
 FLAG_OF = {
@@ -349,6 +357,7 @@ def compare(
     judge_api_key_env: JudgeApiKeyEnv = None,
     judge_concurrency: JudgeConcurrency = 2,
     judge_max_tokens: JudgeMaxTokens = 1024,
+    judge_statements: JudgeStatements = "auto",
     prices: Prices = None,
     tolerance: Tolerance = 2.0,
     alpha: float = typer.Option(
@@ -469,6 +478,7 @@ def report(
     judge_api_key_env: JudgeApiKeyEnv = None,
     judge_concurrency: JudgeConcurrency = 2,
     judge_max_tokens: JudgeMaxTokens = 1024,
+    judge_statements: JudgeStatements = "auto",
 ):
     """Recompute the summary, the verdict and report.html of a run folder (no model calls unless --faithfulness ragas)."""
     harness_api.report(run_dir, report_options(locals()))

@@ -181,10 +181,9 @@ def remote_api(model: str | None) -> str:
     """`--api auto` at --endpoint: completions for the embedded model and its tuned readers by name (what
     `harness serve` serves: a base model without a chat template, readers trained on completion prompts, so
     chat would ask them in bytes they never saw); chat for any other model."""
-    from harness.endpoints.embedded import EMBEDDED_MODEL
+    from harness.endpoints.embedded import ours
 
-    ours = bool(model) and (model == EMBEDDED_MODEL or model.startswith(EMBEDDED_MODEL + "-"))
-    return "completions" if ours else "chat"
+    return "completions" if ours(model) else "chat"
 
 
 def default_api(model_path: str) -> str:

@@ -255,6 +255,7 @@ def test_cli_rejects_bad_faithfulness_flags(tmp_path):
         ["--faithfulness", "maybe"],
         ["--faithfulness", "ragas", "--judge-endpoint", "http://x"],
         ["--judge-api", "smoke"],
+        ["--judge-statements", "vibes"],
     ):
         p = subprocess.run(
             [sys.executable, "-m", "harness.cli", "report", str(run), *args],
@@ -365,3 +366,38 @@ def test_judge_verdicts_are_compared_with_the_grounding_field_by_field():
         "unmatched": 1,  # the death date is named by no statement
     }
     assert F.judge_agreement(record, {**row, "status": "parse_failure"}) == dict.fromkeys(F.AGREEMENT, 0)
+
+
+def test_statements_from_fields_skip_the_statement_prompt(tmp_path, judge_url, offline):
+    """--judge-statements fields: the judge is sent ragas's verdict prompt only, over one statement per field the
+    parsed answer claims; a rerun in ragas's own mode judges again (rows remember how they were made)."""
+    from scenarios.bio_needle import BioNeedle
+
+    run = make_run(tmp_path)
+    store = RunStore(run)
+    records = [r for r in store.latest_records() if not r.error and r.answer][:3]
+    samples = {s.id: s for s in store.read_samples()}
+    judge = F.Judge(url=judge_url, model="judge", statements="fields")
+    F.run_ragas(run, records, samples.values(), judge, scenario=BioNeedle())
+    assert _Judge.prompts and not any("analyze the complexity" in p for p in _Judge.prompts)
+    rows = F.read_results(run)
+    for r in records:
+        want = [t for _, _, t in F.field_statements(BioNeedle(), samples[r.sample_id].subject, r.answer)]
+        row = rows[(r.strategy, r.sample_id)]
+        assert row["statements_from"] == "fields" and row["statements"] == want and want
+        assert any(all(s in p for s in want) for p in _Judge.prompts)
+    with pytest.raises(ValueError, match="scenario"):
+        F.judge_items(records, samples.values(), None, "fields")
+    n = len(_Judge.prompts)
+    F.run_ragas(run, records, samples.values(), F.Judge(url=judge_url, model="judge"))
+    assert any("analyze the complexity" in p for p in _Judge.prompts[n:])
+
+
+def test_judge_statements_auto_follows_the_judge():
+    from harness.report.finish import ReportOptions
+
+    opts = ReportOptions()
+    assert opts.judge("http://x", "gemma-3-270m-reader", "completions", None).statements == "fields"
+    assert opts.judge("http://x", "gemma-3-270m", "completions", None).statements == "fields"
+    assert opts.judge("http://x", "gpt-4o-mini", "chat", None).statements == "ragas"
+    assert ReportOptions(judge_statements="ragas").judge("http://x", "gemma-3-270m", None, None).statements == "ragas"

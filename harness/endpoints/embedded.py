@@ -39,6 +39,13 @@ from harness.errors import EndpointError
 EMBEDDED_MODEL = "gemma-3-270m"
 """The name the embedded model is served under (the `model` field of every request)."""
 
+
+def ours(model: str | None) -> bool:
+    """The embedded model or one of its tuned readers, by the name it is served under (`gemma-3-270m`,
+    `gemma-3-270m-*`): a base model without a chat template, readers trained on completion prompts."""
+    return bool(model) and (model == EMBEDDED_MODEL or model.startswith(EMBEDDED_MODEL + "-"))
+
+
 MODEL_DIRNAME = "gemma-3-270m-hf"
 DTYPE = "bfloat16"
 _MARKER = ".harness-complete.json"

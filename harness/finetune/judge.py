@@ -23,7 +23,7 @@ from typing import Any
 from harness.prompting import Prompt
 from harness.samples import Sample
 from harness.scoring.answers import wire_answer
-from harness.scoring.faithfulness import value_text
+from harness.scoring.faithfulness import field_statements, value_text
 
 REASONS = {1: "The context states this about them.", 0: "The context does not state this about them."}
 
@@ -44,21 +44,9 @@ def _prompts():
 
 
 def statements(scenario, sample: Sample, answer: dict[str, Any]) -> list[tuple[str, Any, str]]:
-    """(field, value, statement) for each field of `answer` that claims something (the grounding's
-    is_claim: not "unknown", a date of zeros, false)."""
-    grounding = scenario.grounding()
-    out = []
-    for field in scenario.fields:
-        value = answer.get(field)
-        if value is None or (grounding is not None and not grounding.is_claim(field, value)):
-            continue
-        words = field.replace("_", " ")
-        if value is True:
-            text = f"{sample.subject} is a {words}."
-        else:
-            text = f"{sample.subject}'s {words} is {value_text(value)}."
-        out.append((field, value, text))
-    return out
+    """(field, value, statement) for each field of `answer` that claims something: exactly the statements
+    `--judge-statements fields` gives the judge (harness.scoring.faithfulness.field_statements)."""
+    return field_statements(scenario, sample.subject, answer)
 
 
 def verdict(grounding, sample: Sample, field: str, value: Any) -> int:

@@ -29,6 +29,8 @@ class ReportOptions(BaseModel):
     judge_api_key_env: str | None = None
     judge_concurrency: int = Field(2, ge=1)
     judge_max_tokens: int = Field(1024, ge=16)
+    # auto: from the answer's fields for the embedded model and its readers, ragas's own prompt otherwise
+    judge_statements: Literal["auto", "ragas", "fields"] = "auto"
 
     @model_validator(mode="after")
     def _judge_named(self) -> ReportOptions:
@@ -51,15 +53,22 @@ class ReportOptions(BaseModel):
             url, model, api, api_key_env = self.judge_endpoint, self.judge_model, "chat", None
         if not url or not model:
             raise UsageError("--faithfulness ragas needs a judge: --judge-endpoint URL --judge-model NAME")
+        from harness.endpoints.embedded import ours
+
         url = url.rstrip("/")
         url = url if url.endswith("/v1") else url + "/v1"
+        model = self.judge_model or model
+        statements = self.judge_statements
+        if statements == "auto":
+            statements = "fields" if ours(model) else "ragas"
         return Judge(
             url=url,
-            model=self.judge_model or model,
+            model=model,
             api=self.judge_api or api or "completions",
             api_key_env=self.judge_api_key_env or api_key_env,
             concurrency=self.judge_concurrency,
             max_tokens=self.judge_max_tokens,
+            statements=statements,
         )
 
 
@@ -72,7 +81,8 @@ def run_faithfulness(store, scen, judge) -> None:
     tally: dict[str, int] = {}
     task = progress.add_task(f"ragas judge ({judge.model})", total=len(records), tally="")
     err.print(
-        f"[dim]ragas faithfulness: judge {judge.model} at {judge.url} ({judge.api}), "
+        f"[dim]ragas faithfulness: judge {judge.model} at {judge.url} ({judge.api}, statements from "
+        f"{'the answer' if judge.statements == 'fields' else 'the judge'}), "
         f"{judge.concurrency} in flight, max_tokens {judge.max_tokens}[/dim]"
     )
 
@@ -82,7 +92,7 @@ def run_faithfulness(store, scen, judge) -> None:
 
     progress.start()
     try:
-        counts = run_ragas(store.path, records, store.read_samples(), judge, on_result)
+        counts = run_ragas(store.path, records, store.read_samples(), judge, on_result, scen)
     except KeyboardInterrupt:
         progress.stop()
         raise Interrupted(

@@ -11,6 +11,11 @@ How it runs:
     template) or `ChatOpenAI` (--judge-api chat), both with `base_url` = the judge endpoint.
     The default judge is the run's own endpoint and model.
   * its own concurrency limit (--judge-concurrency), a large judge max_tokens (default 1024);
+  * statements (--judge-statements): ragas's own statement prompt (`ragas`), or one statement per field
+    the parsed answer claims, "<subject>'s <field> is <value>." (`fields`): for a structured answer
+    the statement step only rewrites JSON as sentences, so code does it and the judge gives the
+    verdicts alone (its NLI prompt and score unchanged). `auto`: fields for the embedded model and its
+    readers (a 270M judge wrote malformed statement lists: #29), ragas for any other judge;
   * every outcome is kept in `faithfulness.jsonl` in the run folder, one line per query:
       ok             a score in [0, 1]
       nan            ragas returned NaN (no statements extracted)
@@ -62,14 +67,35 @@ class Judge:
     concurrency: int = 2
     max_tokens: int = 1024
     timeout_s: float = 600.0
+    statements: str = "ragas"  # or "fields": field_statements, the judge writes the verdicts only
 
 
 def _digest(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
 
 
-def judge_items(records: Iterable[Record], samples: Iterable[Sample]) -> list[dict[str, Any]]:
-    """What ragas gets for each record: question, response, and the shown context as a list."""
+def field_statements(scenario, subject: str, answer: dict[str, Any]) -> list[tuple[str, Any, str]]:
+    """(field, value, statement) for each field of `answer` that claims something (the grounding's is_claim:
+    not "unknown", a date of zeros, false): "<subject>'s <field> is <value>.", "<subject> is a <field>."."""
+    grounding = scenario.grounding()
+    out = []
+    for field in scenario.fields:
+        value = answer.get(field)
+        if value is None or (grounding is not None and not grounding.is_claim(field, value)):
+            continue
+        words = field.replace("_", " ")
+        text = f"{subject} is a {words}." if value is True else f"{subject}'s {words} is {value_text(value)}."
+        out.append((field, value, text))
+    return out
+
+
+def judge_items(
+    records: Iterable[Record], samples: Iterable[Sample], scenario=None, statements: str = "ragas"
+) -> list[dict[str, Any]]:
+    """What ragas gets for each record: question, response, and the shown context as a list; with
+    statements="fields" also the statements to judge (`field_statements` of the parsed answer)."""
+    if statements == "fields" and scenario is None:
+        raise ValueError("statements from fields need the scenario")
     by_id = {s.id: s for s in samples}
     items = []
     for r in records:
@@ -87,6 +113,8 @@ def judge_items(records: Iterable[Record], samples: Iterable[Sample]) -> list[di
                 else:
                     contexts.extend(docs[d] for d in p.get("doc_ids") or [] if d in docs)
             item.update(question=sample.question, response=raw, contexts=contexts or [""])
+            if statements == "fields":
+                item["statements"] = [t for _, _, t in field_statements(scenario, sample.subject, r.answer or {})]
         items.append(item)
     return items
 
@@ -186,6 +214,12 @@ def make_metric(judge: Judge):
         """Keeps what ragas extracted and decided (per task, through a context variable)."""
 
         async def _create_statements(self, row, callbacks):
+            given = _capture.get({}).get("given")
+            if given is not None:  # statements from the answer's fields: the judge writes verdicts only
+                from ragas.metrics._faithfulness import StatementGeneratorOutput
+
+                _capture.get({})["statements"] = list(given)
+                return StatementGeneratorOutput(statements=list(given))
             out = await super()._create_statements(row, callbacks)
             _capture.get({})["statements"] = list(out.statements)
             return out
@@ -207,11 +241,11 @@ async def _judge_all(items, judge: Judge, on_result: Callable[[dict[str, Any]], 
     async def one(item: dict[str, Any]) -> None:
         async with sem:
             row = {k: item[k] for k in ("strategy", "sample_id", "length", "digest")}
-            row.update(score=None, statements=None, verdicts=None, detail=None)
+            row.update(score=None, statements=None, verdicts=None, detail=None, statements_from=judge.statements)
             sample = SingleTurnSample(
                 user_input=item["question"], response=item["response"], retrieved_contexts=item["contexts"]
             )
-            data: dict[str, Any] = {}
+            data: dict[str, Any] = {"given": item.get("statements")}
             _capture.set(data)
             try:
                 score = await metric.single_turn_ascore(sample, timeout=judge.timeout_s * 4)
@@ -236,11 +270,13 @@ def run_ragas(
     samples: Sequence[Sample],
     judge: Judge,
     on_result: Callable[[dict[str, Any]], None] = lambda row: None,
+    scenario=None,
 ) -> dict[str, int]:
-    """Judge every record not judged yet (same response); append results to faithfulness.jsonl."""
+    """Judge every record not judged yet (same response, statements made the same way); append results to
+    faithfulness.jsonl. `scenario`: needed for statements from fields."""
     run_dir = Path(run_dir)
     done = read_results(run_dir)
-    items = judge_items(records, samples)
+    items = judge_items(records, samples, scenario, judge.statements)
     todo, counts = [], {s: 0 for s in STATUSES}
     path = run_dir / RESULTS_FILE
 
@@ -252,12 +288,18 @@ def run_ragas(
 
     for it in items:
         prev = done.get((it["strategy"], it["sample_id"]))
-        if prev is not None and prev.get("digest") == it["digest"] and prev.get("status") not in ("error",):
+        if (
+            prev is not None
+            and prev.get("digest") == it["digest"]
+            and prev.get("statements_from", "ragas") == judge.statements
+            and prev.get("status") not in ("error",)
+        ):
             continue
         if "skip" in it:
             write(
                 {k: it[k] for k in ("strategy", "sample_id", "length", "digest")}
                 | {"status": "skipped", "score": None, "detail": it["skip"], "statements": None, "verdicts": None}
+                | {"statements_from": judge.statements}
             )
         else:
             todo.append(it)
