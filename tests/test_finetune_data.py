@@ -284,53 +284,37 @@ def test_a_retriever_is_asked_one_question_per_context(tmp_path):
         assert e.strategy == "rag-dense" and e.subject.lower() in e.prompt.split("Question:")[0].lower()
 
 
+def _route_examples(tmp_path, n: int, strategy: str, **data):
+    """Answerable-form examples over a retriever's views (small chunks: views that cut a biography are common)."""
+    config = DataConfig(lengths=[900, 1400], strategies=[strategy], answerable_share=1.0, **data)
+    builder = ExampleBuilder(
+        build_scenario(config), config, count_words, build_strategies(config.strategies, tmp_path, count_words)
+    )
+    return builder.build(n, "train")
+
+
+def _partial(e) -> bool:
+    """Not answerable, yet the person asked about is in the retrieved chunks."""
+    context = e.prompt.split("Documents:\n", 1)[1].rsplit("\n\nQuestion:", 1)[0].lower()
+    return not e.needle_shown and e.subject.split()[-1].lower() in context
+
+
 def test_retrieved_answerable_keeps_partial_views_as_not_answerable(tmp_path):
     """With retrieved_answerable, a retriever's view that cut part of the needle is a not-answerable example
     (the asked-about person is in the chunks, the whole biography is not); off, such views are drawn again."""
-
-    def build(on: bool, n: int):
-        data = DataConfig(
-            lengths=[900, 1400],
-            strategies=["rag-dense:top_k=1,chunk_size=48"],
-            answerable_share=1.0,
-            retrieved_answerable=on,
-            seed=3,
-        )
-        builder = ExampleBuilder(
-            build_scenario(data), data, count_words, build_strategies(data.strategies, tmp_path, count_words)
-        )
-        return builder.build(n, "train")
-
-    def partial(e) -> bool:  # not answerable, yet the person asked about is in the retrieved chunks
-        context = e.prompt.split("Documents:\n", 1)[1].rsplit("\n\nQuestion:", 1)[0].lower()
-        return not e.needle_shown and e.subject.split()[-1].lower() in context
-
-    on = build(True, 8)
-    cut = [e for e in on if partial(e)]
+    strategy = "rag-dense:top_k=1,chunk_size=48"
+    cut = [e for e in _route_examples(tmp_path, 8, strategy, retrieved_answerable=True, seed=3) if _partial(e)]
     assert cut and all(json.loads(e.target) == {"answerable": False, "answer": None} for e in cut)
-    assert not any(partial(e) for e in build(False, 4))
+    assert not any(_partial(e) for e in _route_examples(tmp_path, 4, strategy, retrieved_answerable=False, seed=3))
 
 
 def test_partial_share_draws_views_the_retriever_cut(tmp_path):
     """partial_share: that share of answerable contexts is drawn until the retriever cut someone's gold documents,
     each such view a not-answerable example about a person the chunks show; it needs retrieved_answerable."""
-    data = DataConfig(
-        lengths=[900, 1400],
-        strategies=["rag-dense:top_k=2,chunk_size=64"],
-        answerable_share=1.0,
-        retrieved_answerable=True,
-        partial_share=1.0,
-        seed=4,
-    )
-    builder = ExampleBuilder(
-        build_scenario(data), data, count_words, build_strategies(data.strategies, tmp_path, count_words)
-    )
-    made = builder.build(4, "train")
+    strategy = "rag-dense:top_k=2,chunk_size=64"
+    made = _route_examples(tmp_path, 4, strategy, retrieved_answerable=True, partial_share=1.0, seed=4)
     assert len({e.group for e in made}) == 4
-    for e in made:
-        context = e.prompt.split("Documents:\n", 1)[1].rsplit("\n\nQuestion:", 1)[0].lower()
-        assert json.loads(e.target) == {"answerable": False, "answer": None}
-        assert e.subject.split()[-1].lower() in context
+    assert all(_partial(e) and json.loads(e.target) == {"answerable": False, "answer": None} for e in made)
     with pytest.raises(ValueError, match="retrieved_answerable"):
         DataConfig(partial_share=0.5)
 
