@@ -313,7 +313,7 @@ def test_judge_targets_parse_as_ragas_outputs_and_follow_the_grounding():
     field swapped for another person's value (a distractor in the same context) is judged 0."""
     from ragas.metrics._faithfulness import NLIStatementOutput, StatementGeneratorOutput
 
-    from harness.finetune.judge import judge_steps, statements
+    from harness.finetune.judge import judge_steps
     from scenarios.bio_needle.scenario import BioNeedle
 
     scen = BioNeedle().split("train", seed=5)
@@ -328,7 +328,7 @@ def test_judge_targets_parse_as_ragas_outputs_and_follow_the_grounding():
     swapped = {**sample.gold, "nationality": other.gold["nationality"]}
     steps = judge_steps(scen, sample, contexts, swapped)
     verdicts = {s.statement: s.verdict for s in NLIStatementOutput.model_validate_json(steps[1][1]).statements}
-    (nat,) = [text for field, _, text in statements(scen, sample, swapped) if field == "nationality"]
+    (nat,) = [text for field, _, text in F.field_statements(scen, sample.subject, swapped) if field == "nationality"]
     assert verdicts[nat] == 0 and sum(verdicts.values()) == len(verdicts) - 1
 
 

@@ -273,14 +273,14 @@ class ExampleBuilder:
         sample, scen, seed = self._draw(rng, split, length, depth)
         balanced = split == "train"
         present = scen.questions(sample)
+        if partial:  # each person's own retrieved view; one of those that cut their documents
+            views = {q.id: strategy.show(q) for q in present}
+            cut = [q for q in present if (views[q.id].retrieval.get("needle_coverage") or 1.0) < 1.0]
+            return [(q, seed, views[q.id].context, False) for q in self._pick(rng, cut, 1, balanced)] if cut else []
         first = strategy.show(present[0]).context
         packable = len(present) > 1 and strategy.show(present[1]).context == first
         k = self.data.questions if packable else 1
         absent = []
-        if partial:
-            views = {q.id: strategy.show(q) for q in present}
-            cut = [q for q in present if (views[q.id].retrieval.get("needle_coverage") or 1.0) < 1.0]
-            return [(q, seed, views[q.id].context, False) for q in self._pick(rng, cut, k, balanced)] if cut else []
         if answerable:  # people from another draw of the split, asked about this context
             other, other_scen, _ = self._draw(rng, split, length, depth)
             here = {d.text for d in sample.documents}

@@ -43,12 +43,6 @@ def _prompts():
     return metric.statement_generator_prompt, StatementGeneratorInput, metric.nli_statements_prompt, NLIStatementInput
 
 
-def statements(scenario, sample: Sample, answer: dict[str, Any]) -> list[tuple[str, Any, str]]:
-    """(field, value, statement) for each field of `answer` that claims something: exactly the statements
-    `--judge-statements fields` gives the judge (harness.scoring.faithfulness.field_statements)."""
-    return field_statements(scenario, sample.subject, answer)
-
-
 def verdict(grounding, sample: Sample, field: str, value: Any) -> int:
     """1 when the subject's own documents state the value (the scenario's grounding rules), else 0."""
     own = [d.text for d in sample.documents if d.id in sample.gold_ids]
@@ -61,7 +55,7 @@ def response_for(rng: random.Random, scenario, sample: Sample, others: list[Samp
     """The gold answer, or (even odds) the gold with one or two claimed fields taken from another person
     of the same context (a distractor the context states, about someone else)."""
     answer = dict(sample.gold)
-    claimed = [f for f, _, _ in statements(scenario, sample, answer)]
+    claimed = [f for f, _, _ in field_statements(scenario, sample.subject, answer)]
     donors = [o for o in others if o.gold != sample.gold]
     if rng.random() < 0.5 or not claimed or not donors:
         return answer
@@ -86,7 +80,7 @@ def verdict_prompt(contexts: list[str], said: list[str]) -> str:
 
 def judge_steps(scenario, sample: Sample, contexts: list[str], answer: dict[str, Any]) -> list[tuple[Prompt, str]]:
     """ragas's statement prompt and its verdict prompt for one judged response, each with the target to write."""
-    claims = statements(scenario, sample, answer)
+    claims = field_statements(scenario, sample.subject, answer)
     said = [s for _, _, s in claims]
     first = statement_prompt(sample.question, _compact(wire_answer(scenario, answer)))
     out = [(Prompt(text=first, messages=[{"role": "user", "content": first}]), _compact({"statements": said}))]

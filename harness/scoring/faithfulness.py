@@ -298,8 +298,14 @@ def run_ragas(
         if "skip" in it:
             write(
                 {k: it[k] for k in ("strategy", "sample_id", "length", "digest")}
-                | {"status": "skipped", "score": None, "detail": it["skip"], "statements": None, "verdicts": None}
-                | {"statements_from": judge.statements}
+                | {
+                    "status": "skipped",
+                    "score": None,
+                    "detail": it["skip"],
+                    "statements": None,
+                    "verdicts": None,
+                    "statements_from": judge.statements,
+                }
             )
         else:
             todo.append(it)
