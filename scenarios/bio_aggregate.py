@@ -24,6 +24,14 @@ Questions (`-P question=...`):
          `precision`, `recall`; names compared case- and whitespace-insensitively). Chance level:
          the empty list, which is neither precise nor complete (0).
 
+Answer forms (`-P answer_form=...`), the same scoring either way:
+  direct  the count or the names, as above.
+  tally   one entry per biography shown, in order: {"people": [{"name": ..., "match": true|false}]},
+          the model's decision about each person; the count is how many it marked, the list their
+          names. A small model decides one biography at a time more surely than it counts a whole
+          context; the written answer grows with the context (about 14 tokens a biography: give
+          `--max-tokens` room past 1k).
+
 Reuses bio-needle's generator (scenarios.bio_needle.generator): matches come from its "needles"
 split, the background from its "haystack" split; the training split (`-P split=train`, fine-tuning
 data) from its "train-needles" and "train-haystack" splits, whose surnames no test split can hold,
@@ -66,6 +74,12 @@ REFERENCE_SIZE = 1000
 KINDS = ("politician", "nationality", "sportsperson")
 YEARS = (1940, 1950, 1960, 1970)
 
+TALLY = """\
+Read the biographies below, then answer the question about them, using only what the biographies \
+say. Go through the biographies in order and reply with a JSON object {"people": [{"name": NAME, \
+"match": true or false}, ...]}: one entry for each biography, NAME being the person's full name as \
+the biography writes it, "match" true when the person is one the question asks for."""
+
 INSTRUCTIONS = {
     "count": """\
 Read the biographies below, then answer the question about them, using only what the biographies \
@@ -86,6 +100,9 @@ class AggregateParams(ScenarioParams):
     )
     targets: int = Field(4, ge=1, le=50, description="each question has 1..targets matching biographies")
     spread: float = Field(50.0, ge=0, le=100, description="percent of the context the matches are spread over")
+    answer_form: Literal["direct", "tally"] = Field(
+        "direct", description="direct: the count or names; tally: a match decision for every biography shown"
+    )
 
 
 @dataclass(frozen=True)
@@ -156,14 +173,31 @@ class BioAggregate(Scenario):
         self._scan = 0
 
     @property
+    def tally(self) -> bool:
+        return self.params.answer_form == "tally"
+
+    @property
     def instructions(self) -> str:
-        return INSTRUCTIONS[self.form]
+        return TALLY if self.tally else INSTRUCTIONS[self.form]
 
     def search_terms(self, sample: Sample) -> list[str]:
         c = sample.meta.get("criterion") or {}
         return Criterion(c["kind"], c["value"]).search_terms() if c else super().search_terms(sample)
 
     def answer_schema(self) -> dict[str, Any]:
+        if self.tally:
+            entry = {
+                "type": "object",
+                "properties": {"name": {"type": "string", "maxLength": 60}, "match": {"type": "boolean"}},
+                "required": ["name", "match"],
+                "additionalProperties": False,
+            }
+            return {
+                "type": "object",
+                "properties": {"people": {"type": "array", "items": entry, "maxItems": 500}},
+                "required": ["people"],
+                "additionalProperties": False,
+            }
         if self.form == "count":
             return {"type": "integer", "minimum": 0, "maximum": 1000}
         # Bounded so a small model cannot run past the token limit listing names (the same bound
@@ -195,10 +229,26 @@ class BioAggregate(Scenario):
             self._questions.append(Question(crit, tuple(found)))
         return self._questions[:n]
 
-    def gold(self, q: Question) -> dict[str, Any]:
-        if self.form == "count":
-            return {"count": len(q.matches)}
-        return {"names": [r.name for r in q.matches]}
+    def gold(self, q: Question, shown: Sequence[BioRecord] = ()) -> dict[str, Any]:
+        """The scored form; in the tally form also `people`, the decision about each of `shown` (the
+        context's people, in order): a working value the model writes, never scored."""
+        out: dict[str, Any] = (
+            {"count": len(q.matches)} if self.form == "count" else {"names": [r.name for r in q.matches]}
+        )
+        if self.tally:
+            out["people"] = [{"name": r.name, "match": q.criterion.matches(r.labels)} for r in shown]
+        return out
+
+    def encode_answer(self, answer: dict[str, Any]) -> Any:
+        return {"people": answer["people"]} if self.tally else super().encode_answer(answer)
+
+    def decode_answer(self, written: Any) -> dict[str, Any]:
+        if not self.tally:
+            return super().decode_answer(written)
+        people = written["people"]
+        marked = [p["name"] for p in people if p["match"]]
+        scored: dict[str, Any] = {"count": len(marked)} if self.form == "count" else {"names": marked}
+        return {**scored, "people": people}
 
     def reference_labels(self) -> list[dict[str, Any]]:
         if self.form != "count":
@@ -266,7 +316,7 @@ class BioAggregate(Scenario):
                             gold_ids=ids,
                             subject=q.criterion.phrase(),
                             question=q.criterion.question(self.form),
-                            gold=self.gold(q),
+                            gold=self.gold(q, [self._people[doc.text] for doc in documents]),
                             context_tokens=joined_tokens(doc_counts),
                             meta={
                                 "match_positions": slots,
@@ -303,7 +353,7 @@ class BioAggregate(Scenario):
         out = [sample]
         for count in sorted(by_count):
             crit, hits = rng.choice(by_count[count])
-            gold = self.gold(Question(crit, tuple(r for _, r in hits)))
+            gold = self.gold(Question(crit, tuple(r for _, r in hits)), [r for _, r in people])
             out.append(
                 sample.model_copy(
                     update={
@@ -342,7 +392,7 @@ class BioAggregate(Scenario):
                 crit = _shot_criterion(rng, recs)
                 if crit is not None:
                     break
-            gold = self.gold(Question(crit, tuple(r for r in recs if crit.matches(r.labels))))
+            gold = self.gold(Question(crit, tuple(r for r in recs if crit.matches(r.labels))), recs)
             out.append(
                 Shot(
                     documents=[Document(id=f"s{first + m}", text=r.bio) for m, r in enumerate(recs)],

@@ -35,6 +35,8 @@ CASES = [
     ("bio-mdqa", BioMDQA, {"documents": 0}),
     ("bio-aggregate", BioAggregate, {}),
     ("bio-aggregate", BioAggregate, {"question": "list", "targets": 3}),
+    ("bio-aggregate", BioAggregate, {"answer_form": "tally"}),
+    ("bio-aggregate", BioAggregate, {"question": "list", "answer_form": "tally"}),
     ("bio-multihop", BioMultihop, {}),
 ]
 IDS = [f"{n}-{'-'.join(f'{k}={v}' for k, v in p.items()) or 'default'}" for n, _, p in CASES]
@@ -94,6 +96,7 @@ def test_pairing_needle_i_is_the_same_item_at_every_depth(grid):
     """What the paired tests rely on: at a length, needle i has the same question, gold and gold
     text at every depth, and the background is the same documents in the same order."""
     _, _, _, _, samples = grid
+    scored = lambda s: {k: v for k, v in s.gold.items() if k != "people"}  # noqa: E731 (a tally follows the order)
     for L in LENGTHS:
         for i in range(3):
             cell = [s for s in samples if s.length == L and s.needle_index == i]
@@ -102,9 +105,9 @@ def test_pairing_needle_i_is_the_same_item_at_every_depth(grid):
             gold_texts = lambda s: sorted(d.text for d in s.documents if d.id in s.gold_ids)  # noqa: E731
             background = lambda s: [d.id for d in s.documents if d.id not in s.gold_ids]  # noqa: E731
             for s in cell[1:]:
-                assert (s.question, s.gold, s.subject, s.gold_ids) == (
+                assert (s.question, scored(s), s.subject, s.gold_ids) == (
                     first.question,
-                    first.gold,
+                    scored(first),
                     first.subject,
                     first.gold_ids,
                 )
@@ -112,7 +115,7 @@ def test_pairing_needle_i_is_the_same_item_at_every_depth(grid):
                 assert background(s) == background(first)
         # and across lengths, needle i asks the same thing
         for i in range(3):
-            golds = {json.dumps(s.gold) for s in samples if s.needle_index == i}
+            golds = {json.dumps(scored(s)) for s in samples if s.needle_index == i}
             assert len(golds) == 1
 
 
@@ -220,6 +223,38 @@ def test_aggregate_gold_agrees_with_the_labels():
             assert q.criterion.phrase() in s.question
 
 
+@pytest.mark.parametrize("form", ["count", "list"])
+def test_aggregate_tally_decides_every_person_shown_and_is_counted(form):
+    """The tally form writes a decision for each biography, in the context's order; the count is the people
+    it marked and the list their names, so one wrong decision moves the count by one."""
+    people = _people(n=3000)
+    sc, samples = build(BioAggregate, {"question": form, "targets": 3, "answer_form": "tally"})
+    for s in samples:
+        q = sc.drawn(3)[s.needle_index]
+        assert s.gold["people"] == [
+            {"name": people[d.text].name, "match": q.criterion.matches(people[d.text].labels)} for d in s.documents
+        ]
+        assert sc.encode_answer(s.gold) == {"people": s.gold["people"]}
+        assert sc.decode_answer(sc.encode_answer(s.gold)) == s.gold
+    s = samples[0]
+    flipped = [dict(p) for p in s.gold["people"]]
+    wrong = next(p for p in flipped if not p["match"])
+    wrong["match"] = True
+    marks, score = mark(sc, sc.decode_answer({"people": flipped}), s.gold)
+    if form == "count":
+        assert sc.decode_answer({"people": flipped})["count"] == len(s.gold_ids) + 1 and score == 0.0
+    else:
+        assert marks["recall"] == 1.0 and marks["precision"] == len(s.gold_ids) / (len(s.gold_ids) + 1)
+    assert "one entry for each biography" in sc.instructions
+    for question in sc.questions(s)[1:]:  # fine-tuning's other questions of the context: tallies of their own
+        crit = question.meta["criterion"]
+        marked = [p["name"] for p in question.gold["people"] if p["match"]]
+        assert len(marked) == len(question.gold_ids) and crit != s.meta["criterion"]
+    shot = sc.shots(1)[0]
+    assert len(shot.answer["people"]) == len(shot.documents)
+    assert all(p["name"].lower() in d.text.lower() for p, d in zip(shot.answer["people"], shot.documents))
+
+
 def test_aggregate_questions_vary_in_kind_and_count():
     sc = BioAggregate(seed=0)
     qs = sc.drawn(9)
@@ -244,7 +279,8 @@ def test_set_precision_recall():
 def test_wire_form_round_trip_and_marks(name, cls, params):
     sc, samples = build(cls, params, lengths=[3000], depths=[50], needles=2)
     schema = wire_schema(sc)
-    assert schema["type"] == "object" and schema["required"] == ["answer"]
+    assert schema["type"] == "object"
+    assert schema["required"] == (["answer"] if sc.answer_schema()["type"] != "object" else ["people"])
     for s in samples:
         written = wire_answer(sc, s.gold)
         answer, reason = read_answer(json.dumps(written), sc)
