@@ -42,7 +42,7 @@ from __future__ import annotations
 
 import random
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -229,9 +229,9 @@ class BioAggregate(Scenario):
             self._questions.append(Question(crit, tuple(found)))
         return self._questions[:n]
 
-    def gold(self, q: Question, shown: Sequence[BioRecord] = ()) -> dict[str, Any]:
+    def gold(self, q: Question, shown: Iterable[BioRecord] = ()) -> dict[str, Any]:
         """The scored form; in the tally form also `people`, the decision about each of `shown` (the
-        context's people, in order): a working value the model writes, never scored."""
+        context's people, in order, read only in that form): a working value the model writes, never scored."""
         out: dict[str, Any] = (
             {"count": len(q.matches)} if self.form == "count" else {"names": [r.name for r in q.matches]}
         )
@@ -316,7 +316,7 @@ class BioAggregate(Scenario):
                             gold_ids=ids,
                             subject=q.criterion.phrase(),
                             question=q.criterion.question(self.form),
-                            gold=self.gold(q, [self._people[doc.text] for doc in documents]),
+                            gold=self.gold(q, (self._people[doc.text] for doc in documents)),
                             context_tokens=joined_tokens(doc_counts),
                             meta={
                                 "match_positions": slots,

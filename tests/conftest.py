@@ -98,3 +98,11 @@ def vllm_server():
         yield srv
     finally:
         srv.stop()
+
+
+@pytest.fixture(scope="module")
+def monkeypatch_module():
+    """monkeypatch for a module-scoped fixture (pytest's own is function-scoped)."""
+    mp = pytest.MonkeyPatch()
+    yield mp
+    mp.undo()

@@ -25,13 +25,6 @@ WINDOW = 65536
 
 
 @pytest.fixture(scope="module")
-def monkeypatch_module():
-    mp = pytest.MonkeyPatch()
-    yield mp
-    mp.undo()
-
-
-@pytest.fixture(scope="module")
 def tuned_run(tmp_path_factory, monkeypatch_module):
     """The run folder and what was seen of the server compare started (its handle, its process group while
     it ran, the notes it printed)."""

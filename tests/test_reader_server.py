@@ -24,13 +24,6 @@ READER = "gemma-3-270m-reader"
 
 
 @pytest.fixture(scope="module")
-def monkeypatch_module():
-    mp = pytest.MonkeyPatch()
-    yield mp
-    mp.undo()
-
-
-@pytest.fixture(scope="module")
 def reader_server(tmp_path_factory, monkeypatch_module):
     import importlib.util
 
