@@ -31,6 +31,12 @@ Answer forms (`-P answer_form=...`), the same scoring either way:
           names. A small model decides one biography at a time more surely than it counts a whole
           context; the written answer grows with the context (about 14 tokens a biography: give
           `--max-tokens` room past 1k).
+  table   one entry per biography shown, in order, with the facts the criteria turn on:
+          {"people": [{"name", "nationality", "born", "politician", "sportsperson"}]}; the harness
+          applies the question's criterion to the entries (program-aided: the model extracts, code
+          compares and counts). The entries are the same whatever the question, so a reader that
+          extracts one biography's facts well has only to do it for each; about 30 tokens a
+          biography.
 
 Reuses bio-needle's generator (scenarios.bio_needle.generator): matches come from its "needles"
 split, the background from its "haystack" split; the training split (`-P split=train`, fine-tuning
@@ -80,6 +86,16 @@ say. Go through the biographies in order and reply with a JSON object {"people":
 "match": true or false}, ...]}: one entry for each biography, NAME being the person's full name as \
 the biography writes it, "match" true when the person is one the question asks for."""
 
+TABLE = """\
+Read the biographies below, then answer the question about them, using only what the biographies \
+say. Go through the biographies in order and reply with a JSON object {"people": [{"name": NAME, \
+"nationality": NATIONALITY, "born": YEAR, "politician": true or false, "sportsperson": true or false}, \
+...]}: one entry for each biography, NAME being the person's full name as the biography writes it, \
+NATIONALITY their nationality in lowercase ("unknown" when the biography does not say), YEAR their \
+year of birth (0 when it does not say), "politician" true when they held or ran for political \
+office, "sportsperson" true when they competed as athletes. The question is answered from these \
+entries."""
+
 INSTRUCTIONS = {
     "count": """\
 Read the biographies below, then answer the question about them, using only what the biographies \
@@ -100,8 +116,10 @@ class AggregateParams(ScenarioParams):
     )
     targets: int = Field(4, ge=1, le=50, description="each question has 1..targets matching biographies")
     spread: float = Field(50.0, ge=0, le=100, description="percent of the context the matches are spread over")
-    answer_form: Literal["direct", "tally"] = Field(
-        "direct", description="direct: the count or names; tally: a match decision for every biography shown"
+    answer_form: Literal["direct", "tally", "table"] = Field(
+        "direct",
+        description="direct: the count or names; tally: a match decision for every biography shown; "
+        "table: every biography's facts, the criterion applied by the harness",
     )
 
 
@@ -121,6 +139,13 @@ class Criterion:
         if self.kind == "politician":
             return f"held or ran for political office and were born before {self.value}"
         return f"competed as athletes and were born before {self.value}"
+
+    def admits(self, entry: dict[str, Any]) -> bool:
+        """Whether a table entry (the facts a model wrote about one biography) meets the criterion."""
+        if self.kind == "nationality":
+            return str(entry.get("nationality", "")).strip().lower() == self.value
+        born = entry.get("born")
+        return entry.get(self.kind) is True and isinstance(born, int) and 0 < born < self.value
 
     def search_terms(self) -> list[str]:
         """Words a search for this criterion holds (stems: "politic" finds "political" and "politician")."""
@@ -177,19 +202,33 @@ class BioAggregate(Scenario):
         return self.params.answer_form == "tally"
 
     @property
+    def table(self) -> bool:
+        return self.params.answer_form == "table"
+
+    @property
     def instructions(self) -> str:
-        return TALLY if self.tally else INSTRUCTIONS[self.form]
+        return TABLE if self.table else TALLY if self.tally else INSTRUCTIONS[self.form]
 
     def search_terms(self, sample: Sample) -> list[str]:
         c = sample.meta.get("criterion") or {}
         return Criterion(c["kind"], c["value"]).search_terms() if c else super().search_terms(sample)
 
     def answer_schema(self) -> dict[str, Any]:
-        if self.tally:
+        if self.tally or self.table:
+            properties: dict[str, Any] = {"name": {"type": "string", "maxLength": 60}}
+            if self.table:
+                properties |= {
+                    "nationality": {"type": "string", "maxLength": 40},
+                    "born": {"type": "integer", "minimum": 0, "maximum": 2100},
+                    "politician": {"type": "boolean"},
+                    "sportsperson": {"type": "boolean"},
+                }
+            else:
+                properties["match"] = {"type": "boolean"}
             entry = {
                 "type": "object",
-                "properties": {"name": {"type": "string", "maxLength": 60}, "match": {"type": "boolean"}},
-                "required": ["name", "match"],
+                "properties": properties,
+                "required": list(properties),
                 "additionalProperties": False,
             }
             return {
@@ -230,25 +269,39 @@ class BioAggregate(Scenario):
         return self._questions[:n]
 
     def gold(self, q: Question, shown: Iterable[BioRecord] = ()) -> dict[str, Any]:
-        """The scored form; in the tally form also `people`, the decision about each of `shown` (the
-        context's people, in order, read only in that form): a working value the model writes, never scored."""
+        """The scored form; in the tally and table forms also `people`, an entry about each of `shown`
+        (the context's people, in order, read only in those forms): a working value the model writes,
+        never scored. The table form's gold also names the criterion its score applies."""
         out: dict[str, Any] = (
             {"count": len(q.matches)} if self.form == "count" else {"names": [r.name for r in q.matches]}
         )
         if self.tally:
             out["people"] = [{"name": r.name, "match": q.criterion.matches(r.labels)} for r in shown]
+        elif self.table:
+            out["people"] = [_entry(r) for r in shown]
+            out["criterion"] = {"kind": q.criterion.kind, "value": q.criterion.value}
         return out
 
     def encode_answer(self, answer: dict[str, Any]) -> Any:
-        return {"people": answer["people"]} if self.tally else super().encode_answer(answer)
+        return {"people": answer["people"]} if self.tally or self.table else super().encode_answer(answer)
 
     def decode_answer(self, written: Any) -> dict[str, Any]:
+        if self.table:
+            return {"people": written["people"]}  # the criterion is the question's: applied in `score`
         if not self.tally:
             return super().decode_answer(written)
         people = written["people"]
         marked = [p["name"] for p in people if p["match"]]
         scored: dict[str, Any] = {"count": len(marked)} if self.form == "count" else {"names": marked}
         return {**scored, "people": people}
+
+    def apply(self, answer: dict[str, Any], gold: dict[str, Any]) -> dict[str, Any]:
+        """A table answer's count or names: its entries that meet the gold's criterion (other forms: as is)."""
+        if not self.table or "people" not in answer:
+            return answer
+        crit = Criterion(**gold["criterion"])
+        names = [p.get("name") for p in answer["people"] if crit.admits(p)]
+        return {**answer, "count": len(names)} if self.form == "count" else {**answer, "names": names}
 
     def reference_labels(self) -> list[dict[str, Any]]:
         if self.form != "count":
@@ -404,6 +457,7 @@ class BioAggregate(Scenario):
 
     # -- marking --------------------------------------------------------------------------------------
     def score(self, answer: dict[str, Any], gold: dict[str, Any]) -> dict[str, bool | float]:
+        answer = self.apply(answer, gold)
         if self.form == "count":
             got = answer.get("count")
             return {"count": isinstance(got, int) and not isinstance(got, bool) and got == gold["count"]}
@@ -412,6 +466,18 @@ class BioAggregate(Scenario):
 
     def grounding(self):
         return None  # a count or a list of names is not a field value a text states
+
+
+def _entry(record: BioRecord) -> dict[str, Any]:
+    """A biography's table entry: the facts every criterion turns on, as its labels give them."""
+    lab = record.labels
+    return {
+        "name": record.name,
+        "nationality": lab.nationality,
+        "born": lab.date_of_birth.year,
+        "politician": bool(lab.politician),
+        "sportsperson": bool(lab.sportsperson),
+    }
 
 
 def _shot_criterion(rng: random.Random, recs: Sequence[BioRecord]) -> Criterion | None:

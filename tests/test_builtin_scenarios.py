@@ -37,6 +37,8 @@ CASES = [
     ("bio-aggregate", BioAggregate, {"question": "list", "targets": 3}),
     ("bio-aggregate", BioAggregate, {"answer_form": "tally"}),
     ("bio-aggregate", BioAggregate, {"question": "list", "answer_form": "tally"}),
+    ("bio-aggregate", BioAggregate, {"answer_form": "table"}),
+    ("bio-aggregate", BioAggregate, {"question": "list", "answer_form": "table"}),
     ("bio-multihop", BioMultihop, {}),
 ]
 IDS = [f"{n}-{'-'.join(f'{k}={v}' for k, v in p.items()) or 'default'}" for n, _, p in CASES]
@@ -255,6 +257,41 @@ def test_aggregate_tally_decides_every_person_shown_and_is_counted(form):
     assert all(p["name"].lower() in d.text.lower() for p, d in zip(shot.answer["people"], shot.documents))
 
 
+@pytest.mark.parametrize("form", ["count", "list"])
+def test_aggregate_table_writes_each_persons_facts_and_the_criterion_is_applied(form):
+    """The table form writes every biography's facts, in order and whatever the question; the score applies
+    the question's criterion to them, so one wrong fact about a person moves the count by one."""
+    people = _people(n=3000)
+    sc, samples = build(BioAggregate, {"question": form, "targets": 3, "answer_form": "table"})
+    for s in samples:
+        q = sc.drawn(3)[s.needle_index]
+        records = [people[d.text] for d in s.documents]
+        assert [p["name"] for p in s.gold["people"]] == [r.name for r in records]
+        assert [p["born"] for p in s.gold["people"]] == [r.labels.date_of_birth.year for r in records]
+        assert [q.criterion.admits(p) for p in s.gold["people"]] == [q.criterion.matches(r.labels) for r in records]
+        assert sc.encode_answer(s.gold) == {"people": s.gold["people"]}
+        assert mark(sc, sc.decode_answer(sc.encode_answer(s.gold)), s.gold)[1] == 1.0
+    s = next(s for s in samples if s.gold["criterion"]["kind"] == "nationality")
+    wrong = [dict(p) for p in s.gold["people"]]
+    other = next(p for p in wrong if p["nationality"] != s.gold["criterion"]["value"])
+    other["nationality"] = s.gold["criterion"]["value"].upper()  # compared case-insensitively
+    marks, score = mark(sc, sc.decode_answer({"people": wrong}), s.gold)
+    if form == "count":
+        assert sc.apply({"people": wrong}, s.gold)["count"] == len(s.gold_ids) + 1 and score == 0.0
+    else:
+        assert marks["recall"] == 1.0 and marks["precision"] == len(s.gold_ids) / (len(s.gold_ids) + 1)
+    role = next(s for s in samples if s.gold["criterion"]["kind"] != "nationality")
+    kind, year = role.gold["criterion"]["kind"], role.gold["criterion"]["value"]
+    late = [dict(p, born=year) if p[kind] and 0 < p["born"] < year else p for p in role.gold["people"]]
+    assert sc.apply({"people": late}, role.gold)[sc.answer_field] in (0, [])  # "before" the year, not in it
+    for question in sc.questions(s)[1:]:  # other questions of the context: the same entries, another criterion
+        assert question.gold["people"] == s.gold["people"] and question.gold["criterion"] != s.gold["criterion"]
+        assert mark(sc, {"people": s.gold["people"]}, question.gold)[1] == 1.0
+    shot = sc.shots(1)[0]
+    assert len(shot.answer["people"]) == len(shot.documents)
+    assert all(p["name"].lower() in d.text.lower() for p, d in zip(shot.answer["people"], shot.documents))
+
+
 def test_aggregate_questions_vary_in_kind_and_count():
     sc = BioAggregate(seed=0)
     qs = sc.drawn(9)
@@ -284,12 +321,13 @@ def test_wire_form_round_trip_and_marks(name, cls, params):
     for s in samples:
         written = wire_answer(sc, s.gold)
         answer, reason = read_answer(json.dumps(written), sc)
-        assert reason is None and answer == s.gold
+        # the scored form, or (table form) the entries the score applies the gold's criterion to
+        assert reason is None and answer == {k: s.gold[k] for k in answer}
         marks, score = mark(sc, answer, s.gold)
         assert score == 1.0 and set(marks) == set(sc.fields)
     for shot in sc.shots(3):
         answer, reason = read_answer(json.dumps(wire_answer(sc, shot.answer)), sc)
-        assert reason is None and answer == shot.answer
+        assert reason is None and answer == {k: shot.answer[k] for k in answer}
     bad, reason = read_answer('{"answer": "nonsense", "x": 1}', sc)
     assert bad is None and reason
 
