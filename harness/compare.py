@@ -41,6 +41,7 @@ def compare(config: RunConfig, use_cache: bool = True, report: ReportOptions | N
         check()  # input files and the like: now, not after minutes of server start
     for note in input_notes(scen):
         err.print(f"[yellow]note:[/yellow] {note}", highlight=False, soft_wrap=True)
+    config = with_answer_room(config, scen)
     reader = resolve_reader(config.endpoint, scen, reader_skills(config))
     if reader.note:
         err.print(f"[yellow]note:[/yellow] {reader.note}", highlight=False)
@@ -86,6 +87,16 @@ def compare(config: RunConfig, use_cache: bool = True, report: ReportOptions | N
         if created and out.is_dir() and not store.records_path.exists():
             shutil.rmtree(out, ignore_errors=True)
         raise
+
+
+def with_answer_room(config: RunConfig, scen) -> RunConfig:
+    """The run's answer token limit raised to what its longest context needs (Scenario.answer_tokens:
+    a table with an entry per document), unless --max-tokens was given (or replayed from config.yaml)."""
+    ec = config.endpoint
+    need = scen.answer_tokens(max(config.lengths)) if config.lengths else 0
+    if "max_tokens" in ec.model_fields_set or need <= ec.max_tokens:
+        return config
+    return config.model_copy(update={"endpoint": ec.model_copy(update={"max_tokens": need})})
 
 
 def _compare(

@@ -240,6 +240,12 @@ class Scenario(ABC):
         folder = Path(module.__file__).parent / self.READER_DIR if getattr(module, "__file__", None) else None
         return folder if folder is not None and (folder / "adapter_config.json").is_file() else None
 
+    def answer_tokens(self, length: int) -> int:
+        """The answer token limit a context of `length` tokens needs at least (0: the endpoint's default
+        serves). A scenario whose answer grows with the context (an entry per document) says so here:
+        compare raises the limit to it unless --max-tokens was given."""
+        return 0
+
     def reference_labels(self) -> list[dict[str, Any]]:
         """Gold answers (scored form) of the population the needles are drawn from (e.g. the
         haystack's documents, or questions drawn like the needles' but never asked).

@@ -209,6 +209,11 @@ class BioAggregate(Scenario):
     def instructions(self) -> str:
         return TABLE if self.table else TALLY if self.tally else INSTRUCTIONS[self.form]
 
+    def answer_tokens(self, length: int) -> int:
+        """An entry per biography: the table writes about 0.22 tokens per context token (0.17-0.28 over
+        its training data), the tally about half that."""
+        return int(0.3 * length) + 64 if self.table else int(0.2 * length) + 64 if self.tally else 0
+
     def search_terms(self, sample: Sample) -> list[str]:
         c = sample.meta.get("criterion") or {}
         return Criterion(c["kind"], c["value"]).search_terms() if c else super().search_terms(sample)

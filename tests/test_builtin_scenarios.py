@@ -435,3 +435,20 @@ def test_old_file_flags_are_bio_needle_parameters(tmp_path):
     assert "use -P haystack_file=PATH" in p.stderr and "use -P needles_file=PATH" in p.stderr
     assert f"{tmp_path / 'h.jsonl'}: no such file" in p.stderr
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("form", ["table", "tally"])
+def test_an_answer_per_biography_raises_the_answer_limit_unless_one_was_given(form):
+    """An entry per biography needs room to be written: compare raises the run's limit to what the longest
+    context needs (Scenario.answer_tokens), but never over a --max-tokens the user gave."""
+    from harness.compare import with_answer_room
+    from harness.config import EndpointConfig, RunConfig
+
+    scen = BioAggregate(BioAggregate.Params(answer_form=form))
+    config = RunConfig(scenario="bio-aggregate", lengths=[1000, 2000])
+    raised = with_answer_room(config, scen)
+    assert raised.endpoint.max_tokens == scen.answer_tokens(2000) > scen.answer_tokens(1000) > 160
+    assert "max_tokens" in raised.endpoint.model_fields_set  # recorded as given: a replay keeps it
+    given = RunConfig(scenario="bio-aggregate", lengths=[2000], endpoint=EndpointConfig(max_tokens=100))
+    assert with_answer_room(given, scen).endpoint.max_tokens == 100
+    assert with_answer_room(config, BioAggregate()) is config  # the direct form: the default serves
