@@ -29,8 +29,8 @@ Answer forms (`-P answer_form=...`), the same scoring either way:
   tally   one entry per biography shown, in order: {"people": [{"name": ..., "match": true|false}]},
           the model's decision about each person; the count is how many it marked, the list their
           names. A small model decides one biography at a time more surely than it counts a whole
-          context; the written answer grows with the context (about 14 tokens a biography: give
-          `--max-tokens` room past 1k).
+          context; the written answer grows with the context (about 14 tokens a biography:
+          compare raises the answer limit to fit, `answer_tokens`, unless --max-tokens is given).
   table   one entry per biography shown, in order, with the facts the criteria turn on:
           {"people": [{"name", "nationality", "born", "politician", "sportsperson"}]}; the harness
           applies the question's criterion to the entries (program-aided: the model extracts, code
