@@ -32,10 +32,12 @@ Answer forms (`-P answer_form=...`), the same scoring either way:
           context; the written answer grows with the context (about 14 tokens a biography:
           compare raises the answer limit to fit, `answer_tokens`, unless --max-tokens is given).
   table   one entry per biography shown, in order, with the facts the criteria turn on:
-          {"people": [{"name", "nationality", "born", "politician", "sportsperson"}]}; the harness
+          {"people": [{"name", "nationality", "born", "occupation", "politician", "sportsperson"}]}
+          (the occupation, unscored, in the biography's words before the roles it decides, as in
+          bio-needle's answer); the harness
           applies the question's criterion to the entries (program-aided: the model extracts, code
           compares and counts). The entries are the same whatever the question, so a reader that
-          extracts one biography's facts well has only to do it for each; about 30 tokens a
+          extracts one biography's facts well has only to do it for each; about 35 tokens a
           biography.
 
 Reuses bio-needle's generator (scenarios.bio_needle.generator): matches come from its "needles"
@@ -89,12 +91,13 @@ the biography writes it, "match" true when the person is one the question asks f
 TABLE = """\
 Read the biographies below, then answer the question about them, using only what the biographies \
 say. Go through the biographies in order and reply with a JSON object {"people": [{"name": NAME, \
-"nationality": NATIONALITY, "born": YEAR, "politician": true or false, "sportsperson": true or false}, \
-...]}: one entry for each biography, NAME being the person's full name as the biography writes it, \
-NATIONALITY their nationality in lowercase ("unknown" when the biography does not say), YEAR their \
-year of birth (0 when it does not say), "politician" true when they held or ran for political \
-office, "sportsperson" true when they competed as athletes. The question is answered from these \
-entries."""
+"nationality": NATIONALITY, "born": YEAR, "occupation": OCCUPATION, "politician": true or false, \
+"sportsperson": true or false}, ...]}: one entry for each biography, NAME being the person's full name \
+as the biography writes it, NATIONALITY their nationality in lowercase ("unknown" when the biography \
+does not say), YEAR their year of birth (0 when it does not say), OCCUPATION what the biography says \
+the person is or was, in its own words ("unknown" when it does not say), "politician" true when they \
+held or ran for political office, "sportsperson" true when they competed as athletes. The question \
+is answered from these entries."""
 
 INSTRUCTIONS = {
     "count": """\
@@ -210,9 +213,9 @@ class BioAggregate(Scenario):
         return TABLE if self.table else TALLY if self.tally else INSTRUCTIONS[self.form]
 
     def answer_tokens(self, length: int) -> int:
-        """An entry per biography: the table writes about 0.22 tokens per context token (0.17-0.28 over
-        its training data), the tally about half that."""
-        return int(0.3 * length) + 64 if self.table else int(0.2 * length) + 64 if self.tally else 0
+        """An entry per biography: the table's gold takes about 0.26 tokens per context token (0.22-0.31
+        over 216 test-split contexts of 1k-4k, Gemma's tokenizer), the tally about half that."""
+        return int(0.35 * length) + 64 if self.table else int(0.2 * length) + 64 if self.tally else 0
 
     def search_terms(self, sample: Sample) -> list[str]:
         c = sample.meta.get("criterion") or {}
@@ -225,6 +228,7 @@ class BioAggregate(Scenario):
                 properties |= {
                     "nationality": {"type": "string", "maxLength": 40},
                     "born": {"type": "integer", "minimum": 0, "maximum": 2100},
+                    "occupation": {"type": "string", "maxLength": 60},
                     "politician": {"type": "boolean"},
                     "sportsperson": {"type": "boolean"},
                 }
@@ -480,6 +484,7 @@ def _entry(record: BioRecord) -> dict[str, Any]:
         "name": record.name,
         "nationality": lab.nationality,
         "born": lab.date_of_birth.year,
+        "occupation": record.occupation or "unknown",
         "politician": bool(lab.politician),
         "sportsperson": bool(lab.sportsperson),
     }

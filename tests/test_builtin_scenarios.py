@@ -268,6 +268,9 @@ def test_aggregate_table_writes_each_persons_facts_and_the_criterion_is_applied(
         records = [people[d.text] for d in s.documents]
         assert [p["name"] for p in s.gold["people"]] == [r.name for r in records]
         assert [p["born"] for p in s.gold["people"]] == [r.labels.date_of_birth.year for r in records]
+        # the occupation, in the biography's words, is written before the roles it decides (never scored)
+        assert all(p["occupation"] in r.bio for p, r in zip(s.gold["people"], records) if p["occupation"] != "unknown")
+        assert all(list(p).index("occupation") < list(p).index("politician") for p in s.gold["people"])
         assert [q.criterion.admits(p) for p in s.gold["people"]] == [q.criterion.matches(r.labels) for r in records]
         assert sc.encode_answer(s.gold) == {"people": s.gold["people"]}
         assert mark(sc, sc.decode_answer(sc.encode_answer(s.gold)), s.gold)[1] == 1.0
