@@ -34,9 +34,8 @@ Answer forms (`-P answer_form=...`), the same scoring either way:
   table   one entry per biography shown, in order, with the facts the criteria turn on:
           {"people": [{"name", "nationality", "born", "occupation", "politician", "sportsperson"}]}
           (the occupation, unscored, in the biography's words before the roles it decides, as in
-          bio-needle's answer); the harness
-          applies the question's criterion to the entries (program-aided: the model extracts, code
-          compares and counts). The entries are the same whatever the question, so a reader that
+          bio-needle's answer); the harness applies the question's criterion to the entries
+          (program-aided: the model extracts, code compares and counts). The entries are the same whatever the question, so a reader that
           extracts one biography's facts well has only to do it for each; about 35 tokens a
           biography.
 
@@ -132,9 +131,7 @@ class Criterion:
     value: Any  # a birth year bound, or a demonym
 
     def matches(self, labels: BioLabels) -> bool:
-        if self.kind == "nationality":
-            return labels.nationality == self.value
-        return bool(getattr(labels, self.kind)) and 0 < labels.date_of_birth.year < self.value
+        return self.admits(_facts(labels))
 
     def phrase(self) -> str:
         if self.kind == "nationality":
@@ -144,7 +141,7 @@ class Criterion:
         return f"competed as athletes and were born before {self.value}"
 
     def admits(self, entry: dict[str, Any]) -> bool:
-        """Whether a table entry (the facts a model wrote about one biography) meets the criterion."""
+        """Whether one person's facts (a table entry a model wrote, or `_facts` of their labels) meet it."""
         if self.kind == "nationality":
             return str(entry.get("nationality", "")).strip().lower() == self.value
         born = entry.get("born")
@@ -477,16 +474,26 @@ class BioAggregate(Scenario):
         return None  # a count or a list of names is not a field value a text states
 
 
-def _entry(record: BioRecord) -> dict[str, Any]:
-    """A biography's table entry: the facts every criterion turns on, as its labels give them."""
-    lab = record.labels
+def _facts(lab: BioLabels) -> dict[str, Any]:
+    """The facts every criterion turns on, as a person's labels give them."""
     return {
-        "name": record.name,
         "nationality": lab.nationality,
         "born": lab.date_of_birth.year,
-        "occupation": record.occupation or "unknown",
         "politician": bool(lab.politician),
         "sportsperson": bool(lab.sportsperson),
+    }
+
+
+def _entry(record: BioRecord) -> dict[str, Any]:
+    """A biography's table entry, in the order it is written: the occupation right before the roles."""
+    facts = _facts(record.labels)
+    return {
+        "name": record.name,
+        "nationality": facts["nationality"],
+        "born": facts["born"],
+        "occupation": record.occupation or "unknown",
+        "politician": facts["politician"],
+        "sportsperson": facts["sportsperson"],
     }
 
 
